@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""krsid benchmarks. Prints markdown tables; never asserts a speed.
+
+    bench/run.py compile            host: BCC compile time, per hook alone vs all as one module
+    bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
+                                    start, RSS, exec-loop events/s into journald
+    make bench                      both
+
+Compile time is measured on the host (compile-only works there; under TCG it is
+~30x slower and says little); load/attach and delivery only where LSM programs load.
+Ratios come from runs side by side in one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from krsid.catalog import HookSpec, load_catalog  # noqa: E402
+from krsid.kernel.headers import HeaderSource, resolve_headers  # noqa: E402
+
+CATALOG = load_catalog(ROOT / "programs")
+DEFAULT_HOOKS = ["bprm_check_security", "file_mprotect"]
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    sys.stdout.flush()
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def headers(mode: str, cache: Path) -> HeaderSource:
+    return resolve_headers(cache, prefer=mode)
+
+
+# -- compile (host) ----------------------------------------------------------------------------
+
+
+def bench_compile(args: argparse.Namespace) -> None:
+    from krsid.pipeline.load import BuildSettings, compile_only
+
+    with tempfile.TemporaryDirectory() as cache:
+        settings = BuildSettings(headers(args.headers, Path(cache)))
+        specs = [CATALOG[h] for h in args.hooks]
+        rows = []
+        separate = 0.0
+        for spec in specs:
+            t = timed(lambda s=spec: compile_only(CATALOG, [s], settings), args.repeat)  # type: ignore[misc]
+            separate += statistics.median(t)
+            rows.append([spec.name, f"{statistics.median(t):.2f}", f"{min(t):.2f}"])
+        t = timed(lambda: compile_only(CATALOG, specs, settings), args.repeat)
+        rows.append([f"**all {len(specs)} as one module**", f"{statistics.median(t):.2f}", f"{min(t):.2f}"])
+        rows.append([f"sum of {len(specs)} separate modules", f"{separate:.2f}", ""])
+        rows.append(["one module / separate (ratio)", f"{statistics.median(t) / separate:.2f}", ""])
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        table(f"BCC compile on this host ({settings.header_source.kind} headers, median of {args.repeat}; "
+              f"peak RSS {peak:.0f} MB)", ["programs", "median s", "min s"], rows)
+
+
+# -- load + attach, daemon (VM) ----------------------------------------------------------------
+
+
+def bench_attach(specs: list[HookSpec], src: HeaderSource) -> list[list[str]]:
+    from krsid.pipeline.load import BuildSettings, LoadedPrograms
+
+    rows = []
+    for group in [[s] for s in specs] + [specs]:
+        programs = LoadedPrograms(CATALOG, group, BuildSettings(src))
+        t0 = time.perf_counter()
+        programs.build()
+        t_compile = time.perf_counter() - t0
+        status = programs.attach()
+        t_total = time.perf_counter() - t0
+        programs.close()
+        name = group[0].name if len(group) == 1 else f"**all {len(group)} as one module**"
+        attach = " + ".join(f"{st.load_seconds:.2f}" for st in status.values())
+        ok = all(st.attached for st in status.values())
+        rows.append([name, f"{t_compile:.1f}", attach, f"{t_total:.1f}", "yes" if ok else "NO"])
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def exec_loop(binary: Path, n: int) -> float:
+    """n fork+execs of binary from one shell; returns seconds."""
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do "{binary}"; i=$((i+1)); done'], check=True)
+    return time.perf_counter() - t0
+
+
+def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
+    from tests.support.journald import private_journald
+
+    true_copy = tmp / "bench-true"
+    shutil.copy2("/bin/true", true_copy)
+    port = free_port()
+    cfg = tmp / "krsid.yaml"
+    cfg.write_text(
+        f"headers: {args.headers}\ncache_dir: {tmp / 'cache'}\nstate_dir: {tmp / 'state'}\n"
+        "hooks:\n" + "".join(f"  {h}: {{}}\n" for h in args.hooks)
+        + f"sinks:\n  jsonl: {{path: {tmp / 'events.jsonl'}}}\n  prometheus: {{listen: '127.0.0.1:{port}'}}\n"
+    )
+    n = args.execs
+    without = exec_loop(true_copy, n)  # baseline: no krsid attached
+    with private_journald() as journal:
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp / "notify"))
+        env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify"))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "krsid", "run", "--config", str(cfg)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        notify.settimeout(900)
+        while b"READY=1" not in notify.recv(4096):
+            pass
+        cold = time.perf_counter() - t0
+        rss_ready = rss_mb(proc.pid)
+        try:
+            t_loop0 = time.perf_counter()
+            with_krsid = exec_loop(true_copy, n)
+            deadline = time.monotonic() + 600
+            got = 0
+            while time.monotonic() < deadline:
+                got = len(journal.entries(f"KRSID_FILENAME={true_copy}", "--output-fields=KRSID_SEQ"))
+                if got >= n:
+                    break
+                time.sleep(0.5)
+            delivered = time.perf_counter() - t_loop0
+            rss_after = rss_mb(proc.pid)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                metrics = r.read().decode()
+            lost = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                       if line.startswith("krsid_events_lost_total{"))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+            notify.close()
+    table(
+        f"Daemon in the VM ({args.headers} headers, {len(args.hooks)} hooks, TCG: absolute numbers are "
+        "emulator-bound, compare ratios)",
+        ["measure", "value"],
+        [
+            ["cold start: process start -> READY=1 (compile+load+attach+sinks)", f"{cold:.1f} s"],
+            ["RSS after READY", f"{rss_ready:.0f} MB"],
+            [f"RSS after {n} exec events", f"{rss_after:.0f} MB"],
+            [f"exec loop, {n} execs, krsid not running", f"{without:.2f} s ({n / without:.0f}/s)"],
+            [f"exec loop, {n} execs, krsid attached", f"{with_krsid:.2f} s ({n / with_krsid:.0f}/s)"],
+            ["exec loop slowdown (attached / not)", f"{with_krsid / without:.2f}x"],
+            [f"events in journald ({got}/{n}) by", f"{delivered:.2f} s -> {got / delivered:.0f} events/s"],
+            ["events counted lost (all stages)", f"{lost:.0f}"],
+        ],
+    )
+
+
+def bench_vm(args: argparse.Namespace) -> None:
+    if os.environ.get("KRSID_IN_VM") != "1":
+        print("bench/run.py vm: run it inside the test VM: tests/vm/run -- .venv/bin/python bench/run.py vm",
+              file=sys.stderr)
+        sys.exit(2)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        src = headers(args.headers, tmp / "hcache")
+        rows = bench_attach([CATALOG[h] for h in args.hooks], src)
+        table(f"Cold start in the VM ({src.kind} headers; TCG, so compile is ~30x the host's)",
+              ["programs", "compile s", "load+attach s (per hook)", "total s", "attached"], rows)
+        bench_daemon(args, tmp)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["compile", "vm"])
+    p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
+    p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--execs", type=int, default=2000)
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root")
+    {"compile": bench_compile, "vm": bench_vm}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

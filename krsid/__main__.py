@@ -1,0 +1,5 @@
+import sys
+
+from krsid.cli import main
+
+sys.exit(main())

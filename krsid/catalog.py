@@ -1,0 +1,278 @@
+"""The hook catalog: programs/<hook>.c paired with programs/<hook>.yaml.
+
+Adding a hook is adding those two files; nothing here names a hook. The .c file
+holds the LSM_PROBE and the event struct (the layout); the .yaml sidecar says how
+the event is named (MESSAGE_ID), shown (MESSAGE template, PRIORITY) and decoded
+(per-field types), and which options the program reads from the krsid_options map.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from krsid.errors import CatalogError, ConfigError
+from krsid.pipeline.layout import EventLayout, Member, parse_event_struct, read_text
+from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml
+
+HOOK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MESSAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+FIELD_TYPES = ("int", "hex", "string", "flags", "enum", "bool", "hidden")
+OPTION_TYPES = ("bool", "int")
+OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS in krsid.h
+
+# syslog priorities, as journald's PRIORITY field takes them.
+PRIORITIES: Mapping[str, int] = {
+    "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7,
+}
+
+HEADER_FILE = "include/krsid.h"
+HEADER_SIDECAR = "include/krsid.yaml"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one event member (or a bit of one) is presented to the sinks."""
+
+    name: str  # JSON key; journald field is KRSID_<NAME>
+    member: str  # the struct member it is read from
+    kind: str  # one of FIELD_TYPES
+    doc: str = ""
+    values: tuple[tuple[str, int], ...] = ()  # for flags / enum
+    zero: str = ""  # flags: the name shown when no bit is set
+    mask: int = 0  # bool: the bit(s) of member that make it true
+    empty: str = ""  # string: what MESSAGE shows when the string is empty
+
+    @property
+    def journal_name(self) -> str:
+        return "KRSID_" + self.name.upper()
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """A per-hook option: a config key whose value the program reads from a map slot."""
+
+    name: str
+    slot: int
+    kind: str
+    default: int
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    name: str
+    source: Path
+    sidecar: Path
+    description: str
+    message_id: str
+    priority: int
+    message: str
+    layout: EventLayout
+    fields: tuple[FieldSpec, ...]
+    options: tuple[OptionSpec, ...]
+    noisy: bool = False
+
+    def option(self, name: str) -> OptionSpec:
+        for o in self.options:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    programs_dir: Path
+    include_dir: Path
+    header_text: str
+    hooks: Mapping[str, HookSpec]
+
+    def __iter__(self) -> Iterator[HookSpec]:
+        return iter(self.hooks.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.hooks
+
+    def __getitem__(self, name: str) -> HookSpec:
+        return self.hooks[name]
+
+
+def load_catalog(programs_dir: Path) -> Catalog:
+    """Read every programs/*.c with its sidecar; CatalogError on any inconsistency."""
+    programs_dir = Path(programs_dir).resolve()  # BCC's clang does not run in our cwd
+    if not programs_dir.is_dir():
+        raise CatalogError(f"{programs_dir}: programs directory does not exist")
+    header_path = programs_dir / HEADER_FILE
+    header_text = read_text(header_path)
+    header_fields = _header_fields(programs_dir / HEADER_SIDECAR)
+
+    sources = {p.stem: p for p in programs_dir.glob("*.c")}
+    sidecars = {p.stem: p for p in programs_dir.glob("*.yaml")}
+    for stem in sorted(set(sources) ^ set(sidecars)):
+        have, missing = (sources, ".yaml") if stem in sources else (sidecars, ".c")
+        raise CatalogError(f"{have[stem]}: has no matching {stem}{missing} (programs come in .c + .yaml pairs)")
+
+    hooks: dict[str, HookSpec] = {}
+    for name in sorted(sources):
+        hooks[name] = _load_hook(name, sources[name], sidecars[name], header_text, header_fields)
+    ids = [h.message_id for h in hooks.values()]
+    for h in hooks.values():
+        if ids.count(h.message_id) > 1:
+            raise CatalogError(f"{h.sidecar}: message_id {h.message_id} is used by another hook")
+    return Catalog(programs_dir, programs_dir / "include", header_text, hooks)
+
+
+def _header_fields(path: Path) -> dict[str, dict[str, Any]]:
+    doc = _load_sidecar_doc(path)
+    top = _catalog_mapping(doc, doc.data, (), {"fields"})
+    fields = _catalog_mapping(doc, top.get("fields"), ("fields",))
+    return {k: _catalog_mapping(doc, v, ("fields", k)) for k, v in fields.items()}
+
+
+def _load_sidecar_doc(path: Path) -> YamlDoc:
+    try:
+        return load_yaml(read_text(path), str(path))
+    except ConfigError as e:
+        raise CatalogError(str(e)) from None
+
+
+def _catalog_mapping(
+    doc: YamlDoc, value: Any, path: tuple[object, ...], allowed: set[str] | None = None
+) -> dict[str, Any]:
+    try:
+        return expect_mapping(doc, value, path, allowed)
+    except ConfigError as e:
+        raise CatalogError(str(e)) from None
+
+
+_SIDECAR_KEYS = {"hook", "description", "message_id", "priority", "message", "event", "fields", "options", "noisy"}
+_FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty"}
+_OPTION_KEYS = {"slot", "type", "default", "doc"}
+
+
+def _load_hook(
+    name: str, source: Path, sidecar: Path, header_text: str, header_fields: dict[str, dict[str, Any]]
+) -> HookSpec:
+    if not HOOK_NAME_RE.match(name):
+        raise CatalogError(f"{source}: hook file names must match {HOOK_NAME_RE.pattern}")
+    text = read_text(source)
+    if not re.search(rf"\bLSM_PROBE\(\s*{name}\s*,", text):
+        raise CatalogError(f"{source}: must define LSM_PROBE({name}, ...) (the file name is the hook name)")
+
+    doc = _load_sidecar_doc(sidecar)
+    try:
+        top = expect_mapping(doc, doc.data, (), _SIDECAR_KEYS)
+        for required in ("hook", "message_id", "message"):
+            if required not in top:
+                doc.fail((), f"missing required key {required!r}")
+        if expect(doc, top["hook"], ("hook",), str, "a string") != name:
+            doc.fail(("hook",), f"names {top['hook']!r} but the file is {name}.yaml")
+        message_id = expect(doc, top["message_id"], ("message_id",), str, "32 lower-case hex digits")
+        if not MESSAGE_ID_RE.match(message_id):
+            doc.fail(("message_id",), "must be 32 lower-case hex digits (journalctl --new-id128)")
+        priority_name = expect(doc, top.get("priority", "info"), ("priority",), str, "a syslog level name")
+        if priority_name not in PRIORITIES:
+            doc.fail(("priority",), f"unknown level {priority_name!r}; one of {', '.join(PRIORITIES)}")
+        struct_name = expect(doc, top.get("event", f"{name}_event"), ("event",), str, "a struct name")
+        layout = parse_event_struct(text, struct_name, header_text, origin=str(source))
+        fields = _fields(doc, layout, header_fields, expect_mapping(doc, top.get("fields"), ("fields",)))
+        options = _options(doc, expect_mapping(doc, top.get("options"), ("options",)))
+        message = expect(doc, top["message"], ("message",), str, "a string")
+        known = {f.name for f in fields} | {"hook"}
+        for ref in TEMPLATE_FIELD_RE.findall(message):
+            if ref not in known:
+                doc.fail(("message",), f"refers to unknown field {{{ref}}}")
+        return HookSpec(
+            name=name,
+            source=source,
+            sidecar=sidecar,
+            description=" ".join(str(top.get("description", "")).split()),
+            message_id=message_id,
+            priority=PRIORITIES[priority_name],
+            message=message,
+            layout=layout,
+            fields=fields,
+            options=options,
+            noisy=expect(doc, top.get("noisy", False), ("noisy",), bool, "true or false"),
+        )
+    except ConfigError as e:
+        raise CatalogError(str(e)) from None
+
+
+def _fields(
+    doc: YamlDoc, layout: EventLayout, header_fields: dict[str, dict[str, Any]], declared: dict[str, Any]
+) -> tuple[FieldSpec, ...]:
+    """One FieldSpec per struct member (defaults by C type), plus derived bool fields."""
+    header_names = set(header_fields)
+    for key in declared:
+        if key in header_fields:
+            doc.fail(("fields", key), "is a header field; its presentation is set in include/krsid.yaml")
+    out: list[FieldSpec] = []
+    members = {m.name: m for m in layout.members}
+    order = [m.name for m in layout.members] + [k for k in declared if k not in members]
+    for fname in order:
+        is_header = fname in header_names
+        raw = header_fields.get(fname) if is_header else declared.get(fname)
+        path = ("fields", fname)
+        spec = expect_mapping(doc, raw, path, _FIELD_KEYS)
+        member_name = expect(doc, spec.get("member", fname), (*path, "member"), str, "a member name")
+        member = members.get(member_name)
+        if member is None:
+            doc.fail(path, f"no member {member_name!r} in struct {layout.struct_name}")
+        kind = expect(doc, spec.get("type", _default_kind(member)), (*path, "type"), str, "a field type")
+        if kind not in FIELD_TYPES:
+            doc.fail((*path, "type"), f"unknown type {kind!r}; one of {', '.join(FIELD_TYPES)}")
+        if (kind == "string") != member.is_string and kind != "hidden":
+            doc.fail((*path, "type"), f"{kind} does not fit member {member.ctype} {member.name}")
+        values: list[tuple[str, int]] = []
+        if kind in ("flags", "enum"):
+            vmap = expect_mapping(doc, spec.get("values"), (*path, "values"))
+            if not vmap:
+                doc.fail(path, f"type {kind} needs values: {{NAME: number}}")
+            for vname, v in vmap.items():
+                values.append((vname, expect(doc, v, (*path, "values", vname), int, "an integer")))
+        mask = 0
+        if kind == "bool":
+            mask = expect(doc, spec.get("mask", 0), (*path, "mask"), int, "an integer")
+        elif member_name != fname:
+            doc.fail((*path, "member"), "only bool fields may read another member (with a mask)")
+        out.append(FieldSpec(
+            name=fname,
+            member=member_name,
+            kind=kind,
+            doc=" ".join(str(spec.get("doc", "")).split()),
+            values=tuple(values),
+            zero=str(spec.get("zero", "")),
+            mask=mask,
+            empty=str(spec.get("empty", "")),
+        ))
+    return tuple(out)
+
+
+def _default_kind(member: Member) -> str:
+    return "string" if member.is_string else "int"
+
+
+def _options(doc: YamlDoc, declared: dict[str, Any]) -> tuple[OptionSpec, ...]:
+    out: list[OptionSpec] = []
+    slots: set[int] = set()
+    for oname, raw in declared.items():
+        path = ("options", oname)
+        if oname in ("enabled",):
+            doc.fail(path, "'enabled' is reserved")
+        spec = expect_mapping(doc, raw, path, _OPTION_KEYS)
+        slot = expect(doc, spec.get("slot"), (*path, "slot"), int, f"a slot number 0..{OPTION_SLOTS - 1}")
+        if not 0 <= slot < OPTION_SLOTS or slot in slots:
+            doc.fail((*path, "slot"), f"slot must be unique and within 0..{OPTION_SLOTS - 1}")
+        slots.add(slot)
+        kind = expect(doc, spec.get("type", "bool"), (*path, "type"), str, "bool or int")
+        if kind not in OPTION_TYPES:
+            doc.fail((*path, "type"), f"unknown option type {kind!r}")
+        default = spec.get("default", False if kind == "bool" else 0)
+        default = expect(doc, default, (*path, "default"), bool if kind == "bool" else int, kind)
+        out.append(OptionSpec(oname, slot, kind, int(default), " ".join(str(spec.get("doc", "")).split())))
+    return tuple(out)

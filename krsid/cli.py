@@ -1,0 +1,178 @@
+"""krsid's command line: run | check | hooks | doctor.
+
+Exit codes: 0 success; 1 a runtime failure (kernel refused, nothing attached,
+a doctor check failed); 2 bad input (config, catalog, usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from krsid import __version__
+from krsid.config import DEFAULT_CONFIG_PATH, Config, default_programs_dir, load_config
+from krsid.errors import CatalogError, ConfigError, KrsidError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+SOURCE_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "krsid.yaml"
+
+log = logging.getLogger("krsid")
+
+
+def default_config_path() -> Path:
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else SOURCE_CONFIG
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(Path(args.config) if args.config else default_config_path())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from krsid.daemon import Daemon
+
+    config = _load(args)
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+        daemon.run()
+    finally:
+        daemon.stop()
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config; then compile (and unless --compile-only, load+attach+detach)."""
+    config = _load(args)
+    print(f"config {config.source}: OK ({len(config.enabled_hooks)} hooks enabled)")
+    if args.config_only:
+        return EXIT_OK
+    from krsid.daemon import kernel_hooks, select_hooks
+    from krsid.kernel.headers import resolve_headers
+    from krsid.pipeline.load import BuildSettings, LoadedPrograms, compile_only, ringbuf_supported
+
+    specs = select_hooks(config, kernel_hooks())
+    headers = resolve_headers(config.cache_dir, prefer=config.headers)
+    print(f"headers: {headers.description}")
+    use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_supported())
+    settings = BuildSettings(headers, config.ringbuf_pages, use_perf)
+    if args.compile_only:
+        compile_only(config.catalog, specs, settings)
+        print(f"compiled {len(specs)} program(s): {', '.join(s.name for s in specs)}")
+        return EXIT_OK
+    programs = LoadedPrograms(config.catalog, specs, settings, log=lambda m: print(m, file=sys.stderr))
+    try:
+        programs.build()
+        status = programs.attach()
+    finally:
+        programs.close()
+    width = max((len(s) for s in status), default=4)
+    print(f"{'HOOK':<{width}}  STATE     LOAD+ATTACH  ERROR")
+    for st in status.values():
+        state = "attached" if st.attached else "FAILED"
+        err = st.error.splitlines()[0] if st.error else ""
+        print(f"{st.hook:<{width}}  {state:<8}  {st.load_seconds:>9.2f}s  {err}")
+    print(f"compile: {programs.compile_seconds:.2f}s (one module for all hooks); all detached")
+    return EXIT_OK if status and all(s.attached for s in status.values()) else EXIT_FAILURE
+
+
+def cmd_hooks(args: argparse.Namespace) -> int:
+    from krsid.catalog import load_catalog
+    from krsid.kernel.btf import Btf
+
+    catalog = load_catalog(Path(args.programs_dir) if args.programs_dir else default_programs_dir())
+    kernel = Btf.load().lsm_hooks()
+    have = set(kernel)
+    print(f"{len(kernel)} LSM hooks in this kernel's BTF; {len(catalog.hooks)} krsid programs")
+    for hook in sorted(have | set(catalog.hooks)):
+        if hook in catalog and hook in have:
+            mark = "program"
+        elif hook in catalog:
+            mark = "program, MISSING in this kernel"
+        elif args.all:
+            mark = "-"
+        else:
+            continue
+        print(f"  {hook:<32} {mark}")
+    if not args.all:
+        print("(--all lists every hook of the kernel)")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from krsid.kernel.probe import run_checks
+
+    cache = Path(args.cache_dir)
+    checks = run_checks(cache)
+    failed = 0
+    for c in checks:
+        mark = {True: "ok  ", False: "FAIL", None: "info"}[c.ok]
+        print(f"[{mark}] {c.name}: {c.detail}")
+        if c.ok is False:
+            failed += 1
+            print(f"       -> {c.remedy}")
+    if args.require_lsm_load:
+        # For scripts (make run): exit 0 only if an LSM program can really load here.
+        lsm = [c for c in checks if c.name.lower() == "lsm program load"]
+        return EXIT_OK if lsm and lsm[0].ok else EXIT_FAILURE
+    return EXIT_OK if not failed else EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="krsid", description="Runtime-security audit daemon on BPF-LSM hooks")
+    p.add_argument("--version", action="version", version=f"krsid {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", "-c", help=f"config file (default {DEFAULT_CONFIG_PATH}, "
+                        "or the checkout's etc/krsid.yaml)")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    with_config(run)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate config; compile, load, attach and detach each hook")
+    with_config(check)
+    mode = check.add_mutually_exclusive_group()
+    mode.add_argument("--config-only", action="store_true", help="only validate the config (exit 0 or 2)")
+    mode.add_argument("--compile-only", action="store_true", help="validate and compile, load nothing")
+    check.set_defaults(func=cmd_check)
+
+    hooks = sub.add_parser("hooks", help="LSM hooks this kernel offers and which have a program")
+    hooks.add_argument("--programs-dir")
+    hooks.add_argument("--all", action="store_true", help="also list hooks without a program")
+    hooks.set_defaults(func=cmd_hooks)
+
+    doctor = sub.add_parser("doctor", help="can this machine run krsid? each failed check says what to do")
+    doctor.add_argument("--cache-dir", default="/var/cache/krsid")
+    doctor.add_argument("--require-lsm-load", action="store_true",
+                        help="exit 0 only if an LSM program can load here")
+    doctor.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="krsid: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        rc: int = args.func(args)
+        return rc
+    except (ConfigError, CatalogError) as e:
+        print(f"krsid: config error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KrsidError as e:
+        print(f"krsid: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

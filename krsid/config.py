@@ -1,0 +1,204 @@
+"""etc/krsid.yaml -> frozen dataclasses, validated before anything is attached.
+
+Every problem is one ConfigError naming file:line:column and the dotted key, so
+`krsid run` can exit 2 without having touched the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from krsid.catalog import Catalog, load_catalog
+from krsid.errors import CatalogError, ConfigError
+from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml
+
+DEFAULT_CONFIG_PATH = Path("/etc/krsid/krsid.yaml")
+INSTALLED_PROGRAMS_DIR = Path("/usr/share/krsid/programs")
+SOURCE_PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
+HEADER_MODES = ("auto", "kernel", "btf")
+BUFFER_KINDS = ("auto", "ringbuf", "perfbuf")
+
+
+def default_programs_dir() -> Path:
+    """The installed programs, or the source checkout's when running from git."""
+    return INSTALLED_PROGRAMS_DIR if INSTALLED_PROGRAMS_DIR.is_dir() else SOURCE_PROGRAMS_DIR
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    name: str
+    enabled: bool = True
+    options: Mapping[str, int] = field(default_factory=dict)  # option name -> map value
+
+
+@dataclass(frozen=True)
+class JournaldConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    enabled: bool = True
+    path: str = "-"  # "-" is stdout
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9477
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    catalog: Catalog
+    hooks: tuple[HookConfig, ...]
+    programs_dir: Path
+    cache_dir: Path = Path("/var/cache/krsid")
+    state_dir: Path = Path("/run/krsid")
+    headers: str = "auto"
+    buffer_kind: str = "auto"
+    ringbuf_pages: int = 256
+    poll_timeout_ms: int = 200
+    journald: JournaldConfig = JournaldConfig()
+    jsonl: JsonlConfig = JsonlConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
+
+    @property
+    def enabled_hooks(self) -> tuple[HookConfig, ...]:
+        return tuple(h for h in self.hooks if h.enabled)
+
+
+_TOP_KEYS = {"programs_dir", "cache_dir", "state_dir", "headers", "buffer", "poll_timeout_ms", "hooks", "sinks"}
+
+
+def load_config(path: Path, *, catalog: Catalog | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError with the place of the problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config: {e}") from None
+    return parse_config(text, str(path), catalog=catalog)
+
+
+def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> Config:
+    doc = load_yaml(text, origin)
+    top = expect_mapping(doc, doc.data, (), _TOP_KEYS)
+
+    programs_dir = _path(doc, top, "programs_dir", default_programs_dir(), origin)
+    if catalog is None:
+        try:
+            catalog = load_catalog(programs_dir)
+        except CatalogError as e:
+            raise ConfigError(f"{doc.where(('programs_dir',))}: programs_dir: {e}") from None
+
+    headers = _choice(doc, top, ("headers",), "auto", HEADER_MODES)
+    buffer = expect_mapping(doc, top.get("buffer"), ("buffer",), {"kind", "pages"})
+    pages = _int(doc, buffer.get("pages", 256), ("buffer", "pages"), 1, 1 << 16)
+    if pages & (pages - 1):
+        doc.fail(("buffer", "pages"), f"must be a power of two, got {pages}")
+
+    return Config(
+        source=origin,
+        catalog=catalog,
+        hooks=_hooks(doc, top.get("hooks"), catalog),
+        programs_dir=programs_dir,
+        cache_dir=_path(doc, top, "cache_dir", Path("/var/cache/krsid"), origin),
+        state_dir=_path(doc, top, "state_dir", Path("/run/krsid"), origin),
+        headers=headers,
+        buffer_kind=_choice(doc, buffer, ("buffer", "kind"), "auto", BUFFER_KINDS),
+        ringbuf_pages=pages,
+        poll_timeout_ms=_int(doc, top.get("poll_timeout_ms", 200), ("poll_timeout_ms",), 1, 10_000),
+        **_sinks(doc, top.get("sinks")),
+    )
+
+
+def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
+    hooks = expect_mapping(doc, raw, ("hooks",))
+    if not hooks:
+        doc.fail(("hooks",), "no hooks configured; enable at least one of: " + ", ".join(catalog.hooks))
+    out: list[HookConfig] = []
+    for name, body in hooks.items():
+        path = ("hooks", name)
+        if name not in catalog:
+            doc.fail(path, f"unknown hook {name!r}: no programs/{name}.c; known: {', '.join(catalog.hooks)}",
+                     at_key=True)
+        spec = catalog[name]
+        allowed = {"enabled"} | {o.name for o in spec.options}
+        body = expect_mapping(doc, body, path, allowed)
+        enabled = expect(doc, body.get("enabled", True), (*path, "enabled"), bool, "true or false")
+        options: dict[str, int] = {}
+        for opt in spec.options:
+            value = body.get(opt.name, bool(opt.default) if opt.kind == "bool" else opt.default)
+            if opt.kind == "bool":
+                options[opt.name] = int(expect(doc, value, (*path, opt.name), bool, "true or false"))
+            else:
+                options[opt.name] = _int(doc, value, (*path, opt.name), 0, (1 << 63) - 1)
+        out.append(HookConfig(name, enabled, options))
+    return tuple(out)
+
+
+def _sinks(doc: YamlDoc, raw: Any) -> dict[str, Any]:
+    sinks = expect_mapping(doc, raw, ("sinks",), {"journald", "jsonl", "prometheus"})
+    j = expect_mapping(doc, sinks.get("journald"), ("sinks", "journald"), {"enabled"})
+    jl = expect_mapping(doc, sinks.get("jsonl"), ("sinks", "jsonl"), {"enabled", "path"})
+    pr = expect_mapping(doc, sinks.get("prometheus"), ("sinks", "prometheus"), {"enabled", "listen"})
+    listen = expect(doc, pr.get("listen", "127.0.0.1:9477"), ("sinks", "prometheus", "listen"), str, "HOST:PORT")
+    host, port = _listen(doc, listen)
+    jl_path = expect(doc, jl.get("path", "-"), ("sinks", "jsonl", "path"), str, "a path or -")
+    if not jl_path:
+        doc.fail(("sinks", "jsonl", "path"), "must be a file path or - for stdout")
+    return {
+        "journald": JournaldConfig(_bool(doc, j, ("sinks", "journald", "enabled"), True)),
+        "jsonl": JsonlConfig(_bool(doc, jl, ("sinks", "jsonl", "enabled"), True), jl_path),
+        "prometheus": PrometheusConfig(_bool(doc, pr, ("sinks", "prometheus", "enabled"), True), host, port),
+    }
+
+
+def _listen(doc: YamlDoc, listen: str) -> tuple[str, int]:
+    path = ("sinks", "prometheus", "listen")
+    host, sep, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        doc.fail(path, f"expected HOST:PORT (e.g. 127.0.0.1:9477), got {listen!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            doc.fail(path, f"host must be an IP address or localhost, got {host!r}")
+    return host, int(port_text)
+
+
+def _bool(doc: YamlDoc, m: dict[str, Any], path: tuple[object, ...], default: bool) -> bool:
+    return expect(doc, m.get(str(path[-1]), default), path, bool, "true or false")
+
+
+def _int(doc: YamlDoc, value: Any, path: tuple[object, ...], lo: int, hi: int) -> int:
+    n = expect(doc, value, path, int, "an integer")
+    if not lo <= n <= hi:
+        doc.fail(path, f"must be between {lo} and {hi}, got {n}")
+    return n
+
+
+def _choice(doc: YamlDoc, m: dict[str, Any], path: tuple[object, ...], default: str, choices: tuple[str, ...]) -> str:
+    value = expect(doc, m.get(str(path[-1]), default), path, str, "one of " + ", ".join(choices))
+    if value not in choices:
+        doc.fail(path, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _path(doc: YamlDoc, m: dict[str, Any], key: str, default: Path, origin: str) -> Path:
+    value = m.get(key)
+    if value is None:
+        return default
+    text = expect(doc, value, (key,), str, "a path")
+    p = Path(text)
+    if not p.is_absolute():
+        # Relative paths are relative to the config file, not to the daemon's cwd.
+        p = Path(origin).resolve().parent / p
+    return p

@@ -1,0 +1,263 @@
+"""Wires the stages together: config -> load/attach -> poll -> decode -> dispatch -> sinks.
+
+Also owns the service protocol: sd_notify READY/STATUS/WATCHDOG/STOPPING, signals,
+and the sequence-number state file that keeps seq monotonic across restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from krsid.catalog import HookSpec
+from krsid.config import Config
+from krsid.errors import ProgramLoadError, UnsupportedKernelError
+from krsid.kernel.btf import VMLINUX_BTF, Btf
+from krsid.kernel.headers import resolve_headers
+from krsid.pipeline.decode import DecodeError, EventDecoder
+from krsid.pipeline.dispatch import Dispatcher
+from krsid.pipeline.stats import STAGE_DECODE, PipelineStats
+from krsid.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from krsid.pipeline.load import LoadedPrograms
+
+log = logging.getLogger("krsid")
+
+# After an unclean stop the state file may lag the kernel's counter; jumping ahead
+# by this much keeps seq strictly increasing (a visible gap, never a repeat).
+SEQ_CRASH_JUMP = 1 << 24
+SEQ_SAVE_INTERVAL = 5.0
+
+
+class Notifier:
+    """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET, if any."""
+
+    def __init__(self, socket_path: str | None = None) -> None:
+        path = socket_path if socket_path is not None else os.environ.get("NOTIFY_SOCKET", "")
+        if path.startswith("@"):
+            path = "\0" + path[1:]  # abstract namespace
+        self._path = path
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        wd_pid = os.environ.get("WATCHDOG_PID", "")
+        mine = not wd_pid or wd_pid == str(os.getpid())
+        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and mine else 0.0
+
+    def notify(self, state: str) -> None:
+        if not self._path:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+            s.sendto(state.encode(), self._path)
+
+
+def kernel_hooks(btf_path: Path = VMLINUX_BTF) -> set[str] | None:
+    """LSM hooks this kernel offers (bpf_lsm_* in BTF), or None when BTF is unreadable."""
+    try:
+        return set(Btf.load(btf_path).lsm_hooks())
+    except Exception:
+        return None
+
+
+def select_hooks(config: Config, available: set[str] | None) -> list[HookSpec]:
+    """Enabled hooks the kernel has; each missing one is skipped with one warning."""
+    out = []
+    for hc in config.enabled_hooks:
+        if available is not None and hc.name not in available:
+            log.warning("hook %s: this kernel has no bpf_lsm_%s; skipping it", hc.name, hc.name)
+            continue
+        out.append(config.catalog[hc.name])
+    return out
+
+
+@dataclass
+class SeqState:
+    """last seq per boot in state_dir/seq: 'BOOT_ID SEQ clean|running'."""
+
+    path: Path
+
+    @staticmethod
+    def boot_id() -> str:
+        try:
+            return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            return "unknown"
+
+    def load(self) -> int:
+        try:
+            boot, seq, state = self.path.read_text().split()
+        except (OSError, ValueError):
+            return 0
+        if boot != self.boot_id():
+            return 0
+        return int(seq) if state == "clean" else int(seq) + SEQ_CRASH_JUMP
+
+    def save(self, seq: int, *, clean: bool) -> None:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(f"{self.boot_id()} {seq} {'clean' if clean else 'running'}\n")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.warning("cannot save sequence state to %s: %s", self.path, e)
+
+
+def build_sinks(config: Config) -> list[Sink]:
+    sinks: list[Sink] = []
+    if config.journald.enabled:
+        from krsid.sinks.journald import JournaldSink
+
+        sinks.append(JournaldSink(log=log.warning))
+    if config.jsonl.enabled:
+        from krsid.sinks.jsonl import JsonlSink
+
+        sinks.append(JsonlSink(config.jsonl.path))
+    return sinks
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sinks: Sequence[Sink] | None = None,
+        notifier: Notifier | None = None,
+        available_hooks: Callable[[], set[str] | None] = kernel_hooks,
+    ) -> None:
+        self.config = config
+        self.stats = PipelineStats()
+        self.notifier = notifier or Notifier()
+        self._available_hooks = available_hooks
+        self._sinks = list(sinks) if sinks is not None else None
+        self.programs: LoadedPrograms | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.decoder: EventDecoder | None = None
+        self._stop = False
+        self._metrics_server: object | None = None
+        self._seq_state = SeqState(config.state_dir / "seq")
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from krsid.pipeline.load import BuildSettings, LoadedPrograms, ringbuf_supported
+
+        specs = select_hooks(self.config, self._available_hooks())
+        if not specs:
+            raise UnsupportedKernelError("none of the enabled hooks exists on this kernel")
+        headers = resolve_headers(self.config.cache_dir, prefer=self.config.headers)
+        log.info("kernel headers: %s", headers.description)
+        use_perf = self.config.buffer_kind == "perfbuf" or (
+            self.config.buffer_kind == "auto" and not ringbuf_supported()
+        )
+        settings = BuildSettings(headers, self.config.ringbuf_pages, use_perf)
+        programs = LoadedPrograms(self.config.catalog, specs, settings, log=log.error)
+        t0 = time.monotonic()
+        programs.build()
+        log.info("compiled %d program(s) in %.2fs", len(programs.specs), programs.compile_seconds)
+        self.programs = programs
+
+        # Options and the sequence seed go into the maps BEFORE attaching, so the
+        # first event already obeys the config.
+        options = {h.name: h.options for h in self.config.enabled_hooks}
+        programs.set_options(options)
+        programs.seed_sequence(self._seq_state.load())
+
+        status = programs.attach()
+        for st in status.values():
+            if st.attached:
+                log.info("hook %s: attached (%.2fs)", st.hook, st.load_seconds)
+            else:
+                log.error("hook %s: NOT attached: %s", st.hook, st.error)
+        attached = [h for h, st in status.items() if st.attached]
+        if not attached:
+            programs.close()
+            raise ProgramLoadError("no hook could be attached:\n" + "\n".join(
+                f"  {st.hook}: {st.error}" for st in status.values()))
+
+        self.decoder = EventDecoder({i: s for i, s in enumerate(programs.specs)})
+        sinks = self._sinks if self._sinks is not None else build_sinks(self.config)
+        self.dispatcher = Dispatcher(sinks, self.stats, log=log.warning)
+        programs.open_events(self._on_record, self._on_perf_lost)
+        self._start_metrics([s.name for s in programs.specs])
+        self.cold_start_seconds = time.monotonic() - t0
+        status_line = f"attached {len(attached)}/{len(status)} hooks: {', '.join(attached)}"
+        log.info("ready in %.2fs: %s", self.cold_start_seconds, status_line)
+        self.notifier.notify(f"READY=1\nSTATUS={status_line}")
+
+    def _start_metrics(self, hooks: list[str]) -> None:
+        if not self.config.prometheus.enabled:
+            return
+        from krsid.sinks.prometheus import KrsidCollector, make_registry, serve
+
+        assert self.programs is not None
+        registry = make_registry(KrsidCollector(self.stats, self.programs, hooks))
+        self._metrics_server = serve(registry, self.config.prometheus.host, self.config.prometheus.port)
+        log.info("metrics on http://%s:%d/metrics", self.config.prometheus.host, self.config.prometheus.port)
+
+    # -- event path ----------------------------------------------------------------------
+
+    def _on_record(self, raw: bytes) -> None:
+        # Runs inside bcc's C callback: an exception here would be printed and lost,
+        # so everything is caught and counted.
+        assert self.decoder is not None and self.dispatcher is not None
+        try:
+            event = self.decoder.decode(raw)
+        except (DecodeError, Exception):
+            spec = self.decoder.hook_of(raw)
+            self.stats.lost[(spec.name if spec else "unknown", STAGE_DECODE)] += 1
+            return
+        self.dispatcher.handle(event)
+
+    def _on_perf_lost(self, count: int) -> None:
+        self.stats.lost[("unknown", "perfbuf")] += count
+
+    # -- run / stop ----------------------------------------------------------------------
+
+    def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        assert self.programs is not None and self.dispatcher is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        next_watchdog = 0.0
+        next_save = time.monotonic() + SEQ_SAVE_INTERVAL
+        timeout = self.config.poll_timeout_ms
+        if self.notifier.watchdog_interval:
+            timeout = min(timeout, int(self.notifier.watchdog_interval * 1000))
+        while not self._stop:
+            self.programs.poll(timeout)
+            self.dispatcher.flush()
+            now = time.monotonic()
+            # The watchdog is fed from the poll loop itself: a hung poller gets restarted.
+            if self.notifier.watchdog_interval and now >= next_watchdog:
+                self.notifier.notify("WATCHDOG=1")
+                next_watchdog = now + self.notifier.watchdog_interval
+            if now >= next_save:
+                self._seq_state.save(self.programs.current_sequence(), clean=False)
+                next_save = now + SEQ_SAVE_INTERVAL
+
+    def stop(self) -> None:
+        self.notifier.notify("STOPPING=1")
+        if self.programs is not None:
+            # Drain what is already in the buffer, then detach (fail-open: nothing
+            # stays attached, nothing stays denied).
+            with contextlib.suppress(Exception):
+                self.programs.poll(0)
+            with contextlib.suppress(Exception):
+                self._seq_state.save(self.programs.current_sequence(), clean=True)
+            self.programs.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        server = self._metrics_server
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.shutdown()  # type: ignore[attr-defined]

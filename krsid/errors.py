@@ -1,0 +1,27 @@
+"""The exceptions krsid raises on purpose; each one carries a message meant for a person."""
+
+from __future__ import annotations
+
+
+class KrsidError(Exception):
+    """Base class: anything krsid reports as a clean error instead of a traceback."""
+
+
+class ConfigError(KrsidError):
+    """A configuration file (or a hook's sidecar YAML) is malformed or invalid."""
+
+
+class CatalogError(KrsidError):
+    """The programs directory is inconsistent: a .c without .yaml, a bad layout, ..."""
+
+
+class HeaderError(KrsidError):
+    """No usable kernel headers: neither /lib/modules/<release>/build nor a BTF tree."""
+
+
+class UnsupportedKernelError(KrsidError):
+    """The running kernel cannot run BPF-LSM programs (not built, not active, refused)."""
+
+
+class ProgramLoadError(KrsidError):
+    """BCC failed to compile, load or attach a program."""

@@ -1,0 +1,143 @@
+"""Raw ring-buffer records -> Event objects, using layouts derived from the C structs.
+
+Each hook gets a precompiled plan: one ``struct.Struct`` unpack for the whole record,
+then a converter per field chosen from the sidecar YAML's field types. Nothing here
+is per-hook code.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Union
+
+from krsid.catalog import FieldSpec, HookSpec
+
+# What a field's value can be after decoding: int for int, str for hex/flags/enum,
+# bytes for strings (kernel strings are bytes: binary-safe until a sink decides),
+# bool for bool.
+Value = Union[int, str, bytes, bool]
+SCHEMA_VERSION = 1
+
+_HOOK_ID = struct.Struct("<I")
+HOOK_ID_OFFSET = 24  # seq (8) + ktime_ns (8) + cgroup_id (8); checked against the layout below
+
+
+class DecodeError(ValueError):
+    """A record that cannot be decoded: unknown hook id or short record."""
+
+
+class Event:
+    """One decoded event. ``values`` preserves the sidecar's field order."""
+
+    __slots__ = ("hook", "seq", "spec", "values", "wallclock")
+
+    def __init__(self, spec: HookSpec, values: dict[str, Value], wallclock: float) -> None:
+        self.spec = spec
+        self.hook = spec.name
+        self.values = values
+        self.seq = int(values.get("seq", 0))
+        self.wallclock = wallclock  # seconds since the epoch, from the kernel's boot clock
+
+    def __repr__(self) -> str:
+        return f"Event({self.hook}, seq={self.seq})"
+
+
+def text_of(value: Value) -> str:
+    """A value as text for people: bytes decoded, undecodable bytes as \\xNN."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _c_string(raw: bytes) -> bytes:
+    end = raw.find(b"\0")
+    return raw if end < 0 else raw[:end]
+
+
+def _flags(values: tuple[tuple[str, int], ...], zero: str) -> Callable[[int], str]:
+    def render(n: int) -> str:
+        names = [name for name, bit in values if bit and n & bit == bit]
+        rest = n
+        for name, bit in values:
+            if name in names:
+                rest &= ~bit
+        if rest:
+            names.append(hex(rest))
+        return "|".join(names) if names else (zero or "0")
+    return render
+
+
+def _enum(values: tuple[tuple[str, int], ...]) -> Callable[[int], str]:
+    table = {v: name for name, v in values}
+    return lambda n: table.get(n, str(n))
+
+
+def _converter(f: FieldSpec) -> Callable[[object], Value]:
+    if f.kind == "string":
+        return _c_string  # type: ignore[return-value]
+    if f.kind == "hex":
+        return hex  # type: ignore[return-value]
+    if f.kind == "flags":
+        return _flags(f.values, f.zero)  # type: ignore[return-value]
+    if f.kind == "enum":
+        return _enum(f.values)  # type: ignore[return-value]
+    if f.kind == "bool":
+        mask = f.mask
+        return lambda n: bool(n & mask)  # type: ignore[operator]
+    return int  # type: ignore[return-value]
+
+
+class _Plan:
+    __slots__ = ("min_size", "spec", "steps", "unpack")
+
+    def __init__(self, spec: HookSpec) -> None:
+        self.spec = spec
+        self.unpack = spec.layout.unpacker.unpack_from
+        self.min_size = spec.layout.size
+        index = {m.name: i for i, m in enumerate(spec.layout.members)}
+        self.steps = tuple(
+            (f.name, index[f.member], _converter(f)) for f in spec.fields if f.kind != "hidden"
+        )
+
+
+class EventDecoder:
+    """Decodes records of the hooks compiled into one module, keyed by hook id."""
+
+    def __init__(self, hooks_by_id: Mapping[int, HookSpec], *, boot_to_epoch: float | None = None) -> None:
+        for spec in hooks_by_id.values():
+            if spec.layout.member("hook_id").offset != HOOK_ID_OFFSET:
+                raise ValueError(f"{spec.name}: hook_id is not at offset {HOOK_ID_OFFSET}")
+        self._plans = {i: _Plan(s) for i, s in hooks_by_id.items()}
+        # CLOCK_BOOTTIME -> epoch: computed once; the kernel stamps events with boot time.
+        self._boot_to_epoch = (
+            boot_to_epoch if boot_to_epoch is not None
+            else time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        )
+
+    def hook_of(self, raw: bytes) -> HookSpec | None:
+        if len(raw) < HOOK_ID_OFFSET + 4:
+            return None
+        plan = self._plans.get(_HOOK_ID.unpack_from(raw, HOOK_ID_OFFSET)[0])
+        return plan.spec if plan else None
+
+    def decode(self, raw: bytes) -> Event:
+        if len(raw) < HOOK_ID_OFFSET + 4:
+            raise DecodeError(f"record of {len(raw)} bytes is shorter than the event header")
+        hook_id = _HOOK_ID.unpack_from(raw, HOOK_ID_OFFSET)[0]
+        plan = self._plans.get(hook_id)
+        if plan is None:
+            raise DecodeError(f"record names unknown hook id {hook_id}")
+        if len(raw) < plan.min_size:
+            raise DecodeError(f"{plan.spec.name}: record of {len(raw)} bytes, layout needs {plan.min_size}")
+        t = plan.unpack(raw)
+        values: dict[str, Value] = {name: conv(t[i]) for name, i, conv in plan.steps}
+        wall = self._boot_to_epoch + int(values.get("ktime_ns", 0)) / 1e9
+        return Event(plan.spec, values, wall)
+
+
+def decode_all(decoder: EventDecoder, records: Iterable[bytes]) -> list[Event]:
+    return [decoder.decode(r) for r in records]

@@ -1,0 +1,39 @@
+"""Counters the user-space pipeline keeps; the Prometheus collector reads them.
+
+Plain dict increments, not prometheus_client Counters: the hot path runs once per
+event and a Counter takes a lock per inc().
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Stages at which an event can be lost, as the `stage` label of krsid_events_lost_total.
+STAGE_RINGBUF = "ringbuf"  # counted in the kernel: the ring buffer was full
+STAGE_DECODE = "decode"  # a record that could not be decoded
+
+
+def sink_stage(sink_name: str) -> str:
+    return f"sink_{sink_name}"
+
+
+@dataclass
+class PipelineStats:
+    events: Counter[str] = field(default_factory=Counter)  # hook -> events decoded
+    lost: Counter[tuple[str, str]] = field(default_factory=Counter)  # (hook, stage) -> events
+    sink_errors: Counter[str] = field(default_factory=Counter)  # sink -> failed writes
+
+
+class KernelCounters(Protocol):
+    """What the loader exposes to metrics: counters kept inside the BPF programs."""
+
+    def hook_counters(self) -> Mapping[str, Mapping[str, int]]:
+        """hook -> {"invocations", "emitted", "lost_ringbuf", "filtered"} summed over CPUs."""
+        ...
+
+    def attached(self) -> Mapping[str, bool]:
+        """hook -> whether its program is attached now."""
+        ...

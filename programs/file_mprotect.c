@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * W^X audit: mprotect() changing the protection of a mapping.
+ *
+ * bpf_d_path is not allowed on this hook (the kernel's allow-list has
+ * bprm_check_security, file_open, mmap_file..., not file_mprotect), so a file
+ * mapping is named by its dentry, without directories.
+ */
+#include "krsid.h"
+#if KRSID_KERNEL_HEADERS
+#include <linux/mm_types.h>
+#endif
+
+/* Option slots, set from etc/krsid.yaml through programs/file_mprotect.yaml. */
+#define FILE_MPROTECT_OPT_EXEC_ONLY 0
+
+#define FILE_MPROTECT_FLAG_ANON 0x1
+
+struct file_mprotect_event {
+    KRSID_EVENT_HEADER
+    __u64 vm_start;
+    __u64 vm_end;
+    __u64 vm_flags;
+    __u32 reqprot;
+    __u32 prot;
+    __u32 flags;
+    __u32 pad0;
+    char file[KRSID_PATH_LEN];
+};
+
+LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
+          unsigned long prot, int ret)
+{
+    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
+    if (ret != 0)
+        return ret;
+
+    /* Filter in the kernel: by default only requests that add PROT_EXEC matter. */
+    if (krsid_option(KRSID_HOOK_ID, FILE_MPROTECT_OPT_EXEC_ONLY) && !(reqprot & PROT_EXEC)) {
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
+        return 0;
+    }
+
+    struct file_mprotect_event *e =
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_mprotect_event));
+    if (!e)
+        return 0;
+
+    e->vm_start = vma->vm_start;
+    e->vm_end = vma->vm_end;
+    e->vm_flags = vma->vm_flags;   /* the mapping's flags before this change */
+    e->reqprot = reqprot;
+    e->prot = prot;
+    e->flags = 0;
+    e->pad0 = 0;
+    e->file[0] = 0;
+    struct file *f = vma->vm_file;
+    if (f)
+        krsid_read_dentry_name(e->file, sizeof(e->file), f->f_path.dentry);
+    else
+        e->flags |= FILE_MPROTECT_FLAG_ANON;
+
+    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct file_mprotect_event));
+    return 0;
+}

@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * krsid.h - what every krsid BPF-LSM program shares.
+ *
+ * This header is the single place where the event header layout is written.
+ * Python never restates it: krsid/pipeline/layout.py parses the KRSID_EVENT_HEADER
+ * macro below and each program's `struct <hook>_event`, and the loader makes clang
+ * prove that parse with one _Static_assert per member on every compile.
+ *
+ * Rules for event structs (so that parse stays trivial and bcc's table.event()
+ * could build the same class): flat, members are __u8/__u16/__u32/__u64 (or
+ * __s*), or char name[N], one member per line.
+ *
+ * The loader compiles all enabled programs as one BCC module (one clang run) and
+ * prepends, per program, numeric defines only:
+ *   KRSID_HOOK_ID      index of the hook in this daemon's catalog
+ * and once, for the module:
+ *   KRSID_MAX_HOOKS    size of the per-hook maps
+ *   KRSID_RINGBUF_PAGES, KRSID_USE_PERFBUF
+ * No configuration string ever becomes C text: options reach the kernel through
+ * the krsid_options map (krsid_option()).
+ */
+#ifndef KRSID_H
+#define KRSID_H
+
+#ifndef __always_inline
+/* The BTF-synthesized header tree has no compiler.h. */
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#if defined(KRSID_VMLINUX_H)
+#define KRSID_KERNEL_HEADERS 0
+#else
+#define KRSID_KERNEL_HEADERS 1
+#include <linux/sched.h>
+#include <linux/cred.h>
+#include <linux/fs.h>
+#include <linux/dcache.h>
+#endif
+
+/* Macros BTF cannot carry: stable UAPI values. */
+#ifndef EPERM
+#define EPERM 1
+#endif
+#ifndef PROT_READ
+#define PROT_READ 0x1
+#define PROT_WRITE 0x2
+#define PROT_EXEC 0x4
+#endif
+
+#ifndef KRSID_MAX_HOOKS
+#define KRSID_MAX_HOOKS 64
+#endif
+#ifndef KRSID_RINGBUF_PAGES
+#define KRSID_RINGBUF_PAGES 256
+#endif
+#ifndef KRSID_USE_PERFBUF
+#define KRSID_USE_PERFBUF 0
+#endif
+#ifndef KRSID_OPTION_SLOTS
+#define KRSID_OPTION_SLOTS 8
+#endif
+
+/* Lengths: kernel paths can be PATH_MAX, events stay bounded; truncation is
+ * flagged by the program in its flags member. */
+#define KRSID_COMM_LEN 16
+#define KRSID_PATH_LEN 256
+
+/*
+ * The common event header, as struct members. Each program's event struct starts
+ * with KRSID_EVENT_HEADER; keep one member per line (layout.py reads these lines).
+ *   seq       per-daemon, strictly increasing over all hooks: gaps = lost events
+ *   ktime_ns  bpf_ktime_get_boot_ns() at the hook
+ *   hook_id   KRSID_HOOK_ID of the program that emitted it
+ *   pid       kernel pid of the calling task (the thread id)
+ *   tgid      thread group id: the process id that ps shows
+ *   ppid      tgid of the real parent
+ */
+#define KRSID_EVENT_HEADER \
+    __u64 seq; \
+    __u64 ktime_ns; \
+    __u64 cgroup_id; \
+    __u32 hook_id; \
+    __u32 pid; \
+    __u32 tgid; \
+    __u32 ppid; \
+    __u32 uid; \
+    __u32 gid; \
+    __u32 euid; \
+    __u32 auid; \
+    __u32 sessionid; \
+    __s32 verdict; \
+    char comm[KRSID_COMM_LEN];
+
+/* Counter slots per hook in krsid_counters (read by the Prometheus collector). */
+enum krsid_counter {
+    KRSID_CNT_INVOCATIONS = 0, /* every call of the hook program */
+    KRSID_CNT_EMITTED = 1,     /* events written to the ring buffer */
+    KRSID_CNT_LOST_RINGBUF = 2,/* reserve/output failed: ring buffer full */
+    KRSID_CNT_FILTERED = 3,    /* dropped by an in-kernel filter */
+    KRSID_CNT_SLOTS = 4,
+};
+
+/* Per-CPU so the hot path never contends on a cache line. */
+BPF_PERCPU_ARRAY(krsid_counters, __u64, KRSID_MAX_HOOKS * KRSID_CNT_SLOTS);
+/* Options from the config, KRSID_OPTION_SLOTS u64 per hook, written by the loader. */
+BPF_ARRAY(krsid_options, __u64, KRSID_MAX_HOOKS * KRSID_OPTION_SLOTS);
+/* One global sequence counter; the loader seeds it so seq stays monotonic per boot. */
+BPF_ARRAY(krsid_seq, __u64, 1);
+
+struct krsid_header_view { KRSID_EVENT_HEADER };
+
+#if KRSID_USE_PERFBUF
+/* Kernels < 5.8 have no BPF ring buffer: stage the event in a per-CPU scratch
+ * slot and copy it out with perf_submit. */
+#define KRSID_SCRATCH_SIZE 4096
+struct krsid_scratch { char data[KRSID_SCRATCH_SIZE]; };
+BPF_PERCPU_ARRAY(krsid_scratch_map, struct krsid_scratch, 1);
+BPF_PERF_OUTPUT(events);
+#else
+BPF_RINGBUF_OUTPUT(events, KRSID_RINGBUF_PAGES);
+#endif
+
+static __always_inline void krsid_count(__u32 hook_id, __u32 slot)
+{
+    int idx = hook_id * KRSID_CNT_SLOTS + slot;
+    __u64 *v = krsid_counters.lookup(&idx);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline __u64 krsid_option(__u32 hook_id, __u32 slot)
+{
+    int idx = hook_id * KRSID_OPTION_SLOTS + slot;
+    __u64 *v = krsid_options.lookup(&idx);
+    return v ? *v : 0;
+}
+
+static __always_inline __u64 krsid_next_seq(void)
+{
+    int zero = 0;
+    __u64 *seq = krsid_seq.lookup(&zero);
+    return seq ? __sync_fetch_and_add(seq, 1) + 1 : 0;
+}
+
+/* Fill the common header from the current task. */
+static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32 hook_id, __u64 seq)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u64 uid_gid = bpf_get_current_uid_gid();
+    struct task_struct *parent = 0;
+    const struct cred *cred = 0;
+
+    h->seq = seq;
+    h->ktime_ns = bpf_ktime_get_boot_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->hook_id = hook_id;
+    h->pid = (__u32)pid_tgid;
+    h->tgid = pid_tgid >> 32;
+    h->uid = (__u32)uid_gid;
+    h->gid = uid_gid >> 32;
+    h->verdict = 0;
+    /* Explicit reads: bcc rewrites pointer walks only in the main file, and
+     * task is a plain scalar here, not a BTF pointer. */
+    bpf_probe_read_kernel(&parent, sizeof(parent), &task->real_parent);
+    bpf_probe_read_kernel(&h->ppid, sizeof(h->ppid), &parent->tgid);
+    bpf_probe_read_kernel(&cred, sizeof(cred), &task->cred);
+    bpf_probe_read_kernel(&h->euid, sizeof(h->euid), &cred->euid.val);
+    bpf_probe_read_kernel(&h->auid, sizeof(h->auid), &task->loginuid.val);
+    bpf_probe_read_kernel(&h->sessionid, sizeof(h->sessionid), &task->sessionid);
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/*
+ * Start an event of `size` bytes (a struct that begins with KRSID_EVENT_HEADER):
+ * takes the next sequence number, reserves ring-buffer room and fills the header.
+ * The sequence number is taken BEFORE the reserve, so when the buffer is full the
+ * number is burnt and the loss counted: every gap in delivered seq numbers is a
+ * counted loss. Returns NULL when there is no room.
+ */
+static __always_inline void *krsid_event_begin(__u32 hook_id, __u32 size)
+{
+    __u64 seq = krsid_next_seq();
+#if KRSID_USE_PERFBUF
+    int zero = 0;
+    void *p = krsid_scratch_map.lookup(&zero);
+#else
+    void *p = events.ringbuf_reserve(size);
+#endif
+    if (!p) {
+        krsid_count(hook_id, KRSID_CNT_LOST_RINGBUF);
+        return 0;
+    }
+    krsid_fill_header((struct krsid_header_view *)p, hook_id, seq);
+    return p;
+}
+
+/* Hand the event to user space (ring buffer) or copy it out (perf buffer). */
+static __always_inline void krsid_event_submit(void *ctx, __u32 hook_id, void *ev, __u32 size)
+{
+#if KRSID_USE_PERFBUF
+    if (events.perf_submit(ctx, ev, size) == 0)
+        krsid_count(hook_id, KRSID_CNT_EMITTED);
+    else
+        krsid_count(hook_id, KRSID_CNT_LOST_RINGBUF);
+#else
+    events.ringbuf_submit(ev, 0);
+    krsid_count(hook_id, KRSID_CNT_EMITTED);
+#endif
+}
+
+/* The dentry's own name (no directory): usable on every hook, unlike bpf_d_path. */
+static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct dentry *d)
+{
+    const unsigned char *name = 0;
+    bpf_probe_read_kernel(&name, sizeof(name), &d->d_name.name);
+    bpf_probe_read_kernel_str(dst, size, name);
+}
+
+#endif /* KRSID_H */

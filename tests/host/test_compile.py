@@ -1,0 +1,91 @@
+"""Compile-only BCC checks: these run on any host, even one that refuses LSM programs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from krsid.catalog import load_catalog
+from krsid.errors import ProgramLoadError
+from tests.support.records import PROGRAMS
+
+if TYPE_CHECKING:
+    from krsid.pipeline.load import BuildSettings
+
+pytestmark = pytest.mark.bcc
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> BuildSettings:
+    if os.geteuid() != 0:
+        pytest.skip("BCC compiles need root")
+    try:
+        from krsid.pipeline.load import BuildSettings
+    except ImportError as e:
+        pytest.skip(f"bcc not importable ({e}); install python3-bpfcc")
+    from krsid.kernel.headers import resolve_headers
+
+    headers = resolve_headers(tmp_path_factory.mktemp("hdrcache"), prefer="auto")
+    return BuildSettings(headers)
+
+
+CATALOG = load_catalog(PROGRAMS)
+
+
+@pytest.mark.parametrize("hook", sorted(CATALOG.hooks))
+def test_each_program_compiles_alone(settings: BuildSettings, hook: str) -> None:
+    from krsid.pipeline.load import compile_only
+
+    compile_only(CATALOG, [CATALOG[hook]], settings)
+
+
+@pytest.mark.parametrize("perfbuf", [False, True], ids=["ringbuf", "perfbuf"])
+def test_all_programs_compile_as_one_module(settings: BuildSettings, perfbuf: bool) -> None:
+    from krsid.pipeline.load import compile_only
+
+    s = dataclasses.replace(settings, use_perfbuf=perfbuf)
+    compile_only(CATALOG, list(CATALOG), s)
+
+
+def test_clang_rejects_a_wrong_layout(settings: BuildSettings) -> None:
+    """The per-member _Static_asserts really check: shift one member and compile fails."""
+    from krsid.pipeline.load import compile_only
+
+    spec = CATALOG["file_mprotect"]
+    members = list(spec.layout.members)
+    i = next(n for n, m in enumerate(members) if m.name == "vm_end")
+    members[i] = dataclasses.replace(members[i], offset=members[i].offset + 8)
+    bad = dataclasses.replace(spec, layout=dataclasses.replace(spec.layout, members=tuple(members)))
+    with pytest.raises(ProgramLoadError, match=r"krsid layout: file_mprotect_event\.vm_end"):
+        compile_only(CATALOG, [bad], settings)
+
+
+def test_broken_program_is_reported_with_clang_output(settings: BuildSettings, tmp_path: Path) -> None:
+    import shutil
+
+    from krsid.pipeline.load import compile_only
+
+    shutil.copytree(PROGRAMS, tmp_path / "p")
+    src = tmp_path / "p" / "file_mprotect.c"
+    src.write_text(src.read_text().replace("e->vm_end = vma->vm_end;", "e->vm_end = vma->no_such_member;"))
+    cat = load_catalog(tmp_path / "p")
+    with pytest.raises(ProgramLoadError, match="no_such_member"):
+        compile_only(cat, [cat["file_mprotect"]], settings)
+
+
+def test_map_calls_in_an_included_header_are_caught_before_load(
+    settings: BuildSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BCC leaves map method calls in #included headers as indirect calls; the kernel
+    refuses them at load time ("unknown opcode 8d"). compile_only must catch that on
+    a host that cannot load LSM programs: compile with krsid.h #included, not inlined."""
+    from krsid.pipeline import load
+
+    real = load.module_text
+    monkeypatch.setattr(load, "module_text", lambda specs, header: real(specs, ""))
+    with pytest.raises(ProgramLoadError, match="indirect call"):
+        load.compile_only(CATALOG, list(CATALOG), settings)

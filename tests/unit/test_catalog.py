@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from krsid.catalog import load_catalog
+from krsid.errors import CatalogError
+from tests.support.records import PROGRAMS
+
+
+def test_every_program_has_a_sidecar_and_vice_versa() -> None:
+    c_files = {p.stem for p in PROGRAMS.glob("*.c")}
+    yaml_files = {p.stem for p in PROGRAMS.glob("*.yaml")}
+    assert c_files == yaml_files
+    assert {"bprm_check_security", "file_mprotect"} <= c_files
+    catalog = load_catalog(PROGRAMS)
+    assert set(catalog.hooks) == c_files
+
+
+def test_message_ids_are_unique_and_well_formed() -> None:
+    catalog = load_catalog(PROGRAMS)
+    ids = [h.message_id for h in catalog]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) for i in ids)
+
+
+def test_field_kinds_from_sidecars() -> None:
+    catalog = load_catalog(PROGRAMS)
+    mp = {f.name: f for f in catalog["file_mprotect"].fields}
+    assert mp["vm_start"].kind == "hex"
+    assert mp["reqprot"].kind == "flags" and ("EXEC", 4) in mp["reqprot"].values
+    assert mp["anonymous"].kind == "bool" and mp["anonymous"].member == "flags"
+    assert mp["file"].journal_name == "KRSID_FILE"
+    assert catalog["file_mprotect"].option("exec_only").default == 1
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Path:
+    dst = tmp_path / "programs"
+    shutil.copytree(PROGRAMS, dst)
+    return dst
+
+
+def test_c_without_yaml_is_an_error(programs: Path) -> None:
+    (programs / "file_mprotect.yaml").unlink()
+    with pytest.raises(CatalogError, match=r"file_mprotect\.c: has no matching file_mprotect\.yaml"):
+        load_catalog(programs)
+
+
+def test_yaml_without_c_is_an_error(programs: Path) -> None:
+    (programs / "file_mprotect.c").unlink()
+    with pytest.raises(CatalogError, match=r"no matching file_mprotect\.c"):
+        load_catalog(programs)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("hook: file_mprotect", "hook: other", "names 'other' but the file is file_mprotect.yaml"),
+        ("message_id: 8c2f5a7d1e9b4c3a8f6e2d1b7a5c9e02", "message_id: xyz", "32 lower-case hex"),
+        ("priority: notice", "priority: loud", "unknown level 'loud'"),
+        ("    type: hex\n", "    type: float\n", "unknown type 'float'"),
+        ("by {comm}", "by {nosuch}", r"unknown field \{nosuch\}"),
+        ("    slot: 0", "    slot: 9", "slot must be unique"),
+        ("hook: file_mprotect", "hook: file_mprotect\nsurprise: 1", "unknown key 'surprise'"),
+    ],
+)
+def test_bad_sidecar_is_named_with_line(programs: Path, old: str, new: str, message: str) -> None:
+    p = programs / "file_mprotect.yaml"
+    text = p.read_text()
+    assert old in text
+    p.write_text(text.replace(old, new, 1))
+    with pytest.raises(CatalogError, match=message) as e:
+        load_catalog(programs)
+    assert "file_mprotect.yaml:" in str(e.value)
+
+
+def test_duplicate_message_id_is_an_error(programs: Path) -> None:
+    a = (programs / "bprm_check_security.yaml").read_text()
+    mid = next(line.split()[1] for line in a.splitlines() if line.startswith("message_id"))
+    b = programs / "file_mprotect.yaml"
+    b.write_text(b.read_text().replace("8c2f5a7d1e9b4c3a8f6e2d1b7a5c9e02", mid))
+    with pytest.raises(CatalogError, match="used by another hook"):
+        load_catalog(programs)
+
+
+def test_program_must_define_its_lsm_probe(programs: Path) -> None:
+    p = programs / "file_mprotect.c"
+    p.write_text(p.read_text().replace("LSM_PROBE(file_mprotect,", "LSM_PROBE(file_open,"))
+    with pytest.raises(CatalogError, match=r"must define LSM_PROBE\(file_mprotect"):
+        load_catalog(programs)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from krsid.config import load_config, parse_config
+from krsid.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "etc" / "krsid.yaml"
+
+
+def test_shipped_config_is_valid() -> None:
+    c = load_config(SHIPPED)
+    assert [h.name for h in c.enabled_hooks] == ["bprm_check_security", "file_mprotect"]
+    assert dict(c.enabled_hooks[1].options) == {"exec_only": 1}
+    assert (c.prometheus.host, c.prometheus.port) == ("127.0.0.1", 9477)
+    assert c.jsonl.path == "-" and c.journald.enabled
+
+
+def test_option_defaults_come_from_the_sidecar() -> None:
+    c = parse_config("hooks:\n  file_mprotect: {}\n", "t.yaml")
+    assert dict(c.hooks[0].options) == {"exec_only": 1}
+    c = parse_config("hooks:\n  file_mprotect: {exec_only: false}\n", "t.yaml")
+    assert dict(c.hooks[0].options) == {"exec_only": 0}
+
+
+def test_disabled_hook_is_kept_but_not_enabled() -> None:
+    c = parse_config("hooks:\n  file_mprotect: {enabled: false}\n  bprm_check_security: {}\n", "t.yaml")
+    assert [h.name for h in c.enabled_hooks] == ["bprm_check_security"]
+
+
+BAD = [
+    ("hooks:\n  nope: {}\n", "2:3", "hooks.nope: unknown hook 'nope'"),
+    ("hooks:\n  file_mprotect:\n    exec_only: 'yes'\n", "3:16", "expected true or false"),
+    ("hooks:\n  file_mprotect:\n    exec_onyl: true\n", "3:5", "unknown key 'exec_onyl'"),
+    ("hooks: {}\n", "1:8", "no hooks configured"),
+    ("hooks:\n  file_mprotect: {}\nsurprise: 1\n", "3:1", "unknown key 'surprise'"),
+    ("hooks:\n  file_mprotect: {}\nbuffer:\n  pages: 100\n", "4:10", "power of two"),
+    ("hooks:\n  file_mprotect: {}\nbuffer:\n  pages: true\n", "4:10", "got a boolean"),
+    ("hooks:\n  file_mprotect: {}\nheaders: maybe\n", "3:10", "'maybe' is not one of auto, kernel, btf"),
+    ("hooks:\n  file_mprotect: {}\nsinks:\n  prometheus:\n    listen: 9477\n", "5:13", "HOST:PORT"),
+    ("hooks:\n  file_mprotect: {}\nsinks:\n  prometheus:\n    listen: 'example.com:80'\n", "5:13", "IP address"),
+    ("hooks:\n  file_mprotect: {}\nsinks:\n  syslog: {}\n", "4:3", "unknown key 'syslog'"),
+    ("hooks:\n  file_mprotect: {}\n  file_mprotect: {}\n", "3:3", "duplicate key 'file_mprotect'"),
+    ("hooks:\n  file_mprotect: [\n", "3:1", "invalid YAML"),
+    ("- a\n- b\n", "1:1", "expected a mapping, got a list"),
+    ("hooks: [file_mprotect]\n", "1:8", "expected a mapping, got a list"),
+]
+
+
+@pytest.mark.parametrize(("text", "pos", "message"), BAD)
+def test_bad_config_names_the_place(text: str, pos: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "bad.yaml")
+    assert f"bad.yaml:{pos}:" in str(e.value)
+    assert message in str(e.value)
+
+
+def test_unreadable_config_is_a_clean_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "bin.yaml")
+
+
+def test_bad_programs_dir_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"programs_dir: .*does not exist"):
+        parse_config(f"programs_dir: {tmp_path}/none\nhooks:\n  file_mprotect: {{}}\n", "c.yaml")
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_cli_exits_2_on_bad_config_before_touching_the_kernel(tmp_path: Path, command: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("hooks:\n  nope: {}\n")
+    p = subprocess.run([sys.executable, "-m", "krsid", command, "--config", str(cfg)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "bad.yaml:2:3: hooks.nope: unknown hook 'nope'" in p.stderr
+    assert "Traceback" not in p.stderr
+    # Nothing was compiled or attached: no BCC/loader output at all.
+    assert "compiled" not in p.stderr and "attached" not in p.stderr
+
+
+def test_check_config_only_accepts_the_shipped_config() -> None:
+    p = subprocess.run([sys.executable, "-m", "krsid", "check", "--config-only", "--config", str(SHIPPED)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "OK (2 hooks enabled)" in p.stdout

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krsid.pipeline.decode import Event, EventDecoder
+from krsid.pipeline.dispatch import Dispatcher
+from krsid.pipeline.stats import PipelineStats
+from krsid.sinks.base import SinkUnavailable
+from krsid.sinks.journald import JournaldSink, journal_fields, render_message
+from krsid.sinks.jsonl import JsonlSink, event_record
+from tests.support.records import catalog, pack
+
+CAT = catalog()
+EXEC, MPROT = CAT["bprm_check_security"], CAT["file_mprotect"]
+DECODER = EventDecoder({0: EXEC, 1: MPROT}, boot_to_epoch=0.0)
+HOSTILE = [
+    b"name\nKRSID_HOOK=fake",  # newline + forged field
+    b"a=b=c",
+    b"KRSID_PID=1",
+    b"\xff\xfe invalid utf-8 \xc3",
+    b"\x1b[2J\x1b[31mred",  # ANSI escapes
+    b"/" + b"d" * 254,  # as long as the event allows
+]
+
+
+def exec_event(filename: bytes = b"/bin/true", **kw: Any) -> Event:
+    return DECODER.decode(pack(EXEC, 0, seq=5, pid=10, tgid=10, comm="sh", filename=filename,
+                               interp=filename, path=filename, **kw))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes, ...]] = []
+
+    def __call__(self, *items: bytes) -> None:
+        self.calls.append(items)
+
+
+def as_fields(items: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for item in items:
+        key, _, value = item.partition(b"=")
+        assert key not in out, f"field {key!r} sent twice"
+        out[key] = value
+    return out
+
+
+def test_journald_fields_for_exec(tmp_path: Path) -> None:
+    sock = tmp_path / "socket"
+    sock.touch()
+    rec = Recorder()
+    JournaldSink(rec, socket_path=sock).emit(exec_event())
+    f = as_fields(rec.calls[0])
+    assert f[b"MESSAGE_ID"] == EXEC.message_id.encode()
+    assert f[b"PRIORITY"] == b"6" and f[b"SYSLOG_IDENTIFIER"] == b"krsid"
+    assert f[b"KRSID_HOOK"] == b"bprm_check_security"
+    assert f[b"KRSID_FILENAME"] == b"/bin/true" and f[b"KRSID_COMM"] == b"sh"
+    assert f[b"KRSID_PID"] == b"10" and f[b"KRSID_SEQ"] == b"5"
+    assert f[b"MESSAGE"].startswith(b"exec /bin/true")
+    for required in (b"KRSID_TGID", b"KRSID_PPID", b"KRSID_UID", b"KRSID_GID", b"KRSID_INTERP"):
+        assert required in f
+
+
+def test_mprotect_message_and_fields() -> None:
+    e = DECODER.decode(pack(MPROT, 1, vm_start=0x1000, vm_end=0x2000, reqprot=5, prot=5, flags=1,
+                            vm_flags=3, comm="jit", tgid=9))
+    f = as_fields(tuple(journal_fields(e)))
+    assert f[b"KRSID_PROT"] == b"READ|EXEC" and f[b"KRSID_REQPROT"] == b"READ|EXEC"
+    assert f[b"KRSID_VM_START"] == b"0x1000" and f[b"KRSID_FILE"] == b""
+    assert f[b"KRSID_ANONYMOUS"] == b"1"
+    assert render_message(e) == "mprotect READ|EXEC on 0x1000-0x2000 (anonymous, was READ|WRITE) by jit[9] uid=0"
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_cannot_forge_journald_fields(name: bytes) -> None:
+    items = journal_fields(exec_event(name))
+    # Each item is one field, whatever it holds: the value is carried whole.
+    f = as_fields(tuple(items))
+    assert f[b"KRSID_FILENAME"] == name
+    assert f[b"KRSID_HOOK"] == b"bprm_check_security"
+    # MESSAGE stays one line with no raw control characters.
+    assert not any(c < 0x20 or c == 0x7F for c in f[b"MESSAGE"])
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_in_jsonl_are_escaped_and_recoverable(name: bytes) -> None:
+    out = io.StringIO()
+    sink = JsonlSink(stream=out)
+    sink.emit(exec_event(name))
+    sink.flush()
+    line = out.getvalue()
+    assert line.count("\n") == 1 and line.endswith("\n")
+    assert all(0x20 <= ord(c) < 0x7F for c in line[:-1])  # ASCII only, no raw controls
+    obj = json.loads(line)
+    assert obj["hook"] == "bprm_check_security"
+    assert obj["filename"].encode("utf-8", "surrogateescape") == name
+
+
+def test_jsonl_record_shape() -> None:
+    r = event_record(exec_event())
+    assert r["schema_version"] == 1 and r["seq"] == 5 and r["pid"] == 10
+    assert list(r)[:3] == ["schema_version", "time", "hook"]
+    assert all(k == k.lower() and not k.startswith("krsid") for k in r)
+
+
+def test_jsonl_appends_to_file(tmp_path: Path) -> None:
+    p = tmp_path / "events.jsonl"
+    p.write_text('{"old": 1}\n')
+    sink = JsonlSink(str(p))
+    sink.emit(exec_event())
+    sink.close()
+    lines = p.read_text().splitlines()
+    assert json.loads(lines[0]) == {"old": 1} and json.loads(lines[1])["seq"] == 5
+
+
+def test_journald_without_socket_says_so_once_and_recovers(tmp_path: Path) -> None:
+    sock = tmp_path / "socket"
+    logged: list[str] = []
+    rec = Recorder()
+    sink = JournaldSink(rec, socket_path=sock, log=logged.append, recheck_seconds=0.0)
+    for _ in range(3):
+        with pytest.raises(SinkUnavailable):
+            sink.emit(exec_event())
+    assert len(logged) == 1 and "no journald socket" in logged[0]
+    assert rec.calls == []
+    sock.touch()
+    sink.emit(exec_event())
+    assert len(rec.calls) == 1 and "is back" in logged[1]
+
+
+def test_dispatcher_counts_failing_sinks_and_keeps_the_others() -> None:
+    class Broken:
+        name = "broken"
+
+        def emit(self, event: Event) -> None:
+            raise RuntimeError("boom")
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    out = io.StringIO()
+    stats = PipelineStats()
+    logs: list[str] = []
+    d = Dispatcher([Broken(), JsonlSink(stream=out)], stats, log=logs.append)
+    for _ in range(3):
+        d.handle(exec_event())
+    d.flush()
+    assert stats.events["bprm_check_security"] == 3
+    assert stats.lost[("bprm_check_security", "sink_broken")] == 3
+    assert stats.sink_errors["broken"] == 3
+    assert len(out.getvalue().splitlines()) == 3
+    assert len(logs) == 1  # rate-limited

@@ -1,0 +1,192 @@
+"""One krsid daemon per test session, inside a VM whose kernel loads BPF-LSM programs.
+
+Starting the daemon costs a BCC compile + load + attach (~30-60 s under TCG), so it
+is started once, here, and every test triggers behaviour and reads the result from
+the sinks (a private journald, a JSON-lines file, the metrics endpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.journald import Journal, private_journald, unavailable_reason
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 600.0  # a TCG compile of every hook; generous, this is not a speed test
+
+
+def lsm_load_problem() -> str | None:
+    """None if an LSM program can load here, else why not (from krsid doctor)."""
+    if os.geteuid() != 0:
+        return "needs root"
+    p = subprocess.run(
+        [sys.executable, "-m", "krsid", "doctor", "--require-lsm-load"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    if p.returncode == 0:
+        return None
+    lines = [line for line in p.stdout.splitlines() if "lsm program load" in line.lower()]
+    return lines[0] if lines else p.stdout[-500:]
+
+
+@pytest.fixture(scope="session")
+def lsm_kernel() -> None:
+    problem = lsm_load_problem()
+    if problem is None:
+        return
+    if os.environ.get("KRSID_IN_VM") == "1":
+        # Inside the test VM a skip would hide a broken VM: fail loudly instead.
+        pytest.fail(f"inside the test VM, but BPF-LSM programs cannot load: {problem}")
+    pytest.skip(f"this kernel cannot load BPF-LSM programs (run via tests/vm/run): {problem}")
+
+
+@pytest.fixture(scope="session")
+def journal(lsm_kernel: None) -> Iterator[Journal]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with private_journald() as j:
+        yield j
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningDaemon:
+    proc: subprocess.Popen[bytes]
+    config: Path
+    jsonl: Path
+    log: Path
+    metrics_url: str
+    ready_status: str
+    headers: str
+
+    def events(
+        self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True
+    ) -> list[dict[str, Any]]:
+        if not self.jsonl.exists():
+            return []
+        out = []
+        for line in self.jsonl.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                obj = json.loads(line)
+                if predicate(obj):
+                    out.append(obj)
+        return out
+
+    def wait_events(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(predicate)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as r:
+            return str(r.read().decode())
+
+
+def write_config(tmp: Path, headers: str, port: int) -> Path:
+    cfg = tmp / "krsid.yaml"
+    cfg.write_text(
+        f"headers: {headers}\n"
+        f"cache_dir: {tmp / 'cache'}\n"
+        f"state_dir: {tmp / 'state'}\n"
+        "hooks:\n  bprm_check_security: {}\n  file_mprotect: {exec_only: true}\n"
+        "sinks:\n  journald: {enabled: true}\n"
+        f"  jsonl: {{enabled: true, path: {tmp / 'events.jsonl'}}}\n"
+        f"  prometheus: {{enabled: true, listen: '127.0.0.1:{port}'}}\n"
+    )
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def daemon(
+    journal: Journal, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningDaemon]:
+    tmp = tmp_path_factory.mktemp("krsid")
+    headers = str(request.config.getoption("--headers"))
+    port = free_port()
+    cfg = write_config(tmp, headers, port)
+    notify_path = tmp / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    log = tmp / "daemon.log"
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), PYTHONUNBUFFERED="1")
+    with log.open("wb") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+    status = ""
+    try:
+        notify.settimeout(5.0)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while "READY=1" not in status:
+            if proc.poll() is not None:
+                pytest.fail(f"krsid exited with {proc.returncode} before READY:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"krsid not READY after {READY_TIMEOUT}s:\n{log.read_text()}")
+            with contextlib.suppress(TimeoutError, socket.timeout):
+                status += notify.recv(4096).decode() + "\n"
+        yield RunningDaemon(
+            proc,
+            cfg,
+            tmp / "events.jsonl",
+            log,
+            f"http://127.0.0.1:{port}/metrics",
+            status,
+            headers,
+        )
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        notify.close()
+        sys.stderr.write(f"\n--- krsid daemon log ({headers} headers) ---\n{log.read_text()}\n")
+    # After SIGTERM: a clean exit, and nothing of krsid's left attached (fail-open).
+    assert proc.returncode == 0, f"krsid exited {proc.returncode}"
+    left = remaining_krsid_programs()
+    assert not left, f"programs still loaded after krsid stopped: {left}"
+
+
+def remaining_krsid_programs() -> list[str]:
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    )
+    return [
+        str(p.get("name"))
+        for p in json.loads(out.stdout)
+        if p.get("type") == "lsm" and str(p.get("name", "")).startswith("lsm__")
+    ]

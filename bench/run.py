@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
+from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
 from krsid.kernel.headers import HeaderSource, resolve_headers  # noqa: E402
 
 CATALOG = load_catalog(ROOT / "programs")
@@ -67,7 +68,7 @@ def bench_compile(args: argparse.Namespace) -> None:
     from krsid.pipeline.load import BuildSettings, compile_only
 
     with tempfile.TemporaryDirectory() as cache:
-        settings = BuildSettings(headers(args.headers, Path(cache)))
+        settings = BuildSettings(headers(args.headers, Path(cache)), lsm_hook_arity())
         specs = [CATALOG[h] for h in args.hooks]
         rows = []
         separate = 0.0
@@ -80,8 +81,12 @@ def bench_compile(args: argparse.Namespace) -> None:
         rows.append([f"sum of {len(specs)} separate modules", f"{separate:.2f}", ""])
         rows.append(["one module / separate (ratio)", f"{statistics.median(t) / separate:.2f}", ""])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        table(f"BCC compile on this host ({settings.header_source.kind} headers, median of {args.repeat}; "
-              f"peak RSS {peak:.0f} MB)", ["programs", "median s", "min s"], rows)
+        table(
+            f"BCC compile on this host ({settings.header_source.kind} headers, median of {args.repeat}; "
+            f"peak RSS {peak:.0f} MB)",
+            ["programs", "median s", "min s"],
+            rows,
+        )
 
 
 # -- load + attach, daemon (VM) ----------------------------------------------------------------
@@ -92,7 +97,7 @@ def bench_attach(specs: list[HookSpec], src: HeaderSource) -> list[list[str]]:
 
     rows = []
     for group in [[s] for s in specs] + [specs]:
-        programs = LoadedPrograms(CATALOG, group, BuildSettings(src))
+        programs = LoadedPrograms(CATALOG, group, BuildSettings(src, lsm_hook_arity()))
         t0 = time.perf_counter()
         programs.build()
         t_compile = time.perf_counter() - t0
@@ -135,7 +140,8 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
     cfg = tmp / "krsid.yaml"
     cfg.write_text(
         f"headers: {args.headers}\ncache_dir: {tmp / 'cache'}\nstate_dir: {tmp / 'state'}\n"
-        "hooks:\n" + "".join(f"  {h}: {{}}\n" for h in args.hooks)
+        "hooks:\n"
+        + "".join(f"  {h}: {{}}\n" for h in args.hooks)
         + f"sinks:\n  jsonl: {{path: {tmp / 'events.jsonl'}}}\n  prometheus: {{listen: '127.0.0.1:{port}'}}\n"
     )
     n = args.execs
@@ -145,8 +151,13 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
         notify.bind(str(tmp / "notify"))
         env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify"))
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "krsid", "run", "--config", str(cfg)], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         notify.settimeout(900)
         while b"READY=1" not in notify.recv(4096):
             pass
@@ -166,8 +177,11 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
             rss_after = rss_mb(proc.pid)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
                 metrics = r.read().decode()
-            lost = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                       if line.startswith("krsid_events_lost_total{"))
+            lost = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith("krsid_events_lost_total{")
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
@@ -191,15 +205,20 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
 
 def bench_vm(args: argparse.Namespace) -> None:
     if os.environ.get("KRSID_IN_VM") != "1":
-        print("bench/run.py vm: run it inside the test VM: tests/vm/run -- .venv/bin/python bench/run.py vm",
-              file=sys.stderr)
+        print(
+            "bench/run.py vm: run it inside the test VM: tests/vm/run -- .venv/bin/python bench/run.py vm",
+            file=sys.stderr,
+        )
         sys.exit(2)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         src = headers(args.headers, tmp / "hcache")
         rows = bench_attach([CATALOG[h] for h in args.hooks], src)
-        table(f"Cold start in the VM ({src.kind} headers; TCG, so compile is ~30x the host's)",
-              ["programs", "compile s", "load+attach s (per hook)", "total s", "attached"], rows)
+        table(
+            f"Cold start in the VM ({src.kind} headers; TCG, so compile is ~30x the host's)",
+            ["programs", "compile s", "load+attach s (per hook)", "total s", "attached"],
+            rows,
+        )
         bench_daemon(args, tmp)
 
 

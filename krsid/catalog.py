@@ -22,12 +22,21 @@ HOOK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MESSAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 FIELD_TYPES = ("int", "hex", "string", "flags", "enum", "bool", "hidden")
-OPTION_TYPES = ("bool", "int")
+OPTION_TYPES = ("bool", "int", "string_set")
+STRING_TRANSFORMS = ("none", "basename")
+MAP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS in krsid.h
 
 # syslog priorities, as journald's PRIORITY field takes them.
 PRIORITIES: Mapping[str, int] = {
-    "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7,
+    "emerg": 0,
+    "alert": 1,
+    "crit": 2,
+    "err": 3,
+    "warning": 4,
+    "notice": 5,
+    "info": 6,
+    "debug": 7,
 }
 
 HEADER_FILE = "include/krsid.h"
@@ -53,14 +62,31 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
+class SetMap:
+    """A BPF hash map a string_set option fills: key = the string (transformed),
+    NUL-padded to key_size bytes; value = 1 (a __u8)."""
+
+    name: str
+    key_size: int
+    transform: str = "none"  # or "basename": the part after the last '/'
+
+    def key(self, value: str) -> bytes:
+        text = value.rsplit("/", 1)[-1] if self.transform == "basename" else value
+        return text.encode()
+
+
+@dataclass(frozen=True)
 class OptionSpec:
-    """A per-hook option: a config key whose value the program reads from a map slot."""
+    """A per-hook option. bool/int: a u64 the program reads from its slot of
+    krsid_options. string_set: a list of strings loaded into the maps named in
+    ``maps`` (the program declares them)."""
 
     name: str
     slot: int
     kind: str
-    default: int
+    default: int | tuple[str, ...]
     doc: str = ""
+    maps: tuple[SetMap, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,7 +177,8 @@ def _catalog_mapping(
 
 _SIDECAR_KEYS = {"hook", "description", "message_id", "priority", "message", "event", "fields", "options", "noisy"}
 _FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty"}
-_OPTION_KEYS = {"slot", "type", "default", "doc"}
+_OPTION_KEYS = {"slot", "type", "default", "doc", "maps"}
+_MAP_KEYS = {"name", "key_size", "transform"}
 
 
 def _load_hook(
@@ -240,16 +267,18 @@ def _fields(
             mask = expect(doc, spec.get("mask", 0), (*path, "mask"), int, "an integer")
         elif member_name != fname:
             doc.fail((*path, "member"), "only bool fields may read another member (with a mask)")
-        out.append(FieldSpec(
-            name=fname,
-            member=member_name,
-            kind=kind,
-            doc=" ".join(str(spec.get("doc", "")).split()),
-            values=tuple(values),
-            zero=str(spec.get("zero", "")),
-            mask=mask,
-            empty=str(spec.get("empty", "")),
-        ))
+        out.append(
+            FieldSpec(
+                name=fname,
+                member=member_name,
+                kind=kind,
+                doc=" ".join(str(spec.get("doc", "")).split()),
+                values=tuple(values),
+                zero=str(spec.get("zero", "")),
+                mask=mask,
+                empty=str(spec.get("empty", "")),
+            )
+        )
     return tuple(out)
 
 
@@ -265,14 +294,59 @@ def _options(doc: YamlDoc, declared: dict[str, Any]) -> tuple[OptionSpec, ...]:
         if oname in ("enabled",):
             doc.fail(path, "'enabled' is reserved")
         spec = expect_mapping(doc, raw, path, _OPTION_KEYS)
+        kind = expect(doc, spec.get("type", "bool"), (*path, "type"), str, "bool, int or string_set")
+        if kind not in OPTION_TYPES:
+            doc.fail((*path, "type"), f"unknown option type {kind!r}; one of {', '.join(OPTION_TYPES)}")
+        text_doc = " ".join(str(spec.get("doc", "")).split())
+        if kind == "string_set":
+            maps = _set_maps(doc, spec.get("maps"), (*path, "maps"))
+            default = parse_string_set(doc, spec.get("default", []), (*path, "default"), maps)
+            out.append(OptionSpec(oname, -1, kind, default, text_doc, maps))
+            continue
         slot = expect(doc, spec.get("slot"), (*path, "slot"), int, f"a slot number 0..{OPTION_SLOTS - 1}")
         if not 0 <= slot < OPTION_SLOTS or slot in slots:
             doc.fail((*path, "slot"), f"slot must be unique and within 0..{OPTION_SLOTS - 1}")
         slots.add(slot)
-        kind = expect(doc, spec.get("type", "bool"), (*path, "type"), str, "bool or int")
-        if kind not in OPTION_TYPES:
-            doc.fail((*path, "type"), f"unknown option type {kind!r}")
-        default = spec.get("default", False if kind == "bool" else 0)
-        default = expect(doc, default, (*path, "default"), bool if kind == "bool" else int, kind)
-        out.append(OptionSpec(oname, slot, kind, int(default), " ".join(str(spec.get("doc", "")).split())))
+        value = spec.get("default", False if kind == "bool" else 0)
+        value = expect(doc, value, (*path, "default"), bool if kind == "bool" else int, kind)
+        out.append(OptionSpec(oname, slot, kind, int(value), text_doc))
+    return tuple(out)
+
+
+def _set_maps(doc: YamlDoc, raw: Any, path: tuple[object, ...]) -> tuple[SetMap, ...]:
+    if not isinstance(raw, list) or not raw:
+        doc.fail(path, "a string_set option needs maps: [{name: MAP, key_size: N}, ...]")
+    out = []
+    for i, item in enumerate(raw):
+        m = expect_mapping(doc, item, (*path, i), _MAP_KEYS)
+        name = expect(doc, m.get("name"), (*path, i, "name"), str, "a map name")
+        if not MAP_NAME_RE.match(name):
+            doc.fail((*path, i, "name"), f"map names must match {MAP_NAME_RE.pattern}")
+        size = expect(doc, m.get("key_size"), (*path, i, "key_size"), int, "a key size in bytes")
+        if not 1 < size <= 4096:
+            doc.fail((*path, i, "key_size"), "must be between 2 and 4096")
+        transform = expect(doc, m.get("transform", "none"), (*path, i, "transform"), str, "none or basename")
+        if transform not in STRING_TRANSFORMS:
+            doc.fail((*path, i, "transform"), f"one of {', '.join(STRING_TRANSFORMS)}")
+        out.append(SetMap(name, size, transform))
+    return tuple(out)
+
+
+def parse_string_set(doc: YamlDoc, raw: Any, path: tuple[object, ...], maps: tuple[SetMap, ...]) -> tuple[str, ...]:
+    """A list of strings that each fit every target map's key (with its NUL)."""
+    if not isinstance(raw, list):
+        doc.fail(path, "expected a list of strings")
+    out: list[str] = []
+    for i, item in enumerate(raw):
+        text = expect(doc, item, (*path, i), str, "a string")
+        if not text or "\0" in text:
+            doc.fail((*path, i), "must be a non-empty string without NUL")
+        for m in maps:
+            key = m.key(text)
+            if not key:
+                doc.fail((*path, i), f"{text!r} has an empty {m.transform} for map {m.name}")
+            if len(key) >= m.key_size:
+                doc.fail((*path, i), f"{text!r} is longer than map {m.name} allows ({m.key_size - 1} bytes)")
+        if text not in out:
+            out.append(text)
     return tuple(out)

@@ -49,15 +49,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"config {config.source}: OK ({len(config.enabled_hooks)} hooks enabled)")
     if args.config_only:
         return EXIT_OK
-    from krsid.daemon import kernel_hooks, select_hooks
-    from krsid.kernel.headers import resolve_headers
-    from krsid.pipeline.load import BuildSettings, LoadedPrograms, compile_only, ringbuf_supported
+    from krsid.daemon import kernel_hooks, plan_build
+    from krsid.pipeline.load import LoadedPrograms, compile_only
 
-    specs = select_hooks(config, kernel_hooks())
-    headers = resolve_headers(config.cache_dir, prefer=config.headers)
-    print(f"headers: {headers.description}")
-    use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_supported())
-    settings = BuildSettings(headers, config.ringbuf_pages, use_perf)
+    specs, settings = plan_build(config, kernel_hooks())
+    print(f"headers: {settings.header_source.description}")
     if args.compile_only:
         compile_only(config.catalog, specs, settings)
         print(f"compiled {len(specs)} program(s): {', '.join(s.name for s in specs)}")
@@ -127,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", "-c", help=f"config file (default {DEFAULT_CONFIG_PATH}, "
-                        "or the checkout's etc/krsid.yaml)")
+        sp.add_argument(
+            "--config", "-c", help=f"config file (default {DEFAULT_CONFIG_PATH}, or the checkout's etc/krsid.yaml)"
+        )
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
     with_config(run)
@@ -148,8 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="can this machine run krsid? each failed check says what to do")
     doctor.add_argument("--cache-dir", default="/var/cache/krsid")
-    doctor.add_argument("--require-lsm-load", action="store_true",
-                        help="exit 0 only if an LSM program can load here")
+    doctor.add_argument("--require-lsm-load", action="store_true", help="exit 0 only if an LSM program can load here")
     doctor.set_defaults(func=cmd_doctor)
     return p
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krsid.catalog import Catalog, load_catalog
+from krsid.catalog import Catalog, load_catalog, parse_string_set
 from krsid.errors import CatalogError, ConfigError
 from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml
 
@@ -32,7 +32,7 @@ def default_programs_dir() -> Path:
 class HookConfig:
     name: str
     enabled: bool = True
-    options: Mapping[str, int] = field(default_factory=dict)  # option name -> map value
+    options: Mapping[str, int | tuple[str, ...]] = field(default_factory=dict)  # option -> value
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,22 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
     for name, body in hooks.items():
         path = ("hooks", name)
         if name not in catalog:
-            doc.fail(path, f"unknown hook {name!r}: no programs/{name}.c; known: {', '.join(catalog.hooks)}",
-                     at_key=True)
+            doc.fail(
+                path, f"unknown hook {name!r}: no programs/{name}.c; known: {', '.join(catalog.hooks)}", at_key=True
+            )
         spec = catalog[name]
         allowed = {"enabled"} | {o.name for o in spec.options}
         body = expect_mapping(doc, body, path, allowed)
         enabled = expect(doc, body.get("enabled", True), (*path, "enabled"), bool, "true or false")
-        options: dict[str, int] = {}
+        options: dict[str, int | tuple[str, ...]] = {}
         for opt in spec.options:
+            if opt.kind == "string_set":
+                options[opt.name] = (
+                    parse_string_set(doc, body[opt.name], (*path, opt.name), opt.maps)
+                    if opt.name in body
+                    else opt.default
+                )
+                continue
             value = body.get(opt.name, bool(opt.default) if opt.kind == "bool" else opt.default)
             if opt.kind == "bool":
                 options[opt.name] = int(expect(doc, value, (*path, opt.name), bool, "true or false"))

@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from krsid.catalog import HookSpec
 from krsid.config import Config
-from krsid.errors import ProgramLoadError, UnsupportedKernelError
-from krsid.kernel.btf import VMLINUX_BTF, Btf
+from krsid.errors import KrsidError, ProgramLoadError, UnsupportedKernelError
+from krsid.kernel.btf import VMLINUX_BTF, lsm_hook_arity
 from krsid.kernel.headers import resolve_headers
 from krsid.pipeline.decode import DecodeError, EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
@@ -29,7 +29,7 @@ from krsid.pipeline.stats import STAGE_DECODE, PipelineStats
 from krsid.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from krsid.pipeline.load import LoadedPrograms
+    from krsid.pipeline.load import BuildSettings, LoadedPrograms
 
 log = logging.getLogger("krsid")
 
@@ -59,23 +59,36 @@ class Notifier:
             s.sendto(state.encode(), self._path)
 
 
-def kernel_hooks(btf_path: Path = VMLINUX_BTF) -> set[str] | None:
-    """LSM hooks this kernel offers (bpf_lsm_* in BTF), or None when BTF is unreadable."""
+def kernel_hooks(btf_path: Path = VMLINUX_BTF) -> dict[str, int]:
+    """LSM hooks this kernel offers (bpf_lsm_* in BTF) with their argument counts."""
     try:
-        return set(Btf.load(btf_path).lsm_hooks())
-    except Exception:
-        return None
+        return lsm_hook_arity(btf_path)
+    except KrsidError:
+        raise
+    except Exception as e:  # a BTF reader bug must still read as a clean error
+        raise UnsupportedKernelError(f"cannot read the kernel's BTF ({btf_path}): {e}") from e
 
 
-def select_hooks(config: Config, available: set[str] | None) -> list[HookSpec]:
+def select_hooks(config: Config, available: Mapping[str, int]) -> list[HookSpec]:
     """Enabled hooks the kernel has; each missing one is skipped with one warning."""
     out = []
     for hc in config.enabled_hooks:
-        if available is not None and hc.name not in available:
+        if hc.name not in available:
             log.warning("hook %s: this kernel has no bpf_lsm_%s; skipping it", hc.name, hc.name)
             continue
         out.append(config.catalog[hc.name])
     return out
+
+
+def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookSpec], BuildSettings]:
+    """What to compile and how: the hooks this kernel has, headers, buffer kind."""
+    from krsid.pipeline.load import BuildSettings, ringbuf_supported
+
+    specs = select_hooks(config, available)
+    headers = resolve_headers(config.cache_dir, prefer=config.headers)
+    use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_supported())
+    nargs = {s.name: available[s.name] for s in specs}
+    return specs, BuildSettings(headers, nargs, config.ringbuf_pages, use_perf)
 
 
 @dataclass
@@ -130,7 +143,7 @@ class Daemon:
         *,
         sinks: Sequence[Sink] | None = None,
         notifier: Notifier | None = None,
-        available_hooks: Callable[[], set[str] | None] = kernel_hooks,
+        available_hooks: Callable[[], Mapping[str, int]] = kernel_hooks,
     ) -> None:
         self.config = config
         self.stats = PipelineStats()
@@ -147,17 +160,12 @@ class Daemon:
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        from krsid.pipeline.load import BuildSettings, LoadedPrograms, ringbuf_supported
+        from krsid.pipeline.load import LoadedPrograms
 
-        specs = select_hooks(self.config, self._available_hooks())
+        specs, settings = plan_build(self.config, self._available_hooks())
         if not specs:
             raise UnsupportedKernelError("none of the enabled hooks exists on this kernel")
-        headers = resolve_headers(self.config.cache_dir, prefer=self.config.headers)
-        log.info("kernel headers: %s", headers.description)
-        use_perf = self.config.buffer_kind == "perfbuf" or (
-            self.config.buffer_kind == "auto" and not ringbuf_supported()
-        )
-        settings = BuildSettings(headers, self.config.ringbuf_pages, use_perf)
+        log.info("kernel headers: %s", settings.header_source.description)
         programs = LoadedPrograms(self.config.catalog, specs, settings, log=log.error)
         t0 = time.monotonic()
         programs.build()
@@ -179,8 +187,9 @@ class Daemon:
         attached = [h for h, st in status.items() if st.attached]
         if not attached:
             programs.close()
-            raise ProgramLoadError("no hook could be attached:\n" + "\n".join(
-                f"  {st.hook}: {st.error}" for st in status.values()))
+            raise ProgramLoadError(
+                "no hook could be attached:\n" + "\n".join(f"  {st.hook}: {st.error}" for st in status.values())
+            )
 
         self.decoder = EventDecoder({i: s for i, s in enumerate(programs.specs)})
         sinks = self._sinks if self._sinks is not None else build_sinks(self.config)

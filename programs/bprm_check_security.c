@@ -24,11 +24,13 @@ struct bprm_check_security_event {
     char path[KRSID_PATH_LEN];
 };
 
-LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
+LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
 {
+    int ret = KRSID_PREV_RET();
+
     krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
     if (ret != 0)
-        return ret;  /* an earlier LSM already decided; never turn a deny into allow */
+        return ret;  /* an earlier program already denied; never turn a deny into allow */
 
     struct bprm_check_security_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct bprm_check_security_event));

@@ -28,9 +28,10 @@ struct file_mprotect_event {
     char file[KRSID_PATH_LEN];
 };
 
-LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
-          unsigned long prot, int ret)
+LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot)
 {
+    int ret = KRSID_PREV_RET();
+
     krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
     if (ret != 0)
         return ret;

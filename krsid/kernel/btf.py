@@ -424,3 +424,13 @@ class Btf:
         enc = self.words[self._rec(t) + 3]
         nbits, int_off = enc & 0xFF, (enc >> 16) & 0xFF
         return nbits if (nbits != self._ref(t) * 8 or int_off) else 0
+
+
+def lsm_hook_arity(path: Path = VMLINUX_BTF) -> dict[str, int]:
+    """hook -> number of arguments of bpf_lsm_<hook> on this kernel.
+
+    An LSM program finds the previous verdict right after the arguments in its
+    context, so programs need this count; it changes between kernels.
+    """
+    btf = Btf.load(path)
+    return {hook: len(btf.func_params("bpf_lsm_" + hook)) for hook in btf.lsm_hooks()}

@@ -68,6 +68,7 @@ def _flags(values: tuple[tuple[str, int], ...], zero: str) -> Callable[[int], st
         if rest:
             names.append(hex(rest))
         return "|".join(names) if names else (zero or "0")
+
     return render
 
 
@@ -99,9 +100,7 @@ class _Plan:
         self.unpack = spec.layout.unpacker.unpack_from
         self.min_size = spec.layout.size
         index = {m.name: i for i, m in enumerate(spec.layout.members)}
-        self.steps = tuple(
-            (f.name, index[f.member], _converter(f)) for f in spec.fields if f.kind != "hidden"
-        )
+        self.steps = tuple((f.name, index[f.member], _converter(f)) for f in spec.fields if f.kind != "hidden")
 
 
 class EventDecoder:
@@ -114,8 +113,7 @@ class EventDecoder:
         self._plans = {i: _Plan(s) for i, s in hooks_by_id.items()}
         # CLOCK_BOOTTIME -> epoch: computed once; the kernel stamps events with boot time.
         self._boot_to_epoch = (
-            boot_to_epoch if boot_to_epoch is not None
-            else time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+            boot_to_epoch if boot_to_epoch is not None else time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         )
 
     def hook_of(self, raw: bytes) -> HookSpec | None:

@@ -20,10 +20,22 @@ from krsid.errors import CatalogError
 
 # C integer types an event member may use: (struct format char, size).
 INTEGER_TYPES: Mapping[str, tuple[str, int]] = {
-    "__u8": ("B", 1), "__s8": ("b", 1), "u8": ("B", 1), "s8": ("b", 1),
-    "__u16": ("H", 2), "__s16": ("h", 2), "u16": ("H", 2), "s16": ("h", 2),
-    "__u32": ("I", 4), "__s32": ("i", 4), "u32": ("I", 4), "s32": ("i", 4),
-    "__u64": ("Q", 8), "__s64": ("q", 8), "u64": ("Q", 8), "s64": ("q", 8),
+    "__u8": ("B", 1),
+    "__s8": ("b", 1),
+    "u8": ("B", 1),
+    "s8": ("b", 1),
+    "__u16": ("H", 2),
+    "__s16": ("h", 2),
+    "u16": ("H", 2),
+    "s16": ("h", 2),
+    "__u32": ("I", 4),
+    "__s32": ("i", 4),
+    "u32": ("I", 4),
+    "s32": ("i", 4),
+    "__u64": ("Q", 8),
+    "__s64": ("q", 8),
+    "u64": ("Q", 8),
+    "s64": ("q", 8),
 }
 
 HEADER_MACRO = "KRSID_EVENT_HEADER"
@@ -107,7 +119,7 @@ def parse_event_struct(
             if declarations:
                 raise CatalogError(f"{origin}: {HEADER_MACRO} must be the first member of {struct_name}")
             declarations.extend(s for s in (" ".join(x.split()) for x in header.split(";")) if s)
-            stmt = stmt[len(HEADER_MACRO):].strip()
+            stmt = stmt[len(HEADER_MACRO) :].strip()
             if not stmt:
                 continue
         declarations.append(stmt)
@@ -151,9 +163,7 @@ def parse_event_struct(
 def layout_asserts(layout: EventLayout) -> str:
     """C lines that make clang prove this layout, member by member."""
     s = layout.struct_name
-    lines = [
-        f'_Static_assert(sizeof(struct {s}) == {layout.size}, "krsid layout: sizeof {s}");'
-    ]
+    lines = [f'_Static_assert(sizeof(struct {s}) == {layout.size}, "krsid layout: sizeof {s}");']
     for m in layout.members:
         lines.append(
             f"_Static_assert(__builtin_offsetof(struct {s}, {m.name}) == {m.offset} && "
@@ -170,7 +180,7 @@ def _struct_body(text: str, struct_name: str, origin: str) -> str:
     end = text.find("}", m.end())
     if end < 0:
         raise CatalogError(f"{origin}: struct {struct_name} is not closed")
-    return text[m.end():end]
+    return text[m.end() : end]
 
 
 def _align(n: int, a: int) -> int:

@@ -46,6 +46,7 @@ class HookStatus:
 @dataclass(frozen=True)
 class BuildSettings:
     header_source: HeaderSource
+    hook_nargs: Mapping[str, int]  # hook -> argument count on the running kernel (BTF)
     ringbuf_pages: int = 256
     use_perfbuf: bool = False
 
@@ -84,7 +85,7 @@ def ringbuf_supported() -> bool:
     return (major, minor) >= (5, 8)
 
 
-def module_text(specs: Sequence[HookSpec], header_text: str) -> str:
+def module_text(specs: Sequence[HookSpec], header_text: str, hook_nargs: Mapping[str, int]) -> str:
     """One translation unit: krsid.h, then every program with its hook id and layout proof.
 
     krsid.h is inlined, not #included: BCC rewrites map method calls
@@ -94,12 +95,15 @@ def module_text(specs: Sequence[HookSpec], header_text: str) -> str:
     """
     parts = ['#line 1 "krsid.h"\n', header_text, "\n"]
     for hook_id, spec in enumerate(specs):
+        if spec.name not in hook_nargs:
+            raise ProgramLoadError(f"{spec.name}: this kernel has no bpf_lsm_{spec.name}")
         parts.append(f"#define KRSID_HOOK_ID {hook_id}\n")
+        parts.append(f"#define KRSID_HOOK_NARGS {int(hook_nargs[spec.name])}\n")
         parts.append(f'#line 1 "{spec.name}.c"\n')  # hook names are [a-z0-9_]: safe in a string
         parts.append(spec.source.read_text(encoding="utf-8"))
         parts.append("\n")
         parts.append(layout_asserts(spec.layout))
-        parts.append("#undef KRSID_HOOK_ID\n")
+        parts.append("#undef KRSID_HOOK_ID\n#undef KRSID_HOOK_NARGS\n")
     return "".join(parts)
 
 
@@ -152,7 +156,7 @@ def compile_only(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSet
 
     Also rejects bytecode that no kernel would load (indirect calls).
     """
-    text = module_text(specs, catalog.header_text)
+    text = module_text(specs, catalog.header_text, settings.hook_nargs)
     bpf, output = _compile(text, compile_flags(catalog, settings, len(specs)), settings.header_source)
     if bpf is None:
         raise ProgramLoadError(f"compile failed:\n{output.strip()}")
@@ -172,8 +176,14 @@ def compile_only(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSet
 class LoadedPrograms:
     """The compiled module(s) with their attached programs, maps and event buffer."""
 
-    def __init__(self, catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings,
-                 *, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        specs: Sequence[HookSpec],
+        settings: BuildSettings,
+        *,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.catalog = catalog
         self.settings = settings
         self._log = log
@@ -185,17 +195,21 @@ class LoadedPrograms:
 
     # -- build -------------------------------------------------------------------------
 
+    def _compile_specs(self, specs: Sequence[HookSpec]) -> tuple[_ManualAttachBPF | None, str]:
+        text = module_text(specs, self.catalog.header_text, self.settings.hook_nargs)
+        # KRSID_MAX_HOOKS stays the full count so hook ids keep their map slots.
+        cflags = compile_flags(self.catalog, self.settings, len(self.specs))
+        return _compile(text, cflags, self.settings.header_source)
+
     def build(self) -> None:
         """Compile all programs together; on failure, find and leave out the broken ones."""
         t0 = time.monotonic()
-        cflags = compile_flags(self.catalog, self.settings, len(self.specs))
-        header = self.catalog.header_text
-        bpf, output = _compile(module_text(self.specs, header), cflags, self.settings.header_source)
+        bpf, output = self._compile_specs(self.specs)
         if bpf is None and len(self.specs) > 1:
             # Compile each alone (same hook ids) to tell which program is broken.
             good = []
             for spec in self.specs:
-                single, out = _compile(module_text([spec], header), cflags, self.settings.header_source)
+                single, out = self._compile_specs([spec])
                 if single is None:
                     self.status[spec.name] = HookStatus(spec.name, False, "compile failed:\n" + out.strip())
                     self._log(f"{spec.name}: compile failed; leaving it out:\n{out.strip()}")
@@ -205,8 +219,7 @@ class LoadedPrograms:
             if good:
                 self.specs = good
                 self.hook_ids = {s.name: i for i, s in enumerate(good)}
-                cflags = compile_flags(self.catalog, self.settings, len(good))
-                bpf, output = _compile(module_text(good, header), cflags, self.settings.header_source)
+                bpf, output = self._compile_specs(good)
         if bpf is None:
             raise ProgramLoadError("compile failed:\n" + output.strip())
         self.compile_seconds = time.monotonic() - t0
@@ -244,16 +257,37 @@ class LoadedPrograms:
 
     # -- maps ----------------------------------------------------------------------------
 
-    def set_options(self, options: Mapping[str, Mapping[str, int]]) -> None:
-        """Write each hook's option values into its slots of krsid_options."""
-        table = self._require()["krsid_options"]
+    def set_options(self, options: Mapping[str, Mapping[str, int | tuple[str, ...]]]) -> None:
+        """Write option values: numbers into the hook's slots of krsid_options, string
+        sets into the maps the option names (cleared first, so a reload replaces)."""
+        bpf = self._require()
+        table = bpf["krsid_options"]
         for hook, values in options.items():
             if hook not in self.hook_ids:
                 continue
             spec = self.specs[self.hook_ids[hook]]
             for name, value in values.items():
-                idx = self.hook_ids[hook] * OPTION_SLOTS + spec.option(name).slot
+                opt = spec.option(name)
+                if isinstance(value, tuple):
+                    for target in opt.maps:
+                        self._fill_set(bpf, target.name, target.key_size, [target.key(v) for v in value])
+                    continue
+                idx = self.hook_ids[hook] * OPTION_SLOTS + opt.slot
                 table[ct.c_int(idx)] = ct.c_uint64(value)
+
+    @staticmethod
+    def _fill_set(bpf: _ManualAttachBPF, map_name: str, key_size: int, keys: list[bytes]) -> None:
+        try:
+            table = bpf[map_name]
+        except KeyError:
+            raise ProgramLoadError(f"option map {map_name!r} is not declared by its program") from None
+        if ct.sizeof(table.Key) != key_size:
+            raise ProgramLoadError(f"map {map_name}: key is {ct.sizeof(table.Key)} bytes in C, {key_size} in the YAML")
+        table.clear()
+        for key in keys:
+            k = table.Key()
+            ct.memmove(ct.byref(k), key, len(key))  # the rest stays zero: NUL padding
+            table[k] = table.Leaf(1)
 
     def seed_sequence(self, last_seq: int) -> None:
         self._require()["krsid_seq"][ct.c_int(0)] = ct.c_uint64(last_seq)
@@ -283,13 +317,17 @@ class LoadedPrograms:
         bpf = self._require()
         string_at = ct.string_at
         if self.settings.use_perfbuf:
+
             def perf_cb(_cpu: int, data: int, size: int) -> None:
                 on_record(string_at(data, size))
+
             bpf["events"].open_perf_buffer(perf_cb, page_cnt=self.settings.ringbuf_pages, lost_cb=on_lost)
         else:
+
             def ring_cb(_ctx: int, data: int, size: int) -> int:
                 on_record(string_at(data, size))
                 return 0
+
             bpf["events"].open_ring_buffer(ring_cb)
 
     def poll(self, timeout_ms: int) -> None:

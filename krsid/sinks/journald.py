@@ -74,10 +74,10 @@ def journal_fields(event: Event) -> list[bytes]:
         b"SYSLOG_IDENTIFIER=" + SYSLOG_IDENTIFIER.encode(),
         b"KRSID_HOOK=" + spec.name.encode(),
     ]
-    for f in spec.fields:
-        v = event.values.get(f.name)
-        if v is not None:
-            items.append(f.journal_name.encode() + b"=" + _journal_value(v))
+    # Every value: the hook's fields and whatever enrichment added (names are
+    # [a-z0-9_], from the sidecars or krsid itself, never from event content).
+    for name, v in event.values.items():
+        items.append(b"KRSID_" + name.upper().encode() + b"=" + _journal_value(v))
     return items
 
 
@@ -108,9 +108,10 @@ class JournaldSink:
             present = os.path.exists(self._socket_path)
             if present != self._available:
                 self._log(
-                    f"journald sink: {self._socket_path} is back; delivering again" if present else
-                    f"journald sink: no journald socket at {self._socket_path}; journald events are "
-                    "counted as lost (krsid_events_lost_total{stage=\"sink_journald\"}) until it appears; "
+                    f"journald sink: {self._socket_path} is back; delivering again"
+                    if present
+                    else f"journald sink: no journald socket at {self._socket_path}; journald events are "
+                    'counted as lost (krsid_events_lost_total{stage="sink_journald"}) until it appears; '
                     "other sinks keep running"
                 )
             self._available = present

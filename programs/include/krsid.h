@@ -14,6 +14,7 @@
  * The loader compiles all enabled programs as one BCC module (one clang run) and
  * prepends, per program, numeric defines only:
  *   KRSID_HOOK_ID      index of the hook in this daemon's catalog
+ *   KRSID_HOOK_NARGS   the hook's argument count on the running kernel (from BTF)
  * and once, for the module:
  *   KRSID_MAX_HOOKS    size of the per-hook maps
  *   KRSID_RINGBUF_PAGES, KRSID_USE_PERFBUF
@@ -91,6 +92,15 @@
     __u32 sessionid; \
     __s32 verdict; \
     char comm[KRSID_COMM_LEN];
+
+/*
+ * The verdict of the BPF-LSM programs that ran before this one on the same hook
+ * (0 = allowed so far). An LSM program receives the hook's arguments and then this
+ * value in ctx; the argument count differs between kernels (bpf() gained one in
+ * 6.13), so programs do not declare it in LSM_PROBE: the loader passes the count
+ * from BTF. Return it unchanged when non-zero: never turn a deny into an allow.
+ */
+#define KRSID_PREV_RET() ((int)ctx[KRSID_HOOK_NARGS])
 
 /* Counter slots per hook in krsid_counters (read by the Prometheus collector). */
 enum krsid_counter {

@@ -27,10 +27,11 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> BuildSettings:
         from krsid.pipeline.load import BuildSettings
     except ImportError as e:
         pytest.skip(f"bcc not importable ({e}); install python3-bpfcc")
+    from krsid.kernel.btf import lsm_hook_arity
     from krsid.kernel.headers import resolve_headers
 
     headers = resolve_headers(tmp_path_factory.mktemp("hdrcache"), prefer="auto")
-    return BuildSettings(headers)
+    return BuildSettings(headers, lsm_hook_arity())
 
 
 CATALOG = load_catalog(PROGRAMS)
@@ -86,6 +87,6 @@ def test_map_calls_in_an_included_header_are_caught_before_load(
     from krsid.pipeline import load
 
     real = load.module_text
-    monkeypatch.setattr(load, "module_text", lambda specs, header: real(specs, ""))
+    monkeypatch.setattr(load, "module_text", lambda specs, header, nargs: real(specs, "", nargs))
     with pytest.raises(ProgramLoadError, match="indirect call"):
         load.compile_only(CATALOG, list(CATALOG), settings)

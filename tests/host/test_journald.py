@@ -27,8 +27,13 @@ def journal() -> Iterator[Journal]:
 
 
 def send(sink: JournaldSink, seq: int, filename: bytes) -> None:
-    sink.emit(DECODER.decode(pack(EXEC, 0, seq=seq, pid=4242, tgid=4242, comm="tester",
-                                  filename=filename, interp=filename, path=filename)))
+    sink.emit(
+        DECODER.decode(
+            pack(
+                EXEC, 0, seq=seq, pid=4242, tgid=4242, comm="tester", filename=filename, interp=filename, path=filename
+            )
+        )
+    )
 
 
 def field_bytes(entry: dict[str, object], name: str) -> bytes:

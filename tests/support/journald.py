@@ -65,7 +65,8 @@ class Journal:
     def entries(self, *matches: str) -> list[dict[str, Any]]:
         out = subprocess.run(
             ["journalctl", "--directory=/run/log/journal", "-o", "json", "--no-pager", "--all", *matches],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
         entries = []
         for line in out.stdout.splitlines():
@@ -73,8 +74,9 @@ class Journal:
                 entries.append(json.loads(line))
         return entries
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], *matches: str,
-                 timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], *matches: str, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             found = [e for e in self.entries(*matches) if predicate(e)]
@@ -99,8 +101,9 @@ def _spawn() -> subprocess.Popen[bytes]:
     Path("/run/systemd/journal").mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         SOCKET.unlink()
-    proc = subprocess.Popen([str(JOURNALD)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(JOURNALD)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 15
     while not SOCKET.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -91,3 +91,42 @@ def test_program_must_define_its_lsm_probe(programs: Path) -> None:
     p.write_text(p.read_text().replace("LSM_PROBE(file_mprotect,", "LSM_PROBE(file_open,"))
     with pytest.raises(CatalogError, match=r"must define LSM_PROBE\(file_mprotect"):
         load_catalog(programs)
+
+
+SET_PROGRAM = """#include "krsid.h"
+struct demo_set_event {
+    KRSID_EVENT_HEADER
+    __u32 x;
+};
+LSM_PROBE(demo_set, struct file *file) { return 0; }
+"""
+SET_SIDECAR = """hook: demo_set
+message_id: 0123456789abcdef0123456789abcdef
+message: "demo {x}"
+options:
+  paths:
+    type: string_set
+    default: [/etc/shadow, /etc/sudoers]
+    maps:
+      - {name: demo_paths, key_size: 32}
+      - {name: demo_names, key_size: 8, transform: basename}
+"""
+
+
+def test_string_set_option_maps_and_limits(programs: Path) -> None:
+    from krsid.config import parse_config
+
+    (programs / "demo_set.c").write_text(SET_PROGRAM)
+    (programs / "demo_set.yaml").write_text(SET_SIDECAR)
+    cat = load_catalog(programs)
+    opt = cat["demo_set"].option("paths")
+    assert opt.default == ("/etc/shadow", "/etc/sudoers")
+    assert [m.key("/etc/shadow") for m in opt.maps] == [b"/etc/shadow", b"shadow"]
+    c = parse_config("hooks:\n  demo_set:\n    paths: [/a/b, /a/b, /c]\n", "c.yaml", catalog=cat)
+    assert c.hooks[0].options["paths"] == ("/a/b", "/c")  # duplicates folded
+    from krsid.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"c.yaml:3:18: hooks.demo_set.paths.1: '/x/toolongname' is longer"):
+        parse_config("hooks:\n  demo_set:\n    paths: [/ok, /x/toolongname]\n", "c.yaml", catalog=cat)
+    with pytest.raises(ConfigError, match="expected a list of strings"):
+        parse_config("hooks:\n  demo_set:\n    paths: /etc/shadow\n", "c.yaml", catalog=cat)

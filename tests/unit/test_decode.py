@@ -14,9 +14,24 @@ def decoder() -> EventDecoder:
 
 
 def test_exec_event_fields() -> None:
-    raw = pack(EXEC, 0, seq=7, ktime_ns=2_500_000_000, pid=41, tgid=40, ppid=1, uid=1000, gid=1000,
-               euid=0, auid=4294967295, comm="bash", filename="/bin/true", interp="/bin/true",
-               path="/usr/bin/true", flags=0)
+    raw = pack(
+        EXEC,
+        0,
+        seq=7,
+        ktime_ns=2_500_000_000,
+        pid=41,
+        tgid=40,
+        ppid=1,
+        uid=1000,
+        gid=1000,
+        euid=0,
+        auid=4294967295,
+        comm="bash",
+        filename="/bin/true",
+        interp="/bin/true",
+        path="/usr/bin/true",
+        flags=0,
+    )
     e = decoder().decode(raw)
     assert e.hook == "bprm_check_security" and e.seq == 7
     assert e.values["filename"] == b"/bin/true"
@@ -29,8 +44,9 @@ def test_exec_event_fields() -> None:
 
 
 def test_mprotect_flags_hex_and_bool() -> None:
-    raw = pack(MPROT, 1, vm_start=0x7F0000001000, vm_end=0x7F0000003000, vm_flags=0x73,
-               reqprot=5, prot=5, flags=1, file="")
+    raw = pack(
+        MPROT, 1, vm_start=0x7F0000001000, vm_end=0x7F0000003000, vm_flags=0x73, reqprot=5, prot=5, flags=1, file=""
+    )
     v = decoder().decode(raw).values
     assert v["vm_start"] == "0x7f0000001000" and v["vm_end"] == "0x7f0000003000"
     assert v["reqprot"] == "READ|EXEC" and v["prot"] == "READ|EXEC"

@@ -29,8 +29,9 @@ HOSTILE = [
 
 
 def exec_event(filename: bytes = b"/bin/true", **kw: Any) -> Event:
-    return DECODER.decode(pack(EXEC, 0, seq=5, pid=10, tgid=10, comm="sh", filename=filename,
-                               interp=filename, path=filename, **kw))
+    return DECODER.decode(
+        pack(EXEC, 0, seq=5, pid=10, tgid=10, comm="sh", filename=filename, interp=filename, path=filename, **kw)
+    )
 
 
 class Recorder:
@@ -67,8 +68,9 @@ def test_journald_fields_for_exec(tmp_path: Path) -> None:
 
 
 def test_mprotect_message_and_fields() -> None:
-    e = DECODER.decode(pack(MPROT, 1, vm_start=0x1000, vm_end=0x2000, reqprot=5, prot=5, flags=1,
-                            vm_flags=3, comm="jit", tgid=9))
+    e = DECODER.decode(
+        pack(MPROT, 1, vm_start=0x1000, vm_end=0x2000, reqprot=5, prot=5, flags=1, vm_flags=3, comm="jit", tgid=9)
+    )
     f = as_fields(tuple(journal_fields(e)))
     assert f[b"KRSID_PROT"] == b"READ|EXEC" and f[b"KRSID_REQPROT"] == b"READ|EXEC"
     assert f[b"KRSID_VM_START"] == b"0x1000" and f[b"KRSID_FILE"] == b""

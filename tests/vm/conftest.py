@@ -81,10 +81,16 @@ class RunningDaemon:
     metrics_url: str
     ready_status: str
     headers: str
+    hooks: list[str]
 
-    def events(
-        self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True
-    ) -> list[dict[str, Any]]:
+    @property
+    def attached(self) -> list[str]:
+        for line in self.ready_status.splitlines():
+            if line.startswith("STATUS=attached "):
+                return [h.strip() for h in line.split(":", 1)[1].split(",")]
+        return []
+
+    def events(self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True) -> list[dict[str, Any]]:
         if not self.jsonl.exists():
             return []
         out = []
@@ -110,18 +116,62 @@ class RunningDaemon:
             return str(r.read().decode())
 
 
-def write_config(tmp: Path, headers: str, port: int) -> Path:
+OPTIONS_DIR = Path(__file__).parent / "options"
+
+
+def session_hooks() -> list[str]:
+    """Every hook of the catalog, or those in $KRSID_TEST_HOOKS (comma-separated) while
+    iterating on a few: one TCG compile of the whole catalog takes a while."""
+    from krsid.catalog import load_catalog
+
+    every = sorted(load_catalog(ROOT / "programs").hooks)
+    wanted = [h for h in os.environ.get("KRSID_TEST_HOOKS", "").split(",") if h]
+    unknown = set(wanted) - set(every)
+    if unknown:
+        raise pytest.UsageError(f"KRSID_TEST_HOOKS names unknown hooks: {sorted(unknown)}")
+    return wanted or every
+
+
+def write_config(tmp: Path, headers: str, port: int, hooks: list[str]) -> Path:
+    """The session config: each hook with the options its tests need, from
+    tests/vm/options/<hook>.yaml (a mapping of option: value), else defaults."""
+    import yaml
+
+    hook_cfg = {}
+    for h in hooks:
+        opt_file = OPTIONS_DIR / f"{h}.yaml"
+        hook_cfg[h] = (yaml.safe_load(opt_file.read_text()) or {}) if opt_file.exists() else {}
     cfg = tmp / "krsid.yaml"
     cfg.write_text(
-        f"headers: {headers}\n"
-        f"cache_dir: {tmp / 'cache'}\n"
-        f"state_dir: {tmp / 'state'}\n"
-        "hooks:\n  bprm_check_security: {}\n  file_mprotect: {exec_only: true}\n"
-        "sinks:\n  journald: {enabled: true}\n"
-        f"  jsonl: {{enabled: true, path: {tmp / 'events.jsonl'}}}\n"
-        f"  prometheus: {{enabled: true, listen: '127.0.0.1:{port}'}}\n"
+        yaml.safe_dump(
+            {
+                "headers": headers,
+                "cache_dir": str(tmp / "cache"),
+                "state_dir": str(tmp / "state"),
+                "hooks": hook_cfg,
+                "sinks": {
+                    "journald": {"enabled": True},
+                    "jsonl": {"enabled": True, "path": str(tmp / "events.jsonl")},
+                    "prometheus": {"enabled": True, "listen": f"127.0.0.1:{port}"},
+                },
+            }
+        )
     )
     return cfg
+
+
+@pytest.fixture
+def hook_enabled(daemon: RunningDaemon) -> Callable[[str], None]:
+    """Call with a hook name at the start of a test: skips (with the reason) when the
+    session runs without that hook, fails when the hook should be but is not attached."""
+
+    def check(hook: str) -> None:
+        if hook not in daemon.hooks:
+            pytest.skip(f"{hook} is not in this session's KRSID_TEST_HOOKS")
+        if hook not in daemon.attached:
+            pytest.fail(f"{hook} is enabled but not attached:\n{daemon.log.read_text()}")
+
+    return check
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +181,8 @@ def daemon(
     tmp = tmp_path_factory.mktemp("krsid")
     headers = str(request.config.getoption("--headers"))
     port = free_port()
-    cfg = write_config(tmp, headers, port)
+    hooks = session_hooks()
+    cfg = write_config(tmp, headers, port, hooks)
     notify_path = tmp / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
@@ -164,6 +215,7 @@ def daemon(
             f"http://127.0.0.1:{port}/metrics",
             status,
             headers,
+            hooks,
         )
     finally:
         if proc.poll() is None:
@@ -182,9 +234,7 @@ def daemon(
 
 
 def remaining_krsid_programs() -> list[str]:
-    out = subprocess.run(
-        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True)
     return [
         str(p.get("name"))
         for p in json.loads(out.stdout)

@@ -48,9 +48,7 @@ def main() -> None:
     kind, path, *prots = sys.argv[1:]
     size = 3 * mmap.PAGESIZE
     if kind == "anon":
-        addr = libc.mmap(
-            None, size, PROT["READ"] | PROT["WRITE"], mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0
-        )
+        addr = libc.mmap(None, size, PROT["READ"] | PROT["WRITE"], mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
     else:
         fd = os.open(path, os.O_RDONLY)
         addr = libc.mmap(None, size, PROT["READ"], mmap.MAP_PRIVATE, fd, 0)

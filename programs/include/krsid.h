@@ -37,6 +37,8 @@
 #include <linux/cred.h>
 #include <linux/fs.h>
 #include <linux/dcache.h>
+#include <linux/sched/signal.h>
+#include <linux/tty.h>
 #endif
 
 /* Macros BTF cannot carry: stable UAPI values. */
@@ -65,6 +67,7 @@
 /* Lengths: kernel paths can be PATH_MAX, events stay bounded; truncation is
  * flagged by the program in its flags member. */
 #define KRSID_COMM_LEN 16
+#define KRSID_TTY_LEN 16
 #define KRSID_PATH_LEN 256
 
 /*
@@ -91,7 +94,8 @@
     __u32 auid; \
     __u32 sessionid; \
     __s32 verdict; \
-    char comm[KRSID_COMM_LEN];
+    char comm[KRSID_COMM_LEN]; \
+    char tty[KRSID_TTY_LEN];
 
 /*
  * The verdict of the BPF-LSM programs that ran before this one on the same hook
@@ -180,6 +184,15 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
     bpf_probe_read_kernel(&h->auid, sizeof(h->auid), &task->loginuid.val);
     bpf_probe_read_kernel(&h->sessionid, sizeof(h->sessionid), &task->sessionid);
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    /* Controlling terminal (task->signal->tty->name, e.g. "pts/0"), "" if none. */
+    struct signal_struct *sig = 0;
+    struct tty_struct *tty = 0;
+    h->tty[0] = 0;
+    bpf_probe_read_kernel(&sig, sizeof(sig), &task->signal);
+    if (sig)
+        bpf_probe_read_kernel(&tty, sizeof(tty), &sig->tty);
+    if (tty)
+        bpf_probe_read_kernel_str(&h->tty, sizeof(h->tty), &tty->name);
 }
 
 /*

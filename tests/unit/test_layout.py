@@ -18,7 +18,7 @@ def test_header_layout_matches_c_alignment_rules() -> None:
     layout = parse_event_struct(struct(body), "t_event", HEADER)
     names = [m.name for m in layout.members]
     assert names[:4] == ["seq", "ktime_ns", "cgroup_id", "hook_id"]
-    hdr_end = layout.member("comm").offset + 16
+    hdr_end = layout.member("tty").offset + 16  # tty is the last header member
     a, b, s, c = (layout.member(n) for n in ("a", "b", "s", "c"))
     assert a.offset == hdr_end
     assert b.offset == (hdr_end + 1 + 7) // 8 * 8  # __u64 aligns to 8

@@ -8,7 +8,16 @@ BIN := $(VENV)/bin
 CONFIG ?= etc/krsid.yaml
 PYTEST_FLAGS ?= -q
 
-.PHONY: all deps run test lint test-host test-vm bench clean
+.PHONY: all deps run test lint test-host test-vm bench clean install uninstall
+
+# Installed layout (DESTDIR for staging/packaging):
+PREFIX_VENV ?= /opt/krsid
+CONFDIR ?= /etc/krsid
+DATADIR ?= /usr/share/krsid
+UNITDIR ?= /etc/systemd/system
+CATALOGDIR ?= /usr/lib/systemd/catalog
+DOCDIR ?= /usr/share/doc/krsid
+INSTALL_VENV ?= yes
 
 all: test
 
@@ -59,6 +68,34 @@ test: lint test-host test-vm
 bench: deps
 	$(BIN)/python bench/run.py compile
 	tests/vm/run -- $(BIN)/python bench/run.py vm --headers kernel
+
+# The daemon into its own venv (it sees Debian's python3-bpfcc), programs, config
+# (an existing one is kept), the unit and the journald catalog.
+install: deps
+	install -d -m 0755 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(DATADIR)/programs/include $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0644 programs/*.c programs/*.yaml $(DESTDIR)$(DATADIR)/programs/
+	install -m 0644 programs/include/* $(DESTDIR)$(DATADIR)/programs/include/
+	test -e $(DESTDIR)$(CONFDIR)/krsid.yaml || install -m 0644 etc/krsid.yaml $(DESTDIR)$(CONFDIR)/krsid.yaml
+	install -m 0644 systemd/krsid.service $(DESTDIR)$(UNITDIR)/krsid.service
+	install -m 0644 systemd/krsid.catalog $(DESTDIR)$(CATALOGDIR)/krsid.catalog
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	if [ "$(INSTALL_VENV)" = yes ]; then \
+		$(PYTHON) -m venv --system-site-packages $(DESTDIR)$(PREFIX_VENV) && \
+		$(DESTDIR)$(PREFIX_VENV)/bin/pip install -q --disable-pip-version-check . ; fi
+	if [ -z "$(DESTDIR)" ]; then \
+		journalctl --update-catalog || true; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; fi
+	@echo "installed; start with: systemctl enable --now krsid"
+
+uninstall:
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now krsid || true; fi
+	rm -f $(DESTDIR)$(UNITDIR)/krsid.service $(DESTDIR)$(CATALOGDIR)/krsid.catalog
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PREFIX_VENV)
+	rm -f $(DESTDIR)$(CONFDIR)/krsid.yaml
+	-rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null
+	if [ -z "$(DESTDIR)" ]; then journalctl --update-catalog || true; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; fi
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

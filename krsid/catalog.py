@@ -21,7 +21,9 @@ from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml
 HOOK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MESSAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-FIELD_TYPES = ("int", "hex", "string", "flags", "enum", "bool", "hidden")
+FIELD_TYPES = ("int", "hex", "string", "strings", "ipv4", "ipv6", "errno", "flags", "enum", "bool", "hidden")
+# Types read from a char[N] member; the others read an integer member.
+BYTES_FIELD_TYPES = ("string", "strings", "ipv6")
 OPTION_TYPES = ("bool", "int", "string_set")
 STRING_TRANSFORMS = ("none", "basename")
 MAP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -253,8 +255,13 @@ def _fields(
         kind = expect(doc, spec.get("type", _default_kind(member)), (*path, "type"), str, "a field type")
         if kind not in FIELD_TYPES:
             doc.fail((*path, "type"), f"unknown type {kind!r}; one of {', '.join(FIELD_TYPES)}")
-        if (kind == "string") != member.is_string and kind != "hidden":
-            doc.fail((*path, "type"), f"{kind} does not fit member {member.ctype} {member.name}")
+        fits = member.is_string == (kind in BYTES_FIELD_TYPES) or kind == "hidden"
+        if kind == "ipv4":
+            fits = (member.is_string and member.size == 4) or member.ctype in ("__u32", "u32")
+        if kind == "ipv6":
+            fits = member.is_string and member.size == 16
+        if not fits:
+            doc.fail((*path, "type"), f"{kind} does not fit member {member.ctype} {member.name}[{member.size}]")
         values: list[tuple[str, int]] = []
         if kind in ("flags", "enum"):
             vmap = expect_mapping(doc, spec.get("values"), (*path, "values"))

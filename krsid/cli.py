@@ -116,6 +116,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if not failed else EXIT_FAILURE
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from krsid import docs
+    from krsid.catalog import load_catalog
+
+    if args.write:
+        root = Path(__file__).resolve().parent.parent
+        for path in docs.write_all(root):
+            print(f"wrote {path}")
+        return EXIT_OK
+    catalog = load_catalog(Path(args.programs_dir) if args.programs_dir else default_programs_dir())
+    print(docs.journal_catalog(catalog) if args.journal_catalog else docs.field_reference(catalog))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="krsid", description="Runtime-security audit daemon on BPF-LSM hooks")
     p.add_argument("--version", action="version", version=f"krsid {__version__}")
@@ -147,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--cache-dir", default="/var/cache/krsid")
     doctor.add_argument("--require-lsm-load", action="store_true", help="exit 0 only if an LSM program can load here")
     doctor.set_defaults(func=cmd_doctor)
+    docs = sub.add_parser("docs", help="print the field reference or journald catalog generated from programs/*.yaml")
+    docs.add_argument("--programs-dir")
+    docs.add_argument("--journal-catalog", action="store_true", help="the journald message catalog instead")
+    docs.add_argument("--write", action="store_true", help="regenerate README.md's reference and systemd/krsid.catalog")
+    docs.set_defaults(func=cmd_docs)
     return p
 
 

@@ -7,6 +7,8 @@ Every problem is one ConfigError naming file:line:column and the dotted key, so
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,12 +79,38 @@ class Config:
 _TOP_KEYS = {"programs_dir", "cache_dir", "state_dir", "headers", "buffer", "poll_timeout_ms", "hooks", "sinks"}
 
 
+def check_trusted(path: Path, what: str) -> None:
+    """A root daemon must not take policy or BPF code from files others can change.
+
+    Root-owned and not group/world-writable, for the file and every directory above
+    it (a writable parent lets others swap the file). Checked only when running as
+    root: an unprivileged run cannot load programs anyway.
+    """
+    if os.geteuid() != 0:
+        return
+    p = Path(path).absolute()
+    for node in [p, *p.parents]:
+        try:
+            st = node.stat()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot check {what}: {e}") from None
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_uid != 0:
+            raise ConfigError(f"{path}: refusing {what}: {node} is owned by uid {st.st_uid}, not root")
+        if st.st_mode & 0o022 and not (node != p and sticky_dir):
+            raise ConfigError(
+                f"{path}: refusing {what}: {node} is group/world-writable "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w {node}"
+            )
+
+
 def load_config(path: Path, *, catalog: Catalog | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError with the place of the problem."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config: {e}") from None
+    check_trusted(Path(path), "the config file")
     return parse_config(text, str(path), catalog=catalog)
 
 
@@ -93,6 +121,10 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
     programs_dir = _path(doc, top, "programs_dir", default_programs_dir(), origin)
     if catalog is None:
         try:
+            if programs_dir.is_dir():
+                check_trusted(programs_dir, "the programs directory")
+                for f in sorted(programs_dir.rglob("*")):
+                    check_trusted(f, "a program file")
             catalog = load_catalog(programs_dir)
         except CatalogError as e:
             raise ConfigError(f"{doc.where(('programs_dir',))}: programs_dir: {e}") from None

@@ -23,8 +23,9 @@ from krsid.config import Config
 from krsid.errors import KrsidError, ProgramLoadError, UnsupportedKernelError
 from krsid.kernel.btf import VMLINUX_BTF, lsm_hook_arity
 from krsid.kernel.headers import resolve_headers
-from krsid.pipeline.decode import DecodeError, EventDecoder
+from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
+from krsid.pipeline.enrich import Enricher
 from krsid.pipeline.stats import STAGE_DECODE, PipelineStats
 from krsid.sinks.base import Sink
 
@@ -55,8 +56,9 @@ class Notifier:
     def notify(self, state: str) -> None:
         if not self._path:
             return
+        # MSG_DONTWAIT: a full receiver queue must never stall the poll loop.
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
-            s.sendto(state.encode(), self._path)
+            s.sendto(state.encode(), socket.MSG_DONTWAIT, self._path)
 
 
 def kernel_hooks(btf_path: Path = VMLINUX_BTF) -> dict[str, int]:
@@ -156,6 +158,7 @@ class Daemon:
         self._stop = False
         self._metrics_server: object | None = None
         self._seq_state = SeqState(config.state_dir / "seq")
+        self.enricher = Enricher()
 
     # -- start ---------------------------------------------------------------------------
 
@@ -219,10 +222,14 @@ class Daemon:
         assert self.decoder is not None and self.dispatcher is not None
         try:
             event = self.decoder.decode(raw)
-        except (DecodeError, Exception):
+        except Exception:  # DecodeError, or a decoder bug: count it, keep polling
             spec = self.decoder.hook_of(raw)
             self.stats.lost[(spec.name if spec else "unknown", STAGE_DECODE)] += 1
             return
+        try:
+            self.enricher.enrich(event)
+        except Exception:  # context is a bonus: deliver the event without it
+            self.stats.enrich_errors += 1
         self.dispatcher.handle(event)
 
     def _on_perf_lost(self, count: int) -> None:

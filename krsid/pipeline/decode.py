@@ -7,6 +7,9 @@ is per-hook code.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import shlex
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -14,10 +17,10 @@ from typing import Union
 
 from krsid.catalog import FieldSpec, HookSpec
 
-# What a field's value can be after decoding: int for int, str for hex/flags/enum,
-# bytes for strings (kernel strings are bytes: binary-safe until a sink decides),
-# bool for bool.
-Value = Union[int, str, bytes, bool]
+# What a field's value can be after decoding: int for int, str for hex/flags/enum/
+# ipv4/ipv6/errno, bytes for strings (kernel strings are bytes: binary-safe until a
+# sink decides), a tuple of bytes for strings (argv-like lists), bool for bool.
+Value = Union[int, str, bytes, bool, tuple[bytes, ...]]
 SCHEMA_VERSION = 1
 
 _HOOK_ID = struct.Struct("<I")
@@ -33,11 +36,11 @@ class Event:
 
     __slots__ = ("hook", "seq", "spec", "values", "wallclock")
 
-    def __init__(self, spec: HookSpec, values: dict[str, Value], wallclock: float) -> None:
+    def __init__(self, spec: HookSpec, values: dict[str, Value], wallclock: float, seq: int) -> None:
         self.spec = spec
         self.hook = spec.name
         self.values = values
-        self.seq = int(values.get("seq", 0))
+        self.seq = seq
         self.wallclock = wallclock  # seconds since the epoch, from the kernel's boot clock
 
     def __repr__(self) -> str:
@@ -48,9 +51,38 @@ def text_of(value: Value) -> str:
     """A value as text for people: bytes decoded, undecodable bytes as \\xNN."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, tuple):
+        return " ".join(shlex.quote(a.decode("utf-8", "backslashreplace")) for a in value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def _c_strings(raw: bytes) -> tuple[bytes, ...]:
+    """NUL-separated strings (argv, envp) up to the first empty one; the kernel side
+    writes them back to back and zero-fills the rest."""
+    end = raw.find(b"\0\0")
+    body = raw if end < 0 else raw[:end]
+    return tuple(body.split(b"\0")) if body else ()
+
+
+def _ipv4(value: object) -> str:
+    # A __u32 as the kernel stores sin_addr (network byte order, read little-endian
+    # here) or 4 raw bytes: either way the bytes in memory are the address in order.
+    raw = value if isinstance(value, bytes) else int(value).to_bytes(4, "little")  # type: ignore[call-overload]
+    return str(ipaddress.IPv4Address(raw))
+
+
+def _ipv6(value: object) -> str:
+    return str(ipaddress.IPv6Address(bytes(value)))  # type: ignore[call-overload]
+
+
+def _errno(value: object) -> str:
+    n = int(value)  # type: ignore[call-overload]
+    if n == 0:
+        return "0"
+    name = errno.errorcode.get(abs(n), str(abs(n)))
+    return f"-{name}" if n < 0 else name
 
 
 def _c_string(raw: bytes) -> bytes:
@@ -80,6 +112,14 @@ def _enum(values: tuple[tuple[str, int], ...]) -> Callable[[int], str]:
 def _converter(f: FieldSpec) -> Callable[[object], Value]:
     if f.kind == "string":
         return _c_string  # type: ignore[return-value]
+    if f.kind == "strings":
+        return _c_strings  # type: ignore[return-value]
+    if f.kind == "ipv4":
+        return _ipv4
+    if f.kind == "ipv6":
+        return _ipv6
+    if f.kind == "errno":
+        return _errno
     if f.kind == "hex":
         return hex  # type: ignore[return-value]
     if f.kind == "flags":
@@ -93,13 +133,15 @@ def _converter(f: FieldSpec) -> Callable[[object], Value]:
 
 
 class _Plan:
-    __slots__ = ("min_size", "spec", "steps", "unpack")
+    __slots__ = ("ktime_index", "min_size", "seq_index", "spec", "steps", "unpack")
 
     def __init__(self, spec: HookSpec) -> None:
         self.spec = spec
         self.unpack = spec.layout.unpacker.unpack_from
         self.min_size = spec.layout.size
         index = {m.name: i for i, m in enumerate(spec.layout.members)}
+        self.seq_index = index["seq"]
+        self.ktime_index = index["ktime_ns"]
         self.steps = tuple((f.name, index[f.member], _converter(f)) for f in spec.fields if f.kind != "hidden")
 
 
@@ -133,8 +175,7 @@ class EventDecoder:
             raise DecodeError(f"{plan.spec.name}: record of {len(raw)} bytes, layout needs {plan.min_size}")
         t = plan.unpack(raw)
         values: dict[str, Value] = {name: conv(t[i]) for name, i, conv in plan.steps}
-        wall = self._boot_to_epoch + int(values.get("ktime_ns", 0)) / 1e9
-        return Event(plan.spec, values, wall)
+        return Event(plan.spec, values, self._boot_to_epoch + t[plan.ktime_index] / 1e9, t[plan.seq_index])
 
 
 def decode_all(decoder: EventDecoder, records: Iterable[bytes]) -> list[Event]:

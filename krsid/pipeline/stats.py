@@ -25,6 +25,7 @@ class PipelineStats:
     events: Counter[str] = field(default_factory=Counter)  # hook -> events decoded
     lost: Counter[tuple[str, str]] = field(default_factory=Counter)  # (hook, stage) -> events
     sink_errors: Counter[str] = field(default_factory=Counter)  # sink -> failed writes
+    enrich_errors: int = 0  # events delivered without user-space context
 
 
 class KernelCounters(Protocol):

@@ -56,9 +56,18 @@ def render_message(event: Event) -> str:
     return re.sub(r"\{([a-z_][a-z0-9_]*)\}", field, event.spec.message)
 
 
+def _quote(arg: bytes) -> bytes:
+    """Shell-style quoting, so a list reads back unambiguously (spaces, quotes, newlines)."""
+    if arg and all(c not in arg for c in b" \t\n'\"\\$`;&|<>()*?[]{}!#~"):
+        return arg
+    return b"'" + arg.replace(b"'", b"'\\''") + b"'"
+
+
 def _journal_value(v: Value) -> bytes:
     if isinstance(v, bytes):
         return v
+    if isinstance(v, tuple):
+        return b" ".join(_quote(a) for a in v)
     if isinstance(v, bool):
         return b"1" if v else b"0"
     return str(v).encode()

@@ -23,7 +23,12 @@ def event_record(event: Event) -> dict[str, Any]:
         "hook": event.hook,
     }
     for name, v in event.values.items():
-        record[name] = v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
+        if isinstance(v, bytes):
+            record[name] = v.decode("utf-8", "surrogateescape")
+        elif isinstance(v, tuple):
+            record[name] = [a.decode("utf-8", "surrogateescape") for a in v]
+        else:
+            record[name] = v
     return record
 
 

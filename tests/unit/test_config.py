@@ -101,3 +101,48 @@ def test_check_config_only_accepts_the_shipped_config() -> None:
     )
     assert p.returncode == 0, p.stderr
     assert "OK (2 hooks enabled)" in p.stdout
+
+
+needs_root = pytest.mark.skipif(__import__("os").geteuid() != 0, reason="ownership checks apply to root runs")
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602])
+def test_group_or_world_writable_config_is_refused(tmp_path: Path, mode: int) -> None:
+    cfg = tmp_path / "krsid.yaml"
+    cfg.write_text(SHIPPED.read_text())
+    cfg.chmod(mode)
+    with pytest.raises(ConfigError, match=r"refusing the config file: .* is group/world-writable"):
+        load_config(cfg)
+
+
+@needs_root
+def test_config_not_owned_by_root_is_refused(tmp_path: Path) -> None:
+    import os
+
+    cfg = tmp_path / "krsid.yaml"
+    cfg.write_text(SHIPPED.read_text())
+    os.chown(cfg, 65534, 65534)
+    with pytest.raises(ConfigError, match="owned by uid 65534, not root"):
+        load_config(cfg)
+
+
+@needs_root
+def test_writable_programs_dir_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    progs = tmp_path / "programs"
+    shutil.copytree(ROOT / "programs", progs)
+    (progs / "file_mprotect.c").chmod(0o666)
+    cfg = tmp_path / "krsid.yaml"
+    cfg.write_text(f"programs_dir: {progs}\nhooks:\n  file_mprotect: {{}}\n")
+    with pytest.raises(ConfigError, match=r"refusing a program file: .*file_mprotect.c is group/world-writable"):
+        load_config(cfg)
+
+
+@needs_root
+def test_sticky_tmp_parent_is_accepted(tmp_path: Path) -> None:
+    # /tmp itself is world-writable but sticky: only its owner can replace our file.
+    cfg = tmp_path / "krsid.yaml"
+    cfg.write_text(SHIPPED.read_text())
+    assert load_config(cfg).hooks

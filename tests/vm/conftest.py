@@ -187,7 +187,8 @@ def daemon(
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
     log = tmp / "daemon.log"
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), PYTHONUNBUFFERED="1")
+    # As systemd would run it under WatchdogSec=10s: the poll loop must send WATCHDOG=1.
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="10000000", PYTHONUNBUFFERED="1")
     with log.open("wb") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
@@ -225,12 +226,26 @@ def daemon(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        later = drain(notify)
         notify.close()
         sys.stderr.write(f"\n--- krsid daemon log ({headers} headers) ---\n{log.read_text()}\n")
     # After SIGTERM: a clean exit, and nothing of krsid's left attached (fail-open).
     assert proc.returncode == 0, f"krsid exited {proc.returncode}"
+    assert "WATCHDOG=1" in later, f"no watchdog keep-alive while running: {later!r}"
+    assert later.rstrip().endswith("STOPPING=1"), f"no STOPPING=1 at shutdown: {later!r}"
     left = remaining_krsid_programs()
     assert not left, f"programs still loaded after krsid stopped: {left}"
+
+
+def drain(sock: socket.socket) -> str:
+    """Everything still queued on the notify socket (sent after READY)."""
+    sock.setblocking(False)
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return "\n".join(out)
 
 
 def remaining_krsid_programs() -> list[str]:

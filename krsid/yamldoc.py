@@ -48,7 +48,12 @@ class YamlDoc:
 
 def load_yaml(text: str, origin: str) -> YamlDoc:
     """Parse one YAML document; ConfigError (with position) on any problem."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # The constructor already reads the stream: a NUL or other unacceptable
+        # character raises here (found by tests/unit/test_config_fuzz.py).
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin}: invalid YAML: {e}") from None
     try:
         node = loader.get_single_node()
         marks: dict[PathKey, tuple[int, int]] = {}

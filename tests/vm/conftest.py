@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -197,17 +198,29 @@ def daemon(
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
+    # Read the notify socket all the time, as systemd does: the guest's datagram queue
+    # is short (net.unix.max_dgram_qlen), and krsid drops rather than blocks on it.
+    messages: list[str] = []
+    stop_reader = threading.Event()
+
+    def reader() -> None:
+        notify.settimeout(0.2)
+        while not stop_reader.is_set():
+            with contextlib.suppress(TimeoutError, socket.timeout, OSError):
+                messages.append(notify.recv(4096).decode())
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
     status = ""
     try:
-        notify.settimeout(5.0)
         deadline = time.monotonic() + READY_TIMEOUT
         while "READY=1" not in status:
             if proc.poll() is not None:
                 pytest.fail(f"krsid exited with {proc.returncode} before READY:\n{log.read_text()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"krsid not READY after {READY_TIMEOUT}s:\n{log.read_text()}")
-            with contextlib.suppress(TimeoutError, socket.timeout):
-                status += notify.recv(4096).decode() + "\n"
+            time.sleep(0.2)
+            status = "\n".join(messages)
         yield RunningDaemon(
             proc,
             cfg,
@@ -226,7 +239,9 @@ def daemon(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        later = drain(notify)
+        stop_reader.set()
+        thread.join(5)
+        later = "\n".join(messages)
         notify.close()
         sys.stderr.write(f"\n--- krsid daemon log ({headers} headers) ---\n{log.read_text()}\n")
     # After SIGTERM: a clean exit, and nothing of krsid's left attached (fail-open).
@@ -235,17 +250,6 @@ def daemon(
     assert later.rstrip().endswith("STOPPING=1"), f"no STOPPING=1 at shutdown: {later!r}"
     left = remaining_krsid_programs()
     assert not left, f"programs still loaded after krsid stopped: {left}"
-
-
-def drain(sock: socket.socket) -> str:
-    """Everything still queued on the notify socket (sent after READY)."""
-    sock.setblocking(False)
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return "\n".join(out)
 
 
 def remaining_krsid_programs() -> list[str]:

@@ -92,6 +92,30 @@ class OptionSpec:
 
 
 @dataclass(frozen=True)
+class PolicyField:
+    """A hook-specific value the program hands to rules (krsid_policy_input.field[slot])."""
+
+    name: str
+    slot: int
+    values: tuple[tuple[str, int], ...] = ()  # names usable in rules (flags or enum values)
+    doc: str = ""
+
+    def value_of(self, name_or_number: object) -> int:
+        if isinstance(name_or_number, bool):
+            raise ValueError(f"{self.name}: expected a number or one of {', '.join(n for n, _ in self.values)}")
+        if isinstance(name_or_number, int):
+            return name_or_number
+        for n, v in self.values:
+            if n == name_or_number:
+                return v
+        known = ", ".join(n for n, _ in self.values)
+        raise ValueError(f"{self.name}: unknown value {name_or_number!r}; one of {known}")
+
+
+POLICY_SLOTS = 4  # KRSID_POLICY_FIELDS
+
+
+@dataclass(frozen=True)
 class HookSpec:
     name: str
     source: Path
@@ -104,6 +128,13 @@ class HookSpec:
     fields: tuple[FieldSpec, ...]
     options: tuple[OptionSpec, ...]
     noisy: bool = False
+    policy_fields: tuple[PolicyField, ...] = ()
+
+    def policy_field(self, name: str) -> PolicyField:
+        for f in self.policy_fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
 
     def option(self, name: str) -> OptionSpec:
         for o in self.options:
@@ -177,7 +208,19 @@ def _catalog_mapping(
         raise CatalogError(str(e)) from None
 
 
-_SIDECAR_KEYS = {"hook", "description", "message_id", "priority", "message", "event", "fields", "options", "noisy"}
+_SIDECAR_KEYS = {
+    "hook",
+    "description",
+    "message_id",
+    "priority",
+    "message",
+    "event",
+    "fields",
+    "options",
+    "noisy",
+    "policy",
+}
+_POLICY_FIELD_KEYS = {"slot", "values", "doc"}
 _FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty"}
 _OPTION_KEYS = {"slot", "type", "default", "doc", "maps"}
 _MAP_KEYS = {"name", "key_size", "transform"}
@@ -227,6 +270,7 @@ def _load_hook(
             fields=fields,
             options=options,
             noisy=expect(doc, top.get("noisy", False), ("noisy",), bool, "true or false"),
+            policy_fields=_policy_fields(doc, expect_mapping(doc, top.get("policy"), ("policy",))),
         )
     except ConfigError as e:
         raise CatalogError(str(e)) from None
@@ -356,4 +400,20 @@ def parse_string_set(doc: YamlDoc, raw: Any, path: tuple[object, ...], maps: tup
                 doc.fail((*path, i), f"{text!r} is longer than map {m.name} allows ({m.key_size - 1} bytes)")
         if text not in out:
             out.append(text)
+    return tuple(out)
+
+
+def _policy_fields(doc: YamlDoc, declared: dict[str, Any]) -> tuple[PolicyField, ...]:
+    out: list[PolicyField] = []
+    slots: set[int] = set()
+    for name, raw in declared.items():
+        path = ("policy", name)
+        spec = expect_mapping(doc, raw, path, _POLICY_FIELD_KEYS)
+        slot = expect(doc, spec.get("slot"), (*path, "slot"), int, f"a slot 0..{POLICY_SLOTS - 1}")
+        if not 0 <= slot < POLICY_SLOTS or slot in slots:
+            doc.fail((*path, "slot"), f"slot must be unique and within 0..{POLICY_SLOTS - 1}")
+        slots.add(slot)
+        values = expect_mapping(doc, spec.get("values"), (*path, "values"))
+        pairs = tuple((k, expect(doc, v, (*path, "values", k), int, "an integer")) for k, v in values.items())
+        out.append(PolicyField(name, slot, pairs, " ".join(str(spec.get("doc", "")).split())))
     return tuple(out)

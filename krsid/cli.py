@@ -116,6 +116,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if not failed else EXIT_FAILURE
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running daemon (pid in state_dir/krsid.pid) to re-read its config: SIGHUP."""
+    import os
+    import signal
+
+    config = _load(args)  # validate first: a broken file is reported here, not only in the daemon's log
+    pid_file = config.state_dir / "krsid.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as e:
+        print(f"krsid: no running daemon to reload ({pid_file}: {e})", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"krsid: asked pid {pid} to reload {config.source}; see its log for the result")
+    return EXIT_OK
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     from krsid import docs
     from krsid.catalog import load_catalog
@@ -151,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--config-only", action="store_true", help="only validate the config (exit 0 or 2)")
     mode.add_argument("--compile-only", action="store_true", help="validate and compile, load nothing")
     check.set_defaults(func=cmd_check)
+
+    reload = sub.add_parser("reload", help="validate the config, then make the running daemon apply it (SIGHUP)")
+    with_config(reload)
+    reload.set_defaults(func=cmd_reload)
 
     hooks = sub.add_parser("hooks", help="LSM hooks this kernel offers and which have a program")
     hooks.add_argument("--programs-dir")

@@ -16,6 +16,7 @@ from typing import Any
 
 from krsid.catalog import Catalog, load_catalog, parse_string_set
 from krsid.errors import CatalogError, ConfigError
+from krsid.policy import Policy, parse_policy
 from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/krsid/krsid.yaml")
@@ -70,13 +71,24 @@ class Config:
     journald: JournaldConfig = JournaldConfig()
     jsonl: JsonlConfig = JsonlConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
+    policy: Policy = field(default_factory=Policy)
 
     @property
     def enabled_hooks(self) -> tuple[HookConfig, ...]:
         return tuple(h for h in self.hooks if h.enabled)
 
 
-_TOP_KEYS = {"programs_dir", "cache_dir", "state_dir", "headers", "buffer", "poll_timeout_ms", "hooks", "sinks"}
+_TOP_KEYS = {
+    "programs_dir",
+    "cache_dir",
+    "state_dir",
+    "headers",
+    "buffer",
+    "poll_timeout_ms",
+    "hooks",
+    "sinks",
+    "policy",
+}
 
 
 def check_trusted(path: Path, what: str) -> None:
@@ -146,6 +158,7 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
         buffer_kind=_choice(doc, buffer, ("buffer", "kind"), "auto", BUFFER_KINDS),
         ringbuf_pages=pages,
         poll_timeout_ms=_int(doc, top.get("poll_timeout_ms", 200), ("poll_timeout_ms",), 1, 10_000),
+        policy=parse_policy(doc, top.get("policy"), catalog),
         **_sinks(doc, top.get("sinks")),
     )
 

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,15 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from krsid.catalog import HookSpec
-from krsid.config import Config
-from krsid.errors import KrsidError, ProgramLoadError, UnsupportedKernelError
+from krsid.config import Config, load_config
+from krsid.errors import ConfigError, KrsidError, ProgramLoadError, UnsupportedKernelError
 from krsid.kernel.btf import VMLINUX_BTF, lsm_hook_arity
 from krsid.kernel.headers import resolve_headers
 from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.enrich import Enricher
 from krsid.pipeline.stats import STAGE_DECODE, PipelineStats
+from krsid.policy import Policy, Rule, compile_rules
 from krsid.sinks.base import Sink
 
 if TYPE_CHECKING:
@@ -138,6 +140,31 @@ def build_sinks(config: Config) -> list[Sink]:
     return sinks
 
 
+class PolicyState:
+    """The active policy's rules by slot, and hit counts carried over from retired banks.
+
+    Kernel hit counters live per bank slot; a reload moves to the other bank, so
+    the old bank's counts are folded into ``retired`` (keyed by hook, rule name and
+    action) to keep the Prometheus counters monotonic across reloads.
+    """
+
+    def __init__(self) -> None:
+        self.bank = 0
+        self.rules: dict[str, list[Rule]] = {}
+        self.retired: Counter[tuple[str, str, str]] = Counter()
+
+    def rule_name(self, hook: str, rule_no: int) -> str:
+        rules = self.rules.get(hook, [])
+        return rules[rule_no - 1].name if 0 < rule_no <= len(rules) else ""
+
+    def hits(self, programs: LoadedPrograms) -> Counter[tuple[str, str, str]]:
+        out = Counter(self.retired)
+        for hook, rules in self.rules.items():
+            for slot, rule in enumerate(rules):
+                out[(hook, rule.name, rule.action)] += programs.rule_hits(self.bank, hook, slot)
+        return out
+
+
 class Daemon:
     def __init__(
         self,
@@ -159,6 +186,11 @@ class Daemon:
         self._metrics_server: object | None = None
         self._seq_state = SeqState(config.state_dir / "seq")
         self.enricher = Enricher()
+        self.policy = PolicyState()
+        self._reload_requested = False
+        self.reloads: Counter[str] = Counter()  # result -> count
+        self.last_reload_success = 0.0
+        self.pid_file = config.state_dir / "krsid.pid"
 
     # -- start ---------------------------------------------------------------------------
 
@@ -180,6 +212,7 @@ class Daemon:
         options = {h.name: h.options for h in self.config.enabled_hooks}
         programs.set_options(options)
         programs.seed_sequence(self._seq_state.load())
+        self._apply_policy(self.config.policy)
 
         status = programs.attach()
         for st in status.values():
@@ -200,9 +233,65 @@ class Daemon:
         programs.open_events(self._on_record, self._on_perf_lost)
         self._start_metrics([s.name for s in programs.specs])
         self.cold_start_seconds = time.monotonic() - t0
+        self.last_reload_success = time.time()
+        self._write_pid_file()
         status_line = f"attached {len(attached)}/{len(status)} hooks: {', '.join(attached)}"
         log.info("ready in %.2fs: %s", self.cold_start_seconds, status_line)
         self.notifier.notify(f"READY=1\nSTATUS={status_line}")
+
+    def _apply_policy(self, policy: Policy) -> None:
+        """Compile the rules (resolving cgroup paths now) and switch banks atomically."""
+        assert self.programs is not None
+        loaded = [s.name for s in self.programs.specs]
+        per_hook = {h: policy.for_hook(h) for h in loaded}
+        compiled = {h: compile_rules(rules) for h, rules in per_hook.items()}
+        old = self.policy.hits(self.programs) if self.policy.rules else Counter()
+        self.policy.bank = self.programs.apply_policy(compiled)
+        self.policy.retired = old
+        self.policy.rules = {h: rules for h, rules in per_hook.items() if rules}
+        for r in policy.rules:
+            if r.hook not in loaded:
+                log.warning("policy rule %s: hook %s is not attached; the rule does nothing", r.name, r.hook)
+
+    def rule_hits(self) -> Counter[tuple[str, str, str]]:
+        return self.policy.hits(self.programs) if self.programs is not None else Counter()
+
+    def request_reload(self, signum: int = 0, _frame: FrameType | None = None) -> None:
+        self._reload_requested = True
+
+    def reload(self) -> bool:
+        """Re-read the config; apply new policy and options without detaching anything.
+
+        A config that does not validate, or that changes which hooks are attached
+        (that needs a recompile: restart krsid), is rejected and the old policy stays.
+        """
+        assert self.programs is not None
+        try:
+            new = load_config(Path(self.config.source))
+            old_hooks = sorted(h.name for h in self.config.enabled_hooks)
+            if sorted(h.name for h in new.enabled_hooks) != old_hooks:
+                was = ", ".join(old_hooks)
+                raise ConfigError(f"{new.source}: the set of enabled hooks changed; that needs a restart (was: {was})")
+            self.programs.set_options({h.name: h.options for h in new.enabled_hooks})
+            self._apply_policy(new.policy)
+        except KrsidError as e:
+            self.reloads["failure"] += 1
+            log.error("reload rejected, the previous policy stays in force: %s", e)
+            return False
+        self.config = new
+        self.reloads["success"] += 1
+        self.last_reload_success = time.time()
+        n = sum(len(r) for r in self.policy.rules.values())
+        log.info("reloaded %s: %d policy rule(s) active", new.source, n)
+        self.notifier.notify(f"STATUS=reloaded: {n} policy rule(s)")
+        return True
+
+    def _write_pid_file(self) -> None:
+        try:
+            self.pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.pid_file.write_text(f"{os.getpid()}\n")
+        except OSError as e:
+            log.warning("cannot write %s (krsid reload needs it): %s", self.pid_file, e)
 
     def _start_metrics(self, hooks: list[str]) -> None:
         if not self.config.prometheus.enabled:
@@ -210,7 +299,7 @@ class Daemon:
         from krsid.sinks.prometheus import KrsidCollector, make_registry, serve
 
         assert self.programs is not None
-        registry = make_registry(KrsidCollector(self.stats, self.programs, hooks))
+        registry = make_registry(KrsidCollector(self.stats, self.programs, hooks, self))
         self._metrics_server = serve(registry, self.config.prometheus.host, self.config.prometheus.port)
         log.info("metrics on http://%s:%d/metrics", self.config.prometheus.host, self.config.prometheus.port)
 
@@ -226,6 +315,9 @@ class Daemon:
             spec = self.decoder.hook_of(raw)
             self.stats.lost[(spec.name if spec else "unknown", STAGE_DECODE)] += 1
             return
+        rule_no = event.values.get("rule")
+        if isinstance(rule_no, int):
+            event.values["rule"] = self.policy.rule_name(event.hook, rule_no)
         try:
             self.enricher.enrich(event)
         except Exception:  # context is a bonus: deliver the event without it
@@ -244,6 +336,7 @@ class Daemon:
         assert self.programs is not None and self.dispatcher is not None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
         next_watchdog = 0.0
         next_save = time.monotonic() + SEQ_SAVE_INTERVAL
         timeout = self.config.poll_timeout_ms
@@ -252,6 +345,9 @@ class Daemon:
         while not self._stop:
             self.programs.poll(timeout)
             self.dispatcher.flush()
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
             now = time.monotonic()
             # The watchdog is fed from the poll loop itself: a hung poller gets restarted.
             if self.notifier.watchdog_interval and now >= next_watchdog:
@@ -271,6 +367,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self._seq_state.save(self.programs.current_sequence(), clean=True)
             self.programs.close()
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
         if self.dispatcher is not None:
             self.dispatcher.close()
         server = self._metrics_server

@@ -15,6 +15,8 @@
 #define FILE_MPROTECT_OPT_EXEC_ONLY 0
 
 #define FILE_MPROTECT_FLAG_ANON 0x1
+/* Policy field slots, named in file_mprotect.yaml's `policy:`. */
+#define FILE_MPROTECT_POLICY_REQPROT 0
 
 struct file_mprotect_event {
     KRSID_EVENT_HEADER
@@ -36,8 +38,14 @@ LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsi
     if (ret != 0)
         return ret;
 
-    /* Filter in the kernel: by default only requests that add PROT_EXEC matter. */
-    if (krsid_option(KRSID_HOOK_ID, FILE_MPROTECT_OPT_EXEC_ONLY) && !(reqprot & PROT_EXEC)) {
+    /* Policy first: a rule may deny or ignore any request. Then, when no rule
+     * matched, the exec_only filter keeps only requests that add PROT_EXEC. */
+    struct krsid_policy_input in = {};
+    __u32 rule = 0;
+    in.field[FILE_MPROTECT_POLICY_REQPROT] = reqprot;
+    __u32 action = krsid_policy(KRSID_HOOK_ID, &in, &rule);
+    if (action == KRSID_ACT_IGNORE ||
+        (!rule && krsid_option(KRSID_HOOK_ID, FILE_MPROTECT_OPT_EXEC_ONLY) && !(reqprot & PROT_EXEC))) {
         krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
         return 0;
     }
@@ -45,7 +53,7 @@ LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsi
     struct file_mprotect_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_mprotect_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(action);  /* a full buffer must not turn a deny into allow */
 
     e->vm_start = vma->vm_start;
     e->vm_end = vma->vm_end;
@@ -61,6 +69,7 @@ LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsi
     else
         e->flags |= FILE_MPROTECT_FLAG_ANON;
 
+    krsid_set_decision(e, action, rule);
     krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct file_mprotect_event));
-    return 0;
+    KRSID_RETURN_DECISION(action);
 }

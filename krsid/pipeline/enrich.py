@@ -112,6 +112,6 @@ class Enricher:
                 ino = os.stat(dirpath).st_ino
             except OSError:
                 continue
-            rel = dirpath[len(root):] or "/"
+            rel = dirpath[len(root) :] or "/"
             out[ino] = rel if rel.startswith("/") else "/" + rel
         return out

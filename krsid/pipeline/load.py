@@ -30,6 +30,7 @@ from krsid.catalog import Catalog, HookSpec
 from krsid.errors import ProgramLoadError
 from krsid.kernel.headers import HeaderSource, bcc_environment
 from krsid.pipeline.layout import layout_asserts
+from krsid.policy import RULES_PER_HOOK, CompiledRule
 
 COUNTER_SLOTS = ("invocations", "emitted", "lost_ringbuf", "filtered")  # enum krsid_counter
 OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS
@@ -191,13 +192,15 @@ class LoadedPrograms:
         self.hook_ids = {s.name: i for i, s in enumerate(self.specs)}
         self.status: dict[str, HookStatus] = {}
         self.compile_seconds = 0.0
+        self.max_hooks = max(len(self.specs), 1)
         self._bpf: _ManualAttachBPF | None = None
 
     # -- build -------------------------------------------------------------------------
 
     def _compile_specs(self, specs: Sequence[HookSpec]) -> tuple[_ManualAttachBPF | None, str]:
         text = module_text(specs, self.catalog.header_text, self.settings.hook_nargs)
-        # KRSID_MAX_HOOKS stays the full count so hook ids keep their map slots.
+        # KRSID_MAX_HOOKS sizes the per-hook maps; user space indexes them with it.
+        self.max_hooks = max(len(self.specs), 1)
         cflags = compile_flags(self.catalog, self.settings, len(self.specs))
         return _compile(text, cflags, self.settings.header_source)
 
@@ -288,6 +291,49 @@ class LoadedPrograms:
             k = table.Key()
             ct.memmove(ct.byref(k), key, len(key))  # the rest stays zero: NUL padding
             table[k] = table.Leaf(1)
+
+    # -- policy --------------------------------------------------------------------------
+
+    def rule_index(self, bank: int, hook: str, slot: int) -> int:
+        return (bank * self.max_hooks + self.hook_ids[hook]) * RULES_PER_HOOK + slot
+
+    def active_bank(self) -> int:
+        return int(self._require()["krsid_policy_bank"][ct.c_int(0)].value) & 1
+
+    def apply_policy(self, per_hook: Mapping[str, Sequence[CompiledRule]]) -> int:
+        """Write every hook's rules into the inactive bank, then make it the active one.
+
+        Hook calls see the whole old or the whole new policy, never a mix, and no
+        program is detached. Returns the bank that is now active.
+        """
+        bpf = self._require()
+        rules = bpf["krsid_rules"]
+        hits = bpf["krsid_rule_hits"]
+        target = 1 - self.active_bank()
+        for hook in self.hook_ids:
+            compiled = per_hook.get(hook, ())
+            if len(compiled) > RULES_PER_HOOK:
+                raise ProgramLoadError(f"{hook}: {len(compiled)} rules, at most {RULES_PER_HOOK}")
+            for slot in range(RULES_PER_HOOK):
+                idx = ct.c_int(self.rule_index(target, hook, slot))
+                leaf = rules.Leaf()  # all zero: an empty slot ends the hook's list
+                if slot < len(compiled):
+                    for name, value in compiled[slot].values.items():
+                        if isinstance(value, list):
+                            arr = getattr(leaf, name)
+                            for i, x in enumerate(value):
+                                arr[i] = x
+                        else:
+                            setattr(leaf, name, value)
+                rules[idx] = leaf
+                hits.clearitem(idx)
+        bpf["krsid_policy_bank"][ct.c_int(0)] = ct.c_uint32(target)
+        return target
+
+    def rule_hits(self, bank: int, hook: str, slot: int) -> int:
+        if self._bpf is None or hook not in self.hook_ids:
+            return 0
+        return int(self._bpf["krsid_rule_hits"].sum(ct.c_int(self.rule_index(bank, hook, slot))).value)
 
     def seed_sequence(self, last_seq: int) -> None:
         self._require()["krsid_seq"][ct.c_int(0)] = ct.c_uint64(last_seq)

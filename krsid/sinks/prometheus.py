@@ -6,7 +6,8 @@ scraped, from PipelineStats (user space) and KernelCounters (per-CPU BPF maps).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,11 +17,28 @@ from krsid import __version__
 from krsid.pipeline.stats import STAGE_RINGBUF, KernelCounters, PipelineStats
 
 
+class PolicyView(Protocol):
+    """What the daemon exposes about policy and reloads (see krsid.daemon.Daemon)."""
+
+    @property
+    def reloads(self) -> Mapping[str, int]: ...
+
+    @property
+    def last_reload_success(self) -> float: ...
+
+    def rule_hits(self) -> Mapping[tuple[str, str, str], int]:
+        """(hook, rule, action) -> hook calls the rule decided, over all reloads."""
+        ...
+
+
 class KrsidCollector(Collector):
-    def __init__(self, stats: PipelineStats, kernel: KernelCounters, hooks: Iterable[str]) -> None:
+    def __init__(
+        self, stats: PipelineStats, kernel: KernelCounters, hooks: Iterable[str], policy: PolicyView | None = None
+    ) -> None:
         self._stats = stats
         self._kernel = kernel
         self._hooks = list(hooks)
+        self._policy = policy
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily("krsid_build_info", "krsid version; always 1", labels=["version"])
@@ -56,6 +74,9 @@ class KrsidCollector(Collector):
             lost.add_metric([hook, stage], n)
         yield from (events, invocations, filtered, emitted, lost, prog)
 
+        if self._policy is not None:
+            yield from _policy_metrics(self._policy)
+
         sink_errors = CounterMetricFamily("krsid_sink_errors", "Failed writes by sink", labels=["sink"])
         for sink, n in sorted(self._stats.sink_errors.items()):
             sink_errors.add_metric([sink], n)
@@ -72,3 +93,29 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> object:
     """Start the /metrics HTTP server in a daemon thread; returns the server."""
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
+
+
+def _policy_metrics(policy: PolicyView) -> Iterator[Metric]:
+    denied = CounterMetricFamily("krsid_denied", "Hook calls denied (-EPERM) by a deny rule", labels=["hook", "rule"])
+    would = CounterMetricFamily(
+        "krsid_would_deny",
+        "Hook calls a would_deny rule matched (audit-only deny: allowed)",
+        labels=["hook", "rule"],
+    )
+    matched = CounterMetricFamily(
+        "krsid_rule_matches", "Hook calls decided by a policy rule", labels=["hook", "rule", "action"]
+    )
+    for (hook, rule, action), n in sorted(policy.rule_hits().items()):
+        matched.add_metric([hook, rule, action], n)
+        if action == "deny":
+            denied.add_metric([hook, rule], n)
+        elif action == "would_deny":
+            would.add_metric([hook, rule], n)
+    reloads = CounterMetricFamily("krsid_config_reload", "Config reloads (SIGHUP, krsid reload)", labels=["result"])
+    for result in ("success", "failure"):
+        reloads.add_metric([result], policy.reloads.get(result, 0))
+    last = GaugeMetricFamily(
+        "krsid_config_last_reload_success_timestamp_seconds", "When the config last loaded successfully"
+    )
+    last.add_metric([], policy.last_reload_success)
+    yield from (denied, would, matched, reloads, last)

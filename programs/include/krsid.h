@@ -94,6 +94,8 @@
     __u32 auid; \
     __u32 sessionid; \
     __s32 verdict; \
+    __u32 rule; \
+    __u32 action; \
     char comm[KRSID_COMM_LEN]; \
     char tty[KRSID_TTY_LEN];
 
@@ -150,6 +152,147 @@ static __always_inline __u64 krsid_option(__u32 hook_id, __u32 slot)
     return v ? *v : 0;
 }
 
+/*
+ * Policy: per-hook rules, written by user space into krsid_rules (never C text).
+ *
+ * Two banks of KRSID_MAX_HOOKS x KRSID_RULES_PER_HOOK slots; krsid_policy_bank[0]
+ * names the active one. A reload writes the inactive bank and then flips the index:
+ * every hook call sees either the whole old policy or the whole new one, and no
+ * program is ever detached. Rules are evaluated in order, first match wins; an
+ * empty slot (action 0) ends the list; no match means audit.
+ */
+#define KRSID_RULES_PER_HOOK 16
+#define KRSID_POLICY_FIELDS 4
+
+#define KRSID_ACT_AUDIT 1      /* emit the event */
+#define KRSID_ACT_IGNORE 2     /* count only */
+#define KRSID_ACT_DENY 3       /* return -EPERM and emit */
+#define KRSID_ACT_WOULD_DENY 4 /* emit and count as would-deny, allow */
+
+#define KRSID_MATCH_UID 0x1
+#define KRSID_MATCH_NOT_UID 0x2
+#define KRSID_MATCH_COMM 0x4
+#define KRSID_MATCH_CGROUP 0x8
+#define KRSID_MATCH_FIELD0 0x100 /* FIELD0 << i for field i */
+
+#define KRSID_FIELD_OP_ALL 1   /* (value & mask) == mask: "contains all of" */
+#define KRSID_FIELD_OP_ANY 2   /* (value & mask) != 0:    "contains any of" */
+#define KRSID_FIELD_OP_EQ 3    /* value == want */
+#define KRSID_FIELD_OP_NE 4    /* value != want */
+
+struct krsid_rule {
+    __u32 action;
+    __u32 match;
+    __u32 uid;
+    __u32 cgroup_level;
+    __u64 cgroup_id;
+    char comm[KRSID_COMM_LEN];
+    __u64 field_arg[KRSID_POLICY_FIELDS];
+    __u32 field_op[KRSID_POLICY_FIELDS];
+};
+
+/* Hook-specific values a program offers to rules (declared in its sidecar's `policy:`). */
+struct krsid_policy_input {
+    __u64 field[KRSID_POLICY_FIELDS];
+};
+
+BPF_ARRAY(krsid_rules, struct krsid_rule, 2 * KRSID_MAX_HOOKS * KRSID_RULES_PER_HOOK);
+BPF_ARRAY(krsid_policy_bank, __u32, 1);
+/* Hits per rule slot and bank (per-CPU): krsid_denied_total / krsid_would_deny_total / ... */
+BPF_PERCPU_ARRAY(krsid_rule_hits, __u64, 2 * KRSID_MAX_HOOKS * KRSID_RULES_PER_HOOK);
+
+static __always_inline int krsid_rule_matches(struct krsid_rule *r, struct krsid_policy_input *in,
+                                              __u32 uid, char *comm)
+{
+    if ((r->match & KRSID_MATCH_UID) && uid != r->uid)
+        return 0;
+    if ((r->match & KRSID_MATCH_NOT_UID) && uid == r->uid)
+        return 0;
+    if (r->match & KRSID_MATCH_COMM) {
+#pragma unroll
+        for (int i = 0; i < KRSID_COMM_LEN; i++) {
+            if (comm[i] != r->comm[i])
+                return 0;
+            if (!comm[i])
+                break;
+        }
+    }
+    if ((r->match & KRSID_MATCH_CGROUP) &&
+        bpf_get_current_ancestor_cgroup_id(r->cgroup_level) != r->cgroup_id)
+        return 0;
+#pragma unroll
+    for (int f = 0; f < KRSID_POLICY_FIELDS; f++) {
+        if (!(r->match & (KRSID_MATCH_FIELD0 << f)))
+            continue;
+        __u64 v = in ? in->field[f] : 0, a = r->field_arg[f];
+        __u32 op = r->field_op[f];
+        if (op == KRSID_FIELD_OP_ALL && (v & a) != a)
+            return 0;
+        if (op == KRSID_FIELD_OP_ANY && !(v & a))
+            return 0;
+        if (op == KRSID_FIELD_OP_EQ && v != a)
+            return 0;
+        if (op == KRSID_FIELD_OP_NE && v == a)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * The action for this call (KRSID_ACT_*) under the active policy; *rule gets the
+ * matching slot + 1 (0 = no rule matched). `in` may be NULL for hooks without
+ * policy fields.
+ */
+static __always_inline __u32 krsid_policy(__u32 hook_id, struct krsid_policy_input *in, __u32 *rule)
+{
+    int zero = 0;
+    __u32 *bankp = krsid_policy_bank.lookup(&zero);
+    __u32 bank = bankp ? (*bankp & 1) : 0;
+    __u32 uid = (__u32)bpf_get_current_uid_gid();
+    char comm[KRSID_COMM_LEN] = {};
+    bpf_get_current_comm(&comm, sizeof(comm));
+
+    *rule = 0;
+#pragma unroll
+    for (int i = 0; i < KRSID_RULES_PER_HOOK; i++) {
+        int idx = (bank * KRSID_MAX_HOOKS + hook_id) * KRSID_RULES_PER_HOOK + i;
+        struct krsid_rule *r = krsid_rules.lookup(&idx);
+        if (!r || !r->action)
+            break;
+        if (krsid_rule_matches(r, in, uid, comm)) {
+            __u64 *hits = krsid_rule_hits.lookup(&idx);
+            if (hits)
+                *hits += 1;
+            *rule = i + 1;
+            return r->action;
+        }
+    }
+    return KRSID_ACT_AUDIT;
+}
+
+/* Record the decision in the event header (call before krsid_event_submit). */
+static __always_inline void krsid_set_decision(void *ev, __u32 action, __u32 rule)
+{
+    struct krsid_header_view *h = ev;
+    h->action = action;
+    h->rule = rule;
+    h->verdict = action == KRSID_ACT_DENY ? -EPERM : 0;
+}
+
+/*
+ * Return the decision to the kernel. Written as two constant returns behind a
+ * compiler barrier: `return deny ? -EPERM : 0` compiles to -(x & 1), which the
+ * verifier cannot prove to be within [-4095, 0] and rejects.
+ */
+#define KRSID_RETURN_DECISION(action)              \
+    do {                                           \
+        if ((action) == KRSID_ACT_DENY) {          \
+            asm volatile("" ::: "memory");         \
+            return -EPERM;                         \
+        }                                          \
+        return 0;                                  \
+    } while (0)
+
 static __always_inline __u64 krsid_next_seq(void)
 {
     int zero = 0;
@@ -175,6 +318,8 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
     h->uid = (__u32)uid_gid;
     h->gid = uid_gid >> 32;
     h->verdict = 0;
+    h->rule = 0;
+    h->action = KRSID_ACT_AUDIT;
     /* Explicit reads: bcc rewrites pointer walks only in the main file, and
      * task is a plain scalar here, not a BTF pointer. */
     bpf_probe_read_kernel(&parent, sizeof(parent), &task->real_parent);

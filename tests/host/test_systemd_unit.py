@@ -29,15 +29,23 @@ def unit_with_existing_exec(tmp: Path) -> Path:
 
 @needs_analyze
 def test_systemd_analyze_verify_prints_nothing(tmp_path: Path) -> None:
-    p = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit_with_existing_exec(tmp_path))],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit_with_existing_exec(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and p.stdout == "" and p.stderr == "", p.stdout + p.stderr
 
 
 @needs_analyze
 def test_security_exposure_at_most_3(tmp_path: Path) -> None:
-    p = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit_with_existing_exec(tmp_path))],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit_with_existing_exec(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for krsid.service: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
     assert float(m.group(1)) <= 3.0, p.stdout
@@ -45,8 +53,14 @@ def test_security_exposure_at_most_3(tmp_path: Path) -> None:
 
 def test_unit_is_a_notify_service_with_watchdog_and_rate_limits() -> None:
     text = UNIT.read_text()
-    for line in ("Type=notify", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "ProtectHome=yes", "PrivateTmp=yes"):
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+    ):
         assert f"\n{line}\n" in text, line
     assert re.search(r"\nWatchdogSec=\d+s\n", text)
     burst = re.search(r"\nLogRateLimitBurst=(\d+)\n", text)
@@ -61,13 +75,19 @@ def test_make_install_and_uninstall_stage_everything(tmp_path: Path) -> None:
     dest = tmp_path / "root"
     env_args = [f"DESTDIR={dest}", "INSTALL_VENV=no"]
     # -o deps: staging must not touch the machine's packages.
-    inst = subprocess.run(["make", "-s", "-o", "deps", "install", *env_args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    inst = subprocess.run(
+        ["make", "-s", "-o", "deps", "install", *env_args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert inst.returncode == 0, inst.stdout + inst.stderr
-    for rel in ("etc/krsid/krsid.yaml", "etc/systemd/system/krsid.service",
-                "usr/lib/systemd/catalog/krsid.catalog", "usr/share/krsid/programs/include/krsid.h",
-                "usr/share/krsid/programs/file_mprotect.c", "usr/share/krsid/programs/file_mprotect.yaml",
-                "usr/share/doc/krsid/README.md"):
+    for rel in (
+        "etc/krsid/krsid.yaml",
+        "etc/systemd/system/krsid.service",
+        "usr/lib/systemd/catalog/krsid.catalog",
+        "usr/share/krsid/programs/include/krsid.h",
+        "usr/share/krsid/programs/file_mprotect.c",
+        "usr/share/krsid/programs/file_mprotect.yaml",
+        "usr/share/doc/krsid/README.md",
+    ):
         assert (dest / rel).is_file(), rel
     for c in PROGRAMS.glob("*.c"):
         assert (dest / "usr/share/krsid/programs" / c.name).is_file()

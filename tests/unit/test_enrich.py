@@ -19,8 +19,13 @@ DECODER = EventDecoder({0: CAT["bprm_check_security"], 1: CAT["file_mprotect"]},
         ("/system.slice/sshd.service", "sshd.service", ""),
         ("/user.slice/user-1000.slice/session-4.scope", "session-4.scope", ""),
         ("/system.slice/docker-" + "a" * 64 + ".scope", "docker-" + "a" * 64 + ".scope", "a" * 64),
-        ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-"
-         + "b" * 64 + ".scope", "cri-containerd-" + "b" * 64 + ".scope", "b" * 64),
+        (
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-"
+            + "b" * 64
+            + ".scope",
+            "cri-containerd-" + "b" * 64 + ".scope",
+            "b" * 64,
+        ),
         ("/docker/" + "c" * 64, "", "c" * 64),
         ("/", "", ""),
         ("", "", ""),

@@ -46,6 +46,9 @@ def maps_line(addr: int) -> dict[str, str]:
 
 def main() -> None:
     kind, path, *prots = sys.argv[1:]
+    comm = os.environ.get("KRSID_WORKLOAD_COMM")
+    if comm:  # a unique command name lets a policy rule target only this process
+        libc.prctl(15, comm.encode(), 0, 0, 0)  # PR_SET_NAME
     size = 3 * mmap.PAGESIZE
     if kind == "anon":
         addr = libc.mmap(None, size, PROT["READ"] | PROT["WRITE"], mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)

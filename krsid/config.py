@@ -72,6 +72,7 @@ class Config:
     jsonl: JsonlConfig = JsonlConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
     policy: Policy = field(default_factory=Policy)
+    bpf_stats: bool = False  # kernel run-time stats per hook program (costs ~20 ns per BPF run, system-wide)
 
     @property
     def enabled_hooks(self) -> tuple[HookConfig, ...]:
@@ -159,6 +160,7 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
         ringbuf_pages=pages,
         poll_timeout_ms=_int(doc, top.get("poll_timeout_ms", 200), ("poll_timeout_ms",), 1, 10_000),
         policy=parse_policy(doc, top.get("policy"), catalog),
+        bpf_stats=expect(doc, top.get("bpf_stats", False), ("bpf_stats",), bool, "true or false"),
         **_sinks(doc, top.get("sinks")),
     )
 

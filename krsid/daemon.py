@@ -32,6 +32,7 @@ from krsid.policy import Policy, Rule, compile_rules
 from krsid.sinks.base import Sink
 
 if TYPE_CHECKING:
+    from krsid.kernel.bpfstats import BpfStats
     from krsid.pipeline.load import BuildSettings, LoadedPrograms
 
 log = logging.getLogger("krsid")
@@ -191,6 +192,7 @@ class Daemon:
         self.reloads: Counter[str] = Counter()  # result -> count
         self.last_reload_success = 0.0
         self.pid_file = config.state_dir / "krsid.pid"
+        self._bpf_stats: BpfStats | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -231,6 +233,8 @@ class Daemon:
         sinks = self._sinks if self._sinks is not None else build_sinks(self.config)
         self.dispatcher = Dispatcher(sinks, self.stats, log=log.warning)
         programs.open_events(self._on_record, self._on_perf_lost)
+        if self.config.bpf_stats:
+            self._start_bpf_stats()
         self._start_metrics([s.name for s in programs.specs])
         self.cold_start_seconds = time.monotonic() - t0
         self.last_reload_success = time.time()
@@ -292,6 +296,28 @@ class Daemon:
             self.pid_file.write_text(f"{os.getpid()}\n")
         except OSError as e:
             log.warning("cannot write %s (krsid reload needs it): %s", self.pid_file, e)
+
+    def program_costs(self) -> dict[str, tuple[int, int]]:
+        """hook -> (runs, run time ns) while bpf_stats is on; {} otherwise."""
+        if self._bpf_stats is None or self.programs is None:
+            return {}
+        out = {}
+        for hook, fd in self.programs.program_fds().items():
+            with contextlib.suppress(OSError):
+                out[hook] = self._bpf_stats.run_stats(fd)
+        return out
+
+    def _start_bpf_stats(self) -> None:
+        from krsid.kernel.bpfstats import BpfStats
+
+        try:
+            stats = BpfStats()
+            stats.enable()
+        except (OSError, KeyError, KrsidError) as e:
+            log.warning("bpf_stats: cannot enable BPF run-time stats (%s); cost metrics stay absent", e)
+            return
+        self._bpf_stats = stats
+        log.info("bpf_stats: kernel run-time stats on while krsid runs")
 
     def _start_metrics(self, hooks: list[str]) -> None:
         if not self.config.prometheus.enabled:
@@ -367,6 +393,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self._seq_state.save(self.programs.current_sequence(), clean=True)
             self.programs.close()
+        if self._bpf_stats is not None:
+            self._bpf_stats.close()
         with contextlib.suppress(OSError):
             self.pid_file.unlink()
         if self.dispatcher is not None:

@@ -353,6 +353,17 @@ class LoadedPrograms:
             }
         return out
 
+    def program_fds(self) -> dict[str, int]:
+        """hook -> fd of its loaded program (for bpf_prog_info run-time stats)."""
+        if self._bpf is None:
+            return {}
+        out = {}
+        for hook in self.hook_ids:
+            fn = self._bpf.funcs.get(f"lsm__{hook}".encode())
+            if fn is not None:
+                out[hook] = int(fn.fd)
+        return out
+
     def attached(self) -> dict[str, bool]:
         return {h: s.attached for h, s in self.status.items()}
 

@@ -30,6 +30,10 @@ class PolicyView(Protocol):
         """(hook, rule, action) -> hook calls the rule decided, over all reloads."""
         ...
 
+    def program_costs(self) -> Mapping[str, tuple[int, int]]:
+        """hook -> (runs, run time ns) from the kernel's BPF stats; empty when off."""
+        ...
+
 
 class KrsidCollector(Collector):
     def __init__(
@@ -76,6 +80,20 @@ class KrsidCollector(Collector):
 
         if self._policy is not None:
             yield from _policy_metrics(self._policy)
+            costs = self._policy.program_costs()
+            if costs:
+                runs = CounterMetricFamily(
+                    "krsid_hook_program_runs", "Runs of the hook's BPF program (kernel bpf_stats)", labels=["hook"]
+                )
+                secs = CounterMetricFamily(
+                    "krsid_hook_program_seconds",
+                    "Time spent in the hook's BPF program (kernel bpf_stats)",
+                    labels=["hook"],
+                )
+                for hook, (n, ns) in sorted(costs.items()):
+                    runs.add_metric([hook], n)
+                    secs.add_metric([hook], ns / 1e9)
+                yield from (runs, secs)
 
         sink_errors = CounterMetricFamily("krsid_sink_errors", "Failed writes by sink", labels=["sink"])
         for sink, n in sorted(self._stats.sink_errors.items()):

@@ -150,6 +150,7 @@ def write_config(tmp: Path, headers: str, port: int, hooks: list[str]) -> Path:
                 "cache_dir": str(tmp / "cache"),
                 "state_dir": str(tmp / "state"),
                 "hooks": hook_cfg,
+        "bpf_stats": True,
                 "sinks": {
                     "journald": {"enabled": True},
                     "jsonl": {"enabled": True, "path": str(tmp / "events.jsonl")},

@@ -193,6 +193,11 @@ def test_metrics_count_what_the_test_caused(
         >= metric(before, "krsid_hook_invocations_total", **hook) + n
     )
     assert metric(after, "krsid_program_attached", **hook) == 1
+    # bpf_stats is on in the session config: the kernel's run count of the program rises too.
+    assert metric(after, "krsid_hook_program_runs_total", **hook) >= metric(
+        before, "krsid_hook_program_runs_total", **hook
+    ) + n
+    assert metric(after, "krsid_hook_program_seconds_total", **hook) > 0
     assert metric(after, "krsid_events_lost_total", hook="bprm_check_security", stage="ringbuf") == 0
     assert 'krsid_build_info{version="' in after
     if shutil.which("promtool"):

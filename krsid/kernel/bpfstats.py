@@ -1,0 +1,87 @@
+"""Kernel-side cost of each hook program: run_cnt and run_time_ns from bpf_prog_info.
+
+The kernel counts them only while BPF run-time stats are on. BPF_ENABLE_STATS
+(Linux 5.8) turns them on for as long as the returned fd stays open, so krsid
+never leaves the global kernel.bpf_stats_enabled sysctl changed behind it, even
+after a crash. The struct offsets come from the running kernel's BTF, not from a
+hard-coded copy of the UAPI header.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+from dataclasses import dataclass
+
+from krsid.kernel.btf import VMLINUX_BTF, Btf
+
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_ENABLE_STATS = 32
+BPF_STATS_RUN_TIME = 0
+_NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+
+
+@dataclass(frozen=True)
+class ProgInfoLayout:
+    size: int
+    run_time_ns: int
+    run_cnt: int
+
+    @classmethod
+    def from_btf(cls, btf: Btf) -> ProgInfoLayout:
+        for c in btf.composites():
+            if c.name == "bpf_prog_info" and c.kind == "struct":
+                off = {m.name: m.bit_offset // 8 for m in c.members}
+                return cls(c.size, off["run_time_ns"], off["run_cnt"])
+        raise KeyError("struct bpf_prog_info not in BTF")
+
+
+class BpfStats:
+    """Turns run-time stats on (while this object lives) and reads a program's numbers."""
+
+    def __init__(self, layout: ProgInfoLayout | None = None) -> None:
+        self.layout = layout or ProgInfoLayout.from_btf(Btf.load(VMLINUX_BTF))
+        self._nr = _NR_BPF.get(platform.machine())
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self._stats_fd = -1
+
+    def _bpf(self, cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+        if self._nr is None:
+            raise OSError(errno.ENOSYS, "bpf(2) number unknown for this architecture")
+        # Explicit C types: a bare Python int would be passed as a 32-bit int, cutting the pointer.
+        ret = int(
+            self._libc.syscall(
+                ctypes.c_long(self._nr),
+                ctypes.c_long(cmd),
+                ctypes.c_void_p(ctypes.addressof(attr)),
+                ctypes.c_ulong(len(attr)),
+            )
+        )
+        if ret < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return ret
+
+    def enable(self) -> None:
+        attr = ctypes.create_string_buffer(8)
+        struct.pack_into("<I", attr, 0, BPF_STATS_RUN_TIME)
+        self._stats_fd = self._bpf(BPF_ENABLE_STATS, attr)
+
+    def close(self) -> None:
+        if self._stats_fd >= 0:
+            os.close(self._stats_fd)
+            self._stats_fd = -1
+
+    def run_stats(self, prog_fd: int) -> tuple[int, int]:
+        """(run_cnt, run_time_ns) of the program behind prog_fd."""
+        info = ctypes.create_string_buffer(self.layout.size)
+        attr = ctypes.create_string_buffer(16)
+        struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(info))
+        self._bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+        (run_time,) = struct.unpack_from("<Q", info, self.layout.run_time_ns)
+        (run_cnt,) = struct.unpack_from("<Q", info, self.layout.run_cnt)
+        return int(run_cnt), int(run_time)

@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * file_open: the LSM check of every open(2) that reaches a file (not O_PATH).
+ *
+ * Two cases, told apart by `reason`:
+ *   PROC_MEM_WRITE  a write open of /proc/PID/mem (or /proc/PID/task/TID/mem): the
+ *                   way to inject code into another process without ptrace (KRSI's
+ *                   example). target_pid = the PID directory's name, parsed here.
+ *   SENSITIVE_PATH  an open of a path listed in the sensitive_paths option.
+ *
+ * This hook runs for every open on the machine, so the common case must be cheap:
+ * one read of the file's name (the dentry, no directories) into a zeroed 64-byte
+ * key and one hash lookup in file_open_names (the basenames of the listed paths).
+ * Only when the name matches does the program build the full path (bpf_d_path,
+ * allowed on this hook) and look it up exactly in file_open_paths. Every open that
+ * emits nothing is counted as filtered.
+ *
+ * Paths are what bpf_d_path gives: absolute, relative to the opener's root (in a
+ * chroot or container, the path inside it), symlinks resolved.
+ */
+#include "krsid.h"
+
+/* Kernel constants BTF cannot carry. The kernel's own macro wins where the headers
+ * in use define it; the fallbacks are the values of include/linux/fs.h,
+ * include/uapi/asm-generic/fcntl.h and include/uapi/linux/magic.h (6.12). */
+#define FILE_OPEN_PROC_SUPER_MAGIC 0x9fa0 /* PROC_SUPER_MAGIC */
+#define FILE_OPEN_FMODE_READ 0x1          /* FMODE_READ */
+#define FILE_OPEN_FMODE_WRITE 0x2         /* FMODE_WRITE */
+#define FILE_OPEN_FMODE_EXEC 0x20         /* FMODE_EXEC */
+#define FILE_OPEN_O_ACCMODE 0x3           /* O_ACCMODE */
+#ifdef FMODE_BACKING
+#define FILE_OPEN_FMODE_BACKING ((__u32)FMODE_BACKING)
+#else
+#define FILE_OPEN_FMODE_BACKING (1U << 25) /* FMODE_BACKING: overlayfs' internal open of the real file */
+#endif
+
+#define FILE_OPEN_REASON_PROC_MEM_WRITE 1
+#define FILE_OPEN_REASON_SENSITIVE_PATH 2
+
+#define FILE_OPEN_MARK_TARGET_SELF 0x1
+
+/* Basenames longer than this cannot be listed (the config check says so). */
+#define FILE_OPEN_NAME_LEN 64
+#define FILE_OPEN_SET_SIZE 1024
+#define FILE_OPEN_PID_LEN 16
+
+struct file_open_event {
+    KRSID_EVENT_HEADER
+    __u32 reason;
+    __u32 access;
+    __u32 flags;
+    __u32 mode;
+    __u32 target_pid;
+    __u32 marks;
+    char path[KRSID_PATH_LEN];
+};
+
+struct file_open_name_key {
+    char name[FILE_OPEN_NAME_LEN];
+};
+
+struct file_open_path_key {
+    char path[KRSID_PATH_LEN];
+};
+
+/* Filled by the loader from the sensitive_paths option (see file_open.yaml). */
+BPF_HASH(file_open_names, struct file_open_name_key, __u8, FILE_OPEN_SET_SIZE);
+BPF_HASH(file_open_paths, struct file_open_path_key, __u8, FILE_OPEN_SET_SIZE);
+
+/* bpf_d_path writes the path at the end of its buffer and moves it to the front,
+ * so the bytes after the NUL are not zero: raw takes the path, key gets a
+ * NUL-padded copy that can be a hash key. Per CPU: too big for the stack. */
+struct file_open_scratch_buf {
+    char raw[KRSID_PATH_LEN];
+    struct file_open_path_key key;
+};
+BPF_PERCPU_ARRAY(file_open_scratch, struct file_open_scratch_buf, 1);
+
+/* "1234" -> 1234; 0 for anything that is not a decimal number. */
+static __always_inline __u32 file_open_parse_pid(const char *s)
+{
+    __u32 pid = 0;
+#pragma unroll
+    for (int i = 0; i < FILE_OPEN_PID_LEN - 1; i++) {
+        char c = s[i];
+        if (c == 0)
+            return pid;
+        if (c < '0' || c > '9' || i >= 10)
+            return 0;
+        pid = pid * 10 + (c - '0');
+    }
+    return 0;
+}
+
+LSM_PROBE(file_open, struct file *file)
+{
+    int ret = KRSID_PREV_RET();
+
+    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
+    if (ret != 0)
+        return ret;
+
+    __u32 fmode = file->f_mode;
+    struct dentry *dentry = file->f_path.dentry;
+    __u32 len = dentry->d_name.len;
+    /* Overlayfs opens the real file underneath once more (a "backing file", with the
+     * lower layer's path): the user's open was already seen. Names too long for the
+     * key cannot match. */
+    if ((fmode & FILE_OPEN_FMODE_BACKING) || len >= FILE_OPEN_NAME_LEN) {
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
+        return 0;
+    }
+
+    struct file_open_name_key name = {};
+    krsid_read_dentry_name(name.name, sizeof(name.name), dentry);
+
+    __u32 reason = 0;
+    __u32 target_pid = 0;
+    int zero = 0;
+    struct file_open_scratch_buf *buf = 0;
+
+    if (len == 3 && name.name[0] == 'm' && name.name[1] == 'e' && name.name[2] == 'm' &&
+        (fmode & FILE_OPEN_FMODE_WRITE) && dentry->d_sb->s_magic == FILE_OPEN_PROC_SUPER_MAGIC) {
+        char pid_name[FILE_OPEN_PID_LEN] = {};
+        krsid_read_dentry_name(pid_name, sizeof(pid_name), dentry->d_parent);
+        target_pid = file_open_parse_pid(pid_name);
+        reason = FILE_OPEN_REASON_PROC_MEM_WRITE;
+    } else if (file_open_names.lookup(&name)) {
+        buf = file_open_scratch.lookup(&zero);
+        if (!buf)
+            return 0;
+        int n = bpf_d_path(&file->f_path, buf->raw, sizeof(buf->raw));
+        if (n > 0) {
+            __builtin_memset(&buf->key, 0, sizeof(buf->key));
+            bpf_probe_read_kernel_str(buf->key.path, sizeof(buf->key.path), buf->raw);
+            if (file_open_paths.lookup(&buf->key))
+                reason = FILE_OPEN_REASON_SENSITIVE_PATH;
+        }
+    }
+    if (reason == 0) {
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
+        return 0;
+    }
+
+    struct file_open_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_open_event));
+    if (!e)
+        return 0;
+
+    __u32 fflags = file->f_flags;
+    e->reason = reason;
+    e->access = fflags & FILE_OPEN_O_ACCMODE;
+    e->flags = fflags;
+    e->mode = fmode & (FILE_OPEN_FMODE_READ | FILE_OPEN_FMODE_WRITE | FILE_OPEN_FMODE_EXEC);
+    e->target_pid = target_pid;
+    e->marks = 0;
+    if (reason == FILE_OPEN_REASON_PROC_MEM_WRITE) {
+        if (target_pid != 0 && (target_pid == e->tgid || target_pid == e->pid))
+            e->marks |= FILE_OPEN_MARK_TARGET_SELF;
+        /* "/proc/1234/mem"; the name alone if the path does not fit. */
+        if (bpf_d_path(&file->f_path, e->path, sizeof(e->path)) <= 0)
+            krsid_read_dentry_name(e->path, sizeof(e->path), dentry);
+    } else if (buf) {
+        bpf_probe_read_kernel(e->path, sizeof(e->path), buf->key.path);
+    } else {
+        e->path[0] = 0;
+    }
+
+    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct file_open_event));
+    return 0;
+}

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ptrace_access_check: may the caller ptrace `child` (KRSI example)?
+ *
+ * The kernel asks this for PTRACE_ATTACH/SEIZE, but also, in READ mode, for every
+ * access to another process's /proc/PID/{environ,maps,fd,stat,...}: each `ps` or
+ * `top` makes hundreds. With attach_only (default), only ATTACH-mode checks are
+ * reported - ptrace attach and opening /proc/PID/mem - and READ checks are counted
+ * as filtered in the kernel. Access to one's own thread group never reaches LSMs.
+ */
+#include "krsid.h"
+
+/* PTRACE_MODE_* of include/linux/ptrace.h (kernel-internal, not in BTF). */
+#define PTRACE_ACCESS_CHECK_MODE_ATTACH 0x02
+
+#define PTRACE_ACCESS_CHECK_OPT_ATTACH_ONLY 0
+
+struct ptrace_access_check_event {
+    KRSID_EVENT_HEADER
+    __u32 target_pid;
+    __u32 target_tgid;
+    __u32 target_uid;
+    __u32 mode;
+    char target_comm[KRSID_COMM_LEN];
+};
+
+LSM_PROBE(ptrace_access_check, struct task_struct *child, unsigned int mode)
+{
+    int ret = KRSID_PREV_RET();
+
+    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
+    if (ret != 0)
+        return ret;
+
+    if (krsid_option(KRSID_HOOK_ID, PTRACE_ACCESS_CHECK_OPT_ATTACH_ONLY) &&
+        !(mode & PTRACE_ACCESS_CHECK_MODE_ATTACH)) {
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
+        return 0;
+    }
+
+    struct ptrace_access_check_event *e =
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct ptrace_access_check_event));
+    if (!e)
+        return 0;
+
+    e->target_pid = child->pid;
+    e->target_tgid = child->tgid;
+    e->target_uid = child->real_cred->uid.val;
+    e->mode = mode;
+    bpf_probe_read_kernel_str(e->target_comm, sizeof(e->target_comm), child->comm);
+
+    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct ptrace_access_check_event));
+    return 0;
+}

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * task_fix_setuid: a set*uid() call is about to change the caller's user ids
+ * (setuid, setreuid, setresuid, setfsuid). `new` holds the credentials that will be
+ * committed, `old` the current ones. Calls that change nothing (e.g. setuid(0) by
+ * root) are counted as filtered in the kernel.
+ */
+#include "krsid.h"
+
+/* Which ids differ, for the filter and the `changed` field. */
+#define TASK_FIX_SETUID_CHANGED_UID 0x1
+#define TASK_FIX_SETUID_CHANGED_EUID 0x2
+#define TASK_FIX_SETUID_CHANGED_SUID 0x4
+#define TASK_FIX_SETUID_CHANGED_FSUID 0x8
+
+struct task_fix_setuid_event {
+    KRSID_EVENT_HEADER
+    __u32 old_uid;
+    __u32 new_uid;
+    __u32 old_euid;
+    __u32 new_euid;
+    __u32 old_suid;
+    __u32 new_suid;
+    __u32 old_fsuid;
+    __u32 new_fsuid;
+    __u32 flags;
+    __u32 changed;
+};
+
+LSM_PROBE(task_fix_setuid, struct cred *new, const struct cred *old, int flags)
+{
+    int ret = KRSID_PREV_RET();
+
+    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
+    if (ret != 0)
+        return ret;
+
+    __u32 old_uid = old->uid.val, new_uid = new->uid.val;
+    __u32 old_euid = old->euid.val, new_euid = new->euid.val;
+    __u32 old_suid = old->suid.val, new_suid = new->suid.val;
+    __u32 old_fsuid = old->fsuid.val, new_fsuid = new->fsuid.val;
+    __u32 changed = 0;
+    if (old_uid != new_uid)
+        changed |= TASK_FIX_SETUID_CHANGED_UID;
+    if (old_euid != new_euid)
+        changed |= TASK_FIX_SETUID_CHANGED_EUID;
+    if (old_suid != new_suid)
+        changed |= TASK_FIX_SETUID_CHANGED_SUID;
+    if (old_fsuid != new_fsuid)
+        changed |= TASK_FIX_SETUID_CHANGED_FSUID;
+    if (changed == 0) {
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
+        return 0;
+    }
+
+    struct task_fix_setuid_event *e =
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct task_fix_setuid_event));
+    if (!e)
+        return 0;
+
+    e->old_uid = old_uid;
+    e->new_uid = new_uid;
+    e->old_euid = old_euid;
+    e->new_euid = new_euid;
+    e->old_suid = old_suid;
+    e->new_suid = new_suid;
+    e->old_fsuid = old_fsuid;
+    e->new_fsuid = new_fsuid;
+    e->flags = flags;
+    e->changed = changed;
+
+    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct task_fix_setuid_event));
+    return 0;
+}

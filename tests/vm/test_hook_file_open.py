@@ -1,0 +1,178 @@
+"""file_open: write opens of /proc/PID/mem and opens of sensitive paths, in a VM.
+
+The session config (tests/vm/options/file_open.yaml) lists the default sensitive
+paths plus SECRET, a file on a tmpfs this module mounts for itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.journald import Journal
+from tests.vm.conftest import RunningDaemon
+from tests.vm.test_e2e import metric
+
+pytestmark = pytest.mark.vm
+WORKLOAD = Path(__file__).parent / "workloads" / "open_workload.py"
+MESSAGE_ID = "52741b41a38749539fb630c1f5e9b851"
+SECRET_DIR = Path("/tmp/krsid-test-file-open")  # listed in tests/vm/options/file_open.yaml
+SECRET = SECRET_DIR / "secret"
+
+
+def open_files(*actions: str) -> dict[str, Any]:
+    """Run the workload as a child of this process (so {ppid} is the test's pid)."""
+    out = subprocess.run(
+        [sys.executable, str(WORKLOAD), *actions], capture_output=True, text=True, timeout=60, check=True
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    assert all(o["errno"] == 0 for o in result["opens"]), result  # audit only: nothing denied
+    return result
+
+
+def open_events(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict[str, Any]]:
+    return daemon.wait_events(lambda o: o["hook"] == "file_open" and o["tgid"] == pid, count)
+
+
+@pytest.fixture
+def secret_dir() -> Iterator[Path]:
+    """SECRET_DIR as a tmpfs of this test's own (the mount stays in the tests' mount
+    namespace), holding SECRET, an unlisted file and a same-named file elsewhere."""
+    SECRET_DIR.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "krsid-test-file-open", str(SECRET_DIR)], check=True)
+    try:
+        SECRET.write_text("not really secret\n")
+        (SECRET_DIR / "other").write_text("unlisted\n")
+        (SECRET_DIR / "sub").mkdir()
+        (SECRET_DIR / "sub" / "secret").write_text("same name, other directory\n")
+        yield SECRET_DIR
+    finally:
+        subprocess.run(["umount", str(SECRET_DIR)], check=False)
+        SECRET_DIR.rmdir()
+
+
+def test_child_writing_parents_proc_mem_is_reported(
+    daemon: RunningDaemon, journal: Journal, hook_enabled: Callable[[str], None]
+) -> None:
+    hook_enabled("file_open")
+    w = open_files("w:/proc/{ppid}/mem")
+    me = os.getpid()
+    assert w["ppid"] == me
+    events = open_events(daemon, w["pid"])
+    assert len(events) == 1, events
+    o = events[0]
+    assert o["reason"] == "PROC_MEM_WRITE"
+    assert o["target_pid"] == me and o["target_self"] is False
+    assert o["path"] == f"/proc/{me}/mem"
+    assert o["access"] == "WRONLY" and o["mode"] == "WRITE"
+    assert o["flags"].split("|")[0] == "WRONLY"
+    assert (o["pid"], o["ppid"], o["uid"]) == (w["pid"], me, 0)
+
+    j = journal.wait_for(lambda e: True, "KRSID_HOOK=file_open", f"KRSID_TGID={w['pid']}")
+    assert len(j) == 1, j
+    e = j[0]
+    assert e["MESSAGE_ID"] == MESSAGE_ID and e["PRIORITY"] == "4"
+    assert e["KRSID_REASON"] == "PROC_MEM_WRITE" and e["KRSID_TARGET_PID"] == str(me)
+    assert e["KRSID_TARGET_SELF"] == "0"
+    assert e["KRSID_PATH"] == f"/proc/{me}/mem"
+    assert f"/proc/{me}/mem" in e["MESSAGE"]
+
+
+def test_read_open_of_proc_mem_is_filtered_in_kernel(
+    daemon: RunningDaemon, hook_enabled: Callable[[str], None]
+) -> None:
+    hook_enabled("file_open")
+    hook = {"hook": "file_open"}
+    before = metric(daemon.scrape(), "krsid_events_filtered_total", **hook)
+    # Read-only first (filtered in the kernel), then a write open of its own memory as
+    # the marker: when the marker has arrived, the read open would have too.
+    w = open_files("r:/proc/self/mem", "r:/proc/{pid}/mem", "w:/proc/self/mem")
+    events = open_events(daemon, w["pid"])
+    assert len(events) == 1, events
+    o = events[0]
+    assert o["reason"] == "PROC_MEM_WRITE" and o["mode"] == "WRITE"
+    assert o["target_pid"] == w["pid"] and o["target_self"] is True
+    assert o["path"] == f"/proc/{w['pid']}/mem"  # /proc/self resolved
+    after = metric(daemon.scrape(), "krsid_events_filtered_total", **hook)
+    assert after >= before + 2
+
+
+def test_sensitive_path_open_is_reported(
+    daemon: RunningDaemon, journal: Journal, secret_dir: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    hook_enabled("file_open")
+    w = open_files(f"r:{SECRET}", f"wa:{SECRET}", f"wct:{SECRET}")
+    events = open_events(daemon, w["pid"], 3)
+    assert len(events) == 3, events
+    r, wa, wct = events
+    assert r["reason"] == wa["reason"] == wct["reason"] == "SENSITIVE_PATH"
+    assert r["path"] == wa["path"] == wct["path"] == str(SECRET)
+    assert r["access"] == "RDONLY" and r["mode"] == "READ"
+    assert "WRONLY" not in r["flags"] and "RDWR" not in r["flags"]
+    assert wa["access"] == "WRONLY" and wa["mode"] == "WRITE"
+    assert {"WRONLY", "APPEND"} <= set(wa["flags"].split("|"))
+    assert {"WRONLY", "CREAT", "TRUNC"} <= set(wct["flags"].split("|"))  # not yet stripped at this hook
+    assert r["target_pid"] == 0 and r["target_self"] is False
+
+    j = journal.wait_for(lambda e: True, "KRSID_HOOK=file_open", f"KRSID_TGID={w['pid']}", f"KRSID_PATH={SECRET}")
+    assert len(j) == 3, j
+    assert sorted(e["KRSID_ACCESS"] for e in j) == ["RDONLY", "WRONLY", "WRONLY"]
+    assert all(e["KRSID_REASON"] == "SENSITIVE_PATH" for e in j)
+
+
+def test_default_sensitive_paths_are_reported(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> None:
+    hook_enabled("file_open")
+    w = open_files("r:/etc/shadow", "r:/etc/gshadow")
+    events = open_events(daemon, w["pid"], 2)
+    assert [(o["reason"], o["path"], o["access"]) for o in events] == [
+        ("SENSITIVE_PATH", "/etc/shadow", "RDONLY"),
+        ("SENSITIVE_PATH", "/etc/gshadow", "RDONLY"),
+    ]
+
+
+def test_overlayfs_backing_open_is_not_reported(
+    daemon: RunningDaemon, secret_dir: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """overlayfs opens the real file underneath a second time (a "backing file"), whose
+    path is relative to the lower layer's root. With a lower layer that holds
+    tmp/krsid-test-file-open/secret, that inner open's path is SECRET: it must not be
+    reported (the user's open, of merged/..., is not listed)."""
+    hook_enabled("file_open")
+    lower = secret_dir / "lower"
+    inner = lower / SECRET.relative_to("/")
+    inner.parent.mkdir(parents=True)
+    inner.write_text("in the lower layer\n")
+    for d in ("upper", "work", "merged"):
+        (secret_dir / d).mkdir()
+    merged = secret_dir / "merged"
+    opts = f"lowerdir={lower},upperdir={secret_dir / 'upper'},workdir={secret_dir / 'work'}"
+    subprocess.run(["mount", "-t", "overlay", "krsid-test-overlay", "-o", opts, str(merged)], check=True)
+    try:
+        seen = merged / SECRET.relative_to("/")
+        w = open_files(f"r:{seen}", f"r:{SECRET}")  # the second open is the marker
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    events = open_events(daemon, w["pid"])
+    assert [o["path"] for o in events] == [str(SECRET)], events
+
+
+def test_unlisted_files_are_filtered_in_kernel(
+    daemon: RunningDaemon, secret_dir: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    hook_enabled("file_open")
+    hook = {"hook": "file_open"}
+    before = metric(daemon.scrape(), "krsid_events_filtered_total", **hook)
+    # An unlisted name (dropped at the basename lookup), the listed name in another
+    # directory (dropped at the full-path lookup), then the listed file as the marker.
+    w = open_files(f"r:{secret_dir / 'other'}", f"r:{secret_dir / 'sub' / 'secret'}", f"r:{SECRET}")
+    events = open_events(daemon, w["pid"])
+    assert [o["path"] for o in events] == [str(SECRET)]
+    after = metric(daemon.scrape(), "krsid_events_filtered_total", **hook)
+    assert after >= before + 2

@@ -36,6 +36,8 @@ class HookConfig:
     name: str
     enabled: bool = True
     options: Mapping[str, int | tuple[str, ...]] = field(default_factory=dict)  # option -> value
+    rate_limit: int = 0  # events per second, 0 = unlimited
+    dedup_window_ms: int = 0  # fold identical events within this window, 0 = off
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ _TOP_KEYS = {
     "hooks",
     "sinks",
     "policy",
+    "bpf_stats",
 }
 
 
@@ -177,7 +180,7 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
                 path, f"unknown hook {name!r}: no programs/{name}.c; known: {', '.join(catalog.hooks)}", at_key=True
             )
         spec = catalog[name]
-        allowed = {"enabled"} | {o.name for o in spec.options}
+        allowed = {"enabled", "rate_limit", "dedup_window_ms"} | {o.name for o in spec.options}
         body = expect_mapping(doc, body, path, allowed)
         enabled = expect(doc, body.get("enabled", True), (*path, "enabled"), bool, "true or false")
         options: dict[str, int | tuple[str, ...]] = {}
@@ -194,7 +197,9 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
                 options[opt.name] = int(expect(doc, value, (*path, opt.name), bool, "true or false"))
             else:
                 options[opt.name] = _int(doc, value, (*path, opt.name), 0, (1 << 63) - 1)
-        out.append(HookConfig(name, enabled, options))
+        rate = _int(doc, body.get("rate_limit", 0), (*path, "rate_limit"), 0, 10_000_000)
+        window = _int(doc, body.get("dedup_window_ms", 0), (*path, "dedup_window_ms"), 0, 3_600_000)
+        out.append(HookConfig(name, enabled, options, rate, window))
     return tuple(out)
 
 

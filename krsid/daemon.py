@@ -213,6 +213,7 @@ class Daemon:
         # first event already obeys the config.
         options = {h.name: h.options for h in self.config.enabled_hooks}
         programs.set_options(options)
+        programs.set_limits({h.name: (h.rate_limit, h.dedup_window_ms) for h in self.config.enabled_hooks})
         programs.seed_sequence(self._seq_state.load())
         self._apply_policy(self.config.policy)
 
@@ -277,6 +278,7 @@ class Daemon:
                 was = ", ".join(old_hooks)
                 raise ConfigError(f"{new.source}: the set of enabled hooks changed; that needs a restart (was: {was})")
             self.programs.set_options({h.name: h.options for h in new.enabled_hooks})
+            self.programs.set_limits({h.name: (h.rate_limit, h.dedup_window_ms) for h in new.enabled_hooks})
             self._apply_policy(new.policy)
         except KrsidError as e:
             self.reloads["failure"] += 1

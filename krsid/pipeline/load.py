@@ -32,7 +32,8 @@ from krsid.kernel.headers import HeaderSource, bcc_environment
 from krsid.pipeline.layout import layout_asserts
 from krsid.policy import RULES_PER_HOOK, CompiledRule
 
-COUNTER_SLOTS = ("invocations", "emitted", "lost_ringbuf", "filtered")  # enum krsid_counter
+# enum krsid_counter, in order; the compile asserts the count (KRSID_CNT_SLOTS_EXPECTED).
+COUNTER_SLOTS = ("invocations", "emitted", "lost_ringbuf", "filtered", "suppressed_rate", "suppressed_dedup")
 OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS
 
 
@@ -115,6 +116,7 @@ def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) ->
         f"-DKRSID_MAX_HOOKS={max(hook_count, 1)}",
         f"-DKRSID_RINGBUF_PAGES={settings.ringbuf_pages}",
         f"-DKRSID_USE_PERFBUF={1 if settings.use_perfbuf else 0}",
+        f"-DKRSID_CNT_SLOTS_EXPECTED={len(COUNTER_SLOTS)}",
         "-Wno-incompatible-pointer-types-discards-qualifiers",
     ]
 
@@ -277,6 +279,22 @@ class LoadedPrograms:
                     continue
                 idx = self.hook_ids[hook] * OPTION_SLOTS + opt.slot
                 table[ct.c_int(idx)] = ct.c_uint64(value)
+
+    def set_limits(self, limits: Mapping[str, tuple[int, int]]) -> None:
+        """hook -> (rate limit in events/s, 0 = none; dedup window in ms, 0 = none).
+
+        The rate is split over the CPUs (one bucket each, no lock); a bucket holds at
+        most one second's worth of its share."""
+        table = self._require()["krsid_limits"]
+        cpus = max(os.cpu_count() or 1, 1)
+        for hook, hook_id in self.hook_ids.items():
+            rate, window_ms = limits.get(hook, (0, 0))
+            leaf = table.Leaf()
+            if rate:
+                leaf.cost_ns = max(1, 1_000_000_000 * cpus // rate)
+                leaf.burst_ns = max(leaf.cost_ns, 1_000_000_000)
+            leaf.window_ns = window_ms * 1_000_000
+            table[ct.c_int(hook_id)] = leaf
 
     @staticmethod
     def _fill_set(bpf: _ManualAttachBPF, map_name: str, key_size: int, keys: list[bytes]) -> None:

@@ -65,6 +65,11 @@ class KrsidCollector(Collector):
         lost = CounterMetricFamily(
             "krsid_events_lost", "Events lost, by the stage that lost them", labels=["hook", "stage"]
         )
+        suppressed = CounterMetricFamily(
+            "krsid_events_suppressed",
+            "Events not emitted by in-kernel noise control: reason rate (rate_limit) or dedup (dedup_window_ms)",
+            labels=["hook", "reason"],
+        )
         prog = GaugeMetricFamily("krsid_program_attached", "1 while the hook's program is attached", labels=["hook"])
         for hook in self._hooks:
             k = kernel.get(hook, {})
@@ -73,10 +78,12 @@ class KrsidCollector(Collector):
             filtered.add_metric([hook], k.get("filtered", 0))
             emitted.add_metric([hook], k.get("emitted", 0))
             lost.add_metric([hook, STAGE_RINGBUF], k.get("lost_ringbuf", 0))
+            suppressed.add_metric([hook, "rate"], k.get("suppressed_rate", 0))
+            suppressed.add_metric([hook, "dedup"], k.get("suppressed_dedup", 0))
             prog.add_metric([hook], 1 if attached.get(hook) else 0)
         for (hook, stage), n in sorted(self._stats.lost.items()):
             lost.add_metric([hook, stage], n)
-        yield from (events, invocations, filtered, emitted, lost, prog)
+        yield from (events, invocations, filtered, emitted, lost, suppressed, prog)
 
         if self._policy is not None:
             yield from _policy_metrics(self._policy)

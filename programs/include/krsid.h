@@ -96,6 +96,8 @@
     __s32 verdict; \
     __u32 rule; \
     __u32 action; \
+    __u32 suppressed; \
+    __u32 hdr_pad; \
     char comm[KRSID_COMM_LEN]; \
     char tty[KRSID_TTY_LEN];
 
@@ -114,7 +116,9 @@ enum krsid_counter {
     KRSID_CNT_EMITTED = 1,     /* events written to the ring buffer */
     KRSID_CNT_LOST_RINGBUF = 2,/* reserve/output failed: ring buffer full */
     KRSID_CNT_FILTERED = 3,    /* dropped by an in-kernel filter */
-    KRSID_CNT_SLOTS = 4,
+    KRSID_CNT_SUPPRESSED_RATE = 4,  /* over the hook's rate limit */
+    KRSID_CNT_SUPPRESSED_DEDUP = 5, /* folded into an identical recent event */
+    KRSID_CNT_SLOTS = 6,
 };
 
 /* Per-CPU so the hot path never contends on a cache line. */
@@ -293,6 +297,87 @@ static __always_inline void krsid_set_decision(void *ev, __u32 action, __u32 rul
         return 0;                                  \
     } while (0)
 
+#ifdef KRSID_CNT_SLOTS_EXPECTED
+_Static_assert(KRSID_CNT_SLOTS == KRSID_CNT_SLOTS_EXPECTED, "krsid: counter slots differ from user space");
+#endif
+
+/*
+ * Noise control for busy hooks, per hook, set from the config (hooks.<hook>.rate_limit
+ * and .dedup_window_ms) by user space. Both act before a sequence number is taken,
+ * so suppressed events leave no gap; they are counted (krsid_events_suppressed_total).
+ *
+ * Rate limit: a token bucket per CPU (the rate is split over the CPUs, so no lock),
+ * kept as time credit: every event costs cost_ns, credit grows with time up to burst.
+ * Dedup: an event identical to one of the same hook, process and key within
+ * window_ns is folded; the next event emitted for that key carries the count.
+ */
+struct krsid_limit {
+    __u64 cost_ns;    /* 1e9 / (events per second per CPU); 0 = no rate limit */
+    __u64 burst_ns;   /* the most credit a bucket can hold */
+    __u64 window_ns;  /* dedup window; 0 = no dedup */
+};
+struct krsid_bucket {
+    __u64 credit_ns;
+    __u64 last_ns;
+};
+struct krsid_dedup_key {
+    __u32 hook_id;
+    __u32 tgid;
+    __u64 key;
+};
+struct krsid_dedup_val {
+    __u64 last_ns;
+    __u64 folded;
+};
+BPF_ARRAY(krsid_limits, struct krsid_limit, KRSID_MAX_HOOKS);
+BPF_PERCPU_ARRAY(krsid_buckets, struct krsid_bucket, KRSID_MAX_HOOKS);
+BPF_TABLE("lru_hash", struct krsid_dedup_key, struct krsid_dedup_val, krsid_dedup, 16384);
+
+/* 1 if the event may go out; 0 if rate-limited or folded (counted). *folded gets the
+ * number of identical events folded since the last one emitted for this key. */
+static __always_inline int krsid_admit(__u32 hook_id, __u64 key, __u32 *folded)
+{
+    __u32 idx = hook_id;
+    struct krsid_limit *lim = krsid_limits.lookup(&idx);
+    *folded = 0;
+    if (!lim)
+        return 1;
+    __u64 now = bpf_ktime_get_ns();
+    if (lim->window_ns) {
+        struct krsid_dedup_key k = {};
+        k.hook_id = hook_id;
+        k.tgid = bpf_get_current_pid_tgid() >> 32;
+        k.key = key;
+        struct krsid_dedup_val *v = krsid_dedup.lookup(&k);
+        if (v && now - v->last_ns < lim->window_ns) {
+            __sync_fetch_and_add(&v->folded, 1);
+            krsid_count(hook_id, KRSID_CNT_SUPPRESSED_DEDUP);
+            return 0;
+        }
+        struct krsid_dedup_val fresh = {};
+        fresh.last_ns = now;
+        if (v)
+            *folded = (__u32)v->folded;
+        krsid_dedup.update(&k, &fresh);
+    }
+    if (lim->cost_ns) {
+        struct krsid_bucket *b = krsid_buckets.lookup(&idx);
+        if (b) {
+            __u64 credit = b->credit_ns + (now - b->last_ns);
+            if (credit > lim->burst_ns)
+                credit = lim->burst_ns;
+            b->last_ns = now;
+            if (credit < lim->cost_ns) {
+                b->credit_ns = credit;
+                krsid_count(hook_id, KRSID_CNT_SUPPRESSED_RATE);
+                return 0;
+            }
+            b->credit_ns = credit - lim->cost_ns;
+        }
+    }
+    return 1;
+}
+
 static __always_inline __u64 krsid_next_seq(void)
 {
     int zero = 0;
@@ -320,6 +405,8 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
     h->verdict = 0;
     h->rule = 0;
     h->action = KRSID_ACT_AUDIT;
+    h->suppressed = 0;
+    h->hdr_pad = 0;
     /* Explicit reads: bcc rewrites pointer walks only in the main file, and
      * task is a plain scalar here, not a BTF pointer. */
     bpf_probe_read_kernel(&parent, sizeof(parent), &task->real_parent);
@@ -347,8 +434,11 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
  * number is burnt and the loss counted: every gap in delivered seq numbers is a
  * counted loss. Returns NULL when there is no room.
  */
-static __always_inline void *krsid_event_begin(__u32 hook_id, __u32 size)
+static __always_inline void *krsid_event_begin_keyed(__u32 hook_id, __u32 size, __u64 dedup_key)
 {
+    __u32 folded = 0;
+    if (!krsid_admit(hook_id, dedup_key, &folded))
+        return 0;
     __u64 seq = krsid_next_seq();
 #if KRSID_USE_PERFBUF
     int zero = 0;
@@ -361,7 +451,15 @@ static __always_inline void *krsid_event_begin(__u32 hook_id, __u32 size)
         return 0;
     }
     krsid_fill_header((struct krsid_header_view *)p, hook_id, seq);
+    ((struct krsid_header_view *)p)->suppressed = folded;
     return p;
+}
+
+/* krsid_event_begin_keyed with no hook-specific key: dedup (when configured) folds
+ * events of the same hook and process. Returns NULL when suppressed or no room. */
+static __always_inline void *krsid_event_begin(__u32 hook_id, __u32 size)
+{
+    return krsid_event_begin_keyed(hook_id, size, 0);
 }
 
 /* Hand the event to user space (ring buffer) or copy it out (perf buffer). */

@@ -146,3 +146,14 @@ def test_sticky_tmp_parent_is_accepted(tmp_path: Path) -> None:
     cfg = tmp_path / "krsid.yaml"
     cfg.write_text(SHIPPED.read_text())
     assert load_config(cfg).hooks
+
+
+def test_every_top_level_field_of_config_is_a_key() -> None:
+    """Each documented top-level key parses (a key missing from the allow-list would be 'unknown')."""
+    c = parse_config(
+        "hooks:\n  file_mprotect: {rate_limit: 100, dedup_window_ms: 500}\nbpf_stats: true\npoll_timeout_ms: 50\n"
+        "policy: {rules: []}\nbuffer: {kind: ringbuf, pages: 64}\nheaders: btf\n",
+        "t.yaml",
+    )
+    assert c.bpf_stats and c.poll_timeout_ms == 50 and c.ringbuf_pages == 64 and c.headers == "btf"
+    assert (c.hooks[0].rate_limit, c.hooks[0].dedup_window_ms) == (100, 500)

@@ -170,3 +170,42 @@ def test_reload_under_an_exec_loop_loses_no_event(
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert metric(daemon.scrape(), "krsid_events_lost_total") == 0
     assert re.search(r"reloaded .*: 1 policy rule", daemon.log.read_text())
+
+
+def hook_cfg(reloader: Reloader, **settings: Any) -> str:
+    cfg = yaml.safe_load(reloader.original)
+    cfg["hooks"]["file_mprotect"] = {**(cfg["hooks"].get("file_mprotect") or {}), **settings}
+    return str(yaml.safe_dump(cfg))
+
+
+def many_mprotects(comm: str, *prots: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(WORKLOAD), "anon", "-", *prots],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=dict(os.environ, KRSID_WORKLOAD_COMM=comm),
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def test_rate_limit_caps_events_and_counts_the_rest(daemon: RunningDaemon, reloader: Reloader) -> None:
+    reloader.apply(hook_cfg(reloader, rate_limit=5))
+    before = metric(daemon.scrape(), "krsid_events_suppressed_total", hook="file_mprotect", reason="rate")
+    w = many_mprotects("krsid-rate", *["READ|EXEC"] * 200)
+    assert all(c["errno"] == 0 for c in w["calls"])  # noise control never blocks
+    time.sleep(2)
+    got = len(daemon.events(lambda o: o["hook"] == "file_mprotect" and o["tgid"] == w["pid"]))
+    suppressed = metric(daemon.scrape(), "krsid_events_suppressed_total", hook="file_mprotect", reason="rate")
+    assert 1 <= got <= 40, got  # a second's burst per CPU plus 5/s while it ran
+    assert suppressed - before == 200 - got
+
+
+def test_dedup_folds_identical_events_and_reports_the_count(daemon: RunningDaemon, reloader: Reloader) -> None:
+    reloader.apply(hook_cfg(reloader, dedup_window_ms=1000))
+    w = many_mprotects("krsid-dedup", *["READ|EXEC"] * 50, "SLEEP:1.5", "READ|EXEC")
+    events = daemon.wait_events(lambda o: o["hook"] == "file_mprotect" and o["tgid"] == w["pid"], 2)
+    assert [e["suppressed"] for e in events] == [0, 49], events
+    assert metric(daemon.scrape(), "krsid_events_suppressed_total", hook="file_mprotect", reason="dedup") >= 49

@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import sys
+import time
 
 PROT = {"READ": 1, "WRITE": 2, "EXEC": 4}
 libc = ctypes.CDLL(None, use_errno=True)
@@ -60,6 +61,9 @@ def main() -> None:
         raise SystemExit(f"mmap failed: {os.strerror(ctypes.get_errno())}")
     calls = []
     for spec in prots or ["READ|EXEC"]:
+        if spec.startswith("SLEEP:"):  # a pause between calls, e.g. past a dedup window
+            time.sleep(float(spec[6:]))
+            continue
         prot = 0
         for p in spec.split("|"):
             prot |= PROT[p]

@@ -24,7 +24,9 @@ TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 FIELD_TYPES = ("int", "hex", "string", "strings", "ipv4", "ipv6", "errno", "flags", "enum", "bool", "hidden")
 # Types read from a char[N] member; the others read an integer member.
 BYTES_FIELD_TYPES = ("string", "strings", "ipv6")
-OPTION_TYPES = ("bool", "int", "string_set")
+# daemon_tgid: not configurable; krsid writes its own process id there, so a hook can
+# leave the daemon's own activity out (e.g. bpf(): krsid reads its maps at every scrape).
+OPTION_TYPES = ("bool", "int", "string_set", "daemon_tgid")
 STRING_TRANSFORMS = ("none", "basename")
 MAP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS in krsid.h
@@ -358,6 +360,11 @@ def _options(doc: YamlDoc, declared: dict[str, Any]) -> tuple[OptionSpec, ...]:
         if not 0 <= slot < OPTION_SLOTS or slot in slots:
             doc.fail((*path, "slot"), f"slot must be unique and within 0..{OPTION_SLOTS - 1}")
         slots.add(slot)
+        if kind == "daemon_tgid":
+            if "default" in spec:
+                doc.fail((*path, "default"), "a daemon_tgid option has no default: krsid fills in its pid")
+            out.append(OptionSpec(oname, slot, kind, 0, text_doc))
+            continue
         value = spec.get("default", False if kind == "bool" else 0)
         value = expect(doc, value, (*path, "default"), bool if kind == "bool" else int, kind)
         out.append(OptionSpec(oname, slot, kind, int(value), text_doc))

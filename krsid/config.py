@@ -185,6 +185,10 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
         enabled = expect(doc, body.get("enabled", True), (*path, "enabled"), bool, "true or false")
         options: dict[str, int | tuple[str, ...]] = {}
         for opt in spec.options:
+            if opt.kind == "daemon_tgid":
+                if opt.name in body:
+                    doc.fail((*path, opt.name), "set by krsid itself (its own process id), not configurable")
+                continue
             if opt.kind == "string_set":
                 options[opt.name] = (
                     parse_string_set(doc, body[opt.name], (*path, opt.name), opt.maps)

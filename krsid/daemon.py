@@ -211,7 +211,7 @@ class Daemon:
 
         # Options and the sequence seed go into the maps BEFORE attaching, so the
         # first event already obeys the config.
-        options = {h.name: h.options for h in self.config.enabled_hooks}
+        options = self._hook_options(self.config)
         programs.set_options(options)
         programs.set_limits({h.name: (h.rate_limit, h.dedup_window_ms) for h in self.config.enabled_hooks})
         programs.seed_sequence(self._seq_state.load())
@@ -243,6 +243,18 @@ class Daemon:
         status_line = f"attached {len(attached)}/{len(status)} hooks: {', '.join(attached)}"
         log.info("ready in %.2fs: %s", self.cold_start_seconds, status_line)
         self.notifier.notify(f"READY=1\nSTATUS={status_line}")
+
+    @staticmethod
+    def _hook_options(config: Config) -> dict[str, dict[str, int | tuple[str, ...]]]:
+        """Configured option values, plus daemon_tgid options set to this process's id."""
+        out: dict[str, dict[str, int | tuple[str, ...]]] = {}
+        for h in config.enabled_hooks:
+            values = dict(h.options)
+            for opt in config.catalog[h.name].options:
+                if opt.kind == "daemon_tgid":
+                    values[opt.name] = os.getpid()
+            out[h.name] = values
+        return out
 
     def _apply_policy(self, policy: Policy) -> None:
         """Compile the rules (resolving cgroup paths now) and switch banks atomically."""
@@ -277,7 +289,7 @@ class Daemon:
             if sorted(h.name for h in new.enabled_hooks) != old_hooks:
                 was = ", ".join(old_hooks)
                 raise ConfigError(f"{new.source}: the set of enabled hooks changed; that needs a restart (was: {was})")
-            self.programs.set_options({h.name: h.options for h in new.enabled_hooks})
+            self.programs.set_options(self._hook_options(new))
             self.programs.set_limits({h.name: (h.rate_limit, h.dedup_window_ms) for h in new.enabled_hooks})
             self._apply_policy(new.policy)
         except KrsidError as e:

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A new user namespace is about to be created: unshare(CLONE_NEWUSER),
+ * clone(CLONE_NEWUSER), `unshare -U`, rootless containers, browser sandboxes. Inside
+ * it the creator gets a full capability set, which is what most unprivileged
+ * kernel exploits start with.
+ *
+ * cred is the creator's new credentials (prepared from its current ones), so uid,
+ * euid and the capability sets are the creator's. Exists since 6.1 (5.19 with
+ * backports); on older kernels the hook is absent and krsid skips it.
+ */
+#include "krsid.h"
+#if KRSID_KERNEL_HEADERS
+#include <linux/user_namespace.h>
+#endif
+
+#define USERNS_CREATE_FLAG_UNPRIVILEGED 0x1
+
+struct userns_create_event {
+    KRSID_EVENT_HEADER
+    __u64 cap_effective;
+    __u64 cap_permitted;
+    __u32 cred_uid;
+    __u32 cred_euid;
+    __u32 cred_gid;
+    __u32 parent_level;
+    __u32 parent_inum;
+    __u32 flags;
+};
+
+LSM_PROBE(userns_create, const struct cred *cred)
+{
+    int ret = KRSID_PREV_RET();
+
+    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
+    if (ret != 0)
+        return ret;
+
+    struct userns_create_event *e =
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct userns_create_event));
+    if (!e)
+        return 0;
+
+    e->cap_effective = 0;
+    e->cap_permitted = 0;
+    /* kernel_cap_t is struct { u64 val; } since 6.3 and { u32 cap[2]; } before:
+     * 8 bytes, bit n = capability n, either way. */
+    bpf_probe_read_kernel(&e->cap_effective, sizeof(e->cap_effective), &cred->cap_effective);
+    bpf_probe_read_kernel(&e->cap_permitted, sizeof(e->cap_permitted), &cred->cap_permitted);
+    e->cred_uid = cred->uid.val;
+    e->cred_euid = cred->euid.val;
+    e->cred_gid = cred->gid.val;
+    /* The namespace the creator lives in, which becomes the new one's parent. */
+    struct user_namespace *ns = cred->user_ns;
+    e->parent_level = ns->level;
+    e->parent_inum = ns->ns.inum;
+    e->flags = 0;
+    /* CAP_SYS_ADMIN (21) in the effective set: not the usual unprivileged case. */
+    if (!(e->cap_effective & (1ULL << 21)))
+        e->flags |= USERNS_CREATE_FLAG_UNPRIVILEGED;
+
+    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct userns_create_event));
+    return 0;
+}

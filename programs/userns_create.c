@@ -36,10 +36,19 @@ LSM_PROBE(userns_create, const struct cred *cred)
     if (ret != 0)
         return ret;
 
+    /* Policy (e.g. etc/policies/deny-unprivileged-userns.yaml): the generic matchers
+     * (uid, comm, cgroup) see the creator, which is the current task. */
+    __u32 rule = 0;
+    __u32 action = krsid_policy(KRSID_HOOK_ID, 0, &rule);
+    if (action == KRSID_ACT_IGNORE) {
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
+        return 0;
+    }
+
     struct userns_create_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct userns_create_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(action);  /* a full buffer must not turn a deny into allow */
 
     e->cap_effective = 0;
     e->cap_permitted = 0;
@@ -59,6 +68,7 @@ LSM_PROBE(userns_create, const struct cred *cred)
     if (!(e->cap_effective & (1ULL << 21)))
         e->flags |= USERNS_CREATE_FLAG_UNPRIVILEGED;
 
+    krsid_set_decision(e, action, rule);
     krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct userns_create_event));
-    return 0;
+    KRSID_RETURN_DECISION(action);
 }

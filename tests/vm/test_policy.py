@@ -209,3 +209,36 @@ def test_dedup_folds_identical_events_and_reports_the_count(daemon: RunningDaemo
     events = daemon.wait_events(lambda o: o["hook"] == "file_mprotect" and o["tgid"] == w["pid"], 2)
     assert [e["suppressed"] for e in events] == [0, 49], events
     assert metric(daemon.scrape(), "krsid_events_suppressed_total", hook="file_mprotect", reason="dedup") >= 49
+
+
+def test_deny_user_namespaces_to_an_unprivileged_user(
+    daemon: RunningDaemon, reloader: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    """The seed case (Cloudflare's deny-unshare): the shipped example's rule, scoped to a
+    uid only this test uses; root keeps unshare -U."""
+    hook_enabled("userns_create")
+    example = yaml.safe_load((ROOT / "etc" / "policies" / "deny-unprivileged-userns.yaml").read_text())
+    (shipped,) = example["policy"]["rules"]
+    assert shipped["action"] == "deny" and shipped["match"] == {"uid": {"not": 0}}
+    uid = 65533
+    cfg = yaml.safe_load(reloader.original)
+    cfg["policy"] = {"rules": [{**shipped, "match": {"uid": uid}}]}
+    reloader.apply(str(yaml.safe_dump(cfg)))
+
+    user = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "unshare", "-U", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert user.returncode != 0 and "Operation not permitted" in user.stderr, user.stderr
+    root = subprocess.run(["unshare", "-U", "true"], capture_output=True, text=True, timeout=60)
+    assert root.returncode == 0, root.stderr
+
+    denied = daemon.wait_events(lambda o: o["hook"] == "userns_create" and o["cred_uid"] == uid)
+    assert denied and all(
+        (e["action"], e["rule"], e["verdict"]) == ("deny", shipped["name"], "-EPERM") for e in denied
+    ), denied
+    allowed = daemon.wait_events(lambda o: o["hook"] == "userns_create" and o["cred_uid"] == 0)
+    assert allowed and allowed[-1]["action"] == "audit" and allowed[-1]["verdict"] == "0"
+    assert metric(daemon.scrape(), "krsid_denied_total", hook="userns_create", rule=shipped["name"]) >= 1

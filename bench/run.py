@@ -203,6 +203,85 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
     )
 
 
+LOOPS = {  # kind -> (iterations, what krsid does with it by default)
+    "mprotect": (20000, "file_mprotect: emitted (PROT_EXEC)"),
+    "mprotect_rw": (20000, "file_mprotect: filtered in the kernel (no EXEC)"),
+    "open": (20000, "file_open: filtered in the kernel (not a sensitive path)"),
+    "connect": (10000, "socket_connect: emitted (UDP to 127.0.0.1)"),
+    "exec": (500, "bprm_check_security + others: emitted"),
+}
+
+
+def build_loops(tmp: Path) -> Path:
+    exe = tmp / "loops"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "bench" / "loops.c")], check=True)
+    return exe
+
+
+def run_loops(exe: Path, repeat: int) -> dict[str, float]:
+    """Median ns per operation of each loop."""
+    return {
+        kind: statistics.median(
+            float(subprocess.run([str(exe), kind, str(n)], capture_output=True, text=True, check=True).stdout)
+            for _ in range(repeat)
+        )
+        for kind, (n, _) in LOOPS.items()
+    }
+
+
+def bench_hook_cost(args: argparse.Namespace, tmp: Path) -> None:
+    """Each syscall loop without krsid, then with every hook of the catalog attached."""
+    from tests.support.journald import private_journald
+
+    exe = build_loops(tmp)
+    hooks = sorted(CATALOG.hooks)
+    cfg = tmp / "all.yaml"
+    hook_cfg: dict[str, object] = {h: {} for h in hooks}
+    hook_cfg["socket_connect"] = {"families": (1 << 2) | (1 << 10)}
+    import yaml
+
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "headers": args.headers,
+                "cache_dir": str(tmp / "cache2"),
+                "state_dir": str(tmp / "state2"),
+                "hooks": hook_cfg,
+                "sinks": {"jsonl": {"path": str(tmp / "all.jsonl")}, "prometheus": {"enabled": False}},
+            }
+        )
+    )
+    base = run_loops(exe, args.repeat)
+    with private_journald():
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp / "notify2"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify2")),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        notify.settimeout(1200)
+        while b"READY=1" not in notify.recv(4096):
+            pass
+        try:
+            attached = run_loops(exe, args.repeat)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+            notify.close()
+    rows = [
+        [kind, what, f"{base[kind]:.0f}", f"{attached[kind]:.0f}", f"{attached[kind] / base[kind]:.2f}x"]
+        for kind, (_, what) in LOOPS.items()
+    ]
+    table(
+        f"Per-call cost with all {len(hooks)} hooks attached (VM, TCG: compare the ratios; median of {args.repeat})",
+        ["loop", "krsid's part", "ns/call without", "ns/call with", "ratio"],
+        rows,
+    )
+
+
 def bench_vm(args: argparse.Namespace) -> None:
     if os.environ.get("KRSID_IN_VM") != "1":
         print(
@@ -220,6 +299,7 @@ def bench_vm(args: argparse.Namespace) -> None:
             rows,
         )
         bench_daemon(args, tmp)
+        bench_hook_cost(args, tmp)
 
 
 def main() -> None:
@@ -227,7 +307,7 @@ def main() -> None:
     p.add_argument("what", choices=["compile", "vm"])
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--execs", type=int, default=2000)
     args = p.parse_args()
     if os.geteuid() != 0:

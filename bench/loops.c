@@ -1,0 +1,61 @@
+/* Tight syscall loops for bench/run.py: prints nanoseconds per operation.
+ * usage: loops mprotect|mprotect_rw|open|connect|exec N
+ * Compiled by the benchmark itself (gcc -O2): Python's own overhead would hide the
+ * per-call cost of the LSM programs. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3)
+        return 2;
+    const char *kind = argv[1];
+    long n = atol(argv[2]);
+    void *page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    double t0 = now();
+    for (long i = 0; i < n; i++) {
+        if (!strcmp(kind, "mprotect")) {          /* W^X flip: emitted by file_mprotect */
+            mprotect(page, 4096, PROT_READ | PROT_EXEC);
+            mprotect(page, 4096, PROT_READ | PROT_WRITE);
+        } else if (!strcmp(kind, "mprotect_rw")) { /* no EXEC: filtered in the kernel */
+            mprotect(page, 4096, PROT_READ);
+            mprotect(page, 4096, PROT_READ | PROT_WRITE);
+        } else if (!strcmp(kind, "open")) {        /* not a sensitive path: filtered */
+            close(open("/etc/hostname", O_RDONLY));
+        } else if (!strcmp(kind, "connect")) {     /* UDP connect to loopback: no packet */
+            int s = socket(AF_INET, SOCK_DGRAM, 0);
+            connect(s, (struct sockaddr *)&sin, sizeof(sin));
+            close(s);
+        } else if (!strcmp(kind, "exec")) {        /* fork + exec: emitted */
+            pid_t p = fork();
+            if (p == 0) {
+                execl("/bin/true", "true", (char *)0);
+                _exit(127);
+            }
+            waitpid(p, 0, 0);
+        } else {
+            return 2;
+        }
+    }
+    double per = (now() - t0) / n;
+    printf("%.1f\n", !strncmp(kind, "mprotect", 8) ? per / 2 : per);
+    return 0;
+}

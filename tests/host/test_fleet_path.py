@@ -18,6 +18,7 @@ import pytest
 from krsid.pipeline.decode import EventDecoder
 from krsid.sinks.journald import JournaldSink
 from tests.support.journald import Journal, private_journald, unavailable_reason
+from tests.support.net import free_port
 from tests.support.records import catalog, pack
 
 REMOTE = Path("/lib/systemd/systemd-journal-remote")
@@ -35,12 +36,6 @@ def journal() -> Iterator[Journal]:
         pytest.skip("systemd-journal-remote not installed (Debian package systemd-journal-remote)")
     with private_journald() as j:
         yield j
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_events_reach_a_remote_journal(journal: Journal, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal, private_journald, unavailable_reason
+from tests.support.net import free_port as free_port  # re-exported for the VM tests
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 600.0  # a TCG compile of every hook; generous, this is not a speed test
@@ -65,12 +66,6 @@ def journal(lsm_kernel: None) -> Iterator[Journal]:
         pytest.skip(reason)
     with private_journald() as j:
         yield j
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -150,7 +145,7 @@ def write_config(tmp: Path, headers: str, port: int, hooks: list[str]) -> Path:
                 "cache_dir": str(tmp / "cache"),
                 "state_dir": str(tmp / "state"),
                 "hooks": hook_cfg,
-        "bpf_stats": True,
+                "bpf_stats": True,
                 "sinks": {
                     "journald": {"enabled": True},
                     "jsonl": {"enabled": True, "path": str(tmp / "events.jsonl")},

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from tests.support.journald import Journal
-from tests.vm.conftest import ROOT, RunningDaemon, free_port
+from tests.support.net import free_port
+from tests.vm.conftest import ROOT, RunningDaemon
 
 pytestmark = pytest.mark.vm
 

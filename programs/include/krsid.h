@@ -206,13 +206,17 @@ BPF_ARRAY(krsid_policy_bank, __u32, 1);
 BPF_PERCPU_ARRAY(krsid_rule_hits, __u64, 2 * KRSID_MAX_HOOKS * KRSID_RULES_PER_HOOK);
 
 static __always_inline int krsid_rule_matches(struct krsid_rule *r, struct krsid_policy_input *in,
-                                              __u32 uid, char *comm)
+                                              __u32 uid, char *comm, int *have_comm)
 {
     if ((r->match & KRSID_MATCH_UID) && uid != r->uid)
         return 0;
     if ((r->match & KRSID_MATCH_NOT_UID) && uid == r->uid)
         return 0;
     if (r->match & KRSID_MATCH_COMM) {
+        if (!*have_comm) {  /* read only when a rule needs it: most hook calls never do */
+            bpf_get_current_comm(comm, KRSID_COMM_LEN);
+            *have_comm = 1;
+        }
 #pragma unroll
         for (int i = 0; i < KRSID_COMM_LEN; i++) {
             if (comm[i] != r->comm[i])
@@ -245,25 +249,30 @@ static __always_inline int krsid_rule_matches(struct krsid_rule *r, struct krsid
 /*
  * The action for this call (KRSID_ACT_*) under the active policy; *rule gets the
  * matching slot + 1 (0 = no rule matched). `in` may be NULL for hooks without
- * policy fields.
+ * policy fields. A hook without rules costs two array lookups.
  */
 static __always_inline __u32 krsid_policy(__u32 hook_id, struct krsid_policy_input *in, __u32 *rule)
 {
     int zero = 0;
     __u32 *bankp = krsid_policy_bank.lookup(&zero);
     __u32 bank = bankp ? (*bankp & 1) : 0;
-    __u32 uid = (__u32)bpf_get_current_uid_gid();
-    char comm[KRSID_COMM_LEN] = {};
-    bpf_get_current_comm(&comm, sizeof(comm));
+    int first = (bank * KRSID_MAX_HOOKS + hook_id) * KRSID_RULES_PER_HOOK;
 
     *rule = 0;
+    struct krsid_rule *r0 = krsid_rules.lookup(&first);
+    if (!r0 || !r0->action)
+        return KRSID_ACT_AUDIT;
+
+    __u32 uid = (__u32)bpf_get_current_uid_gid();
+    char comm[KRSID_COMM_LEN] = {};
+    int have_comm = 0;
 #pragma unroll
     for (int i = 0; i < KRSID_RULES_PER_HOOK; i++) {
-        int idx = (bank * KRSID_MAX_HOOKS + hook_id) * KRSID_RULES_PER_HOOK + i;
+        int idx = first + i;
         struct krsid_rule *r = krsid_rules.lookup(&idx);
         if (!r || !r->action)
             break;
-        if (krsid_rule_matches(r, in, uid, comm)) {
+        if (krsid_rule_matches(r, in, uid, comm, &have_comm)) {
             __u64 *hits = krsid_rule_hits.lookup(&idx);
             if (hits)
                 *hits += 1;

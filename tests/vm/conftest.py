@@ -125,7 +125,7 @@ def session_hooks() -> list[str]:
     unknown = set(wanted) - set(every)
     if unknown:
         raise pytest.UsageError(f"KRSID_TEST_HOOKS names unknown hooks: {sorted(unknown)}")
-    return wanted or every
+    return sorted(wanted) or every  # the daemon attaches (and reports) hooks sorted
 
 
 def write_config(tmp: Path, headers: str, port: int, hooks: list[str]) -> Path:
@@ -155,6 +155,20 @@ def write_config(tmp: Path, headers: str, port: int, hooks: list[str]) -> Path:
         )
     )
     return cfg
+
+
+@pytest.fixture
+def tmpfs_dir(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of the test's own (in the session's private mount namespace). The guest's
+    /tmp is an overlay, where file mappings and unlinks see the upper layer's inode and
+    name, not the path: tests that map or run files use this instead."""
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "krsid-test", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=False)
 
 
 @pytest.fixture

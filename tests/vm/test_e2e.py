@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +86,6 @@ def test_exec_reaches_journald_and_jsonl(
     o = lines[0]
     assert (o["pid"], o["tgid"], o["comm"], o["seq"]) == (pid, pid, own_comm(), int(e["KRSID_SEQ"]))
     assert o["schema_version"] == 1
-
-
-@pytest.fixture
-def tmpfs_dir(tmp_path: Path) -> Iterator[Path]:
-    # The guest's /tmp is an overlay, where a file mapping's dentry is the upper
-    # layer's, not the path: map from a tmpfs of our own (in the test's mount ns).
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "krsid-test", str(d)], check=True)
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", str(d)], check=False)
 
 
 def workload(kind: str, path: str, *prots: str) -> dict[str, Any]:
@@ -194,9 +181,10 @@ def test_metrics_count_what_the_test_caused(
     )
     assert metric(after, "krsid_program_attached", **hook) == 1
     # bpf_stats is on in the session config: the kernel's run count of the program rises too.
-    assert metric(after, "krsid_hook_program_runs_total", **hook) >= metric(
-        before, "krsid_hook_program_runs_total", **hook
-    ) + n
+    assert (
+        metric(after, "krsid_hook_program_runs_total", **hook)
+        >= metric(before, "krsid_hook_program_runs_total", **hook) + n
+    )
     assert metric(after, "krsid_hook_program_seconds_total", **hook) > 0
     assert metric(after, "krsid_events_lost_total", hook="bprm_check_security", stage="ringbuf") == 0
     assert 'krsid_build_info{version="' in after

@@ -31,16 +31,7 @@ COMM = "krsid-wx-test"
 
 
 def mprotect_as(comm: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), "anon", "-", "READ|EXEC"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=dict(os.environ, KRSID_WORKLOAD_COMM=comm),
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+    return many_mprotects(comm, "READ|EXEC")
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -1,0 +1,651 @@
+"""The real systemd unit, end to end: systemd-nspawn boots systemd inside the test VM.
+
+What runs: ``make install DESTDIR=<stage> INSTALL_VENV=no`` stages the installed layout
+(the shipped unit, /etc/krsid/krsid.yaml, /usr/share/krsid/programs, the journald
+catalog); systemd-nspawn boots the host tree's own systemd in a container and
+bind-mounts the staged files where ``make install`` puts them, plus the checkout's venv
+at /opt/krsid (the unit's ExecStart=/opt/krsid/bin/krsid stays as shipped). Then,
+inside the container, through nsenter into its PID 1's namespaces:
+``systemctl start krsid`` (Type=notify, so it returns after READY=1), systemctl show,
+journalctl, an exec from a transient unit, and ``systemctl stop krsid``.
+
+How the container boots (systemd 252, measured in the VM):
+
+* ``--directory=/`` is refused unless the root is made writable some other way:
+  ``--volatile=overlay`` and ``--read-only`` are rejected ("Spawning container on root
+  directory is not supported"), ``--volatile=state`` fails on the VM's read-only 9p root
+  ("Failed to resolve /run/systemd/nspawn-root/run/host"). ``--volatile=yes`` boots: a
+  tmpfs root with the VM's /usr bound read-only (recursively: /usr/lib/modules of the
+  VM's kernel comes along); /etc starts empty, which is why systemd-firstboot is masked
+  (it fails without a terminal and the system would be "degraded").
+* Mount points must exist or be creatable: everything outside /usr is on the tmpfs
+  root, but /usr/share/krsid and /usr/lib/systemd/catalog/krsid.catalog have to exist in
+  the VM's /usr (a throw-away overlay); the test creates them and removes them after.
+* ``--capability=CAP_BPF,CAP_PERFMON``: not in nspawn's default bounding set, and the
+  unit's CapabilityBoundingSet/AmbientCapabilities can only keep what the container has.
+* ``--system-call-filter='bpf perf_event_open'``: nspawn's own seccomp filter
+  "knowingly excludes" both (src/nspawn/nspawn-seccomp.c); without it every map
+  creation fails with "could not open bpf map: ... Operation not permitted" (and the
+  container's systemd cannot attach its cgroup BPF programs: IPAddressDeny=,
+  DevicePolicy=).
+* ``--register=no --keep-unit``: no machined/host systemd in the VM. nspawn puts the
+  container in the cgroup it starts in, so it starts in its own child cgroup of the
+  VM's cgroup2 root (never in the root cgroup itself), removed afterwards.
+* ``systemd.unit=basic.target``: what krsid.service needs (DefaultDependencies); the
+  host's multi-user services (postgresql, prometheus ...) stay down.
+
+Overrides of the unit: none in --headers=btf runs. With --headers=kernel/auto one
+drop-in, tests/vm/nspawn/kernel-headers.conf (ProtectKernelModules=no), because
+ProtectKernelModules=yes hides /usr/lib/modules and with it the kernel headers (on
+any machine, not only here; the drop-in explains). Every other hardening setting of
+systemd/krsid.service is applied as shipped, and the test checks the result on the
+running process (capabilities, no_new_privs, seccomp).
+
+Only inside the test VM: the container is booted over the machine's own root and the
+test adds mount points to /usr and cgroups to the cgroup tree; on a real machine that
+would touch the machine itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.vm.conftest import ROOT, free_port
+from tests.vm.vmrun import in_vm
+
+pytestmark = pytest.mark.vm
+
+NSPAWN_DIR = Path(__file__).parent / "nspawn"
+HEADERS_DROPIN = NSPAWN_DIR / "kernel-headers.conf"
+HOOKS = ("bprm_check_security", "file_mprotect")
+EXEC_MESSAGE_ID = "3f0d8c1e6a2b4b7c9e5d1a2f4c6b8e01"
+# The unit's CapabilityBoundingSet/AmbientCapabilities: DAC_READ_SEARCH, SYS_ADMIN,
+# SYS_RESOURCE, PERFMON, BPF.
+UNIT_CAPS = (1 << 2) | (1 << 21) | (1 << 24) | (1 << 38) | (1 << 39)
+BPF_PROG_TYPE_LSM = 29
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+BOOT_TIMEOUT = 300.0  # nspawn start to "systemctl is-system-running" = running
+START_TIMEOUT = 400.0  # systemctl start krsid: a TCG compile (TimeoutStartSec=180s inside)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def why_not_here() -> str | None:
+    """Why this test cannot run on this machine (None: it can)."""
+    if not in_vm():
+        return (
+            "boots a second systemd over this machine's own root and adds mount points to "
+            "/usr and cgroups to the cgroup tree: runs only inside the throw-away test VM "
+            "(tests/vm/run)"
+        )
+    if os.geteuid() != 0:
+        return "needs root"
+    missing = [t for t in ("systemd-nspawn", "nsenter", "bpftool", "make") if not shutil.which(t)]
+    if missing:
+        return f"missing {', '.join(missing)} (systemd-nspawn: Debian package systemd-container, .ci/install-deps)"
+    if not Path("/lib/systemd/systemd").exists():
+        return "no /lib/systemd/systemd to boot"
+    return None
+
+
+def ensure_cgroup2() -> None:
+    """cgroup2 at /sys/fs/cgroup, which nspawn and the container's systemd need.
+
+    virtme-ng's init mounts it; another init might not. Then it is mounted in a private
+    mount namespace of this process (inherited by nspawn), not for the whole VM."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private = 0x00020000, 0x4000, 1 << 18
+    for name, args in (
+        ("unshare", (clone_newns,)),
+        ("mount", (b"none", b"/", None, ms_rec | ms_private, None)),
+        ("mount", (b"cgroup2", str(CGROUP_ROOT).encode(), b"cgroup2", 0, None)),
+    ):
+        if getattr(libc, name)(*args) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{name}{args}: {os.strerror(err)}")
+
+
+def mount_of(path: Path) -> Path:
+    """The mount point that holds `path`."""
+    p = path
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def kernel_header_binds() -> list[Path]:
+    """Mounts outside /usr that /lib/modules/$(uname -r){,/build,/source} lead into.
+
+    In the VM /lib/modules/<release> is a link farm into the runner's kernel cache
+    (its own 9p mount under /var/cache): the container must see it at the same path."""
+    moddir = Path("/lib/modules") / os.uname().release
+    out: list[Path] = []
+    for p in (moddir, moddir / "build", moddir / "source"):
+        if not p.exists():
+            continue
+        mnt = mount_of(p.resolve())
+        if mnt != Path("/") and not mnt.is_relative_to("/usr") and mnt not in out:
+            out.append(mnt)
+    return out
+
+
+def parse_show(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def bpf_prog_ids_of(host_pid: int) -> dict[int, int]:
+    """prog id -> prog type of every BPF program fd the process holds (from fdinfo)."""
+    out: dict[int, int] = {}
+    fdinfo = Path(f"/proc/{host_pid}/fdinfo")
+    for f in fdinfo.iterdir():
+        with contextlib.suppress(OSError):
+            info = dict(
+                line.split(":", 1) for line in f.read_text().splitlines() if ":" in line and not line.startswith("\t")
+            )
+            if "prog_id" in info and "prog_type" in info:
+                out[int(info["prog_id"])] = int(info["prog_type"])
+    return out
+
+
+def loaded_programs() -> dict[int, dict[str, Any]]:
+    p = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True, timeout=60)
+    return {int(prog["id"]): prog for prog in json.loads(p.stdout or "[]")}
+
+
+@dataclass
+class Container:
+    """A booted container and the way into it."""
+
+    nspawn: subprocess.Popen[bytes]
+    pid1: int  # the container's PID 1, as the VM sees it
+    console: Path
+    probe_dir: Path  # bound at /srv/krsid-probe
+    metrics_url: str
+    headers: str
+    dropins: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+    boot_state: str = ""
+    start: subprocess.CompletedProcess[str] | None = None
+
+    def run(self, *argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", "--target", str(self.pid1), "--all", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        p = self.run("systemctl", "show", unit, "--property=" + ",".join(props))
+        assert p.returncode == 0, p.stderr
+        return parse_show(p.stdout)
+
+    def journal(self, *args: str) -> list[dict[str, Any]]:
+        p = self.run("journalctl", "--no-pager", "--all", "-o", "json", *args, timeout=120)
+        return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+
+    def unit_log(self) -> str:
+        p = self.run("journalctl", "--no-pager", "-u", "krsid", "-o", "short-monotonic", timeout=120)
+        return p.stdout[-12000:] + p.stderr[-2000:]
+
+    def host_pid(self, container_pid: int) -> int:
+        """The VM's pid of a process that has `container_pid` in the container."""
+        ns = os.stat(f"/proc/{self.pid1}/ns/pid").st_ino
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                nspid = re.search(r"^NSpid:\s+(.*)$", (entry / "status").read_text(), re.M)
+                if (
+                    nspid
+                    and nspid.group(1).split()[-1] == str(container_pid)
+                    and os.stat(entry / "ns" / "pid").st_ino == ns
+                ):
+                    return int(entry.name)
+        raise LookupError(f"no process with pid {container_pid} in the container")
+
+
+def find_container_init(nspawn: subprocess.Popen[bytes], timeout: float) -> int:
+    """The container's PID 1: nspawn's child that is pid 1 in its own pid namespace."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and nspawn.poll() is None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                status = (entry / "status").read_text()
+                ppid = re.search(r"^PPid:\s+(\d+)$", status, re.M)
+                nspid = re.search(r"^NSpid:\s+(.*)$", status, re.M)
+                if ppid and nspid and int(ppid.group(1)) == nspawn.pid and nspid.group(1).split()[-1] == "1":
+                    return int(entry.name)
+        time.sleep(0.3)
+    raise RuntimeError("the container's init did not appear")
+
+
+# --- the container ------------------------------------------------------------------
+
+
+def stop_nspawn(nspawn: subprocess.Popen[bytes]) -> None:
+    """The first SIGTERM asks the container's systemd to halt (which stops krsid, which
+    detaches); a second one makes nspawn kill the container; then SIGKILL."""
+    for sig, grace in ((signal.SIGTERM, 90), (signal.SIGTERM, 20), (signal.SIGKILL, 30)):
+        if nspawn.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if sig == signal.SIGKILL:
+                os.killpg(nspawn.pid, sig)
+            else:
+                nspawn.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            nspawn.wait(grace)
+
+
+def remove_cgroup(cgroup: Path) -> None:
+    for sub in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        cgroup.rmdir()
+
+
+def make_mount_point(path: Path, is_dir: bool, cleanup: contextlib.ExitStack) -> None:
+    """A mount point in the VM's /usr (the container's /usr is that, read-only),
+    removed again at the end if this test made it."""
+    if path.exists():
+        return
+    if is_dir:
+        path.mkdir()
+        cleanup.callback(path.rmdir)
+    else:
+        path.touch()
+        cleanup.callback(path.unlink)
+
+
+def stage_install(stage: Path, headers: str, port: int) -> None:
+    """The installed layout, from the Makefile's own install target.
+
+    `make install` keeps an existing /etc/krsid/krsid.yaml, so the test config goes in
+    first. -o deps: no .ci/install-deps / pip inside the VM (the venv exists)."""
+    import yaml
+
+    (stage / "etc/krsid").mkdir(parents=True)
+    (stage / "etc/krsid/krsid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "headers": headers,
+                "hooks": {"bprm_check_security": {}, "file_mprotect": {"exec_only": True}},
+                "sinks": {
+                    "journald": {"enabled": True},
+                    "jsonl": {"enabled": False},
+                    "prometheus": {"enabled": True, "listen": f"127.0.0.1:{port}"},
+                },
+            }
+        )
+    )
+    make = subprocess.run(
+        ["make", "-s", "-o", "deps", "install", f"DESTDIR={stage}", "INSTALL_VENV=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert make.returncode == 0, f"make install failed:\n{make.stdout}\n{make.stderr}"
+    for rel in (
+        "etc/systemd/system/krsid.service",
+        "etc/krsid/krsid.yaml",
+        "usr/share/krsid/programs/bprm_check_security.c",
+        "usr/lib/systemd/catalog/krsid.catalog",
+    ):
+        assert (stage / rel).exists(), f"make install did not install /{rel}"
+    assert "file_mprotect" in (stage / "etc/krsid/krsid.yaml").read_text(), "make install replaced the config"
+
+
+def venv_binds(venv: Path) -> list[str]:
+    """The checkout's venv at /opt/krsid, where the unit's ExecStart looks for it. Its
+    scripts name the venv's python by path and the editable install points into a
+    checkout: those are bound at their own paths too (this checkout always is)."""
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import krsid; print(krsid.__file__)"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    binds = [f"--bind-ro={venv}:/opt/krsid", f"--bind-ro={ROOT}"]
+    for extra in (venv, Path(where.stdout.strip()).resolve().parents[1]):
+        if not extra.is_relative_to(ROOT):
+            binds.append(f"--bind-ro={extra}")
+    return binds
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Container]:
+    reason = why_not_here()
+    if reason:
+        pytest.skip(reason)
+    venv = Path(sys.prefix)
+    if venv == Path(sys.base_prefix) or not (venv / "bin" / "krsid").exists():
+        pytest.skip(f"needs the project's venv with krsid installed (make deps); running from {sys.prefix}")
+    ensure_cgroup2()
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    headers = str(request.config.getoption("--headers"))
+    tag = uuid.uuid4().hex[:10]
+    port = free_port()
+
+    stage = tmp_path_factory.mktemp("nspawn-stage")
+    stage_install(stage, headers, port)
+    dropins: list[str] = []
+    dropin_dir = stage / "krsid.service.d"
+    dropin_dir.mkdir()
+    if headers in ("kernel", "auto"):
+        shutil.copy(HEADERS_DROPIN, dropin_dir / HEADERS_DROPIN.name)
+        dropins.append(HEADERS_DROPIN.name)
+    probe_dir = stage / "probe"
+    probe_dir.mkdir()
+    binds = [
+        f"--bind-ro={stage}/etc/systemd/system/krsid.service:/etc/systemd/system/krsid.service",
+        f"--bind-ro={dropin_dir}:/etc/systemd/system/krsid.service.d",
+        f"--bind-ro={stage}/etc/krsid:/etc/krsid",
+        f"--bind-ro={stage}/usr/share/krsid:/usr/share/krsid",
+        f"--bind-ro={stage}/usr/lib/systemd/catalog/krsid.catalog:/usr/lib/systemd/catalog/krsid.catalog",
+        *venv_binds(venv),
+        f"--bind-ro={probe_dir}:/srv/krsid-probe",
+        # Empty /etc (volatile=yes) = first boot: the wizard fails without a terminal.
+        "--bind-ro=/dev/null:/etc/systemd/system/systemd-firstboot.service",
+    ]
+    if headers in ("kernel", "auto"):
+        binds += [f"--bind-ro={m}" for m in kernel_header_binds()]
+    timings["stage (make install)"] = time.monotonic() - t0
+
+    with contextlib.ExitStack() as cleanup:
+
+        def report() -> None:
+            steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+            total = time.monotonic() - t0
+            sys.stderr.write(
+                f"\n--- systemd-nspawn krsid unit: {steps}, total {total:.1f}s "
+                f"(headers={headers}, drop-ins: {', '.join(dropins) or 'none'})\n"
+            )
+
+        cleanup.callback(report)
+        make_mount_point(Path("/usr/share/krsid"), True, cleanup)
+        make_mount_point(Path("/usr/lib/systemd/catalog/krsid.catalog"), False, cleanup)
+        cgroup = CGROUP_ROOT / f"krsid-nspawn-{tag}"
+        cgroup.mkdir()
+        cleanup.callback(remove_cgroup, cgroup)
+
+        console = stage / "console.log"
+        nspawn_argv = [
+            "systemd-nspawn",
+            "--directory=/",
+            "--volatile=yes",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--link-journal=no",
+            f"--machine=krsid-{tag}",
+            "--capability=CAP_BPF,CAP_PERFMON",
+            "--system-call-filter=bpf perf_event_open",
+            "--console=pipe",
+            *binds,
+            "--",
+            "systemd.unit=basic.target",
+        ]
+        with console.open("wb") as out:
+            # The wrapper moves itself into the new cgroup, then becomes nspawn (same pid).
+            nspawn = subprocess.Popen(
+                ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *nspawn_argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        def shutdown() -> None:
+            t = time.monotonic()
+            stop_nspawn(nspawn)
+            timings["container shutdown"] = time.monotonic() - t
+
+        cleanup.callback(shutdown)
+        c = Container(nspawn, 0, console, probe_dir, f"http://127.0.0.1:{port}/metrics", headers, dropins, timings)
+
+        t1 = time.monotonic()
+        try:
+            c.pid1 = find_container_init(nspawn, 120)
+        except RuntimeError:
+            pytest.fail(f"systemd-nspawn did not start the container:\n{console.read_text()[-4000:]}")
+        # systemctl works once PID 1 listens on /run/systemd/private; --wait then blocks
+        # until the boot (basic.target) is done.
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        state = ""
+        while time.monotonic() < deadline:
+            state = c.run("systemctl", "is-system-running", "--wait", timeout=BOOT_TIMEOUT).stdout.strip()
+            # "offline": PID 1 does not answer yet (systemctl could not connect).
+            if state in ("running", "degraded", "maintenance", "stopping"):
+                break
+            time.sleep(1)
+        timings["container boot"] = time.monotonic() - t1
+        if state not in ("running", "degraded"):
+            pytest.fail(f"container did not boot (state {state!r}):\n{console.read_text()[-4000:]}")
+        c.boot_state = state
+
+        t2 = time.monotonic()
+        c.start = c.run("systemctl", "start", "krsid", timeout=START_TIMEOUT)
+        timings["systemctl start krsid"] = time.monotonic() - t2
+        yield c
+
+
+@pytest.fixture(scope="module")
+def started(container: Container) -> Container:
+    """The container with krsid started; fails with the unit's journal if it did not."""
+    p = container.start
+    assert p is not None
+    if p.returncode != 0:
+        pytest.fail(f"systemctl start krsid failed ({p.returncode}): {p.stderr}\n{container.unit_log()}")
+    return container
+
+
+# --- the checks, in order: the last one stops the unit -------------------------------
+
+
+def test_unit_reaches_ready_with_every_hook_attached(started: Container) -> None:
+    c = started
+    assert c.run("systemctl", "is-active", "krsid").stdout.strip() == "active", c.unit_log()
+    s = c.show(
+        "krsid",
+        "Type",
+        "ActiveState",
+        "SubState",
+        "StatusText",
+        "NRestarts",
+        "ExecMainStartTimestampMonotonic",
+        "ActiveEnterTimestampMonotonic",
+        "FragmentPath",
+        "DropInPaths",
+        "ExecStart",
+    )
+    assert s["Type"] == "notify"
+    assert (s["ActiveState"], s["SubState"]) == ("active", "running"), s
+    assert s["StatusText"] == f"attached {len(HOOKS)}/{len(HOOKS)} hooks: {', '.join(HOOKS)}", c.unit_log()
+    assert s["NRestarts"] == "0", c.unit_log()
+    assert s["FragmentPath"] == "/etc/systemd/system/krsid.service"
+    assert "path=/opt/krsid/bin/krsid" in s["ExecStart"], s["ExecStart"]
+    assert sorted(Path(p).name for p in s["DropInPaths"].split()) == sorted(c.dropins)
+
+    log = c.unit_log()
+    ready = re.search(r"krsid: INFO: ready in ([0-9.]+)s: attached 2/2 hooks", log)
+    assert ready, log
+    for hook in HOOKS:
+        assert f"hook {hook}: attached" in log, log
+    expected = "header tree generated from" if c.headers == "btf" else "kernel headers in"
+    assert expected in log, log
+    # Type=notify: systemd made the unit active only at READY=1, which comes after the
+    # compile and attach ("ready in N s" counts from before the compile).
+    waited = (int(s["ActiveEnterTimestampMonotonic"]) - int(s["ExecMainStartTimestampMonotonic"])) / 1e6
+    assert waited >= float(ready.group(1)) - 0.5, (waited, ready.group(0))
+    # Nothing else in the container failed (a unit setting it could not apply would).
+    assert c.boot_state == "running", c.run("systemctl", "--failed", "--no-pager").stdout
+    assert c.run("systemctl", "is-system-running").stdout.strip() == "running", c.run(
+        "systemctl", "--failed", "--no-pager"
+    ).stdout
+
+
+def test_hardening_of_the_unit_applies_in_the_container(started: Container) -> None:
+    c = started
+    main = int(c.show("krsid", "MainPID")["MainPID"])
+    status = c.run("cat", f"/proc/{main}/status").stdout
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert int(fields["CapBnd"], 16) == UNIT_CAPS, status
+    assert int(fields["CapEff"], 16) == UNIT_CAPS, status
+    assert int(fields["CapAmb"], 16) == UNIT_CAPS, status
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2"  # SystemCallFilter= is a filter
+    # ProtectSystem=strict: / is read-only for it, its RuntimeDirectory is not.
+    mounts = c.run("cat", f"/proc/{main}/mountinfo").stdout
+    opts = {line.split()[4]: line.split()[5] for line in mounts.splitlines()}
+    assert opts.get("/", "").startswith("ro"), mounts
+    assert opts.get("/run/krsid", "").startswith("rw"), mounts
+    assert c.run("test", "-s", "/run/krsid/krsid.pid").returncode == 0  # RuntimeDirectory=krsid
+    # IPAddressDeny=/IPAddressAllow= and DevicePolicy=closed are BPF programs on the
+    # unit's cgroup (possible only because the container may call bpf()).
+    host_pid = c.host_pid(main)
+    cg = Path(f"/proc/{host_pid}/cgroup").read_text().strip().split("::", 1)[1]
+    assert cg.endswith("/system.slice/krsid.service"), cg
+    p = subprocess.run(
+        ["bpftool", "-j", "cgroup", "show", f"{CGROUP_ROOT}{cg}"], capture_output=True, text=True, timeout=60
+    )
+    attached = {str(a["attach_type"]) for a in json.loads(p.stdout or "[]")}
+    assert {"cgroup_inet_ingress", "cgroup_inet_egress", "cgroup_device"} <= attached, (attached, p.stderr)
+    # systemd applied every setting of the unit without complaint.
+    complaints = [
+        str(e.get("MESSAGE"))
+        for e in c.journal("_PID=1", "-p", "warning")
+        if "krsid" in str(e.get("MESSAGE")) or e.get("UNIT") == "krsid.service"
+    ]
+    assert not complaints, complaints
+    # Its programs are loaded in the (one) kernel: the fds it holds are LSM programs.
+    progs = bpf_prog_ids_of(host_pid)
+    lsm = [i for i, t in progs.items() if t == BPF_PROG_TYPE_LSM]
+    # bpftool names a program by its BTF function name (lsm__<hook>) or by the kernel's
+    # name (<hook>, cut to 15 characters).
+    names = {str(loaded_programs()[i]["name"]).removeprefix("lsm__") for i in lsm}
+    for hook in HOOKS:
+        assert any(n and hook.startswith(n) for n in names), (hook, names)
+
+
+def test_metrics_endpoint_answers_on_localhost(started: Container) -> None:
+    # IPAddressDeny=any + IPAddressAllow=localhost: the VM shares the container's network.
+    with urllib.request.urlopen(started.metrics_url, timeout=30) as r:
+        text = r.read().decode()
+    for hook in HOOKS:
+        assert f'krsid_program_attached{{hook="{hook}"}} 1.0' in text, text
+
+
+def test_exec_in_the_container_is_an_audit_event_in_its_journal(started: Container) -> None:
+    c = started
+    name = f"krsid-nspawn-true-{uuid.uuid4().hex[:12]}"
+    shutil.copy2("/bin/true", c.probe_dir / name)
+    path = f"/srv/krsid-probe/{name}"
+    unit = f"krsid-probe-{uuid.uuid4().hex[:8]}"
+    # A transient unit of the container's systemd runs it. krsid resolves a cgroup id by
+    # walking /sys/fs/cgroup at most once a second after a miss, and every nsenter'd
+    # command of this test is a miss (the VM's root cgroup is outside the container's
+    # cgroup namespace): so the exec comes 2 s after the unit's cgroup exists, and the
+    # unit lives on until the event is in the journal.
+    p = c.run(
+        "systemd-run",
+        f"--unit={unit}",
+        "--property=RuntimeMaxSec=90",
+        "/bin/sh",
+        "-c",
+        f"sleep 2 && {path} && exec sleep 60",
+    )
+    assert p.returncode == 0, p.stderr
+    try:
+        deadline = time.monotonic() + 60
+        found: list[dict[str, Any]] = []
+        while not found and time.monotonic() < deadline:
+            found = c.journal("KRSID_HOOK=bprm_check_security", f"KRSID_FILENAME={path}")
+            if not found:
+                time.sleep(1)
+        cgroup_ino = c.run("stat", "-c", "%i", f"/sys/fs/cgroup/system.slice/{unit}.service").stdout.strip()
+    finally:
+        c.run("systemctl", "stop", unit)
+    assert found, f"no bprm_check_security event for {path}:\n{c.unit_log()}"
+    e = found[0]
+    assert e["MESSAGE_ID"] == EXEC_MESSAGE_ID
+    assert e["SYSLOG_IDENTIFIER"] == "krsid"
+    assert e["_SYSTEMD_UNIT"] == "krsid.service"  # journald's own field: sent from the unit
+    assert e["KRSID_PATH"] == path
+    where = {k: e.get(k) for k in ("KRSID_CGROUP_ID", "KRSID_CGROUP", "KRSID_UNIT", "KRSID_COMM", "KRSID_EXE")}
+    assert e["KRSID_CGROUP_ID"] == cgroup_ino, (where, cgroup_ino)
+    assert e["KRSID_CGROUP"] == f"/system.slice/{unit}.service", where
+    assert e["KRSID_UNIT"] == f"{unit}.service", where
+    assert path in e["MESSAGE"]
+    # The journald catalog from `make install` explains the MESSAGE_ID.
+    assert c.run("journalctl", "--update-catalog").returncode == 0
+    explained = c.run("journalctl", "--no-pager", "-x", f"KRSID_FILENAME={path}", "-n", "1").stdout
+    assert "Subject: krsid bprm_check_security: exec " in explained, explained
+    assert f"KRSID_FILENAME={path}: The path as passed to execve" in explained, explained
+
+
+def test_watchdog_is_armed_and_fed(started: Container) -> None:
+    c = started
+    s = c.show("krsid", "WatchdogUSec", "ActiveEnterTimestampMonotonic", "MainPID")
+    watchdog_usec = int(s["WatchdogUSec"]) if s["WatchdogUSec"].isdigit() else 0
+    if not watchdog_usec:  # older systemctl prints "30s"
+        m = re.fullmatch(r"(\d+)s", s["WatchdogUSec"])
+        watchdog_usec = int(m.group(1)) * 1_000_000 if m else 0
+    assert watchdog_usec > 0, s
+    # Stay past WatchdogSec since READY (CLOCK_MONOTONIC: the VM's is the container's).
+    active_since = int(s["ActiveEnterTimestampMonotonic"]) / 1e6
+    t = time.monotonic()
+    if t < active_since + watchdog_usec / 1e6 + 5:
+        time.sleep(active_since + watchdog_usec / 1e6 + 5 - t)
+    later = c.show("krsid", "ActiveState", "SubState", "MainPID", "NRestarts", "WatchdogTimestampMonotonic", "Result")
+    assert (later["ActiveState"], later["SubState"], later["Result"]) == ("active", "running", "success"), later
+    assert later["NRestarts"] == "0" and later["MainPID"] == s["MainPID"], (s, later)
+    fed = int(later["WatchdogTimestampMonotonic"]) / 1e6
+    assert fed > active_since, "no WATCHDOG=1 since READY"
+    assert time.monotonic() - fed < watchdog_usec / 1e6, "the last WATCHDOG=1 is older than WatchdogSec"
+
+
+def test_stop_detaches_every_program(started: Container) -> None:
+    c = started
+    main = int(c.show("krsid", "MainPID")["MainPID"])
+    ids = {i for i, t in bpf_prog_ids_of(c.host_pid(main)).items() if t == BPF_PROG_TYPE_LSM}
+    assert len(ids) >= len(HOOKS), ids
+    p = c.run("systemctl", "stop", "krsid", timeout=120)
+    assert p.returncode == 0, p.stderr
+    s = c.show("krsid", "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
+    assert s["ActiveState"] == "inactive", s
+    assert s["Result"] == "success", s
+    assert (s["ExecMainCode"], s["ExecMainStatus"]) == ("1", "0"), s  # exited 0 on SIGTERM
+    left = ids & set(loaded_programs())
+    assert not left, f"krsid's LSM programs still loaded after systemctl stop: {sorted(left)}"

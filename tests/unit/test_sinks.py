@@ -160,3 +160,18 @@ def test_dispatcher_counts_failing_sinks_and_keeps_the_others() -> None:
     assert stats.sink_errors["broken"] == 3
     assert len(out.getvalue().splitlines()) == 3
     assert len(logs) == 1  # rate-limited
+
+
+def test_4k_hostile_path_from_enrichment_is_carried_whole() -> None:
+    """Kernel strings are bounded (256 bytes, truncation flagged), but user-space context
+    such as exe (readlink of /proc/PID/exe) can be PATH_MAX long: sinks take any length."""
+    e = exec_event()
+    long_path = b"/" + b"d\n=KRSID_HOOK=fake\xff/" * 200 + b"x" * 96  # > 4 KiB
+    assert len(long_path) > 4096
+    e.values["exe"] = long_path
+    f = as_fields(tuple(journal_fields(e)))
+    assert f[b"KRSID_EXE"] == long_path and f[b"KRSID_HOOK"] == b"bprm_check_security"
+    out = io.StringIO()
+    JsonlSink(stream=out).emit(e)
+    assert out.getvalue().count("\n") == 1
+    assert json.loads(out.getvalue())["exe"].encode("utf-8", "surrogateescape") == long_path

@@ -349,6 +349,14 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     if reason:
         pytest.skip(reason)
     venv = Path(sys.prefix)
+    for private in (Path("/tmp"), Path("/var/tmp")):
+        if ROOT.is_relative_to(private) or venv.resolve().is_relative_to(private):
+            # The shipped unit has PrivateTmp=yes: the service cannot see a checkout
+            # (and its venv, which ExecStart runs) under /tmp.
+            pytest.skip(
+                f"the checkout {ROOT} is under {private}, which the unit's PrivateTmp=yes hides "
+                "from the service; run from a checkout outside /tmp and /var/tmp"
+            )
     if venv == Path(sys.base_prefix) or not (venv / "bin" / "krsid").exists():
         pytest.skip(f"needs the project's venv with krsid installed (make deps); running from {sys.prefix}")
     ensure_cgroup2()

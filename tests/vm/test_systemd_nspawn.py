@@ -349,13 +349,13 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     if reason:
         pytest.skip(reason)
     venv = Path(sys.prefix)
-    for private in (Path("/tmp"), Path("/var/tmp")):
-        if ROOT.is_relative_to(private) or venv.resolve().is_relative_to(private):
-            # The shipped unit has PrivateTmp=yes: the service cannot see a checkout
-            # (and its venv, which ExecStart runs) under /tmp.
+    # The shipped unit hides these from the service (PrivateTmp=yes, ProtectHome=yes):
+    # a checkout there, whose venv ExecStart runs, cannot start in the container.
+    for hidden in (Path("/tmp"), Path("/var/tmp"), Path("/root"), Path("/home"), Path("/run/user")):
+        if ROOT.is_relative_to(hidden) or venv.resolve().is_relative_to(hidden):
             pytest.skip(
-                f"the checkout {ROOT} is under {private}, which the unit's PrivateTmp=yes hides "
-                "from the service; run from a checkout outside /tmp and /var/tmp"
+                f"the checkout {ROOT} is under {hidden}, which the unit's PrivateTmp/ProtectHome "
+                "hide from the service; run from a checkout elsewhere (e.g. /work, /srv, /opt)"
             )
     if venv == Path(sys.base_prefix) or not (venv / "bin" / "krsid").exists():
         pytest.skip(f"needs the project's venv with krsid installed (make deps); running from {sys.prefix}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,18 @@ from tests.support.records import PROGRAMS
 ROOT = PROGRAMS.parent
 UNIT = ROOT / "systemd" / "krsid.service"
 needs_analyze = pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+
+
+UNITS_LOAD_MARK = Path("/run/systemd/systemd-units-load")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def leave_run_as_found() -> Iterator[None]:
+    """systemd-analyze touches /run/systemd/systemd-units-load: remove it if we made it."""
+    existed = UNITS_LOAD_MARK.exists()
+    yield
+    if not existed:
+        UNITS_LOAD_MARK.unlink(missing_ok=True)
 
 
 def unit_with_existing_exec(tmp: Path) -> Path:

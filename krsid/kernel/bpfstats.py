@@ -10,18 +10,16 @@ hard-coded copy of the UAPI header.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
-import platform
 import struct
 from dataclasses import dataclass
 
 from krsid.kernel.btf import VMLINUX_BTF, Btf
+from krsid.kernel.probe import BpfSyscall
 
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_ENABLE_STATS = 32
 BPF_STATS_RUN_TIME = 0
-_NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 
 
 @dataclass(frozen=True)
@@ -44,25 +42,12 @@ class BpfStats:
 
     def __init__(self, layout: ProgInfoLayout | None = None) -> None:
         self.layout = layout or ProgInfoLayout.from_btf(Btf.load(VMLINUX_BTF))
-        self._nr = _NR_BPF.get(platform.machine())
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._libc.syscall.restype = ctypes.c_long
+        self._sys = BpfSyscall()
         self._stats_fd = -1
 
     def _bpf(self, cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
-        if self._nr is None:
-            raise OSError(errno.ENOSYS, "bpf(2) number unknown for this architecture")
-        # Explicit C types: a bare Python int would be passed as a 32-bit int, cutting the pointer.
-        ret = int(
-            self._libc.syscall(
-                ctypes.c_long(self._nr),
-                ctypes.c_long(cmd),
-                ctypes.c_void_p(ctypes.addressof(attr)),
-                ctypes.c_ulong(len(attr)),
-            )
-        )
+        ret, err = self._sys.call(cmd, attr)
         if ret < 0:
-            err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
         return ret
 

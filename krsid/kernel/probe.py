@@ -263,7 +263,7 @@ def classify_lsm_load(err: int, log: str, *, caps_ok: bool, plain_prog_loads: bo
 
 
 # ----------------------------------------------------------------- syscalls
-class _Bpf:
+class BpfSyscall:
     """Minimal bpf(2) access through libc's syscall()."""
 
     def __init__(self) -> None:
@@ -358,7 +358,7 @@ def kconfig_check(config: dict[str, str] | None, source: str) -> Check:
     return Check(name, True, f"{', '.join(k + '=y' for k in needed)} (from {source})", "")
 
 
-def _lsm_check(bpf: _Bpf, config: dict[str, str] | None) -> Check:
+def _lsm_check(bpf: BpfSyscall, config: dict[str, str] | None) -> Check:
     try:
         return lsm_active_check(parse_lsm_list((SECURITYFS / "lsm").read_text()), "securityfs")
     except OSError:
@@ -407,7 +407,7 @@ def _btf_check(btf_path: Path) -> tuple[Check, Btf | None]:
     return Check(name, True, f"{btf_path}: {btf.type_count} types, {len(hooks)} LSM hooks", ""), btf
 
 
-def _load_check(bpf: _Bpf, btf: Btf | None, *, caps_ok: bool) -> Check:
+def _load_check(bpf: BpfSyscall, btf: Btf | None, *, caps_ok: bool) -> Check:
     name = "LSM program load"
     if btf is None:
         return Check(name, None, "skipped: no usable BTF to find the hook's id", "see BTF above")
@@ -419,7 +419,7 @@ def _load_check(bpf: _Bpf, btf: Btf | None, *, caps_ok: bool) -> Check:
     return classify_lsm_load(err, log, caps_ok=caps_ok, plain_prog_loads=plain)
 
 
-def _ringbuf_check(bpf: _Bpf) -> Check:
+def _ringbuf_check(bpf: BpfSyscall) -> Check:
     name = "BPF ring buffer"
     err = bpf.ringbuf_create()
     if err == 0:
@@ -488,7 +488,7 @@ def run_checks(
 ) -> list[Check]:
     """All doctor checks, in the order a person would fix them."""
     release = release or platform.release()
-    bpf = _Bpf()
+    bpf = BpfSyscall()
     config, source = _read_kconfig(release)
     checks: list[Check] = [kconfig_check(config, source), _lsm_check(bpf, config)]
 

@@ -12,7 +12,7 @@ import ipaddress
 import shlex
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Union
 
 from krsid.catalog import FieldSpec, HookSpec
@@ -176,7 +176,3 @@ class EventDecoder:
         t = plan.unpack(raw)
         values: dict[str, Value] = {name: conv(t[i]) for name, i, conv in plan.steps}
         return Event(plan.spec, values, self._boot_to_epoch + t[plan.ktime_index] / 1e9, t[plan.seq_index])
-
-
-def decode_all(decoder: EventDecoder, records: Iterable[bytes]) -> list[Event]:
-    return [decoder.decode(r) for r in records]

@@ -40,15 +40,20 @@ class HookConfig:
     dedup_window_ms: int = 0  # fold identical events within this window, 0 = off
 
 
+DEFAULT_BACKLOG_MB = 16
+
+
 @dataclass(frozen=True)
 class JournaldConfig:
     enabled: bool = True
+    backlog_mb: int = DEFAULT_BACKLOG_MB  # encoded entries waiting for a busy journald
 
 
 @dataclass(frozen=True)
 class JsonlConfig:
     enabled: bool = True
     path: str = "-"  # "-" is stdout
+    backlog_mb: int = DEFAULT_BACKLOG_MB
 
 
 @dataclass(frozen=True)
@@ -209,8 +214,8 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
 
 def _sinks(doc: YamlDoc, raw: Any) -> dict[str, Any]:
     sinks = expect_mapping(doc, raw, ("sinks",), {"journald", "jsonl", "prometheus"})
-    j = expect_mapping(doc, sinks.get("journald"), ("sinks", "journald"), {"enabled"})
-    jl = expect_mapping(doc, sinks.get("jsonl"), ("sinks", "jsonl"), {"enabled", "path"})
+    j = expect_mapping(doc, sinks.get("journald"), ("sinks", "journald"), {"enabled", "backlog_mb"})
+    jl = expect_mapping(doc, sinks.get("jsonl"), ("sinks", "jsonl"), {"enabled", "path", "backlog_mb"})
     pr = expect_mapping(doc, sinks.get("prometheus"), ("sinks", "prometheus"), {"enabled", "listen"})
     listen = expect(doc, pr.get("listen", "127.0.0.1:9477"), ("sinks", "prometheus", "listen"), str, "HOST:PORT")
     host, port = _listen(doc, listen)
@@ -218,8 +223,15 @@ def _sinks(doc: YamlDoc, raw: Any) -> dict[str, Any]:
     if not jl_path:
         doc.fail(("sinks", "jsonl", "path"), "must be a file path or - for stdout")
     return {
-        "journald": JournaldConfig(_bool(doc, j, ("sinks", "journald", "enabled"), True)),
-        "jsonl": JsonlConfig(_bool(doc, jl, ("sinks", "jsonl", "enabled"), True), jl_path),
+        "journald": JournaldConfig(
+            _bool(doc, j, ("sinks", "journald", "enabled"), True),
+            _int(doc, j.get("backlog_mb", DEFAULT_BACKLOG_MB), ("sinks", "journald", "backlog_mb"), 1, 4096),
+        ),
+        "jsonl": JsonlConfig(
+            _bool(doc, jl, ("sinks", "jsonl", "enabled"), True),
+            jl_path,
+            _int(doc, jl.get("backlog_mb", DEFAULT_BACKLOG_MB), ("sinks", "jsonl", "backlog_mb"), 1, 4096),
+        ),
         "prometheus": PrometheusConfig(_bool(doc, pr, ("sinks", "prometheus", "enabled"), True), host, port),
     }
 

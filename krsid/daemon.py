@@ -7,8 +7,10 @@ and the sequence-number state file that keeps seq monotonic across restarts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import select
 import signal
 import socket
 import time
@@ -33,7 +35,7 @@ from krsid.sinks.base import Sink
 
 if TYPE_CHECKING:
     from krsid.kernel.bpfstats import BpfStats
-    from krsid.pipeline.load import BuildSettings, LoadedPrograms
+    from krsid.pipeline.load import BuildSettings, HookStatus, LoadedPrograms
 
 log = logging.getLogger("krsid")
 
@@ -41,6 +43,7 @@ log = logging.getLogger("krsid")
 # by this much keeps seq strictly increasing (a visible gap, never a repeat).
 SEQ_CRASH_JUMP = 1 << 24
 SEQ_SAVE_INTERVAL = 5.0
+BUSY_SINK_RETRY_MS = 10
 
 
 class Notifier:
@@ -133,11 +136,11 @@ def build_sinks(config: Config) -> list[Sink]:
     if config.journald.enabled:
         from krsid.sinks.journald import JournaldSink
 
-        sinks.append(JournaldSink(log=log.warning))
+        sinks.append(JournaldSink(log=log.warning, backlog_bytes=config.journald.backlog_mb << 20))
     if config.jsonl.enabled:
         from krsid.sinks.jsonl import JsonlSink
 
-        sinks.append(JsonlSink(config.jsonl.path))
+        sinks.append(JsonlSink(config.jsonl.path, backlog_bytes=config.jsonl.backlog_mb << 20))
     return sinks
 
 
@@ -167,6 +170,9 @@ class PolicyState:
 
 
 class Daemon:
+    # C appended to the BPF module: only for the load generator (tests/support/loadgen.py).
+    extra_source = ""
+
     def __init__(
         self,
         config: Config,
@@ -202,6 +208,8 @@ class Daemon:
         specs, settings = plan_build(self.config, self._available_hooks())
         if not specs:
             raise UnsupportedKernelError("none of the enabled hooks exists on this kernel")
+        if self.extra_source:
+            settings = dataclasses.replace(settings, extra_source=self.extra_source)
         log.info("kernel headers: %s", settings.header_source.description)
         programs = LoadedPrograms(self.config.catalog, specs, settings, log=log.error)
         t0 = time.monotonic()
@@ -217,7 +225,7 @@ class Daemon:
         programs.seed_sequence(self._seq_state.load())
         self._apply_policy(self.config.policy)
 
-        status = programs.attach()
+        status = self._attach(programs)
         for st in status.values():
             if st.attached:
                 log.info("hook %s: attached (%.2fs)", st.hook, st.load_seconds)
@@ -243,6 +251,10 @@ class Daemon:
         status_line = f"attached {len(attached)}/{len(status)} hooks: {', '.join(attached)}"
         log.info("ready in %.2fs: %s", self.cold_start_seconds, status_line)
         self.notifier.notify(f"READY=1\nSTATUS={status_line}")
+
+    def _attach(self, programs: LoadedPrograms) -> dict[str, HookStatus]:
+        """Attach the hook programs (the load generator attaches its tracepoint instead)."""
+        return programs.attach()
 
     @staticmethod
     def _hook_options(config: Config) -> dict[str, dict[str, int | tuple[str, ...]]]:
@@ -383,7 +395,7 @@ class Daemon:
         if self.notifier.watchdog_interval:
             timeout = min(timeout, int(self.notifier.watchdog_interval * 1000))
         while not self._stop:
-            self.programs.poll(timeout)
+            self._wait_and_drain(timeout)
             self.dispatcher.flush()
             if self._reload_requested:
                 self._reload_requested = False
@@ -396,6 +408,29 @@ class Daemon:
             if now >= next_save:
                 self._seq_state.save(self.programs.current_sequence(), clean=False)
                 next_save = now + SEQ_SAVE_INTERVAL
+
+    def _wait_and_drain(self, timeout_ms: int) -> None:
+        """Wait for records in the ring buffer OR room in a busy sink, then drain.
+
+        A sink whose destination is busy (journald's short receive queue is full) is
+        retried as soon as it polls writable, without ever waiting on it alone: the
+        ring buffer is drained whatever the sinks do.
+        """
+        assert self.programs is not None and self.dispatcher is not None
+        events_fd = self.programs.events_fd()
+        fds, timer = self.dispatcher.blocked_sinks()
+        if timer:
+            timeout_ms = min(timeout_ms, BUSY_SINK_RETRY_MS)
+        if events_fd < 0:  # perf buffer: bcc's own poll
+            self.programs.poll(BUSY_SINK_RETRY_MS if fds else timeout_ms)
+            return
+        poller = select.poll()
+        poller.register(events_fd, select.POLLIN)
+        for fd in fds:
+            poller.register(fd, select.POLLOUT)
+        with contextlib.suppress(InterruptedError):
+            poller.poll(timeout_ms)
+        self.programs.consume()
 
     def stop(self) -> None:
         self.notifier.notify("STOPPING=1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import operator
 import shlex
 import struct
 import time
@@ -109,6 +110,22 @@ def _enum(values: tuple[tuple[str, int], ...]) -> Callable[[int], str]:
     return lambda n: table.get(n, str(n))
 
 
+def _memoized(render: Callable[[int], str], size: int = 4096) -> Callable[[int], str]:
+    """Flag sets, enum values and errnos repeat endlessly: render each once.
+    Bounded, so hostile values cannot grow it without limit."""
+    cache: dict[int, str] = {}
+
+    def cached(n: int) -> str:
+        text = cache.get(n)
+        if text is None:
+            text = render(n)
+            if len(cache) < size:
+                cache[n] = text
+        return text
+
+    return cached
+
+
 def _converter(f: FieldSpec) -> Callable[[object], Value]:
     if f.kind == "string":
         return _c_string  # type: ignore[return-value]
@@ -119,13 +136,13 @@ def _converter(f: FieldSpec) -> Callable[[object], Value]:
     if f.kind == "ipv6":
         return _ipv6
     if f.kind == "errno":
-        return _errno
+        return _memoized(_errno)  # type: ignore[return-value]
     if f.kind == "hex":
         return hex  # type: ignore[return-value]
     if f.kind == "flags":
-        return _flags(f.values, f.zero)  # type: ignore[return-value]
+        return _memoized(_flags(f.values, f.zero))  # type: ignore[return-value]
     if f.kind == "enum":
-        return _enum(f.values)  # type: ignore[return-value]
+        return _memoized(_enum(f.values))  # type: ignore[return-value]
     if f.kind == "bool":
         mask = f.mask
         return lambda n: bool(n & mask)  # type: ignore[operator]
@@ -133,7 +150,10 @@ def _converter(f: FieldSpec) -> Callable[[object], Value]:
 
 
 class _Plan:
-    __slots__ = ("ktime_index", "min_size", "seq_index", "spec", "steps", "unpack")
+    """One hook's decode recipe, built once: the hot path is one unpack, one
+    itemgetter, one dict(zip()) and a converter call per non-integer field."""
+
+    __slots__ = ("conversions", "ktime_index", "min_size", "names", "pick", "seq_index", "spec", "unpack")
 
     def __init__(self, spec: HookSpec) -> None:
         self.spec = spec
@@ -142,7 +162,13 @@ class _Plan:
         index = {m.name: i for i, m in enumerate(spec.layout.members)}
         self.seq_index = index["seq"]
         self.ktime_index = index["ktime_ns"]
-        self.steps = tuple((f.name, index[f.member], _converter(f)) for f in spec.fields if f.kind != "hidden")
+        shown = [f for f in spec.fields if f.kind != "hidden"]
+        self.names = tuple(f.name for f in shown)
+        indices = [index[f.member] for f in shown]
+        # itemgetter of one index returns the item, not a 1-tuple: always ask for two.
+        self.pick = operator.itemgetter(*indices, indices[0]) if indices else (lambda _t: ())
+        # Integer fields come out of struct.unpack final; only the others are converted.
+        self.conversions = tuple((f.name, _converter(f)) for f in shown if f.kind != "int")
 
 
 class EventDecoder:
@@ -174,5 +200,7 @@ class EventDecoder:
         if len(raw) < plan.min_size:
             raise DecodeError(f"{plan.spec.name}: record of {len(raw)} bytes, layout needs {plan.min_size}")
         t = plan.unpack(raw)
-        values: dict[str, Value] = {name: conv(t[i]) for name, i, conv in plan.steps}
+        values: dict[str, Value] = dict(zip(plan.names, plan.pick(t)))
+        for name, conv in plan.conversions:
+            values[name] = conv(values[name])  # same key: the field order is kept
         return Event(plan.spec, values, self._boot_to_epoch + t[plan.ktime_index] / 1e9, t[plan.seq_index])

@@ -1,13 +1,23 @@
-"""Fans each Event out to the sinks. A failing sink is counted and logged, never fatal."""
+"""Fans each Event out to the sinks and accounts for every event a sink could not take.
+
+Loss stages (the `stage` label of krsid_events_lost_total), per sink:
+- ``queue_<sink>``: the sink's backlog was full (its destination is too slow or stalled);
+- ``sink_<sink>``: the destination is down or a write failed.
+Each is logged at most once per ``log_interval`` with the count since the last line,
+and once more when the sink takes events again.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from krsid.pipeline.decode import Event
-from krsid.pipeline.stats import PipelineStats, sink_stage
-from krsid.sinks.base import Sink, SinkUnavailable
+from krsid.pipeline.stats import PipelineStats, queue_stage, sink_stage
+from krsid.sinks.base import BacklogFull, Sink, SinkUnavailable
+
+FLUSH_EVERY = 1024  # events between sink writes while the poller is busy
 
 
 class Dispatcher:
@@ -24,12 +34,22 @@ class Dispatcher:
         self._log = log
         self._log_interval = log_interval
         self._last_logged: dict[str, float] = {}
+        self._overflow: dict[str, list[int]] = {}  # sink -> [dropped this episode, not yet reported]
+        self._since_flush = 0
 
     def handle(self, event: Event) -> None:
         self.stats.events[event.hook] += 1
+        # Under sustained load the ring-buffer poll call does not return between
+        # records, so the sinks are also written every FLUSH_EVERY events.
+        self._since_flush += 1
+        if self._since_flush >= FLUSH_EVERY:
+            self.flush()
         for sink in self.sinks:
             try:
                 sink.emit(event)
+            except BacklogFull:
+                self.stats.lost[(event.hook, queue_stage(sink.name))] += 1
+                self._report_overflow(sink)
             except SinkUnavailable:
                 # The sink logs its own up/down transitions; here it is only counted.
                 self.stats.lost[(event.hook, sink_stage(sink.name))] += 1
@@ -38,24 +58,76 @@ class Dispatcher:
                 self.stats.sink_errors[sink.name] += 1
                 self._rate_limited_log(sink.name, f"sink {sink.name} failed: {type(e).__name__}: {e}")
 
+    def _report_overflow(self, sink: Sink) -> None:
+        episode = self._overflow.get(sink.name)
+        metric = f'krsid_events_lost_total{{stage="{queue_stage(sink.name)}"}}'
+        if episode is None:
+            self._overflow[sink.name] = [1, 0]
+            self._last_logged[f"{sink.name}/queue"] = time.monotonic()
+            self._log(f"sink {sink.name} is behind: its backlog is full; dropping new events (counted in {metric})")
+            return
+        episode[0] += 1
+        episode[1] += 1
+        if self._rate_limited_log(
+            f"{sink.name}/queue", f"sink {sink.name} still behind: {episode[1]} more event(s) dropped"
+        ):
+            episode[1] = 0
+
     def flush(self) -> None:
+        """Write what the sinks can take now, without blocking; count what they gave up."""
+        self._since_flush = 0
         for sink in self.sinks:
             try:
-                sink.flush()
+                lost = sink.flush()
             except Exception as e:
                 self.stats.sink_errors[sink.name] += 1
-                self._rate_limited_log(sink.name, f"sink {sink.name} flush failed: {e}")
+                self._rate_limited_log(sink.name, f"sink {sink.name} flush failed: {type(e).__name__}: {e}")
+                continue
+            self._count_given_up(sink, lost)
+            if sink.name in self._overflow and not sink.pending():
+                dropped = self._overflow.pop(sink.name)[0]
+                self._log(f"sink {sink.name} caught up; {dropped} event(s) were dropped while it was behind")
+
+    def _count_given_up(self, sink: Sink, lost: Counter[str]) -> None:
+        if not lost:
+            return
+        stage = sink_stage(sink.name)
+        for hook, n in lost.items():
+            self.stats.lost[(hook, stage)] += n
+        self.stats.sink_errors[sink.name] += sum(lost.values())
+        reason = getattr(sink, "last_error", "")
+        self._rate_limited_log(
+            sink.name,
+            f"sink {sink.name}: {sum(lost.values())} event(s) could not be written" + (f": {reason}" if reason else ""),
+        )
+
+    def pending(self) -> int:
+        return sum(sink.pending() for sink in self.sinks)
+
+    def blocked_sinks(self) -> tuple[list[int], bool]:
+        """fds of sinks holding entries, to poll for POLLOUT; and whether some sink
+        holds entries but has no fd (then the caller retries on a short timer)."""
+        fds, timer = [], False
+        for sink in self.sinks:
+            if sink.pending():
+                fd = sink.wait_fd()
+                if fd >= 0:
+                    fds.append(fd)
+                else:
+                    timer = True
+        return fds, timer
 
     def close(self) -> None:
-        self.flush()
         for sink in self.sinks:
             try:
-                sink.close()
+                self._count_given_up(sink, sink.close())
             except Exception as e:
                 self._log(f"sink {sink.name} close failed: {e}")
 
-    def _rate_limited_log(self, key: str, message: str) -> None:
+    def _rate_limited_log(self, key: str, message: str) -> bool:
         now = time.monotonic()
         if now - self._last_logged.get(key, -1e9) >= self._log_interval:
             self._last_logged[key] = now
             self._log(message)
+            return True
+        return False

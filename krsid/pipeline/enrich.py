@@ -67,6 +67,7 @@ class Enricher:
         self._cgroup_root = cgroup_root
         self._exe = _Lru(cache_size)
         self._cgroups: dict[int, str] = {}
+        self._cgroup_ctx: dict[int, tuple[str, str, str]] = {}  # cgroup id -> (path, unit, container id)
         self._rescan_interval = rescan_interval
         self._next_scan = 0.0
 
@@ -77,10 +78,15 @@ class Enricher:
             v["exe"] = self.exe_of(tgid)
         cgid = v.get("cgroup_id")
         if isinstance(cgid, int):
-            path = self.cgroup_of(cgid)
-            v["cgroup"] = path
-            v["unit"] = unit_of(path)
-            v["container_id"] = container_of(path)
+            ctx = self._cgroup_ctx.get(cgid)
+            if ctx is None:
+                path = self.cgroup_of(cgid)
+                ctx = (path, unit_of(path), container_of(path))
+                if path:  # unknown ids are looked up again (after the next rescan)
+                    if len(self._cgroup_ctx) >= 65536:
+                        self._cgroup_ctx.clear()
+                    self._cgroup_ctx[cgid] = ctx
+            v["cgroup"], v["unit"], v["container_id"] = ctx
         if event.hook == EXEC_HOOK and isinstance(tgid, int):
             new = v.get("path")
             if isinstance(new, bytes) and new:

@@ -51,6 +51,9 @@ class BuildSettings:
     hook_nargs: Mapping[str, int]  # hook -> argument count on the running kernel (BTF)
     ringbuf_pages: int = 256
     use_perfbuf: bool = False
+    # C appended to the module after the hook programs, for test and benchmark
+    # instrumentation (the load generator); never built from configuration.
+    extra_source: str = ""
 
 
 class _ManualAttachBPF(bcc.BPF):  # type: ignore[misc]
@@ -87,7 +90,9 @@ def ringbuf_supported() -> bool:
     return (major, minor) >= (5, 8)
 
 
-def module_text(specs: Sequence[HookSpec], header_text: str, hook_nargs: Mapping[str, int]) -> str:
+def module_text(
+    specs: Sequence[HookSpec], header_text: str, hook_nargs: Mapping[str, int], extra_source: str = ""
+) -> str:
     """One translation unit: krsid.h, then every program with its hook id and layout proof.
 
     krsid.h is inlined, not #included: BCC rewrites map method calls
@@ -106,6 +111,8 @@ def module_text(specs: Sequence[HookSpec], header_text: str, hook_nargs: Mapping
         parts.append("\n")
         parts.append(layout_asserts(spec.layout))
         parts.append("#undef KRSID_HOOK_ID\n#undef KRSID_HOOK_NARGS\n")
+    if extra_source:
+        parts += ['#line 1 "extra.c"\n', extra_source, "\n"]
     return "".join(parts)
 
 
@@ -159,7 +166,7 @@ def compile_only(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSet
 
     Also rejects bytecode that no kernel would load (indirect calls).
     """
-    text = module_text(specs, catalog.header_text, settings.hook_nargs)
+    text = module_text(specs, catalog.header_text, settings.hook_nargs, settings.extra_source)
     bpf, output = _compile(text, compile_flags(catalog, settings, len(specs)), settings.header_source)
     if bpf is None:
         raise ProgramLoadError(f"compile failed:\n{output.strip()}")
@@ -200,7 +207,7 @@ class LoadedPrograms:
     # -- build -------------------------------------------------------------------------
 
     def _compile_specs(self, specs: Sequence[HookSpec]) -> tuple[_ManualAttachBPF | None, str]:
-        text = module_text(specs, self.catalog.header_text, self.settings.hook_nargs)
+        text = module_text(specs, self.catalog.header_text, self.settings.hook_nargs, self.settings.extra_source)
         # KRSID_MAX_HOOKS sizes the per-hook maps; user space indexes them with it.
         self.max_hooks = max(len(self.specs), 1)
         cflags = compile_flags(self.catalog, self.settings, len(self.specs))
@@ -243,6 +250,14 @@ class LoadedPrograms:
                     err = f"{e}\n{output().strip()}".strip()
             self.status[spec.name] = HookStatus(spec.name, not err, err, time.monotonic() - t0)
         return dict(self.status)
+
+    def attach_raw_tracepoint(self, tracepoint: str, fn_name: str) -> None:
+        """Attach a raw-tracepoint function of extra_source (the load generator)."""
+        self._require().attach_raw_tracepoint(tp=tracepoint.encode(), fn_name=fn_name.encode())
+
+    def table(self, name: str) -> object:
+        """A map of the module by name (for tools and benchmarks: bcc table object)."""
+        return self._require()[name]
 
     def detach(self, hook: str) -> None:
         bpf = self._require()
@@ -404,6 +419,16 @@ class LoadedPrograms:
                 return 0
 
             bpf["events"].open_ring_buffer(ring_cb)
+
+    def events_fd(self) -> int:
+        """The ring buffer's map fd (polls POLLIN when records wait); -1 for perf buffers."""
+        if self.settings.use_perfbuf:
+            return -1
+        return int(self._require()["events"].map_fd)
+
+    def consume(self) -> None:
+        """Handle every record waiting in the ring buffer, without waiting."""
+        self._require().ring_buffer_consume()
 
     def poll(self, timeout_ms: int) -> None:
         bpf = self._require()

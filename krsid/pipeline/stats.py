@@ -17,7 +17,13 @@ STAGE_DECODE = "decode"  # a record that could not be decoded
 
 
 def sink_stage(sink_name: str) -> str:
+    """The sink's destination was down or a write failed."""
     return f"sink_{sink_name}"
+
+
+def queue_stage(sink_name: str) -> str:
+    """The sink's backlog was full: its destination is slower than the events."""
+    return f"queue_{sink_name}"
 
 
 @dataclass

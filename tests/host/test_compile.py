@@ -87,6 +87,6 @@ def test_map_calls_in_an_included_header_are_caught_before_load(
     from krsid.pipeline import load
 
     real = load.module_text
-    monkeypatch.setattr(load, "module_text", lambda specs, header, nargs: real(specs, "", nargs))
+    monkeypatch.setattr(load, "module_text", lambda specs, header, nargs, extra="": real(specs, "", nargs, extra))
     with pytest.raises(ProgramLoadError, match="indirect call"):
         load.compile_only(CATALOG, list(CATALOG), settings)

@@ -48,6 +48,7 @@ def test_events_reach_a_remote_journal(journal: Journal, tmp_path: Path) -> None
                 pack(EXEC, 0, seq=7000 + i, pid=77, tgid=77, comm="fleet", filename=name, interp=name, path=name)
             )
         )
+    assert not sink.flush() and not sink.pending()
     assert len(journal.wait_for(lambda e: True, "KRSID_COMM=fleet")) == len(names)
 
     port = free_port()

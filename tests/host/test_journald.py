@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from krsid.pipeline.decode import EventDecoder
-from krsid.sinks.base import SinkUnavailable
-from krsid.sinks.journald import JournaldSink
+from krsid.pipeline.decode import Event, EventDecoder
+from krsid.sinks.journald import JournaldSink, NativeJournal, libsystemd_sender
 from tests.support.journald import Journal, private_journald, unavailable_reason
 from tests.support.records import catalog, pack
 
@@ -26,14 +26,16 @@ def journal() -> Iterator[Journal]:
         yield j
 
 
-def send(sink: JournaldSink, seq: int, filename: bytes) -> None:
-    sink.emit(
-        DECODER.decode(
-            pack(
-                EXEC, 0, seq=seq, pid=4242, tgid=4242, comm="tester", filename=filename, interp=filename, path=filename
-            )
-        )
+def event(seq: int, filename: bytes) -> Event:
+    return DECODER.decode(
+        pack(EXEC, 0, seq=seq, pid=4242, tgid=4242, comm="tester", filename=filename, interp=filename, path=filename)
     )
+
+
+def send(sink: JournaldSink, seq: int, filename: bytes) -> Counter[str]:
+    """Queue and write one event; returns what the sink gave up (counted as lost)."""
+    sink.emit(event(seq, filename))
+    return sink.flush()
 
 
 def field_bytes(entry: dict[str, object], name: str) -> bytes:
@@ -69,12 +71,48 @@ def test_hostile_filename_is_stored_whole_and_forges_nothing(journal: Journal, c
 
 def test_journald_restart_is_survived(journal: Journal) -> None:
     sink = JournaldSink(recheck_seconds=0.0)
-    send(sink, 2000, b"/before")
+    assert not send(sink, 2000, b"/before")
     journal.stop()
-    with pytest.raises(SinkUnavailable):
-        send(sink, 2001, b"/while-down")
+    # journald's socket file stays behind but nobody reads it: the entry is counted lost.
+    assert send(sink, 2001, b"/while-down") == Counter({"bprm_check_security": 1})
     journal.restart()
-    send(sink, 2002, b"/after")
+    assert not send(sink, 2002, b"/after")  # reconnects to the new journald
     assert journal.wait_for(lambda e: True, "KRSID_SEQ=2002")
     assert journal.wait_for(lambda e: True, "KRSID_SEQ=2000", timeout=2)
     assert not journal.entries("KRSID_SEQ=2001")
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_native_protocol_stores_what_libsystemd_stores(journal: Journal, case: str) -> None:
+    """The sink speaks journald's native protocol itself (non-blocking); python-systemd's
+    sd_journal_sendv is the reference: both store the same fields, byte for byte."""
+    seq = 3000 + 2 * sorted(HOSTILE).index(case)
+    native = JournaldSink()
+    reference = JournaldSink(libsystemd_sender())
+    for sink, s in ((native, seq), (reference, seq + 1)):
+        assert not send(sink, s, HOSTILE[case])
+    a = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq}")
+    b = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq + 1}")
+    assert len(a) == len(b) == 1
+    ours = {k: v for k, v in a[0].items() if k.startswith("KRSID_") or k in ("MESSAGE", "MESSAGE_ID", "PRIORITY")}
+    theirs = {k: v for k, v in b[0].items() if k.startswith("KRSID_") or k in ("MESSAGE", "MESSAGE_ID", "PRIORITY")}
+    ours.pop("KRSID_SEQ"), theirs.pop("KRSID_SEQ")
+    assert ours == theirs
+
+
+def test_entry_larger_than_a_datagram_goes_through_a_memfd(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the socket's datagram limit the entry travels as a sealed memfd, as libsystemd does."""
+    e = event(4000, b"/big")
+    huge = b"/" + b"x" * (9 << 20)  # more than the 8 MiB send buffer: EMSGSIZE
+    e.values["exe"] = huge
+    used: list[int] = []
+    real = NativeJournal._send_memfd
+    monkeypatch.setattr(NativeJournal, "_send_memfd", lambda self, entry: (used.append(len(entry)), real(self, entry)))
+    sink = JournaldSink()
+    sink.emit(e)
+    assert not sink.flush()
+    assert used, "the entry fit in a datagram: not the memfd path"
+    found = journal.wait_for(lambda x: True, "KRSID_SEQ=4000")
+    assert len(found) == 1 and field_bytes(found[0], "KRSID_EXE") == huge

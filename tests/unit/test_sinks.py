@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ from krsid.pipeline.decode import Event, EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
 from krsid.sinks.base import SinkUnavailable
-from krsid.sinks.journald import JournaldSink, journal_fields, render_message
+from krsid.sinks.journald import JournaldSink, _items_of, journal_fields, native_entry, render_message
 from krsid.sinks.jsonl import JsonlSink, event_record
 from tests.support.records import catalog, pack
+from tests.support.sinks import emit_and_flush
 
 CAT = catalog()
 EXEC, MPROT = CAT["bprm_check_security"], CAT["file_mprotect"]
@@ -35,17 +37,19 @@ def exec_event(filename: bytes = b"/bin/true", **kw: Any) -> Event:
 
 
 class Recorder:
+    """A journald sender that keeps the entries (native protocol, decoded back to items)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[bytes, ...]] = []
 
-    def __call__(self, *items: bytes) -> None:
-        self.calls.append(items)
+    def __call__(self, entry: bytes) -> None:
+        self.calls.append(tuple(_items_of(entry)))
 
 
-def as_fields(items: tuple[bytes, ...]) -> dict[bytes, bytes]:
+def as_fields(items: tuple[bytes, ...] | list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for item in items:
-        key, _, value = item.partition(b"=")
+        key, _, value = item.partition(b"=") if isinstance(item, bytes) else (item[0], b"=", item[1])
         assert key not in out, f"field {key!r} sent twice"
         out[key] = value
     return out
@@ -55,7 +59,10 @@ def test_journald_fields_for_exec(tmp_path: Path) -> None:
     sock = tmp_path / "socket"
     sock.touch()
     rec = Recorder()
-    JournaldSink(rec, socket_path=sock).emit(exec_event())
+    sink = JournaldSink(rec, socket_path=sock)
+    sink.emit(exec_event())
+    assert rec.calls == [] and sink.pending() == 1  # queued; written by flush
+    assert not sink.flush() and sink.pending() == 0
     f = as_fields(rec.calls[0])
     assert f[b"MESSAGE_ID"] == EXEC.message_id.encode()
     assert f[b"PRIORITY"] == b"6" and f[b"SYSLOG_IDENTIFIER"] == b"krsid"
@@ -71,7 +78,7 @@ def test_mprotect_message_and_fields() -> None:
     e = DECODER.decode(
         pack(MPROT, 1, vm_start=0x1000, vm_end=0x2000, reqprot=5, prot=5, flags=1, vm_flags=3, comm="jit", tgid=9)
     )
-    f = as_fields(tuple(journal_fields(e)))
+    f = as_fields(journal_fields(e))
     assert f[b"KRSID_PROT"] == b"READ|EXEC" and f[b"KRSID_REQPROT"] == b"READ|EXEC"
     assert f[b"KRSID_VM_START"] == b"0x1000" and f[b"KRSID_FILE"] == b""
     assert f[b"KRSID_ANONYMOUS"] == b"1"
@@ -80,9 +87,9 @@ def test_mprotect_message_and_fields() -> None:
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_names_cannot_forge_journald_fields(name: bytes) -> None:
-    items = journal_fields(exec_event(name))
+    entry = native_entry(journal_fields(exec_event(name)))
     # Each item is one field, whatever it holds: the value is carried whole.
-    f = as_fields(tuple(items))
+    f = as_fields(tuple(_items_of(entry)))
     assert f[b"KRSID_FILENAME"] == name
     assert f[b"KRSID_HOOK"] == b"bprm_check_security"
     # MESSAGE stays one line with no raw control characters.
@@ -132,6 +139,7 @@ def test_journald_without_socket_says_so_once_and_recovers(tmp_path: Path) -> No
     assert rec.calls == []
     sock.touch()
     sink.emit(exec_event())
+    sink.flush()
     assert len(rec.calls) == 1 and "is back" in logged[1]
 
 
@@ -142,11 +150,17 @@ def test_dispatcher_counts_failing_sinks_and_keeps_the_others() -> None:
         def emit(self, event: Event) -> None:
             raise RuntimeError("boom")
 
-        def flush(self) -> None:
-            pass
+        def flush(self) -> Counter[str]:
+            return Counter()
 
-        def close(self) -> None:
-            pass
+        def pending(self) -> int:
+            return 0
+
+        def wait_fd(self) -> int:
+            return -1
+
+        def close(self) -> Counter[str]:
+            return Counter()
 
     out = io.StringIO()
     stats = PipelineStats()
@@ -169,9 +183,9 @@ def test_4k_hostile_path_from_enrichment_is_carried_whole() -> None:
     long_path = b"/" + b"d\n=KRSID_HOOK=fake\xff/" * 200 + b"x" * 96  # > 4 KiB
     assert len(long_path) > 4096
     e.values["exe"] = long_path
-    f = as_fields(tuple(journal_fields(e)))
+    f = as_fields(tuple(_items_of(native_entry(journal_fields(e)))))
     assert f[b"KRSID_EXE"] == long_path and f[b"KRSID_HOOK"] == b"bprm_check_security"
     out = io.StringIO()
-    JsonlSink(stream=out).emit(e)
+    emit_and_flush(JsonlSink(stream=out), e)
     assert out.getvalue().count("\n") == 1
     assert json.loads(out.getvalue())["exe"].encode("utf-8", "surrogateescape") == long_path

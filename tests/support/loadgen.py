@@ -1,0 +1,261 @@
+"""Drive krsid's real user-space pipeline at native speed, with exact loss accounting.
+
+The hosts refuse LSM programs but load raw tracepoints. ``LoadgenDaemon`` is the
+real Daemon (same module build, maps, poll loop, decoder, enricher, dispatcher and
+sinks) except that it attaches loadgen.bpf.c to the sys_enter raw tracepoint
+instead of the LSM hooks: every getppid() of the driver process emits one
+file_mprotect record into krsid's ring buffer.
+
+``run_load`` then proves the books balance per sink, from sequence numbers:
+    produced (seq numbers taken in the kernel)
+      = delivered (distinct seqs found in the sink's output)
+      + lost in the ring buffer (kernel counter) + lost decoding
+      + lost in the sink's queue + lost writing to the sink (daemon counters)
+and that every missing seq is one of those counted losses, with no duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from krsid.config import load_config
+from krsid.daemon import Daemon
+from krsid.pipeline.stats import STAGE_DECODE, queue_stage, sink_stage
+
+if TYPE_CHECKING:
+    from krsid.pipeline.load import HookStatus, LoadedPrograms
+
+HERE = Path(__file__).resolve().parent
+BPF_SOURCE = HERE / "loadgen.bpf.c"
+DRIVER_SOURCE = HERE / "loadgen_driver.c"
+HOOK = "file_mprotect"  # the records the generator emits; the only hook compiled
+
+
+def build_driver(workdir: Path) -> Path:
+    exe = workdir / "loadgen-driver"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(DRIVER_SOURCE)], check=True)
+    return exe
+
+
+class LoadgenDaemon(Daemon):
+    """The daemon with the load generator attached in place of the LSM hooks."""
+
+    extra_source = "#define LOADGEN_HOOK_ID 0\n" + BPF_SOURCE.read_text()
+
+    def _attach(self, programs: LoadedPrograms) -> dict[str, HookStatus]:
+        from krsid.pipeline.load import HookStatus
+
+        # The generator's records claim hook id 0: that must be file_mprotect here.
+        assert programs.hook_ids == {HOOK: 0}, programs.hook_ids
+        programs.attach_raw_tracepoint("sys_enter", "raw_tracepoint__sys_enter")
+        programs.status[HOOK] = HookStatus(HOOK, True)
+        return dict(programs.status)
+
+    def set_target(self, tgid: int) -> None:
+        import ctypes as ct
+
+        assert self.programs is not None
+        ctl: Any = self.programs.table("loadgen_ctl")
+        ctl[ct.c_int(0)] = ct.c_uint64(tgid)
+
+
+def write_config(
+    workdir: Path, *, sinks: tuple[str, ...], ringbuf_pages: int, backlog_mb: int, jsonl_path: str
+) -> Path:
+    cfg = workdir / "krsid-load.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "headers": "auto",
+                "cache_dir": str(workdir / "cache"),
+                "state_dir": str(workdir / "state"),
+                "buffer": {"kind": "ringbuf", "pages": ringbuf_pages},
+                "hooks": {HOOK: {"exec_only": True}},
+                "sinks": {
+                    "journald": {"enabled": "journald" in sinks, "backlog_mb": backlog_mb},
+                    "jsonl": {"enabled": "jsonl" in sinks, "path": jsonl_path, "backlog_mb": backlog_mb},
+                    "prometheus": {"enabled": False},
+                },
+            }
+        )
+    )
+    return cfg
+
+
+@dataclass
+class LoadResult:
+    offered_per_s: float  # events/s the driver was paced to cause (0 = unpaced)
+    calls: int
+    produced: int  # sequence numbers taken in the kernel
+    elapsed: float  # go -> every record consumed and every sink drained (or given up)
+    cpu_seconds: float  # the daemon process (user + system), same interval
+    lost: Counter[str] = field(default_factory=Counter)  # stage -> events
+    delivered: dict[str, int] = field(default_factory=dict)  # sink -> distinct seqs in its output
+    missing: dict[str, int] = field(default_factory=dict)  # sink -> seqs absent from its output
+    duplicates: dict[str, int] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)
+
+    def counted_lost(self, sink: str) -> int:
+        shared = self.lost["ringbuf"] + self.lost[STAGE_DECODE]
+        return shared + self.lost[queue_stage(sink)] + self.lost[sink_stage(sink)]
+
+    def balanced(self, sink: str) -> bool:
+        """produced = delivered + counted lost, and the missing seqs are exactly the counted losses."""
+        return (
+            self.produced == self.delivered[sink] + self.counted_lost(sink)
+            and self.missing[sink] == self.counted_lost(sink)
+            and self.duplicates[sink] == 0
+        )
+
+    def rate(self, sink: str) -> float:
+        return self.delivered[sink] / self.elapsed if self.elapsed else 0.0
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_load(
+    workdir: Path,
+    driver: Path,
+    *,
+    sinks: tuple[str, ...] = ("jsonl",),
+    events_per_s: float,
+    seconds: float,
+    ringbuf_pages: int = 256,
+    backlog_mb: int = 16,
+    jsonl_path: Path | None = None,
+    journal_seqs: Callable[[], list[int]] | None = None,
+    read_jsonl: Callable[[], list[int]] | None = None,
+    during: Callable[[LoadgenDaemon], None] | None = None,
+    drain_timeout: float = 60.0,
+) -> LoadResult:
+    """Run the real daemon under generated load; return the balanced books.
+
+    ``during`` runs in a helper thread while the driver runs (e.g. to stall a sink).
+    Must be called from the main thread (the daemon installs signal handlers).
+    """
+    jsonl = jsonl_path or workdir / "events.jsonl"
+    if not jsonl.exists() or jsonl.is_file():
+        jsonl.write_bytes(b"")  # fresh output per run
+    cfg = write_config(workdir, sinks=sinks, ringbuf_pages=ringbuf_pages, backlog_mb=backlog_mb, jsonl_path=str(jsonl))
+    logs: list[str] = []
+    daemon = LoadgenDaemon(load_config(cfg))
+    daemon.start()
+    assert daemon.dispatcher is not None and daemon.programs is not None
+    seed = daemon.programs.current_sequence()  # seq numbers continue across runs (state_dir)
+    daemon.dispatcher._log = logs.append
+    proc = subprocess.Popen(
+        [str(driver), str(events_per_s), str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    daemon.set_target(proc.pid)
+    marks: dict[str, float] = {}
+
+    def control() -> None:
+        try:
+            if during is not None:
+                during(daemon)
+            proc.wait()
+            deadline = time.monotonic() + drain_timeout
+            while time.monotonic() < deadline:
+                if _drained(daemon, seed):
+                    break
+                time.sleep(0.005)
+            marks["end"] = time.monotonic()
+            marks["cpu_end"] = _cpu_seconds()
+        finally:
+            daemon.request_stop()
+
+    assert proc.stdin is not None
+    marks["start"], marks["cpu_start"] = time.monotonic(), _cpu_seconds()
+    proc.stdin.write("g")
+    proc.stdin.close()
+    controller = threading.Thread(target=control, daemon=True)
+    controller.start()
+    try:
+        daemon.run()
+    finally:
+        daemon.set_target(0)
+        produced = daemon.programs.current_sequence() - seed
+        ringbuf_lost = daemon.programs.hook_counters()[HOOK]["lost_ringbuf"]  # the module is freed by stop()
+        daemon.stop()
+        controller.join(5)
+        proc.wait(5)
+    assert proc.stdout is not None
+    calls = int(proc.stdout.read().strip() or 0)
+    lost: Counter[str] = Counter()
+    for (_hook, stage), n in daemon.stats.lost.items():
+        lost[stage] += n
+    lost["ringbuf"] += ringbuf_lost
+    result = LoadResult(
+        offered_per_s=events_per_s,
+        calls=calls,
+        produced=produced,
+        elapsed=marks.get("end", time.monotonic()) - marks["start"],
+        cpu_seconds=marks.get("cpu_end", _cpu_seconds()) - marks["cpu_start"],
+        lost=lost,
+        logs=logs,
+    )
+    outputs: dict[str, Callable[[], list[int]]] = {}
+    if "jsonl" in sinks:
+        outputs["jsonl"] = read_jsonl or (
+            lambda: [json.loads(line)["seq"] for line in jsonl.open("rb") if line.strip()]
+        )
+    if "journald" in sinks:
+        assert journal_seqs is not None, "journald sink needs journal_seqs"
+        outputs["journald"] = journal_seqs
+    for sink, read in outputs.items():
+        seqs = read()
+        ours = [s - seed for s in seqs if seed < s <= seed + produced]
+        distinct = set(ours)
+        result.delivered[sink] = len(distinct)
+        result.missing[sink] = produced - len(distinct)
+        result.duplicates[sink] = len(ours) - len(distinct)
+    return result
+
+
+def _drained(daemon: Daemon, seed: int) -> bool:
+    """Every record the kernel produced has been consumed, and no sink holds any."""
+    assert daemon.programs is not None and daemon.dispatcher is not None
+    produced = daemon.programs.current_sequence() - seed
+    counters = daemon.programs.hook_counters()[HOOK]
+    decode_lost = sum(n for (_hook, stage), n in daemon.stats.lost.items() if stage == STAGE_DECODE)
+    consumed = sum(daemon.stats.events.values()) + decode_lost + counters["lost_ringbuf"]
+    return consumed >= produced and daemon.dispatcher.pending() == 0
+
+
+def journal_seqs_reader(directory: str = "/run/log/journal") -> Callable[[], list[int]]:
+    def read() -> list[int]:
+        out = subprocess.run(
+            ["journalctl", f"--directory={directory}", "-o", "cat", "--output-fields=KRSID_SEQ", "KRSID_HOOK=" + HOOK],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [int(x) for x in out.split()]
+
+    return read
+
+
+def environ_ok() -> str | None:
+    """Why the load generator cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (BPF)"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "python3-bpfcc (bcc) is not installed"
+    return None

@@ -84,6 +84,9 @@ class Dispatcher:
                 self._rate_limited_log(sink.name, f"sink {sink.name} flush failed: {type(e).__name__}: {e}")
                 continue
             self._count_given_up(sink, lost)
+            backlog = getattr(sink, "backlog", None)
+            if backlog is not None:
+                self.stats.backlog[sink.name] = (len(backlog), backlog.size)
             if sink.name in self._overflow and not sink.pending():
                 dropped = self._overflow.pop(sink.name)[0]
                 self._log(f"sink {sink.name} caught up; {dropped} event(s) were dropped while it was behind")

@@ -32,6 +32,7 @@ class PipelineStats:
     lost: Counter[tuple[str, str]] = field(default_factory=Counter)  # (hook, stage) -> events
     sink_errors: Counter[str] = field(default_factory=Counter)  # sink -> failed writes
     enrich_errors: int = 0  # events delivered without user-space context
+    backlog: dict[str, tuple[int, int]] = field(default_factory=dict)  # sink -> (entries, bytes) waiting
 
 
 class KernelCounters(Protocol):

@@ -106,6 +106,21 @@ class KrsidCollector(Collector):
         for sink, n in sorted(self._stats.sink_errors.items()):
             sink_errors.add_metric([sink], n)
         yield sink_errors
+        entries = GaugeMetricFamily(
+            "krsid_sink_backlog_entries", "Events encoded and waiting for a busy sink destination", labels=["sink"]
+        )
+        size = GaugeMetricFamily(
+            "krsid_sink_backlog_bytes", "Bytes waiting for a busy sink destination", labels=["sink"]
+        )
+        for sink, (n, nbytes) in sorted(self._stats.backlog.items()):
+            entries.add_metric([sink], n)
+            size.add_metric([sink], nbytes)
+        yield from (entries, size)
+        yield CounterMetricFamily(
+            "krsid_enrich_errors",
+            "Events delivered without some user-space context (exe, cgroup) because looking it up failed",
+            value=self._stats.enrich_errors,
+        )
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:

@@ -100,16 +100,19 @@ def test_native_protocol_stores_what_libsystemd_stores(journal: Journal, case: s
     assert ours == theirs
 
 
-def test_entry_larger_than_a_datagram_goes_through_a_memfd(
-    journal: Journal, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_entry_larger_than_a_datagram_goes_through_a_memfd(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the socket's datagram limit the entry travels as a sealed memfd, as libsystemd does."""
     e = event(4000, b"/big")
     huge = b"/" + b"x" * (9 << 20)  # more than the 8 MiB send buffer: EMSGSIZE
     e.values["exe"] = huge
     used: list[int] = []
     real = NativeJournal._send_memfd
-    monkeypatch.setattr(NativeJournal, "_send_memfd", lambda self, entry: (used.append(len(entry)), real(self, entry)))
+
+    def counting(self: NativeJournal, entry: bytes) -> None:
+        used.append(len(entry))
+        real(self, entry)
+
+    monkeypatch.setattr(NativeJournal, "_send_memfd", counting)
     sink = JournaldSink()
     sink.emit(e)
     assert not sink.flush()

@@ -24,6 +24,9 @@ def exposition() -> bytes:
     stats.events["file_mprotect"] += 4
     stats.lost[("file_mprotect", "sink_journald")] += 2
     stats.sink_errors["journald"] += 2
+    stats.lost[("file_mprotect", "queue_jsonl")] += 3
+    stats.backlog["jsonl"] = (7, 2048)
+    stats.enrich_errors = 5
     reg = make_registry(KrsidCollector(stats, FakeKernel(), ["bprm_check_security", "file_mprotect"]))
     return generate_latest(reg)
 
@@ -45,6 +48,10 @@ def test_metric_values() -> None:
     assert s[("krsid_program_attached", (("hook", "bprm_check_security"),))] == 0
     assert s[("krsid_program_attached", (("hook", "file_mprotect"),))] == 1
     assert s[("krsid_events_total", (("hook", "bprm_check_security"),))] == 0  # present from the start
+    assert s[("krsid_events_lost_total", (("hook", "file_mprotect"), ("stage", "queue_jsonl")))] == 3
+    assert s[("krsid_sink_backlog_entries", (("sink", "jsonl"),))] == 7
+    assert s[("krsid_sink_backlog_bytes", (("sink", "jsonl"),))] == 2048
+    assert s[("krsid_enrich_errors_total", ())] == 5
     assert ("krsid_build_info", (("version", __import__("krsid").__version__),)) in s
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from krsid.pipeline.decode import Event, EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
-from krsid.sinks.base import SinkUnavailable
+from krsid.sinks.base import Backlog, BacklogFull, SinkUnavailable
 from krsid.sinks.journald import JournaldSink, _items_of, journal_fields, native_entry, render_message
 from krsid.sinks.jsonl import JsonlSink, event_record
 from tests.support.records import catalog, pack
@@ -189,3 +190,70 @@ def test_4k_hostile_path_from_enrichment_is_carried_whole() -> None:
     emit_and_flush(JsonlSink(stream=out), e)
     assert out.getvalue().count("\n") == 1
     assert json.loads(out.getvalue())["exe"].encode("utf-8", "surrogateescape") == long_path
+
+
+class StallingSender:
+    """A journald that takes nothing while ``stalled``, then everything."""
+
+    def __init__(self) -> None:
+        self.stalled = True
+        self.entries: list[bytes] = []
+
+    def __call__(self, entry: bytes) -> None:
+        if self.stalled:
+            raise BlockingIOError
+        self.entries.append(entry)
+
+
+def test_a_stalled_sink_fills_its_backlog_then_counts_drops_and_recovers(tmp_path: Path) -> None:
+    sock = tmp_path / "socket"
+    sock.touch()
+    sender = StallingSender()
+    one = len(native_entry(journal_fields(exec_event())))
+    sink = JournaldSink(sender, socket_path=sock, backlog_bytes=10 * one)
+    stats, logs = PipelineStats(), list[str]()
+    d = Dispatcher([sink], stats, log=logs.append, log_interval=3600)
+    for _ in range(25):
+        d.handle(exec_event())
+        d.flush()  # nothing goes out: the sender would block
+    assert sink.pending() == 10 and stats.backlog["journald"] == (10, 10 * one)
+    assert stats.lost[("bprm_check_security", "queue_journald")] == 15
+    assert len(logs) == 1 and "is behind" in logs[0]  # once, not per event
+    sender.stalled = False
+    d.flush()
+    assert len(sender.entries) == 10 and sink.pending() == 0
+    assert "caught up; 15 event(s)" in logs[-1]
+    assert stats.events["bprm_check_security"] == 25  # decoded; 10 delivered + 15 counted lost
+
+
+def test_backlog_refuses_the_newest_and_keeps_order() -> None:
+    b = Backlog(max_bytes=10)
+    b.push("a", b"12345")
+    b.push("b", b"67890")
+    with pytest.raises(BacklogFull):
+        b.push("c", b"x")
+    assert [h for h, _ in b.entries] == ["a", "b"] and b.size == 10
+    b.replace_head(b"45")
+    assert b.size == 7 and b.popleft() == ("a", b"45")
+    assert b.drop_all() == Counter({"b": 1}) and b.size == 0
+
+
+def test_jsonl_to_a_pipe_nobody_reads_never_blocks(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sink = JsonlSink(str(fifo), backlog_bytes=1 << 20)
+    n = 0
+    while sink.pending() == 0 or n < 2000:  # well past the 64 KiB pipe buffer
+        sink.emit(exec_event())
+        assert not sink.flush()
+        n += 1
+    assert sink.pending() > 0 and sink.wait_fd() >= 0
+    with open(fifo, "rb", buffering=0) as reader:
+        os.set_blocking(reader.fileno(), False)
+        got = b""
+        while sink.pending():
+            got += reader.read(1 << 20) or b""
+            sink.flush()
+        got += reader.read(1 << 20) or b""
+    assert got.count(b"\n") == n
+    sink.close()

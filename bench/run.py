@@ -2,6 +2,8 @@
 """krsid benchmarks. Prints markdown tables; never asserts a speed.
 
     bench/run.py compile            host: BCC compile time, per hook alone vs all as one module
+    bench/run.py throughput         host: the user-space pipeline at native speed (load generator),
+                                    events/s into JSON lines and journald, exact loss accounting
     bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
                                     start, RSS, exec-loop events/s into journald
     make bench                      both
@@ -31,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import throughput  # noqa: E402
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
 from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
 from krsid.kernel.headers import HeaderSource, resolve_headers  # noqa: E402
@@ -304,14 +307,18 @@ def bench_vm(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compile", "vm"])
+    p.add_argument("what", choices=["compile", "throughput", "vm"])
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--execs", type=int, default=2000)
+    throughput.add_arguments(p)
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root")
+    if args.what == "throughput":
+        throughput.bench_throughput(args, table)
+        return
     {"compile": bench_compile, "vm": bench_vm}[args.what](args)
 
 

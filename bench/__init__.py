@@ -1,0 +1,1 @@
+"""krsid benchmarks: bench/run.py is the entry point."""

@@ -1,0 +1,170 @@
+"""User-space pipeline throughput on the host, at native speed (bench/run.py throughput).
+
+The raw-tracepoint load generator (tests/support/loadgen.py) emits krsid's own
+file_mprotect records into krsid's ring buffer at a paced rate; the real daemon
+polls, decodes, enriches and writes them. For every run the books are checked
+from sequence numbers: produced = delivered + counted lost, per stage.
+
+journald's receive queue is net.unix.max_dgram_qlen datagrams long: 10 on these
+hosts (kernel default), 512 where systemd is PID 1 (its sysctl.d default). Both are
+measured; the 512 case runs journald in a private network namespace, where the
+sysctl is set without touching the host's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import ctypes
+import functools
+import io
+import os
+import pstats
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from krsid.daemon import Daemon
+from tests.support import loadgen
+from tests.support.journald import private_journald
+
+CLONE_NEWNET = 0x40000000
+Row = list[str]
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _row(what: str, r: loadgen.LoadResult, sink: str, extra_cpu: str = "") -> Row:
+    lost = ", ".join(f"{stage} {n}" for stage, n in sorted(r.lost.items()) if n) or "0"
+    offered = f"{r.offered_per_s / 1000:.0f}k/s" if r.offered_per_s else "unpaced (max)"
+    return [
+        what,
+        offered,
+        f"{r.produced}",
+        f"{r.delivered[sink]}",
+        lost,
+        "yes" if r.balanced(sink) else "**NO**",
+        f"{r.rate(sink) / 1000:.1f}k/s",
+        f"{r.cpu_seconds / r.elapsed:.2f}" + (f" (+journald {extra_cpu})" if extra_cpu else ""),
+        f"{r.cpu_seconds / max(r.delivered[sink] + r.counted_lost(sink), 1) * 1e6:.1f}",
+    ]
+
+
+Table = Callable[[str, list[str], list[Row]], None]
+
+
+def bench_throughput(args: argparse.Namespace, table: Table) -> None:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        driver = loadgen.build_driver(tmp)
+        for rate in args.jsonl_rates:
+            r = loadgen.run_load(tmp, driver, events_per_s=rate, seconds=args.seconds)
+            rows.append(_row("JSON lines (file)", r, "jsonl"))
+        if args.profile:
+            _profile(tmp, driver, args.seconds)
+        _journald_rows(tmp, driver, args, rows)
+    table(
+        f"User-space pipeline on the host (load generator, {args.seconds:.0f} s per run, {os.cpu_count()} cores)",
+        [
+            "sink",
+            "offered",
+            "produced",
+            "delivered",
+            "lost (stage n)",
+            "books balance",
+            "delivered/s",
+            "krsid cores",
+            "µs CPU/event",
+        ],
+        rows,
+    )
+
+
+def _journald_rows(tmp: Path, driver: Path, args: argparse.Namespace, rows: list[Row]) -> None:
+    # In a child process: the private journald needs a private mount namespace, and
+    # the 512-datagram case a private network namespace, for this process only.
+    for qlen in args.qlens:
+        for rate in args.journald_rates:
+            r, jcpu = _in_child(functools.partial(_journald_run, tmp, driver, rate, args.seconds, qlen))
+            rows.append(_row(f"journald (max_dgram_qlen {qlen})", r, "journald", f"{jcpu:.2f}"))
+
+
+def _journald_run(tmp: Path, driver: Path, rate: float, seconds: float, qlen: int) -> tuple[loadgen.LoadResult, float]:
+    if qlen != int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text()):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        Path("/proc/sys/net/unix/max_dgram_qlen").write_text(str(qlen))
+    with private_journald() as journal:
+        c0 = _cpu_of(journal.proc.pid)
+        r = loadgen.run_load(
+            tmp,
+            driver,
+            sinks=("journald",),
+            events_per_s=rate,
+            seconds=seconds,
+            journal_seqs=loadgen.journal_seqs_reader(),
+        )
+        return r, (_cpu_of(journal.proc.pid) - c0) / r.elapsed
+
+
+def _in_child(fn: Callable[[], tuple[loadgen.LoadResult, float]]) -> tuple[loadgen.LoadResult, float]:
+    import pickle
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(read)
+        try:
+            data = pickle.dumps(fn())
+            with os.fdopen(write, "wb") as w:
+                w.write(data)
+            os._exit(0)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            os._exit(1)
+    os.close(write)
+    with os.fdopen(read, "rb") as r:
+        data = r.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        raise RuntimeError("journald benchmark run failed (see above)")
+    result: tuple[loadgen.LoadResult, float] = pickle.loads(data)
+    return result
+
+
+def _profile(tmp: Path, driver: Path, seconds: float) -> None:
+    """Where the daemon's time goes at 60k events/s into JSON lines (cProfile, by own time)."""
+    profiler = cProfile.Profile()
+    real_run = loadgen.LoadgenDaemon.run
+
+    def run(self: Daemon) -> None:
+        profiler.enable()
+        try:
+            real_run(self)
+        finally:
+            profiler.disable()
+
+    loadgen.LoadgenDaemon.run = run  # type: ignore[method-assign]
+    try:
+        loadgen.run_load(tmp, driver, events_per_s=60000, seconds=seconds)
+    finally:
+        loadgen.LoadgenDaemon.run = real_run  # type: ignore[method-assign]
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+    print("\n### Profile: JSON lines at 60k events/s (cProfile, sorted by own time; cProfile slows it ~2x)\n")
+    print("```\n" + out.getvalue().strip() + "\n```")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--jsonl-rates", type=float, nargs="+", default=[50000, 100000, 0])
+    p.add_argument("--journald-rates", type=float, nargs="+", default=[20000, 40000])
+    p.add_argument("--qlens", type=int, nargs="+", default=[10, 512])
+    p.add_argument("--profile", action="store_true")

@@ -59,6 +59,7 @@ class FieldSpec:
     zero: str = ""  # flags: the name shown when no bit is set
     mask: int = 0  # bool: the bit(s) of member that make it true
     empty: str = ""  # string: what MESSAGE shows when the string is empty
+    length: str = ""  # strings: the member holding the byte count used (NULs included)
 
     @property
     def journal_name(self) -> str:
@@ -223,7 +224,7 @@ _SIDECAR_KEYS = {
     "policy",
 }
 _POLICY_FIELD_KEYS = {"slot", "values", "doc"}
-_FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty"}
+_FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty", "length"}
 _OPTION_KEYS = {"slot", "type", "default", "doc", "maps"}
 _MAP_KEYS = {"name", "key_size", "transform"}
 
@@ -320,6 +321,13 @@ def _fields(
             mask = expect(doc, spec.get("mask", 0), (*path, "mask"), int, "an integer")
         elif member_name != fname:
             doc.fail((*path, "member"), "only bool fields may read another member (with a mask)")
+        length = expect(doc, spec.get("length", ""), (*path, "length"), str, "a member name")
+        if length:
+            counter = members.get(length)
+            if kind != "strings":
+                doc.fail((*path, "length"), "only strings fields take a length member")
+            if counter is None or counter.is_string:
+                doc.fail((*path, "length"), f"no integer member {length!r} in struct {layout.struct_name}")
         out.append(
             FieldSpec(
                 name=fname,
@@ -330,6 +338,7 @@ def _fields(
                 zero=str(spec.get("zero", "")),
                 mask=mask,
                 empty=str(spec.get("empty", "")),
+                length=length,
             )
         )
     return tuple(out)

@@ -67,6 +67,15 @@ def _c_strings(raw: bytes) -> tuple[bytes, ...]:
     return tuple(body.split(b"\0")) if body else ()
 
 
+def _sized_strings(raw: bytes, used: int) -> tuple[bytes, ...]:
+    """NUL-terminated strings in the first ``used`` bytes: empty strings included
+    (argv may hold ""), which _c_strings cannot tell from the zero fill."""
+    body = raw[:used]
+    if body.endswith(b"\0"):
+        body = body[:-1]
+    return tuple(body.split(b"\0")) if used else ()
+
+
 def _ipv4(value: object) -> str:
     # A __u32 as the kernel stores sin_addr (network byte order, read little-endian
     # here) or 4 raw bytes: either way the bytes in memory are the address in order.
@@ -153,7 +162,7 @@ class _Plan:
     """One hook's decode recipe, built once: the hot path is one unpack, one
     itemgetter, one dict(zip()) and a converter call per non-integer field."""
 
-    __slots__ = ("conversions", "ktime_index", "min_size", "names", "pick", "seq_index", "spec", "unpack")
+    __slots__ = ("conversions", "ktime_index", "min_size", "names", "pick", "seq_index", "sized", "spec", "unpack")
 
     def __init__(self, spec: HookSpec) -> None:
         self.spec = spec
@@ -168,7 +177,9 @@ class _Plan:
         # itemgetter of one index returns the item, not a 1-tuple: always ask for two.
         self.pick = operator.itemgetter(*indices, indices[0]) if indices else (lambda _t: ())
         # Integer fields come out of struct.unpack final; only the others are converted.
-        self.conversions = tuple((f.name, _converter(f)) for f in shown if f.kind != "int")
+        self.conversions = tuple((f.name, _converter(f)) for f in shown if f.kind != "int" and not f.length)
+        # String lists with a byte count: (field, index of the bytes, index of the count).
+        self.sized = tuple((f.name, index[f.member], index[f.length]) for f in shown if f.length)
 
 
 class EventDecoder:
@@ -203,4 +214,6 @@ class EventDecoder:
         values: dict[str, Value] = dict(zip(plan.names, plan.pick(t)))
         for name, conv in plan.conversions:
             values[name] = conv(values[name])  # same key: the field order is kept
+        for name, at, used in plan.sized:
+            values[name] = _sized_strings(t[at], t[used])
         return Event(plan.spec, values, self._boot_to_epoch + t[plan.ktime_index] / 1e9, t[plan.seq_index])

@@ -65,6 +65,7 @@ def test_yaml_without_c_is_an_error(programs: Path) -> None:
         ("by {comm}", "by {nosuch}", r"unknown field \{nosuch\}"),
         ("    slot: 0", "    slot: 9", "slot must be unique"),
         ("hook: file_mprotect", "hook: file_mprotect\nsurprise: 1", "unknown key 'surprise'"),
+        ("    type: hex\n", "    type: hex\n    length: prot\n", "only strings fields take a length member"),
     ],
 )
 def test_bad_sidecar_is_named_with_line(programs: Path, old: str, new: str, message: str) -> None:

@@ -83,3 +83,13 @@ def test_short_record_and_unknown_hook_are_decode_errors() -> None:
 def test_trailing_padding_is_accepted() -> None:
     # The perf buffer rounds records up to 8 bytes.
     assert decoder().decode(pack(EXEC, 0, seq=3) + b"\0" * 4).seq == 3
+
+
+def test_argv_with_empty_arguments_keeps_them() -> None:
+    """args carries its byte count (args_len): "" arguments are list items, not the end."""
+    argv = b"ssh\0\0host\0\0"  # ssh '' host ''
+    raw = pack(EXEC, 0, args=argv, args_len=len(argv), argc=4)
+    assert decoder().decode(raw).values["args"] == (b"ssh", b"", b"host", b"")
+    one_empty = pack(EXEC, 0, args=b"\0", args_len=1, argc=1)
+    assert decoder().decode(one_empty).values["args"] == (b"",)
+    assert decoder().decode(pack(EXEC, 0, args=b"", args_len=0)).values["args"] == ()

@@ -29,7 +29,7 @@ MESSAGE_ID = "3f0d8c1e6a2b4b7c9e5d1a2f4c6b8e01"
 ARGS_CAP = 1023  # bytes of args/env the program keeps (BPRM_CHECK_SECURITY_VEC_CAP)
 MAX_STRINGS = 64  # strings per vector (BPRM_CHECK_SECURITY_MAX_STRINGS)
 # A newline, both quote kinds, spaces and a byte that is not UTF-8.
-ODD_ARGS = [b"two words", b'it\'s "quoted"', b"line1\nline2", b"\xffraw"]
+ODD_ARGS = [b"two words", b"", b'it\'s "quoted"', b"line1\nline2", b"\xffraw", b""]  # "" must stay an argument
 
 
 def env_enabled(daemon: RunningDaemon) -> bool:

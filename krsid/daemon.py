@@ -90,11 +90,12 @@ def select_hooks(config: Config, available: Mapping[str, int]) -> list[HookSpec]
 
 def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookSpec], BuildSettings]:
     """What to compile and how: the hooks this kernel has, headers, buffer kind."""
-    from krsid.pipeline.load import BuildSettings, ringbuf_supported
+    from krsid.kernel.probe import ringbuf_available
+    from krsid.pipeline.load import BuildSettings
 
     specs = select_hooks(config, available)
     headers = resolve_headers(config.cache_dir, prefer=config.headers)
-    use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_supported())
+    use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_available())
     nargs = {s.name: available[s.name] for s in specs}
     return specs, BuildSettings(headers, nargs, config.ringbuf_pages, use_perf)
 

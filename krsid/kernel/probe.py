@@ -419,6 +419,13 @@ def _load_check(bpf: BpfSyscall, btf: Btf | None, *, caps_ok: bool) -> Check:
     return classify_lsm_load(err, log, caps_ok=caps_ok, plain_prog_loads=plain)
 
 
+def ringbuf_available() -> bool:
+    """Whether this kernel has BPF ring buffers (Linux >= 5.8), by creating one: the
+    same test doctor reports, so `buffer.kind: auto` and doctor never disagree.
+    Only "unknown map type" (EINVAL) says no; any other failure shows up at load."""
+    return BpfSyscall().ringbuf_create() != errno.EINVAL
+
+
 def _ringbuf_check(bpf: BpfSyscall) -> Check:
     name = "BPF ring buffer"
     err = bpf.ringbuf_create()

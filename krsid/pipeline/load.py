@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -79,15 +78,6 @@ def _captured_stderr() -> Iterator[Callable[[], str]]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-
-
-def ringbuf_supported() -> bool:
-    """BPF ring buffers arrived in Linux 5.8."""
-    try:
-        major, minor = (int(x) for x in platform.release().split(".")[:2])
-    except ValueError:
-        return True
-    return (major, minor) >= (5, 8)
 
 
 def module_text(

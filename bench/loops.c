@@ -1,5 +1,5 @@
 /* Tight syscall loops for bench/run.py: prints nanoseconds per operation.
- * usage: loops mprotect|mprotect_rw|open|connect|exec N
+ * usage: loops mprotect|mprotect_rw|open|connect|exec|fork N
  * Compiled by the benchmark itself (gcc -O2): Python's own overhead would hide the
  * per-call cost of the LSM programs. */
 #include <arpa/inet.h>
@@ -44,6 +44,11 @@ int main(int argc, char **argv)
             int s = socket(AF_INET, SOCK_DGRAM, 0);
             connect(s, (struct sockaddr *)&sin, sizeof(sin));
             close(s);
+        } else if (!strcmp(kind, "fork")) {        /* fork + exit: one credential copy */
+            pid_t p = fork();
+            if (p == 0)
+                _exit(0);
+            waitpid(p, 0, 0);
         } else if (!strcmp(kind, "exec")) {        /* fork + exec: emitted */
             pid_t p = fork();
             if (p == 0) {

@@ -6,6 +6,8 @@
                                     events/s into JSON lines and journald, exact loss accounting
     bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
                                     start, RSS, exec-loop events/s into journald
+    bench/run.py fallback           in the VM: fork/exec cost of userns_create's fallback
+                                    (cred_prepare, which runs on every credential copy)
     make bench                      both
 
 Compile time is measured on the host (compile-only works there; under TCG it is
@@ -16,6 +18,7 @@ Ratios come from runs side by side in one invocation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -27,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +216,8 @@ LOOPS = {  # kind -> (iterations, what krsid does with it by default)
     "connect": (10000, "socket_connect: emitted (UDP to 127.0.0.1)"),
     "exec": (500, "bprm_check_security + others: emitted"),
 }
+# cred_prepare runs once per fork (copy_creds) and once more per exec.
+FALLBACK_LOOPS = {"fork": (1000, "fork + exit + wait"), "exec": (200, "fork + exec /bin/true")}
 
 
 def build_loops(tmp: Path) -> Path:
@@ -221,14 +226,14 @@ def build_loops(tmp: Path) -> Path:
     return exe
 
 
-def run_loops(exe: Path, repeat: int) -> dict[str, float]:
+def run_loops(exe: Path, repeat: int, loops: Mapping[str, tuple[int, str]] = LOOPS) -> dict[str, float]:
     """Median ns per operation of each loop."""
     return {
         kind: statistics.median(
             float(subprocess.run([str(exe), kind, str(n)], capture_output=True, text=True, check=True).stdout)
             for _ in range(repeat)
         )
-        for kind, (n, _) in LOOPS.items()
+        for kind, (n, _) in loops.items()
     }
 
 
@@ -237,7 +242,7 @@ def bench_hook_cost(args: argparse.Namespace, tmp: Path) -> None:
     from tests.support.journald import private_journald
 
     exe = build_loops(tmp)
-    hooks = sorted(CATALOG.hooks)
+    hooks = sorted(CATALOG.configurable)  # a fallback program is attached in place of its hook
     cfg = tmp / "all.yaml"
     hook_cfg: dict[str, object] = {h: {} for h in hooks}
     hook_cfg["socket_connect"] = {"families": (1 << 2) | (1 << 10)}
@@ -285,13 +290,89 @@ def bench_hook_cost(args: argparse.Namespace, tmp: Path) -> None:
     )
 
 
-def bench_vm(args: argparse.Namespace) -> None:
+def bench_fallback(args: argparse.Namespace) -> None:
+    """fork and fork+exec loops: without krsid, with userns_create, with its fallback
+    cred_prepare (fallback: always), side by side. cred_prepare runs once per fork
+    (copy_creds) and once per exec; it drops both in the kernel after reading the
+    syscall number. userns_create does not run on either: its column is the control."""
+    require_vm("fallback")
+    from tests.support.journald import private_journald
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        exe = build_loops(tmp)
+        columns = {"none": None, "userns_create": {}, "cred_prepare": {"fallback": "always"}}
+        results: dict[str, dict[str, float]] = {}
+        with private_journald():
+            for name, settings in columns.items():
+                if settings is None:
+                    results[name] = run_loops(exe, args.repeat, FALLBACK_LOOPS)
+                    continue
+                cfg = {
+                    "headers": args.headers,
+                    "cache_dir": str(tmp / "cache"),
+                    "state_dir": str(tmp / f"state-{name}"),
+                    "hooks": {"userns_create": settings},
+                    "sinks": {"jsonl": {"path": str(tmp / f"{name}.jsonl")}, "prometheus": {"enabled": False}},
+                }
+                with daemon_running(tmp, name, cfg):
+                    results[name] = run_loops(exe, args.repeat, FALLBACK_LOOPS)
+    none = results["none"]
+    rows = [
+        [
+            what,
+            f"{none[kind]:.0f}",
+            f"{results['userns_create'][kind]:.0f} ({results['userns_create'][kind] / none[kind]:.2f}x)",
+            f"{results['cred_prepare'][kind]:.0f} ({results['cred_prepare'][kind] / none[kind]:.2f}x)",
+        ]
+        for kind, (_, what) in FALLBACK_LOOPS.items()
+    ]
+    table(
+        f"userns_create vs its fallback cred_prepare, ns/call (VM, {args.headers} headers, TCG: compare the "
+        f"ratios; median of {args.repeat})",
+        ["loop", "no krsid", "userns_create", "cred_prepare (fallback: always)"],
+        rows,
+    )
+
+
+def require_vm(what: str) -> None:
     if os.environ.get("KRSID_IN_VM") != "1":
         print(
-            "bench/run.py vm: run it inside the test VM: tests/vm/run -- .venv/bin/python bench/run.py vm",
+            f"bench/run.py {what}: run it inside the test VM: tests/vm/run -- .venv/bin/python bench/run.py {what}",
             file=sys.stderr,
         )
         sys.exit(2)
+
+
+@contextlib.contextmanager
+def daemon_running(tmp: Path, name: str, config: dict[str, object]) -> Iterator[subprocess.Popen[bytes]]:
+    """krsid on config, from READY=1 until SIGTERM (output discarded)."""
+    import yaml
+
+    cfg = tmp / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    notify_path = tmp / f"notify-{name}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            notify.settimeout(1200)
+            while b"READY=1" not in notify.recv(4096):
+                pass
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+
+
+def bench_vm(args: argparse.Namespace) -> None:
+    require_vm("vm")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         src = headers(args.headers, tmp / "hcache")
@@ -307,7 +388,7 @@ def bench_vm(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compile", "throughput", "vm"])
+    p.add_argument("what", choices=["compile", "throughput", "vm", "fallback"])
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
     p.add_argument("--repeat", type=int, default=3)
@@ -319,7 +400,7 @@ def main() -> None:
     if args.what == "throughput":
         throughput.bench_throughput(args, table)
         return
-    {"compile": bench_compile, "vm": bench_vm}[args.what](args)
+    {"compile": bench_compile, "vm": bench_vm, "fallback": bench_fallback}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,9 @@ class HookSpec:
     options: tuple[OptionSpec, ...]
     noisy: bool = False
     policy_fields: tuple[PolicyField, ...] = ()
+    # Set on a fallback program: the hook it stands in for where the kernel lacks
+    # that hook. It is never enabled on its own; it gets the hook's options and rules.
+    fallback_for: str = ""
 
     def policy_field(self, name: str) -> PolicyField:
         for f in self.policy_fields:
@@ -162,6 +165,18 @@ class Catalog:
     def __getitem__(self, name: str) -> HookSpec:
         return self.hooks[name]
 
+    @property
+    def configurable(self) -> tuple[str, ...]:
+        """Hooks a config may enable and write rules for: every program except fallbacks."""
+        return tuple(name for name, spec in self.hooks.items() if not spec.fallback_for)
+
+    def fallback_of(self, hook: str) -> HookSpec | None:
+        """The program that stands in for ``hook`` where the kernel lacks it, if any."""
+        for spec in self.hooks.values():
+            if spec.fallback_for == hook:
+                return spec
+        return None
+
 
 def load_catalog(programs_dir: Path) -> Catalog:
     """Read every programs/*.c with its sidecar; CatalogError on any inconsistency."""
@@ -185,7 +200,34 @@ def load_catalog(programs_dir: Path) -> Catalog:
     for h in hooks.values():
         if ids.count(h.message_id) > 1:
             raise CatalogError(f"{h.sidecar}: message_id {h.message_id} is used by another hook")
+    _check_fallbacks(hooks)
     return Catalog(programs_dir, programs_dir / "include", header_text, hooks)
+
+
+def _check_fallbacks(hooks: Mapping[str, HookSpec]) -> None:
+    """A fallback stands in for exactly one primary hook, and takes that hook's config
+    and rules unchanged: the same options (name, slot, type) and policy fields."""
+    served: dict[str, str] = {}
+    for h in hooks.values():
+        target = h.fallback_for
+        if not target:
+            continue
+        where = f"{h.sidecar}: fallback_for: {target}"
+        if target == h.name or target not in hooks:
+            raise CatalogError(f"{where}: not another hook of this catalog")
+        primary = hooks[target]
+        if primary.fallback_for:
+            raise CatalogError(f"{where}: {target} is itself a fallback (no chains)")
+        if target in served:
+            raise CatalogError(f"{where}: {served[target]} is already its fallback")
+        served[target] = h.name
+        mine = sorted((o.name, o.slot, o.kind) for o in h.options)
+        theirs = sorted((o.name, o.slot, o.kind) for o in primary.options)
+        if mine != theirs:
+            raise CatalogError(f"{where}: options must be the same as {target}'s ({theirs or 'none'})")
+        for pf in primary.policy_fields:
+            if pf not in h.policy_fields:
+                raise CatalogError(f"{where}: must offer {target}'s policy field {pf.name} (same slot and values)")
 
 
 def _header_fields(path: Path) -> dict[str, dict[str, Any]]:
@@ -222,6 +264,7 @@ _SIDECAR_KEYS = {
     "options",
     "noisy",
     "policy",
+    "fallback_for",
 }
 _POLICY_FIELD_KEYS = {"slot", "values", "doc"}
 _FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty", "length"}
@@ -274,6 +317,7 @@ def _load_hook(
             options=options,
             noisy=expect(doc, top.get("noisy", False), ("noisy",), bool, "true or false"),
             policy_fields=_policy_fields(doc, expect_mapping(doc, top.get("policy"), ("policy",))),
+            fallback_for=expect(doc, top.get("fallback_for", ""), ("fallback_for",), str, "a hook name"),
         )
     except ConfigError as e:
         raise CatalogError(str(e)) from None

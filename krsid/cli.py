@@ -52,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from krsid.daemon import kernel_hooks, plan_build
     from krsid.pipeline.load import LoadedPrograms, compile_only
 
-    specs, settings = plan_build(config, kernel_hooks())
+    specs, settings, _serves = plan_build(config, kernel_hooks())
     print(f"headers: {settings.header_source.description}")
     if args.compile_only:
         compile_only(config.catalog, specs, settings)
@@ -83,8 +83,14 @@ def cmd_hooks(args: argparse.Namespace) -> int:
     have = set(kernel)
     print(f"{len(kernel)} LSM hooks in this kernel's BTF; {len(catalog.hooks)} krsid programs")
     for hook in sorted(have | set(catalog.hooks)):
-        if hook in catalog and hook in have:
+        fallback = catalog.fallback_of(hook)
+        if hook in catalog and catalog[hook].fallback_for:
+            mark = f"program: the fallback for {catalog[hook].fallback_for}"
+            mark += "" if hook in have else ", MISSING in this kernel"
+        elif hook in catalog and hook in have:
             mark = "program"
+        elif hook in catalog and fallback is not None and fallback.name in have:
+            mark = f"program, MISSING in this kernel: its fallback {fallback.name} is used"
         elif hook in catalog:
             mark = "program, MISSING in this kernel"
         elif args.all:

@@ -24,6 +24,10 @@ INSTALLED_PROGRAMS_DIR = Path("/usr/share/krsid/programs")
 SOURCE_PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
 HEADER_MODES = ("auto", "kernel", "btf")
 BUFFER_KINDS = ("auto", "ringbuf", "perfbuf")
+# hooks.<hook>.fallback, for hooks whose catalog has a fallback program: auto = the
+# fallback only where the kernel lacks the hook; always = the fallback even where it
+# has it (one behaviour across a mixed fleet, or to test it); never = skip instead.
+FALLBACK_MODES = ("auto", "always", "never")
 
 
 def default_programs_dir() -> Path:
@@ -38,6 +42,7 @@ class HookConfig:
     options: Mapping[str, int | tuple[str, ...]] = field(default_factory=dict)  # option -> value
     rate_limit: int = 0  # events per second, 0 = unlimited
     dedup_window_ms: int = 0  # fold identical events within this window, 0 = off
+    fallback: str = "auto"  # one of FALLBACK_MODES; only for hooks that have a fallback
 
 
 DEFAULT_BACKLOG_MB = 16
@@ -182,10 +187,22 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
         path = ("hooks", name)
         if name not in catalog:
             doc.fail(
-                path, f"unknown hook {name!r}: no programs/{name}.c; known: {', '.join(catalog.hooks)}", at_key=True
+                path,
+                f"unknown hook {name!r}: no programs/{name}.c; known: {', '.join(catalog.configurable)}",
+                at_key=True,
             )
         spec = catalog[name]
+        if spec.fallback_for:
+            doc.fail(
+                path,
+                f"{name} is the fallback program of {spec.fallback_for}, not a hook of its own: enable "
+                f"{spec.fallback_for} (it uses {name} where the kernel lacks it; fallback: always forces it)",
+                at_key=True,
+            )
+        has_fallback = catalog.fallback_of(name) is not None
         allowed = {"enabled", "rate_limit", "dedup_window_ms"} | {o.name for o in spec.options}
+        if has_fallback:
+            allowed.add("fallback")
         body = expect_mapping(doc, body, path, allowed)
         enabled = expect(doc, body.get("enabled", True), (*path, "enabled"), bool, "true or false")
         options: dict[str, int | tuple[str, ...]] = {}
@@ -208,7 +225,8 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
                 options[opt.name] = _int(doc, value, (*path, opt.name), 0, (1 << 63) - 1)
         rate = _int(doc, body.get("rate_limit", 0), (*path, "rate_limit"), 0, 10_000_000)
         window = _int(doc, body.get("dedup_window_ms", 0), (*path, "dedup_window_ms"), 0, 3_600_000)
-        out.append(HookConfig(name, enabled, options, rate, window))
+        fallback = _choice(doc, body, (*path, "fallback"), "auto", FALLBACK_MODES) if has_fallback else "auto"
+        out.append(HookConfig(name, enabled, options, rate, window, fallback))
     return tuple(out)
 
 

@@ -77,27 +77,59 @@ def kernel_hooks(btf_path: Path = VMLINUX_BTF) -> dict[str, int]:
         raise UnsupportedKernelError(f"cannot read the kernel's BTF ({btf_path}): {e}") from e
 
 
-def select_hooks(config: Config, available: Mapping[str, int]) -> list[HookSpec]:
-    """Enabled hooks the kernel has; each missing one is skipped with one warning."""
-    out = []
+def select_hooks(config: Config, available: Mapping[str, int]) -> dict[str, HookSpec]:
+    """Enabled hook -> the program that serves it on this kernel: its own, or its
+    fallback (a catalog program with fallback_for) where the kernel lacks the hook or
+    the config says fallback: always. A hook served by neither is left out with one
+    warning."""
+    out: dict[str, HookSpec] = {}
     for hc in config.enabled_hooks:
-        if hc.name not in available:
-            log.warning("hook %s: this kernel has no bpf_lsm_%s; skipping it", hc.name, hc.name)
+        own = config.catalog[hc.name]
+        fallback = config.catalog.fallback_of(hc.name)
+        if fallback is None or hc.fallback == "never":
+            if hc.name in available:
+                out[hc.name] = own
+            else:
+                why = " (fallback: never)" if fallback is not None else ""
+                log.warning("hook %s: this kernel has no bpf_lsm_%s; skipping it%s", hc.name, hc.name, why)
             continue
-        out.append(config.catalog[hc.name])
+        if hc.fallback == "auto" and hc.name in available:
+            out[hc.name] = own
+        elif fallback.name in available:
+            if hc.fallback == "always":
+                log.info("hook %s: served by its fallback %s (fallback: always)", hc.name, fallback.name)
+            else:
+                log.warning(
+                    "hook %s: this kernel has no bpf_lsm_%s; using its fallback %s instead (events carry "
+                    "hook=%s and its own MESSAGE_ID; %s's policy rules apply)",
+                    hc.name,
+                    hc.name,
+                    fallback.name,
+                    fallback.name,
+                    hc.name,
+                )
+            out[hc.name] = fallback
+        else:
+            missing = fallback.name if hc.fallback == "always" else f"{hc.name} nor bpf_lsm_{fallback.name}"
+            log.warning(
+                "hook %s: this kernel has no bpf_lsm_%s (fallback: %s); skipping it", hc.name, missing, hc.fallback
+            )
     return out
 
 
-def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookSpec], BuildSettings]:
-    """What to compile and how: the hooks this kernel has, headers, buffer kind."""
+def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookSpec], BuildSettings, dict[str, str]]:
+    """What to compile and how: the programs serving the enabled hooks on this kernel,
+    headers, buffer kind; and program name -> the configured hook it serves."""
     from krsid.kernel.probe import ringbuf_available
     from krsid.pipeline.load import BuildSettings
 
-    specs = select_hooks(config, available)
+    selected = select_hooks(config, available)
+    specs = list(selected.values())
     headers = resolve_headers(config.cache_dir, prefer=config.headers)
     use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_available())
     nargs = {s.name: available[s.name] for s in specs}
-    return specs, BuildSettings(headers, nargs, config.ringbuf_pages, use_perf)
+    serves = {spec.name: hook for hook, spec in selected.items()}
+    return specs, BuildSettings(headers, nargs, config.ringbuf_pages, use_perf), serves
 
 
 @dataclass
@@ -200,13 +232,16 @@ class Daemon:
         self.last_reload_success = 0.0
         self.pid_file = config.state_dir / "krsid.pid"
         self._bpf_stats: BpfStats | None = None
+        # Loaded program -> the configured hook it serves (itself, or the hook a
+        # fallback program stands in for): options, limits and rules go by the latter.
+        self.serves: dict[str, str] = {}
 
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> None:
         from krsid.pipeline.load import LoadedPrograms
 
-        specs, settings = plan_build(self.config, self._available_hooks())
+        specs, settings, self.serves = plan_build(self.config, self._available_hooks())
         if not specs:
             raise UnsupportedKernelError("none of the enabled hooks exists on this kernel")
         if self.extra_source:
@@ -220,9 +255,8 @@ class Daemon:
 
         # Options and the sequence seed go into the maps BEFORE attaching, so the
         # first event already obeys the config.
-        options = self._hook_options(self.config)
-        programs.set_options(options)
-        programs.set_limits({h.name: (h.rate_limit, h.dedup_window_ms) for h in self.config.enabled_hooks})
+        programs.set_options(self._hook_options(self.config))
+        programs.set_limits(self._hook_limits(self.config))
         programs.seed_sequence(self._seq_state.load())
         self._apply_policy(self.config.policy)
 
@@ -257,30 +291,45 @@ class Daemon:
         """Attach the hook programs (the load generator attaches its tracepoint instead)."""
         return programs.attach()
 
-    @staticmethod
-    def _hook_options(config: Config) -> dict[str, dict[str, int | tuple[str, ...]]]:
-        """Configured option values, plus daemon_tgid options set to this process's id."""
+    def _program_of(self, hook: str) -> str | None:
+        return next((program for program, served in self.serves.items() if served == hook), None)
+
+    def _hook_options(self, config: Config) -> dict[str, dict[str, int | tuple[str, ...]]]:
+        """Configured option values by loaded program, plus daemon_tgid options set to
+        this process's id. A fallback declares the same options as its hook."""
         out: dict[str, dict[str, int | tuple[str, ...]]] = {}
         for h in config.enabled_hooks:
+            program = self._program_of(h.name)
+            if program is None:
+                continue
             values = dict(h.options)
-            for opt in config.catalog[h.name].options:
+            for opt in config.catalog[program].options:
                 if opt.kind == "daemon_tgid":
                     values[opt.name] = os.getpid()
-            out[h.name] = values
+            out[program] = values
+        return out
+
+    def _hook_limits(self, config: Config) -> dict[str, tuple[int, int]]:
+        out = {}
+        for h in config.enabled_hooks:
+            program = self._program_of(h.name)
+            if program is not None:
+                out[program] = (h.rate_limit, h.dedup_window_ms)
         return out
 
     def _apply_policy(self, policy: Policy) -> None:
-        """Compile the rules (resolving cgroup paths now) and switch banks atomically."""
+        """Compile the rules (resolving cgroup paths now) and switch banks atomically.
+        A fallback program gets the rules of the hook it serves."""
         assert self.programs is not None
-        loaded = [s.name for s in self.programs.specs]
-        per_hook = {h: policy.for_hook(h) for h in loaded}
+        per_hook = {s.name: policy.for_hook(self.serves.get(s.name, s.name)) for s in self.programs.specs}
         compiled = {h: compile_rules(rules) for h, rules in per_hook.items()}
         old = self.policy.hits(self.programs) if self.policy.rules else Counter()
         self.policy.bank = self.programs.apply_policy(compiled)
         self.policy.retired = old
         self.policy.rules = {h: rules for h, rules in per_hook.items() if rules}
+        served = {self.serves.get(s.name, s.name) for s in self.programs.specs}
         for r in policy.rules:
-            if r.hook not in loaded:
+            if r.hook not in served:
                 log.warning("policy rule %s: hook %s is not attached; the rule does nothing", r.name, r.hook)
 
     def rule_hits(self) -> Counter[tuple[str, str, str]]:
@@ -298,12 +347,15 @@ class Daemon:
         assert self.programs is not None
         try:
             new = load_config(Path(self.config.source))
-            old_hooks = sorted(h.name for h in self.config.enabled_hooks)
-            if sorted(h.name for h in new.enabled_hooks) != old_hooks:
-                was = ", ".join(old_hooks)
-                raise ConfigError(f"{new.source}: the set of enabled hooks changed; that needs a restart (was: {was})")
+            old_hooks = sorted((h.name, h.fallback) for h in self.config.enabled_hooks)
+            if sorted((h.name, h.fallback) for h in new.enabled_hooks) != old_hooks:
+                was = ", ".join(name if mode == "auto" else f"{name} (fallback: {mode})" for name, mode in old_hooks)
+                raise ConfigError(
+                    f"{new.source}: the set of enabled hooks (or a fallback setting) changed; "
+                    f"that needs a restart (was: {was})"
+                )
             self.programs.set_options(self._hook_options(new))
-            self.programs.set_limits({h.name: (h.rate_limit, h.dedup_window_ms) for h in new.enabled_hooks})
+            self.programs.set_limits(self._hook_limits(new))
             self._apply_policy(new.policy)
         except KrsidError as e:
             self.reloads["failure"] += 1

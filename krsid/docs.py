@@ -92,11 +92,26 @@ def field_reference(catalog: Catalog) -> str:
             f"MESSAGE_ID `{spec.message_id}`, PRIORITY {spec.priority} ({prio}), MESSAGE `{_cell(spec.message)}`",
             "",
         ]
+        if spec.fallback_for:
+            out += [
+                f"Not enabled on its own: attached in place of `{spec.fallback_for}` where the kernel lacks "
+                f"that hook, or with `hooks.{spec.fallback_for}.fallback: always`; `{spec.fallback_for}`'s "
+                f"options and policy rules apply to it.",
+                "",
+            ]
         out += ["| journald | JSON | type | meaning |", "|---|---|---|---|"]
         for f in _own_fields(catalog, spec):
             out.append(f"| `{f.journal_name}` | `{f.name}` | {_type(f)} | {_cell(f.doc)} |")
-        if spec.options:
+        fallback = catalog.fallback_of(spec.name)
+        if spec.options or fallback is not None:
             out += ["", "| option | type | default | meaning |", "|---|---|---|---|"]
+        if fallback is not None:
+            out.append(
+                f"| `hooks.{spec.name}.fallback` | auto, always, never | `auto` | Where the kernel lacks "
+                f"{spec.name}, attach `{fallback.name}` in its place (auto); attach `{fallback.name}` even where "
+                f"the kernel has {spec.name} (always); or skip the hook (never). |"
+            )
+        if spec.options:
             for o in spec.options:
                 default = (
                     ", ".join(o.default)

@@ -95,6 +95,13 @@ def parse_policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
         hook = expect(doc, r["hook"], (*path, "hook"), str, "a hook name")
         if hook not in catalog:
             doc.fail((*path, "hook"), f"unknown hook {hook!r}")
+        if catalog[hook].fallback_for:
+            primary = catalog[hook].fallback_for
+            doc.fail(
+                (*path, "hook"),
+                f"{hook} is the fallback program of {primary}: write the rule for {primary} "
+                f"(its rules apply to {hook} wherever {hook} stands in for it)",
+            )
         action = expect(doc, r["action"], (*path, "action"), str, "an action")
         if action not in ACTIONS:
             doc.fail((*path, "action"), f"unknown action {action!r}; one of {', '.join(ACTIONS)}")

@@ -7,7 +7,8 @@
  *
  * cred is the creator's new credentials (prepared from its current ones), so uid,
  * euid and the capability sets are the creator's. Exists since 6.1 (5.19 with
- * backports); on older kernels the hook is absent and krsid skips it.
+ * backports); on older kernels the hook is absent and krsid attaches its fallback,
+ * cred_prepare.c, in its place (with these rules; hooks.userns_create.fallback).
  */
 #include "krsid.h"
 #if KRSID_KERNEL_HEADERS

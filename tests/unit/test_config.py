@@ -16,8 +16,10 @@ SHIPPED = ROOT / "etc" / "krsid.yaml"
 def test_shipped_config_is_valid() -> None:
     c = load_config(SHIPPED)
     noisy = {h.name for h in c.catalog if h.noisy}
-    assert {h.name for h in c.enabled_hooks} == set(c.catalog.hooks) - noisy
-    assert {h.name for h in c.hooks} == set(c.catalog.hooks)  # every hook is listed, noisy ones off
+    assert {h.name for h in c.enabled_hooks} == set(c.catalog.configurable) - noisy
+    # every hook is listed, noisy ones off; fallback programs are not hooks of their own
+    assert {h.name for h in c.hooks} == set(c.catalog.configurable)
+    assert set(c.catalog.hooks) - set(c.catalog.configurable) == {"cred_prepare"}
     assert noisy == {"mmap_file", "socket_connect"}
     assert dict(next(h for h in c.hooks if h.name == "file_mprotect").options) == {"exec_only": 1}
     assert (c.prometheus.host, c.prometheus.port) == ("127.0.0.1", 9477)

@@ -115,9 +115,8 @@ class RunningDaemon:
 OPTIONS_DIR = Path(__file__).parent / "options"
 
 
-def session_hooks() -> list[str]:
-    """Every hook of the catalog, or those in $KRSID_TEST_HOOKS (comma-separated) while
-    iterating on a few: one TCG compile of the whole catalog takes a while."""
+def _wanted_hooks() -> tuple[list[str], list[str]]:
+    """(every catalog program, the ones $KRSID_TEST_HOOKS names: [] = all)."""
     from krsid.catalog import load_catalog
 
     every = sorted(load_catalog(ROOT / "programs").hooks)
@@ -125,35 +124,63 @@ def session_hooks() -> list[str]:
     unknown = set(wanted) - set(every)
     if unknown:
         raise pytest.UsageError(f"KRSID_TEST_HOOKS names unknown hooks: {sorted(unknown)}")
-    return sorted(wanted) or every  # the daemon attaches (and reports) hooks sorted
+    return every, wanted
 
 
-def write_config(tmp: Path, headers: str, port: int, hooks: list[str]) -> Path:
+def session_hooks() -> list[str]:
+    """Every hook of the catalog, or those in $KRSID_TEST_HOOKS (comma-separated) while
+    iterating on a few: one TCG compile of the whole catalog takes a while. Fallback
+    programs (cred_prepare) are not hooks of their own: naming one in KRSID_TEST_HOOKS
+    selects its tests, which start their own daemon (see fallback_selected)."""
+    from krsid.catalog import load_catalog
+
+    configurable = set(load_catalog(ROOT / "programs").configurable)
+    _every, wanted = _wanted_hooks()
+    if not wanted:
+        return sorted(configurable)
+    return sorted(h for h in wanted if h in configurable)  # the daemon attaches (and reports) hooks sorted
+
+
+def fallback_selected(program: str) -> bool:
+    """Whether this session runs the tests of a fallback program (all do by default)."""
+    _every, wanted = _wanted_hooks()
+    return not wanted or program in wanted
+
+
+def write_config(
+    tmp: Path,
+    headers: str,
+    port: int,
+    hooks: list[str],
+    hook_settings: dict[str, dict[str, Any]] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> Path:
     """The session config: each hook with the options its tests need, from
-    tests/vm/options/<hook>.yaml (a mapping of option: value), else defaults."""
+    tests/vm/options/<hook>.yaml (a mapping of option: value), else defaults;
+    hook_settings are added on top (e.g. fallback: always)."""
     import yaml
 
     hook_cfg = {}
     for h in hooks:
         opt_file = OPTIONS_DIR / f"{h}.yaml"
         hook_cfg[h] = (yaml.safe_load(opt_file.read_text()) or {}) if opt_file.exists() else {}
+        hook_cfg[h].update((hook_settings or {}).get(h, {}))
     cfg = tmp / "krsid.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "headers": headers,
-                "cache_dir": str(tmp / "cache"),
-                "state_dir": str(tmp / "state"),
-                "hooks": hook_cfg,
-                "bpf_stats": True,
-                "sinks": {
-                    "journald": {"enabled": True},
-                    "jsonl": {"enabled": True, "path": str(tmp / "events.jsonl")},
-                    "prometheus": {"enabled": True, "listen": f"127.0.0.1:{port}"},
-                },
-            }
-        )
-    )
+    body: dict[str, Any] = {
+        "headers": headers,
+        "cache_dir": str(tmp / "cache"),
+        "state_dir": str(tmp / "state"),
+        "hooks": hook_cfg,
+        "bpf_stats": True,
+        "sinks": {
+            "journald": {"enabled": True},
+            "jsonl": {"enabled": True, "path": str(tmp / "events.jsonl")},
+            "prometheus": {"enabled": True, "listen": f"127.0.0.1:{port}"},
+        },
+    }
+    if policy:
+        body["policy"] = policy
+    cfg.write_text(yaml.safe_dump(body))
     return cfg
 
 
@@ -193,7 +220,21 @@ def daemon(
     headers = str(request.config.getoption("--headers"))
     port = free_port()
     hooks = session_hooks()
+    if not hooks:
+        pytest.skip("KRSID_TEST_HOOKS names only fallback programs: the session daemon has no hook to attach")
     cfg = write_config(tmp, headers, port, hooks)
+    with start_daemon(tmp, cfg, port, headers, hooks, others=set()) as d:
+        yield d
+
+
+@contextlib.contextmanager
+def start_daemon(
+    tmp: Path, cfg: Path, port: int, headers: str, hooks: list[str], others: set[str]
+) -> Iterator[RunningDaemon]:
+    """Run krsid on cfg until READY, as systemd would; stop it and check it cleaned up.
+
+    others: LSM programs (bpftool "id:name") other daemons hold, which may stay loaded
+    after this one stops; every other LSM program must be gone (fail-open)."""
     notify_path = tmp / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
@@ -253,12 +294,12 @@ def daemon(
         thread.join(5)
         later = "\n".join(messages)
         notify.close()
-        sys.stderr.write(f"\n--- krsid daemon log ({headers} headers) ---\n{log.read_text()}\n")
+        sys.stderr.write(f"\n--- krsid daemon log ({headers} headers, {cfg}) ---\n{log.read_text()}\n")
     # After SIGTERM: a clean exit, and nothing of krsid's left attached (fail-open).
     assert proc.returncode == 0, f"krsid exited {proc.returncode}"
     assert "WATCHDOG=1" in later, f"no watchdog keep-alive while running: {later!r}"
     assert later.rstrip().endswith("STOPPING=1"), f"no STOPPING=1 at shutdown: {later!r}"
-    left = remaining_krsid_programs()
+    left = sorted(set(remaining_krsid_programs()) - others)
     assert not left, f"programs still loaded after krsid stopped: {left}"
 
 

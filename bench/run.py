@@ -4,6 +4,7 @@
     bench/run.py compile            host: BCC compile time, per hook alone vs all as one module
     bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
                                     start, RSS, exec-loop events/s into journald
+    bench/run.py cost               in the VM: hook cost vs auditd, cold start, RSS (cost_bench.py)
     make bench                      both
 
 Compile time is measured on the host (compile-only works there; under TCG it is
@@ -304,14 +305,19 @@ def bench_vm(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compile", "vm"])
+    p.add_argument("what", choices=["compile", "vm", "cost"])
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--execs", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=2, help="cost: alternations of krsid / auditd / baseline")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root")
+    if args.what == "cost":
+        from cost_bench import main as bench_cost  # bench/ is sys.path[0]
+
+        return bench_cost(args)
     {"compile": bench_compile, "vm": bench_vm}[args.what](args)
 
 

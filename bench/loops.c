@@ -1,5 +1,6 @@
 /* Tight syscall loops for bench/run.py: prints nanoseconds per operation.
- * usage: loops mprotect|mprotect_rw|open|connect|exec|fork N
+ * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|connect|exec|fork N [PATH]
+ * PATH: the file open opens / exec executes (default /etc/hostname, /bin/true).
  * Compiled by the benchmark itself (gcc -O2): Python's own overhead would hide the
  * per-call cost of the LSM programs. */
 #include <arpa/inet.h>
@@ -23,10 +24,11 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3)
+    if (argc != 3 && argc != 4)
         return 2;
     const char *kind = argv[1];
     long n = atol(argv[2]);
+    const char *path = argc == 4 ? argv[3] : !strcmp(kind, "exec") ? "/bin/true" : "/etc/hostname";
     void *page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -38,8 +40,12 @@ int main(int argc, char **argv)
         } else if (!strcmp(kind, "mprotect_rw")) { /* no EXEC: filtered in the kernel */
             mprotect(page, 4096, PROT_READ);
             mprotect(page, 4096, PROT_READ | PROT_WRITE);
-        } else if (!strcmp(kind, "open")) {        /* not a sensitive path: filtered */
-            close(open("/etc/hostname", O_RDONLY));
+        } else if (!strcmp(kind, "mprotect_x")) {  /* every call asks for EXEC: all emitted */
+            mprotect(page, 4096, PROT_READ | PROT_EXEC);
+        } else if (!strcmp(kind, "mprotect_r")) {  /* no call asks for EXEC: all filtered */
+            mprotect(page, 4096, PROT_READ);
+        } else if (!strcmp(kind, "open")) {        /* filtered unless PATH is a sensitive path */
+            close(open(path, O_RDONLY));
         } else if (!strcmp(kind, "connect")) {     /* UDP connect to loopback: no packet */
             int s = socket(AF_INET, SOCK_DGRAM, 0);
             connect(s, (struct sockaddr *)&sin, sizeof(sin));
@@ -52,7 +58,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(kind, "exec")) {        /* fork + exec: emitted */
             pid_t p = fork();
             if (p == 0) {
-                execl("/bin/true", "true", (char *)0);
+                execl(path, "true", (char *)0);
                 _exit(127);
             }
             waitpid(p, 0, 0);
@@ -61,6 +67,7 @@ int main(int argc, char **argv)
         }
     }
     double per = (now() - t0) / n;
-    printf("%.1f\n", !strncmp(kind, "mprotect", 8) ? per / 2 : per);
+    int pairs = !strcmp(kind, "mprotect") || !strcmp(kind, "mprotect_rw"); /* two calls per turn */
+    printf("%.1f\n", pairs ? per / 2 : per);
     return 0;
 }

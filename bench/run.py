@@ -8,6 +8,7 @@
                                     start, RSS, exec-loop events/s into journald
     bench/run.py fallback           in the VM: fork/exec cost of userns_create's fallback
                                     (cred_prepare, which runs on every credential copy)
+    bench/run.py cost               in the VM: hook cost vs auditd, cold start, RSS (cost_bench.py)
     make bench                      both
 
 Compile time is measured on the host (compile-only works there; under TCG it is
@@ -388,11 +389,12 @@ def bench_vm(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compile", "throughput", "vm", "fallback"])
+    p.add_argument("what", choices=["compile", "throughput", "vm", "fallback", "cost"])
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--execs", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=2, help="cost: alternations of krsid / auditd / baseline")
     throughput.add_arguments(p)
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -400,6 +402,10 @@ def main() -> None:
     if args.what == "throughput":
         throughput.bench_throughput(args, table)
         return
+    if args.what == "cost":
+        from bench.cost_bench import main as bench_cost
+
+        return bench_cost(args)
     {"compile": bench_compile, "vm": bench_vm, "fallback": bench_fallback}[args.what](args)
 
 

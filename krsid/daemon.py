@@ -239,7 +239,7 @@ class Daemon:
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        from krsid.pipeline.load import LoadedPrograms
+        from krsid.pipeline.load import LoadedPrograms, release_free_heap
 
         specs, settings, self.serves = plan_build(self.config, self._available_hooks())
         if not specs:
@@ -261,6 +261,7 @@ class Daemon:
         self._apply_policy(self.config.policy)
 
         status = self._attach(programs)
+        release_free_heap()  # the compiler's freed memory would otherwise stay resident
         for st in status.values():
             if st.attached:
                 log.info("hook %s: attached (%.2fs)", st.hook, st.load_seconds)

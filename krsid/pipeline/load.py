@@ -136,6 +136,23 @@ def _compile(text: str, cflags: list[str], header_source: HeaderSource) -> tuple
                 os.environ[k] = v
 
 
+def release_free_heap() -> bool:
+    """Return the C heap's free pages to the kernel (glibc's malloc_trim).
+
+    clang/LLVM free tens of MB when a compile ends, but glibc keeps freed memory in its
+    arenas, so the daemon's RSS would stay at the compile's peak for its whole life
+    (measured: ~35 MB of the ~175 MB after compiling the catalog). Returns whether
+    anything was released; False also where libc has no malloc_trim (not glibc).
+    """
+    try:
+        trim = ct.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ct.c_size_t]
+    trim.restype = ct.c_int
+    return bool(trim(0))
+
+
 BPF_CALLX = 0x8D  # BPF_JMP | BPF_CALL | BPF_X: an indirect call, which no kernel loads
 
 

@@ -90,3 +90,13 @@ def test_map_calls_in_an_included_header_are_caught_before_load(
     monkeypatch.setattr(load, "module_text", lambda specs, header, nargs, extra="": real(specs, "", nargs, extra))
     with pytest.raises(ProgramLoadError, match="indirect call"):
         load.compile_only(CATALOG, list(CATALOG), settings)
+
+
+def test_compiler_heap_is_returned_after_a_compile(settings: BuildSettings) -> None:
+    """clang/LLVM free tens of MB at the end of a compile that glibc would keep resident;
+    the daemon calls release_free_heap() after attaching. It must find malloc_trim and
+    release something after a compile (False: not bound, or nothing freed)."""
+    from krsid.pipeline.load import compile_only, release_free_heap
+
+    compile_only(CATALOG, list(CATALOG), settings)
+    assert release_free_heap() is True

@@ -28,7 +28,7 @@ from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.enrich import Enricher
 from krsid.pipeline.stats import STAGE_DECODE, PipelineStats
-from krsid.policy import Policy, Rule, compile_rules
+from krsid.policy import CompiledRule, Policy, Rule, compile_rules
 from krsid.sinks.base import Sink
 
 if TYPE_CHECKING:
@@ -256,12 +256,18 @@ class Daemon:
             out[h.name] = values
         return out
 
-    def _apply_policy(self, policy: Policy) -> None:
-        """Compile the rules (resolving cgroup paths now) and switch banks atomically."""
+    def _compile_policy(self, policy: Policy) -> dict[str, list[CompiledRule]]:
+        """Compile the rules, resolving cgroup paths and files to ids now (ConfigError if gone)."""
+        assert self.programs is not None
+        return {s.name: compile_rules(policy.for_hook(s.name)) for s in self.programs.specs}
+
+    def _apply_policy(self, policy: Policy, compiled: dict[str, list[CompiledRule]] | None = None) -> None:
+        """Write the compiled rules into the inactive bank and switch banks atomically."""
         assert self.programs is not None
         loaded = [s.name for s in self.programs.specs]
         per_hook = {h: policy.for_hook(h) for h in loaded}
-        compiled = {h: compile_rules(rules) for h, rules in per_hook.items()}
+        if compiled is None:
+            compiled = self._compile_policy(policy)
         old = self.policy.hits(self.programs) if self.policy.rules else Counter()
         self.policy.bank = self.programs.apply_policy(compiled)
         self.policy.retired = old
@@ -289,9 +295,10 @@ class Daemon:
             if sorted(h.name for h in new.enabled_hooks) != old_hooks:
                 was = ", ".join(old_hooks)
                 raise ConfigError(f"{new.source}: the set of enabled hooks changed; that needs a restart (was: {was})")
+            compiled = self._compile_policy(new.policy)  # may fail: before anything is written
             self.programs.set_options(self._hook_options(new))
             self.programs.set_limits({h.name: (h.rate_limit, h.dedup_window_ms) for h in new.enabled_hooks})
-            self._apply_policy(new.policy)
+            self._apply_policy(new.policy, compiled)
         except KrsidError as e:
             self.reloads["failure"] += 1
             log.error("reload rejected, the previous policy stays in force: %s", e)

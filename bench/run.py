@@ -4,7 +4,8 @@
     bench/run.py compile            host: BCC compile time, per hook alone vs all as one module
     bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
                                     start, RSS, exec-loop events/s into journald
-    make bench                      both
+    bench/run.py policy             in the VM: policy cost (bench/policy_bench.py)
+    make bench                      compile + vm
 
 Compile time is measured on the host (compile-only works there; under TCG it is
 ~30x slower and says little); load/attach and delivery only where LSM programs load.
@@ -304,7 +305,7 @@ def bench_vm(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compile", "vm"])
+    p.add_argument("what", choices=["compile", "vm", "policy"])
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
     p.add_argument("--repeat", type=int, default=3)
@@ -312,6 +313,10 @@ def main() -> None:
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root")
+    if args.what == "policy":  # bench/policy_bench.py: policy cost (issue 4)
+        from policy_bench import bench_policy
+
+        return bench_policy(args)
     {"compile": bench_compile, "vm": bench_vm}[args.what](args)
 
 

@@ -79,15 +79,21 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
 {
     KRSID_HOOK_PROLOGUE();
 
-    __u16 family = 0;
-    if (addrlen >= 2)
-        bpf_probe_read_kernel(&family, sizeof(family), &address->sa_family);
-    __u16 port = 0;
-    if (family == SOCKET_CONNECT_AF_INET && addrlen >= sizeof(struct sockaddr_in))
-        bpf_probe_read_kernel(&port, sizeof(port), &((struct sockaddr_in *)address)->sin_port);
-    else if (family == SOCKET_CONNECT_AF_INET6 && addrlen >= sizeof(struct sockaddr_in6))
-        bpf_probe_read_kernel(&port, sizeof(port), &((struct sockaddr_in6 *)address)->sin6_port);
-    port = __builtin_bswap16(port);
+    /* Family and port without branches (see krsid_decide: each distinct state here
+     * would verify the rule loop once more). The kernel's copy of the address is a
+     * sockaddr_storage (128 bytes), so its first 4 bytes are always readable; what
+     * addrlen does not cover is masked off. sin_port and sin6_port are both at
+     * offset 2. */
+    __u16 head[2] = {};
+    bpf_probe_read_kernel(head, sizeof(head), address);
+    __s64 len = addrlen;
+    __u64 has_family = krsid_less(len, 2) ^ 1;
+    __u16 family = head[0] & (0 - has_family);
+    __u64 is4 = krsid_nonzero(family ^ SOCKET_CONNECT_AF_INET) ^ 1;
+    __u64 is6 = krsid_nonzero(family ^ SOCKET_CONNECT_AF_INET6) ^ 1;
+    __u64 need = sizeof(struct sockaddr_in) * is4 + sizeof(struct sockaddr_in6) * is6;
+    __u64 has_port = (is4 | is6) & (krsid_less(len, need) ^ 1);
+    __u16 port = __builtin_bswap16(head[1]) & (0 - has_port);
 
     /* Rules see every connect(), before the families filter. */
     struct krsid_policy_input in = {};

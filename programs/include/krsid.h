@@ -343,7 +343,19 @@ static __always_inline __u64 krsid_nonzero(__u64 z)
 {
     __u64 neg = 0 - z;
     asm volatile("" : "+r"(neg));
-    return (z | neg) >> 63;  /* 1 if z != 0 */
+    __u64 bit = (z | neg) >> 63;  /* 1 if z != 0 */
+    asm volatile("" : "+r"(bit));  /* clang must not know it is 0/1: it would make selects (branches) of it */
+    return bit;
+}
+
+/* 1 if a < b (signed), without a branch. */
+static __always_inline __u64 krsid_less(__s64 a, __s64 b)
+{
+    __s64 diff = a - b;
+    asm volatile("" : "+r"(diff));
+    __u64 bit = (__u64)diff >> 63;
+    asm volatile("" : "+r"(bit));
+    return bit;
 }
 
 static __always_inline __u64 krsid_bit(__u64 word, __u32 bit)
@@ -494,6 +506,11 @@ static __always_inline void krsid_set_decision(void *ev, __u32 action, __u32 rul
  *   e = krsid_event_begin(...); if (!e) KRSID_RETURN_DECISION(d.action);
  *   ... fill e ...
  *   KRSID_SUBMIT_AND_RETURN(e, d);
+ *
+ * Compute the policy fields without branches where you can (krsid_nonzero,
+ * krsid_less): the verifier walks the 128-rule loop (~80k instructions) once for
+ * every distinct state that reaches krsid_decide, and stops at 1M. Four ifs
+ * before it in task_fix_setuid made 16 such states (690k).
  *
  * Rules run before the hook's own filters, so a deny rule sees every call; the
  * decision is returned even when no event could be written (rate limit, dedup,

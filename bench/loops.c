@@ -1,9 +1,11 @@
 /* Tight syscall loops for bench/run.py: prints nanoseconds per operation.
- * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|connect|exec|fork N [PATH]
+ * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|connect|exec|fork|unshare N [PATH]
  * PATH: the file open opens / exec executes (default /etc/hostname, /bin/true).
  * Compiled by the benchmark itself (gcc -O2): Python's own overhead would hide the
  * per-call cost of the LSM programs. */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -32,6 +34,30 @@ int main(int argc, char **argv)
     void *page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!strcmp(kind, "unshare")) {
+        /* unshare(CLONE_NEWUSER), once per forked child: a second one from inside the
+         * new (unmapped) namespace fails before the LSM hook. Only the call itself is
+         * timed (not fork/exit), summed in shared memory; failures (EPERM when a
+         * policy denies) are counted on stderr. */
+        double *acc = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        long *failed = (long *)(acc + 1);  /* acc[0]: total ns; acc[4]: the child's ns */
+        for (long i = 0; i < n; i++) {
+            pid_t p = fork();
+            if (p == 0) {
+                double t = now();
+                int rc = unshare(CLONE_NEWUSER);
+                t = now() - t;
+                __sync_fetch_and_add(failed, rc != 0);
+                __atomic_store_n((long *)(acc + 4), (long)t, __ATOMIC_SEQ_CST);
+                _exit(0);
+            }
+            waitpid(p, 0, 0);
+            acc[0] += (double)__atomic_load_n((long *)(acc + 4), __ATOMIC_SEQ_CST);
+        }
+        fprintf(stderr, "failed=%ld\n", *failed);
+        printf("%.1f\n", acc[0] / n);
+        return 0;
+    }
     double t0 = now();
     for (long i = 0; i < n; i++) {
         if (!strcmp(kind, "mprotect")) {          /* W^X flip: emitted by file_mprotect */

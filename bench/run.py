@@ -9,7 +9,8 @@
     bench/run.py fallback           in the VM: fork/exec cost of userns_create's fallback
                                     (cred_prepare, which runs on every credential copy)
     bench/run.py cost               in the VM: hook cost vs auditd, cold start, RSS (cost_bench.py)
-    make bench                      both
+    bench/run.py policy             in the VM: policy cost (bench/policy_bench.py)
+    make bench                      compile + throughput on the host, vm + cost + policy in the VM
 
 Compile time is measured on the host (compile-only works there; under TCG it is
 ~30x slower and says little); load/attach and delivery only where LSM programs load.
@@ -389,7 +390,7 @@ def bench_vm(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compile", "throughput", "vm", "fallback", "cost"])
+    p.add_argument("what", choices=["compile", "throughput", "vm", "fallback", "cost", "policy"])
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
     p.add_argument("--repeat", type=int, default=3)
@@ -406,6 +407,10 @@ def main() -> None:
         from bench.cost_bench import main as bench_cost
 
         return bench_cost(args)
+    if args.what == "policy":  # bench/policy_bench.py: policy cost (issue 4)
+        from bench.policy_bench import bench_policy
+
+        return bench_policy(args)
     {"compile": bench_compile, "vm": bench_vm, "fallback": bench_fallback}[args.what](args)
 
 

@@ -102,9 +102,12 @@ class PolicyField:
     slot: int
     values: tuple[tuple[str, int], ...] = ()  # names usable in rules (flags or enum values)
     doc: str = ""
+    boolean: bool = False  # a 0/1 value: rules may say true/false
 
     def value_of(self, name_or_number: object) -> int:
         if isinstance(name_or_number, bool):
+            if self.boolean:
+                return int(name_or_number)
             raise ValueError(f"{self.name}: expected a number or one of {', '.join(n for n, _ in self.values)}")
         if isinstance(name_or_number, int):
             return name_or_number
@@ -112,7 +115,10 @@ class PolicyField:
             if n == name_or_number:
                 return v
         known = ", ".join(n for n, _ in self.values)
-        raise ValueError(f"{self.name}: unknown value {name_or_number!r}; one of {known}")
+        if not known:
+            expected = "true, false or a number" if self.boolean else "a number"
+            raise ValueError(f"{self.name}: expected {expected}, got {name_or_number!r}")
+        raise ValueError(f"{self.name}: unknown value {name_or_number!r}; one of {known} or a number")
 
 
 POLICY_SLOTS = 4  # KRSID_POLICY_FIELDS
@@ -135,6 +141,7 @@ class HookSpec:
     # Set on a fallback program: the hook it stands in for where the kernel lacks
     # that hook. It is never enabled on its own; it gets the hook's options and rules.
     fallback_for: str = ""
+    policy_path: str = ""  # what path_prefix matches on this hook; "" = the hook has no file
 
     def policy_field(self, name: str) -> PolicyField:
         for f in self.policy_fields:
@@ -265,8 +272,9 @@ _SIDECAR_KEYS = {
     "noisy",
     "policy",
     "fallback_for",
+    "policy_path",
 }
-_POLICY_FIELD_KEYS = {"slot", "values", "doc"}
+_POLICY_FIELD_KEYS = {"slot", "values", "values_of", "doc", "type"}
 _FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty", "length"}
 _OPTION_KEYS = {"slot", "type", "default", "doc", "maps"}
 _MAP_KEYS = {"name", "key_size", "transform"}
@@ -316,7 +324,10 @@ def _load_hook(
             fields=fields,
             options=options,
             noisy=expect(doc, top.get("noisy", False), ("noisy",), bool, "true or false"),
-            policy_fields=_policy_fields(doc, expect_mapping(doc, top.get("policy"), ("policy",))),
+            policy_fields=_policy_fields(doc, expect_mapping(doc, top.get("policy"), ("policy",)), fields),
+            policy_path=" ".join(
+                expect(doc, top.get("policy_path", ""), ("policy_path",), str, "what path_prefix matches").split()
+            ),
             fallback_for=expect(doc, top.get("fallback_for", ""), ("fallback_for",), str, "a hook name"),
         )
     except ConfigError as e:
@@ -463,9 +474,14 @@ def parse_string_set(doc: YamlDoc, raw: Any, path: tuple[object, ...], maps: tup
     return tuple(out)
 
 
-def _policy_fields(doc: YamlDoc, declared: dict[str, Any]) -> tuple[PolicyField, ...]:
+def _policy_fields(
+    doc: YamlDoc, declared: dict[str, Any], event_fields: tuple[FieldSpec, ...]
+) -> tuple[PolicyField, ...]:
+    """The values a program offers to rules. ``values_of: FIELD`` reuses an event
+    field's flag/enum names; ``type: bool`` lets rules say true/false."""
     out: list[PolicyField] = []
     slots: set[int] = set()
+    by_name = {f.name: f for f in event_fields}
     for name, raw in declared.items():
         path = ("policy", name)
         spec = expect_mapping(doc, raw, path, _POLICY_FIELD_KEYS)
@@ -473,7 +489,17 @@ def _policy_fields(doc: YamlDoc, declared: dict[str, Any]) -> tuple[PolicyField,
         if not 0 <= slot < POLICY_SLOTS or slot in slots:
             doc.fail((*path, "slot"), f"slot must be unique and within 0..{POLICY_SLOTS - 1}")
         slots.add(slot)
+        kind = expect(doc, spec.get("type", "int"), (*path, "type"), str, "int or bool")
+        if kind not in ("int", "bool"):
+            doc.fail((*path, "type"), "a policy field is int (the default) or bool")
         values = expect_mapping(doc, spec.get("values"), (*path, "values"))
         pairs = tuple((k, expect(doc, v, (*path, "values", k), int, "an integer")) for k, v in values.items())
-        out.append(PolicyField(name, slot, pairs, " ".join(str(spec.get("doc", "")).split())))
+        if "values_of" in spec:
+            source = expect(doc, spec["values_of"], (*path, "values_of"), str, "an event field name")
+            if pairs:
+                doc.fail((*path, "values_of"), "give values or values_of, not both")
+            if source not in by_name or not by_name[source].values:
+                doc.fail((*path, "values_of"), f"{source!r} is not an event field with flag or enum values")
+            pairs = by_name[source].values
+        out.append(PolicyField(name, slot, pairs, " ".join(str(spec.get("doc", "")).split()), kind == "bool"))
     return tuple(out)

@@ -30,7 +30,7 @@ from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.enrich import Enricher
 from krsid.pipeline.stats import STAGE_DECODE, PipelineStats
-from krsid.policy import Policy, Rule, compile_rules
+from krsid.policy import CompiledRule, Policy, Rule, compile_rules
 from krsid.sinks.base import Sink
 
 if TYPE_CHECKING:
@@ -318,12 +318,18 @@ class Daemon:
                 out[program] = (h.rate_limit, h.dedup_window_ms)
         return out
 
-    def _apply_policy(self, policy: Policy) -> None:
-        """Compile the rules (resolving cgroup paths now) and switch banks atomically.
-        A fallback program gets the rules of the hook it serves."""
+    def _compile_policy(self, policy: Policy) -> dict[str, list[CompiledRule]]:
+        """Compile the rules, resolving cgroup paths and files to ids now (ConfigError if
+        gone). A fallback program gets the rules of the hook it serves."""
+        assert self.programs is not None
+        return {s.name: compile_rules(policy.for_hook(self.serves.get(s.name, s.name))) for s in self.programs.specs}
+
+    def _apply_policy(self, policy: Policy, compiled: dict[str, list[CompiledRule]] | None = None) -> None:
+        """Write the compiled rules into the inactive bank and switch banks atomically."""
         assert self.programs is not None
         per_hook = {s.name: policy.for_hook(self.serves.get(s.name, s.name)) for s in self.programs.specs}
-        compiled = {h: compile_rules(rules) for h, rules in per_hook.items()}
+        if compiled is None:
+            compiled = self._compile_policy(policy)
         old = self.policy.hits(self.programs) if self.policy.rules else Counter()
         self.policy.bank = self.programs.apply_policy(compiled)
         self.policy.retired = old
@@ -355,9 +361,10 @@ class Daemon:
                     f"{new.source}: the set of enabled hooks (or a fallback setting) changed; "
                     f"that needs a restart (was: {was})"
                 )
+            compiled = self._compile_policy(new.policy)  # may fail: before anything is written
             self.programs.set_options(self._hook_options(new))
             self.programs.set_limits(self._hook_limits(new))
-            self._apply_policy(new.policy)
+            self._apply_policy(new.policy, compiled)
         except KrsidError as e:
             self.reloads["failure"] += 1
             log.error("reload rejected, the previous policy stays in force: %s", e)

@@ -119,6 +119,13 @@ def field_reference(catalog: Catalog) -> str:
                     else (str(bool(o.default)).lower() if o.kind == "bool" else str(o.default))
                 )
                 out.append(f"| `hooks.{spec.name}.{o.name}` | {o.kind} | `{_cell(default)}` | {_cell(o.doc)} |")
+        if spec.policy_fields:
+            out += ["", "| policy field (`match.fields`) | values | meaning |", "|---|---|---|"]
+            for pf in spec.policy_fields:
+                values = "true, false" if pf.boolean else ", ".join(n for n, _ in pf.values) or "number"
+                out.append(f"| `{pf.name}` | {_cell(values)} | {_cell(pf.doc)} |")
+        where = f"`path_prefix` matches: {spec.policy_path}" if spec.policy_path else "no file: no `path_prefix`"
+        out += ["", f"Policy: {_cell(where)}"]
     out += ["", README_END]
     return "\n".join(out)
 

@@ -18,6 +18,9 @@ Config shape::
             uid: {not: 0}         # uid: N | {not: N}
             comm: unshare         # exact command name (<= 15 bytes)
             cgroup: /system.slice/app.service   # this cgroup and everything below it
+            exe: /usr/bin/unshare # the caller's executable (this inode)
+            exe_prefix: /opt/app  # the caller's executable lies below this directory (or a list)
+            path_prefix: /tmp     # the hook's file lies below this directory (or a list)
             fields:               # the hook's policy fields
               reqprot: {all: [EXEC]}   # all: / any: flag names or numbers, eq: / not: a value
 """
@@ -25,6 +28,7 @@ Config shape::
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +39,15 @@ from krsid.errors import ConfigError
 from krsid.yamldoc import YamlDoc, expect, expect_mapping
 
 ACTIONS: Mapping[str, int] = {"audit": 1, "ignore": 2, "deny": 3, "would_deny": 4}  # KRSID_ACT_*
-RULES_PER_HOOK = 16  # KRSID_RULES_PER_HOOK
+# KRSID_RULES_PER_HOOK: every compile asserts the two agree (-DKRSID_RULES_PER_HOOK_EXPECTED).
+RULES_PER_HOOK = 128
 COMM_LEN = 16
-MATCH_UID, MATCH_NOT_UID, MATCH_COMM, MATCH_CGROUP, MATCH_FIELD0 = 0x1, 0x2, 0x4, 0x8, 0x100
+POLICY_FIELDS = 4  # KRSID_POLICY_FIELDS
+# KRSID_MATCH_* in krsid.h
+MATCH_UID, MATCH_NOT_UID, MATCH_COMM, MATCH_CGROUP = 0x1, 0x2, 0x4, 0x8
+MATCH_EXE, MATCH_EXE_PREFIX, MATCH_FILE_PREFIX, MATCH_FILE_ANY = 0x10, 0x20, 0x40, 0x80
+MATCH_FIELD0, MATCH_EXE_ANY = 0x100, 0x1000
+DIR_KIND_FILE, DIR_KIND_EXE = 0, 1  # KRSID_DIR_KIND_*
 FIELD_OPS: Mapping[str, int] = {"all": 1, "any": 2, "eq": 3, "not": 4}  # KRSID_FIELD_OP_*
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
@@ -59,6 +69,9 @@ class Rule:
     comm: str | None = None
     cgroup: str | None = None  # a cgroup v2 path, resolved to (id, level) when loaded
     fields: tuple[FieldMatch, ...] = ()
+    exe: str | None = None  # a file, resolved to its inode when loaded
+    exe_prefix: tuple[str, ...] = ()  # directories, resolved to inodes when loaded
+    path_prefix: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class Policy:
 
 
 _RULE_KEYS = {"name", "hook", "action", "match"}
-_MATCH_KEYS = {"uid", "comm", "cgroup", "fields"}
+_MATCH_KEYS = {"uid", "comm", "cgroup", "fields", "exe", "exe_prefix", "path_prefix"}
 
 
 def parse_policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
@@ -168,7 +181,47 @@ def _rule(doc: YamlDoc, path: tuple[object, ...], m: dict[str, Any], name: str, 
         if not 0 <= value < 1 << 64:
             doc.fail((*fpath, op), "out of range for a 64-bit value")
         fields.append(FieldMatch(pf.slot, FIELD_OPS[op], value))
-    return Rule(name, spec.name, action, uid, not_uid, comm, cgroup, tuple(fields))
+    exe = None
+    if "exe" in m:
+        exe = expect(doc, m["exe"], (*path, "exe"), str, "an executable's absolute path")
+        _check_path(doc, (*path, "exe"), exe, directory=False)
+    exe_prefix = _directories(doc, m, "exe_prefix", path)
+    path_prefix = _directories(doc, m, "path_prefix", path)
+    if path_prefix and not spec.policy_path:
+        with_file = "path_prefix works on hooks with a file"
+        doc.fail((*path, "path_prefix"), f"{spec.name} has no file to match; {with_file}")
+    return Rule(name, spec.name, action, uid, not_uid, comm, cgroup, tuple(fields), exe, exe_prefix, path_prefix)
+
+
+def _directories(doc: YamlDoc, m: dict[str, Any], key: str, path: tuple[object, ...]) -> tuple[str, ...]:
+    """A directory or a list of them, each absolute and existing (checked again when loaded)."""
+    if key not in m:
+        return ()
+    raw = m[key]
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        doc.fail((*path, key), "give a directory or a non-empty list of directories")
+    out: list[str] = []
+    for i, item in enumerate(items):
+        where = (*path, key, i) if isinstance(raw, list) else (*path, key)
+        d = expect(doc, item, where, str, "a directory's absolute path")
+        _check_path(doc, where, d, directory=True)
+        out.append(d)
+    return tuple(out)
+
+
+def _check_path(doc: YamlDoc, where: tuple[object, ...], p: str, *, directory: bool) -> None:
+    what = "directory" if directory else "file"
+    if not p.startswith("/"):
+        doc.fail(where, f"an absolute path to a {what}, got {p!r}")
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        doc.fail(where, f"{p}: {e.strerror} (the {what} must exist: rules match its inode)")
+    if directory and not stat.S_ISDIR(st.st_mode):
+        doc.fail(where, f"{p} is not a directory (a prefix is a directory; for one file use exe)")
+    if not directory and stat.S_ISDIR(st.st_mode):
+        doc.fail(where, f"{p} is a directory; exe names one executable file (see exe_prefix)")
 
 
 def _uid(doc: YamlDoc, v: Any, path: tuple[object, ...]) -> int:
@@ -191,27 +244,57 @@ def cgroup_id_and_level(path: str, root: Path = Path("/sys/fs/cgroup")) -> tuple
     return ino, len([p for p in rel.split("/") if p])
 
 
+def kernel_inode(path: str) -> tuple[int, int]:
+    """(s_dev as the kernel holds it, inode number) of a path, symlinks followed.
+
+    stat's st_dev is the user-space encoding; the kernel's dev_t is MAJOR << 20 | MINOR.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror} (a policy rule names it)") from None
+    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
+
+
 @dataclass
 class CompiledRule:
-    """The values of one krsid_rule slot, by C member name."""
+    """The values of one krsid_rule slot, by C member name, and the directories
+    (kind, dev, ino) its prefix matchers name (entries of krsid_dirs)."""
 
     values: dict[str, Any] = field(default_factory=dict)
+    dirs: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def comm_words(comm: str) -> list[int]:
+    """The command name as krsid_rule.comm holds it: NUL-padded to 16 bytes, two little-endian words."""
+    raw = comm.encode().ljust(COMM_LEN, b"\0")
+    return [int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")]
 
 
 def compile_rules(
-    rules: list[Rule], *, resolve_cgroup: Callable[[str], tuple[int, int]] = cgroup_id_and_level
+    rules: list[Rule],
+    *,
+    resolve_cgroup: Callable[[str], tuple[int, int]] = cgroup_id_and_level,
+    resolve_inode: Callable[[str], tuple[int, int]] = kernel_inode,
 ) -> list[CompiledRule]:
-    out = []
+    """One hook's rules, in order. Slot 0 also carries ``needs``, the OR of every
+    rule's match bits: the program reads the caller's comm, exe or walks
+    directories only when some rule needs them."""
+    out: list[CompiledRule] = []
     for r in rules:
         match = 0
+        dirs: list[tuple[int, int, int]] = []
         v: dict[str, Any] = {
             "action": ACTIONS[r.action],
             "uid": 0,
             "cgroup_id": 0,
             "cgroup_level": 0,
-            "comm": b"",
-            "field_arg": [0] * 4,
-            "field_op": [0] * 4,
+            "comm": [0, 0],
+            "exe_dev": 0,
+            "exe_ino": 0,
+            "needs": 0,
+            "field_arg": [0] * POLICY_FIELDS,
+            "field_op": [0] * POLICY_FIELDS,
         }
         if r.uid is not None:
             match |= MATCH_UID
@@ -221,7 +304,7 @@ def compile_rules(
             v["uid"] = r.not_uid
         if r.comm is not None:
             match |= MATCH_COMM
-            v["comm"] = r.comm.encode()
+            v["comm"] = comm_words(r.comm)
         if r.cgroup is not None:
             match |= MATCH_CGROUP
             v["cgroup_id"], v["cgroup_level"] = resolve_cgroup(r.cgroup)
@@ -229,6 +312,27 @@ def compile_rules(
             match |= MATCH_FIELD0 << fm.slot
             v["field_arg"][fm.slot] = fm.arg
             v["field_op"][fm.slot] = fm.op
+        if r.exe is not None:
+            match |= MATCH_EXE
+            v["exe_dev"], v["exe_ino"] = resolve_inode(r.exe)
+        for kind, prefixes, any_bit, prefix_bit in (
+            (DIR_KIND_EXE, r.exe_prefix, MATCH_EXE_ANY, MATCH_EXE_PREFIX),
+            (DIR_KIND_FILE, r.path_prefix, MATCH_FILE_ANY, MATCH_FILE_PREFIX),
+        ):
+            if not prefixes:
+                continue
+            if "/" in prefixes or any(os.path.normpath(p) == "/" for p in prefixes):
+                # d_parent walks end at each filesystem's root: "/" is "any file" instead.
+                match |= any_bit
+                continue
+            match |= prefix_bit
+            dirs += [(kind, *resolve_inode(p)) for p in prefixes]
         v["match"] = match
-        out.append(CompiledRule(v))
+        v["number"] = len(out) + 1  # the slot + 1: the event's `rule`
+        out.append(CompiledRule(v, dirs))
+    if out:
+        needs = 0
+        for c in out:
+            needs |= c.values["match"]
+        out[0].values["needs"] = needs
     return out

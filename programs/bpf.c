@@ -20,6 +20,10 @@
 /* Option slots, see bpf.yaml. */
 #define BPF_HOOK_OPT_ALL_COMMANDS 0
 #define BPF_HOOK_OPT_IGNORE_TGID 1
+/* Policy field slots, see bpf.yaml. */
+#define BPF_HOOK_POLICY_CMD 0
+#define BPF_HOOK_POLICY_PROG_TYPE 1
+#define BPF_HOOK_POLICY_MAP_TYPE 2
 
 /* enum bpf_cmd values (UAPI, stable; the same on 6.12 and 6.18). Enum constants
  * are in BTF, but the kernel-header path includes bcc's own uapi copy: spell out
@@ -49,33 +53,39 @@ struct bpf_event {
 
 LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
-
+    /* krsid's own calls first, before any rule: a policy must never deny krsid its
+     * maps (that would blind it, or stop a reload). */
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     __u64 ignore = krsid_option(KRSID_HOOK_ID, BPF_HOOK_OPT_IGNORE_TGID);
-    if (ignore && tgid == ignore) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
-    if (!krsid_option(KRSID_HOOK_ID, BPF_HOOK_OPT_ALL_COMMANDS) && cmd != BPF_HOOK_CMD_PROG_LOAD &&
+    if (ignore && tgid == ignore)
+        KRSID_RETURN_FILTERED();
+
+    __u32 prog_type = 0, map_type = 0;
+    if (cmd == BPF_HOOK_CMD_PROG_LOAD)
+        bpf_probe_read_kernel(&prog_type, sizeof(prog_type), &attr->prog_type);
+    else if (cmd == BPF_HOOK_CMD_MAP_CREATE)
+        bpf_probe_read_kernel(&map_type, sizeof(map_type), &attr->map_type);
+    struct krsid_policy_input in = {};
+    in.field[BPF_HOOK_POLICY_CMD] = cmd;
+    in.field[BPF_HOOK_POLICY_PROG_TYPE] = prog_type;
+    in.field[BPF_HOOK_POLICY_MAP_TYPE] = map_type;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
+    if (!d.rule && !krsid_option(KRSID_HOOK_ID, BPF_HOOK_OPT_ALL_COMMANDS) && cmd != BPF_HOOK_CMD_PROG_LOAD &&
         cmd != BPF_HOOK_CMD_MAP_CREATE && cmd != BPF_HOOK_CMD_BTF_LOAD && cmd != BPF_HOOK_CMD_LINK_CREATE &&
-        cmd != BPF_HOOK_CMD_PROG_ATTACH) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+        cmd != BPF_HOOK_CMD_PROG_ATTACH)
+        KRSID_RETURN_FILTERED();
 
     struct bpf_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct bpf_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->cmd = cmd;
     e->size = size;
-    e->prog_type = 0;
-    e->map_type = 0;
+    e->prog_type = prog_type;
+    e->map_type = map_type;
     e->attach_type = 0;
     e->insn_cnt = 0;
     e->max_entries = 0;
@@ -85,12 +95,10 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size)
     e->name[0] = 0;
     /* Explicit reads of the union's members: which one is valid depends on cmd. */
     if (cmd == BPF_HOOK_CMD_PROG_LOAD) {
-        bpf_probe_read_kernel(&e->prog_type, sizeof(e->prog_type), &attr->prog_type);
         bpf_probe_read_kernel(&e->insn_cnt, sizeof(e->insn_cnt), &attr->insn_cnt);
         bpf_probe_read_kernel(&e->attach_type, sizeof(e->attach_type), &attr->expected_attach_type);
         bpf_probe_read_kernel(e->name, sizeof(e->name), &attr->prog_name);
     } else if (cmd == BPF_HOOK_CMD_MAP_CREATE) {
-        bpf_probe_read_kernel(&e->map_type, sizeof(e->map_type), &attr->map_type);
         bpf_probe_read_kernel(&e->max_entries, sizeof(e->max_entries), &attr->max_entries);
         bpf_probe_read_kernel(e->name, sizeof(e->name), &attr->map_name);
     } else if (cmd == BPF_HOOK_CMD_PROG_ATTACH) {
@@ -105,6 +113,5 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size)
         bpf_probe_read_kernel(&e->btf_size, sizeof(e->btf_size), &attr->btf_size);
     }
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct bpf_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -32,6 +32,9 @@
 
 /* Option slots, set from the config through programs/bprm_check_security.yaml. */
 #define BPRM_CHECK_SECURITY_OPT_ENV 0
+/* Policy field slots, see bprm_check_security.yaml. */
+#define BPRM_CHECK_SECURITY_POLICY_ARGC 0
+#define BPRM_CHECK_SECURITY_POLICY_INTERPRETER 1
 
 #define BPRM_CHECK_SECURITY_FLAG_FILENAME_TRUNCATED 0x1
 #define BPRM_CHECK_SECURITY_FLAG_INTERP_TRUNCATED 0x2
@@ -176,22 +179,29 @@ static __always_inline int bprm_check_security_user_vectors(__u64 *argv, __u64 *
 
 LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;  /* an earlier program already denied; never turn a deny into allow */
+    /* The generic matchers see the caller (exe = the program that calls execve);
+     * path_prefix matches the file being executed (on an interpreter pass, the
+     * interpreter). */
+    int first_pass = bprm->interp == bprm->filename;
+    struct krsid_policy_input in = {};
+    in.field[BPRM_CHECK_SECURITY_POLICY_ARGC] = bprm->argc;
+    in.field[BPRM_CHECK_SECURITY_POLICY_INTERPRETER] = !first_pass;
+    in.file = bprm->file->f_path.dentry;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
     int zero = 0;
     struct bprm_check_security_scratch_buf *s = bprm_check_security_scratch.lookup(&zero);
     struct bprm_check_security_zero_buf *zeros = bprm_check_security_zeros.lookup(&zero);
     if (!s || !zeros)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     struct bprm_check_security_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct bprm_check_security_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->flags = 0;
     /* filename/interp are what the caller passed (may be relative); path is the
@@ -209,7 +219,6 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
 
     /* The first pass of an exec has bprm->interp == bprm->filename (alloc_bprm);
      * a binfmt handler that swaps in an interpreter also changes bprm->argc. */
-    int first_pass = bprm->interp == bprm->filename;
     __u32 kernel_argc = bprm->argc;
     __u32 kernel_envc = bprm->envc;
     int want_env = krsid_option(KRSID_HOOK_ID, BPRM_CHECK_SECURITY_OPT_ENV) != 0;
@@ -231,8 +240,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
         e->flags |= BPRM_CHECK_SECURITY_FLAG_ARGS_UNAVAILABLE;
         if (want_env)
             e->flags |= BPRM_CHECK_SECURITY_FLAG_ENV_UNAVAILABLE;
-        krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct bprm_check_security_event));
-        return 0;
+        KRSID_SUBMIT_AND_RETURN(e, d);
     }
 
     struct bprm_check_security_vec v = {};
@@ -266,6 +274,5 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
             e->flags |= BPRM_CHECK_SECURITY_FLAG_ENV_TRUNCATED;
     }
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct bprm_check_security_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

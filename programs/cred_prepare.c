@@ -43,6 +43,9 @@
 #define CRED_PREPARE_FLAG_UNPRIVILEGED 0x1
 #define CRED_PREPARE_FLAG_COMPAT 0x2
 
+/* Policy field slots: userns_create's (programs/cred_prepare.yaml `policy:`). */
+#define CRED_PREPARE_POLICY_UNPRIVILEGED 0
+
 #define CRED_PREPARE_SYSCALL_UNSHARE 1
 #define CRED_PREPARE_SYSCALL_CLONE 2
 #define CRED_PREPARE_SYSCALL_CLONE3 3
@@ -144,38 +147,33 @@ static __always_inline __u32 cred_prepare_userns_syscall(__u64 *clone_flags, __u
 
 LSM_PROBE(cred_prepare, struct cred *new, const struct cred *old, gfp_t gfp)
 {
-    int ret = KRSID_PREV_RET();
-
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    KRSID_HOOK_PROLOGUE();
 
     __u64 clone_flags = 0;
     __u32 compat = 0;
     __u32 sys = cred_prepare_userns_syscall(&clone_flags, &compat);
-    if (!sys) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+    if (!sys)
+        KRSID_RETURN_FILTERED();
+
+    /* The creator's capabilities, from the credentials being copied (old: the
+     * creator's; new is still an identical copy at this point). */
+    __u64 cap_effective = 0;
+    bpf_probe_read_kernel(&cap_effective, sizeof(cap_effective), &old->cap_effective);
+    __u32 unprivileged = !(cap_effective & (1ULL << 21));  /* no CAP_SYS_ADMIN */
 
     /* Policy: the rules of userns_create (the daemon loads them into this hook's
-     * slots); the generic matchers see the creator, the current task. */
-    __u32 rule = 0;
-    __u32 action = krsid_policy(KRSID_HOOK_ID, 0, &rule);
-    if (action == KRSID_ACT_IGNORE) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+     * slots), with the same policy field; the generic matchers see the creator. */
+    struct krsid_policy_input in = {};
+    in.field[CRED_PREPARE_POLICY_UNPRIVILEGED] = unprivileged;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
     struct cred_prepare_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct cred_prepare_event));
     if (!e)
-        KRSID_RETURN_DECISION(action);  /* a full buffer must not turn a deny into allow */
+        KRSID_RETURN_DECISION(d.action);  /* a full buffer must not turn a deny into allow */
 
-    /* The same fields as userns_create, from the credentials being copied (old:
-     * the creator's; new is still an identical copy at this point). */
-    e->cap_effective = 0;
+    e->cap_effective = cap_effective;
     e->cap_permitted = 0;
-    bpf_probe_read_kernel(&e->cap_effective, sizeof(e->cap_effective), &old->cap_effective);
     bpf_probe_read_kernel(&e->cap_permitted, sizeof(e->cap_permitted), &old->cap_permitted);
     e->cred_uid = old->uid.val;
     e->cred_euid = old->euid.val;
@@ -183,14 +181,10 @@ LSM_PROBE(cred_prepare, struct cred *new, const struct cred *old, gfp_t gfp)
     struct user_namespace *ns = old->user_ns;
     e->parent_level = ns->level;
     e->parent_inum = ns->ns.inum;
-    e->flags = compat;
-    if (!(e->cap_effective & (1ULL << 21)))  /* CAP_SYS_ADMIN */
-        e->flags |= CRED_PREPARE_FLAG_UNPRIVILEGED;
+    e->flags = compat | (unprivileged ? CRED_PREPARE_FLAG_UNPRIVILEGED : 0);
     e->clone_flags = clone_flags;
     e->syscall = sys;
     e->pad = 0;
 
-    krsid_set_decision(e, action, rule);
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct cred_prepare_event));
-    KRSID_RETURN_DECISION(action);
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -17,6 +17,8 @@
 #define FILE_MPROTECT_FLAG_ANON 0x1
 /* Policy field slots, named in file_mprotect.yaml's `policy:`. */
 #define FILE_MPROTECT_POLICY_REQPROT 0
+#define FILE_MPROTECT_POLICY_PROT 1
+#define FILE_MPROTECT_POLICY_VM_FLAGS 2
 
 struct file_mprotect_event {
     KRSID_EVENT_HEADER
@@ -32,28 +34,25 @@ struct file_mprotect_event {
 
 LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot)
 {
-    int ret = KRSID_PREV_RET();
-
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    KRSID_HOOK_PROLOGUE();
 
     /* Policy first: a rule may deny or ignore any request. Then, when no rule
      * matched, the exec_only filter keeps only requests that add PROT_EXEC. */
+    struct file *f = vma->vm_file;
     struct krsid_policy_input in = {};
-    __u32 rule = 0;
     in.field[FILE_MPROTECT_POLICY_REQPROT] = reqprot;
-    __u32 action = krsid_policy(KRSID_HOOK_ID, &in, &rule);
-    if (action == KRSID_ACT_IGNORE ||
-        (!rule && krsid_option(KRSID_HOOK_ID, FILE_MPROTECT_OPT_EXEC_ONLY) && !(reqprot & PROT_EXEC))) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+    in.field[FILE_MPROTECT_POLICY_PROT] = prot;
+    in.field[FILE_MPROTECT_POLICY_VM_FLAGS] = vma->vm_flags;
+    in.file = f ? f->f_path.dentry : 0;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
+    if (!d.rule && krsid_option(KRSID_HOOK_ID, FILE_MPROTECT_OPT_EXEC_ONLY) && !(reqprot & PROT_EXEC))
+        KRSID_RETURN_FILTERED();
 
     struct file_mprotect_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_mprotect_event));
     if (!e)
-        KRSID_RETURN_DECISION(action);  /* a full buffer must not turn a deny into allow */
+        KRSID_RETURN_DECISION(d.action);  /* a full buffer must not turn a deny into allow */
 
     e->vm_start = vma->vm_start;
     e->vm_end = vma->vm_end;
@@ -63,13 +62,10 @@ LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsi
     e->flags = 0;
     e->pad0 = 0;
     e->file[0] = 0;
-    struct file *f = vma->vm_file;
     if (f)
         krsid_read_dentry_name(e->file, sizeof(e->file), f->f_path.dentry);
     else
         e->flags |= FILE_MPROTECT_FLAG_ANON;
 
-    krsid_set_decision(e, action, rule);
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct file_mprotect_event));
-    KRSID_RETURN_DECISION(action);
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -36,6 +36,11 @@
 
 #define FILE_OPEN_REASON_PROC_MEM_WRITE 1
 #define FILE_OPEN_REASON_SENSITIVE_PATH 2
+#define FILE_OPEN_REASON_RULE 3
+
+/* Policy field slots, see file_open.yaml. */
+#define FILE_OPEN_POLICY_FLAGS 0
+#define FILE_OPEN_POLICY_MODE 1
 
 #define FILE_OPEN_MARK_TARGET_SELF 0x1
 
@@ -94,77 +99,79 @@ static __always_inline __u32 file_open_parse_pid(const char *s)
 
 LSM_PROBE(file_open, struct file *file)
 {
-    int ret = KRSID_PREV_RET();
-
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    KRSID_HOOK_PROLOGUE();
 
     __u32 fmode = file->f_mode;
+    __u32 fflags = file->f_flags;
     struct dentry *dentry = file->f_path.dentry;
-    __u32 len = dentry->d_name.len;
     /* Overlayfs opens the real file underneath once more (a "backing file", with the
-     * lower layer's path): the user's open was already seen. Names too long for the
-     * key cannot match. */
-    if ((fmode & FILE_OPEN_FMODE_BACKING) || len >= FILE_OPEN_NAME_LEN) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+     * lower layer's path): the user's open was already seen and decided. */
+    if (fmode & FILE_OPEN_FMODE_BACKING)
+        KRSID_RETURN_FILTERED();
 
-    struct file_open_name_key name = {};
-    krsid_read_dentry_name(name.name, sizeof(name.name), dentry);
+    /* Rules see every open, before the name filter below. */
+    struct krsid_policy_input in = {};
+    in.field[FILE_OPEN_POLICY_FLAGS] = fflags;
+    in.field[FILE_OPEN_POLICY_MODE] = fmode & (FILE_OPEN_FMODE_READ | FILE_OPEN_FMODE_WRITE | FILE_OPEN_FMODE_EXEC);
+    in.file = dentry;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
+    __u32 len = dentry->d_name.len;
     __u32 reason = 0;
     __u32 target_pid = 0;
     int zero = 0;
     struct file_open_scratch_buf *buf = 0;
 
-    if (len == 3 && name.name[0] == 'm' && name.name[1] == 'e' && name.name[2] == 'm' &&
-        (fmode & FILE_OPEN_FMODE_WRITE) && dentry->d_sb->s_magic == FILE_OPEN_PROC_SUPER_MAGIC) {
-        char pid_name[FILE_OPEN_PID_LEN] = {};
-        krsid_read_dentry_name(pid_name, sizeof(pid_name), dentry->d_parent);
-        target_pid = file_open_parse_pid(pid_name);
-        reason = FILE_OPEN_REASON_PROC_MEM_WRITE;
-    } else if (file_open_names.lookup(&name)) {
-        buf = file_open_scratch.lookup(&zero);
-        if (!buf)
-            return 0;
-        int n = bpf_d_path(&file->f_path, buf->raw, sizeof(buf->raw));
-        if (n > 0) {
-            __builtin_memset(&buf->key, 0, sizeof(buf->key));
-            bpf_probe_read_kernel_str(buf->key.path, sizeof(buf->key.path), buf->raw);
-            if (file_open_paths.lookup(&buf->key))
-                reason = FILE_OPEN_REASON_SENSITIVE_PATH;
+    /* Names too long for the key cannot match. */
+    if (len < FILE_OPEN_NAME_LEN) {
+        struct file_open_name_key name = {};
+        krsid_read_dentry_name(name.name, sizeof(name.name), dentry);
+        if (len == 3 && name.name[0] == 'm' && name.name[1] == 'e' && name.name[2] == 'm' &&
+            (fmode & FILE_OPEN_FMODE_WRITE) && dentry->d_sb->s_magic == FILE_OPEN_PROC_SUPER_MAGIC) {
+            char pid_name[FILE_OPEN_PID_LEN] = {};
+            krsid_read_dentry_name(pid_name, sizeof(pid_name), dentry->d_parent);
+            target_pid = file_open_parse_pid(pid_name);
+            reason = FILE_OPEN_REASON_PROC_MEM_WRITE;
+        } else if (file_open_names.lookup(&name)) {
+            buf = file_open_scratch.lookup(&zero);
+            if (!buf)
+                KRSID_RETURN_DECISION(d.action);
+            int n = bpf_d_path(&file->f_path, buf->raw, sizeof(buf->raw));
+            if (n > 0) {
+                __builtin_memset(&buf->key, 0, sizeof(buf->key));
+                bpf_probe_read_kernel_str(buf->key.path, sizeof(buf->key.path), buf->raw);
+                if (file_open_paths.lookup(&buf->key))
+                    reason = FILE_OPEN_REASON_SENSITIVE_PATH;
+            }
         }
     }
     if (reason == 0) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
+        if (!d.rule)
+            KRSID_RETURN_FILTERED();
+        reason = FILE_OPEN_REASON_RULE;  /* reported because a rule matched */
     }
 
     struct file_open_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_open_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
-    __u32 fflags = file->f_flags;
     e->reason = reason;
     e->access = fflags & FILE_OPEN_O_ACCMODE;
     e->flags = fflags;
     e->mode = fmode & (FILE_OPEN_FMODE_READ | FILE_OPEN_FMODE_WRITE | FILE_OPEN_FMODE_EXEC);
     e->target_pid = target_pid;
     e->marks = 0;
-    if (reason == FILE_OPEN_REASON_PROC_MEM_WRITE) {
-        if (target_pid != 0 && (target_pid == e->tgid || target_pid == e->pid))
-            e->marks |= FILE_OPEN_MARK_TARGET_SELF;
-        /* "/proc/1234/mem"; the name alone if the path does not fit. */
-        if (bpf_d_path(&file->f_path, e->path, sizeof(e->path)) <= 0)
-            krsid_read_dentry_name(e->path, sizeof(e->path), dentry);
-    } else if (buf) {
+    if (reason == FILE_OPEN_REASON_SENSITIVE_PATH && buf) {
         bpf_probe_read_kernel(e->path, sizeof(e->path), buf->key.path);
     } else {
-        e->path[0] = 0;
+        if (reason == FILE_OPEN_REASON_PROC_MEM_WRITE && target_pid != 0 &&
+            (target_pid == e->tgid || target_pid == e->pid))
+            e->marks |= FILE_OPEN_MARK_TARGET_SELF;
+        /* e.g. "/proc/1234/mem"; the name alone if the path does not fit. */
+        if (bpf_d_path(&file->f_path, e->path, sizeof(e->path)) <= 0)
+            krsid_read_dentry_name(e->path, sizeof(e->path), dentry);
     }
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct file_open_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

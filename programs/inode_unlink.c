@@ -27,6 +27,8 @@
 #define INODE_UNLINK_OPT_ALL 0
 
 #define INODE_UNLINK_INFO_RUNNING 0x1
+/* Policy field slots, see inode_unlink.yaml. */
+#define INODE_UNLINK_POLICY_RUNNING 0
 
 /* The kernel's internal dev_t (include/linux/kdev_t.h, MINORBITS): a macro. */
 #define INODE_UNLINK_MINORBITS 20
@@ -44,25 +46,26 @@ struct inode_unlink_event {
 
 LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
 {
-    int ret = KRSID_PREV_RET();
-
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    KRSID_HOOK_PROLOGUE();
 
     struct inode *inode = dentry->d_inode;
     int writecount = 0;
     if (inode)
         writecount = inode->i_writecount.counter;
     int running = writecount < 0;
-    if (!running && !krsid_option(KRSID_HOOK_ID, INODE_UNLINK_OPT_ALL)) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+
+    /* path_prefix matches the file being removed. */
+    struct krsid_policy_input in = {};
+    in.field[INODE_UNLINK_POLICY_RUNNING] = running;
+    in.file = dentry;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
+    if (!d.rule && !running && !krsid_option(KRSID_HOOK_ID, INODE_UNLINK_OPT_ALL))
+        KRSID_RETURN_FILTERED();
 
     struct inode_unlink_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct inode_unlink_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->ino = 0;
     e->dev_major = 0;
@@ -77,6 +80,5 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     e->info = running ? INODE_UNLINK_INFO_RUNNING : 0;
     krsid_read_dentry_name(e->name, sizeof(e->name), dentry);
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct inode_unlink_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -8,6 +8,9 @@
 #include "krsid.h"
 
 #define KERNEL_LOAD_DATA_FLAG_CONTENTS 0x1
+/* Policy field slots, see kernel_load_data.yaml. */
+#define KERNEL_LOAD_DATA_POLICY_ID 0
+#define KERNEL_LOAD_DATA_POLICY_CONTENTS 1
 
 struct kernel_load_data_event {
     KRSID_EVENT_HEADER
@@ -19,20 +22,21 @@ struct kernel_load_data_event {
  * pulls in the kernel's linux/bpf.h (see socket_connect.c). */
 LSM_PROBE(kernel_load_data, int id, bool contents)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    struct krsid_policy_input in = {};
+    in.field[KERNEL_LOAD_DATA_POLICY_ID] = id;
+    in.field[KERNEL_LOAD_DATA_POLICY_CONTENTS] = contents ? 1 : 0;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
     struct kernel_load_data_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_load_data_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->id = id;
     e->flags = contents ? KERNEL_LOAD_DATA_FLAG_CONTENTS : 0;
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct kernel_load_data_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -20,16 +20,18 @@ struct kernel_module_request_event {
 
 LSM_PROBE(kernel_module_request, char *kmod_name)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    /* No hook fields: the generic matchers (uid, comm, cgroup, exe) see the task whose
+     * request triggered the load. */
+    struct krsid_policy_input in = {};
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
     struct kernel_module_request_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_module_request_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->flags = 0;
     e->pad0 = 0;
@@ -39,6 +41,5 @@ LSM_PROBE(kernel_module_request, char *kmod_name)
     else if (n < 0)
         e->kmod_name[0] = 0;
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct kernel_module_request_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -14,6 +14,9 @@
 
 #define KERNEL_READ_FILE_FLAG_CONTENTS 0x1
 #define KERNEL_READ_FILE_FLAG_NO_PATH 0x2
+/* Policy field slots, see kernel_read_file.yaml. */
+#define KERNEL_READ_FILE_POLICY_ID 0
+#define KERNEL_READ_FILE_POLICY_CONTENTS 1
 
 struct kernel_read_file_event {
     KRSID_EVENT_HEADER
@@ -24,16 +27,19 @@ struct kernel_read_file_event {
 
 LSM_PROBE(kernel_read_file, struct file *file, enum kernel_read_file_id id, bool contents)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    struct krsid_policy_input in = {};
+    in.field[KERNEL_READ_FILE_POLICY_ID] = id;
+    in.field[KERNEL_READ_FILE_POLICY_CONTENTS] = contents ? 1 : 0;
+    in.file = file->f_path.dentry;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
     struct kernel_read_file_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_read_file_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->id = id;
     e->flags = contents ? KERNEL_READ_FILE_FLAG_CONTENTS : 0;
@@ -44,6 +50,5 @@ LSM_PROBE(kernel_read_file, struct file *file, enum kernel_read_file_id id, bool
         krsid_read_dentry_name(e->path, sizeof(e->path), file->f_path.dentry);
     }
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct kernel_read_file_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -29,6 +29,10 @@
 
 #define MMAP_FILE_INFO_ANONYMOUS 0x1
 #define MMAP_FILE_INFO_PATH_UNAVAILABLE 0x2
+/* Policy field slots, see mmap_file.yaml. */
+#define MMAP_FILE_POLICY_REQPROT 0
+#define MMAP_FILE_POLICY_PROT 1
+#define MMAP_FILE_POLICY_FLAGS 2
 
 struct mmap_file_event {
     KRSID_EVENT_HEADER
@@ -42,21 +46,24 @@ struct mmap_file_event {
 
 LSM_PROBE(mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
-
+    __u64 file_addr = 0;
+    bpf_probe_read_kernel(&file_addr, sizeof(file_addr), &ctx[0]);
+    struct krsid_policy_input in = {};
+    in.field[MMAP_FILE_POLICY_REQPROT] = reqprot;
+    in.field[MMAP_FILE_POLICY_PROT] = prot;
+    in.field[MMAP_FILE_POLICY_FLAGS] = flags;
+    in.file = file_addr ? file->f_path.dentry : 0;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
     /* Filter in the kernel: by default only mappings that will be executable. */
-    if (krsid_option(KRSID_HOOK_ID, MMAP_FILE_OPT_EXEC_ONLY) && !((reqprot | prot) & PROT_EXEC)) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+    if (!d.rule && krsid_option(KRSID_HOOK_ID, MMAP_FILE_OPT_EXEC_ONLY) && !((reqprot | prot) & PROT_EXEC))
+        KRSID_RETURN_FILTERED();
 
     struct mmap_file_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct mmap_file_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->flags = flags;
     e->reqprot = reqprot;
@@ -64,8 +71,6 @@ LSM_PROBE(mmap_file, struct file *file, unsigned long reqprot, unsigned long pro
     e->info = 0;
     e->path_len = 0;
     e->path[0] = 0;
-    __u64 file_addr = 0;
-    bpf_probe_read_kernel(&file_addr, sizeof(file_addr), &ctx[0]);
     if (file_addr) {
         /* Absolute, relative to the caller's root; " (deleted)" appended for an
          * unlinked file. Too long (> 255 bytes) or not resolvable: the file's
@@ -81,6 +86,5 @@ LSM_PROBE(mmap_file, struct file *file, unsigned long reqprot, unsigned long pro
         e->info |= MMAP_FILE_INFO_ANONYMOUS;
     }
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct mmap_file_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -14,6 +14,9 @@
 #define PTRACE_ACCESS_CHECK_MODE_ATTACH 0x02
 
 #define PTRACE_ACCESS_CHECK_OPT_ATTACH_ONLY 0
+/* Policy field slots, see ptrace_access_check.yaml. */
+#define PTRACE_ACCESS_CHECK_POLICY_MODE 0
+#define PTRACE_ACCESS_CHECK_POLICY_TARGET_UID 1
 
 struct ptrace_access_check_event {
     KRSID_EVENT_HEADER
@@ -26,29 +29,28 @@ struct ptrace_access_check_event {
 
 LSM_PROBE(ptrace_access_check, struct task_struct *child, unsigned int mode)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
-
-    if (krsid_option(KRSID_HOOK_ID, PTRACE_ACCESS_CHECK_OPT_ATTACH_ONLY) &&
-        !(mode & PTRACE_ACCESS_CHECK_MODE_ATTACH)) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+    __u32 target_uid = child->real_cred->uid.val;
+    struct krsid_policy_input in = {};
+    in.field[PTRACE_ACCESS_CHECK_POLICY_MODE] = mode;
+    in.field[PTRACE_ACCESS_CHECK_POLICY_TARGET_UID] = target_uid;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
+    if (!d.rule && krsid_option(KRSID_HOOK_ID, PTRACE_ACCESS_CHECK_OPT_ATTACH_ONLY) &&
+        !(mode & PTRACE_ACCESS_CHECK_MODE_ATTACH))
+        KRSID_RETURN_FILTERED();
 
     struct ptrace_access_check_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct ptrace_access_check_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->target_pid = child->pid;
     e->target_tgid = child->tgid;
-    e->target_uid = child->real_cred->uid.val;
+    e->target_uid = target_uid;
     e->mode = mode;
     bpf_probe_read_kernel_str(e->target_comm, sizeof(e->target_comm), child->comm);
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct ptrace_access_check_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

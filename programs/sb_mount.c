@@ -14,6 +14,8 @@
 #define SB_MOUNT_TARGET_TRUNCATED 0x2
 
 #define SB_MOUNT_FSTYPE_LEN 64
+/* Policy field slots, see sb_mount.yaml. */
+#define SB_MOUNT_POLICY_FLAGS 0
 
 struct sb_mount_event {
     KRSID_EVENT_HEADER
@@ -28,15 +30,18 @@ struct sb_mount_event {
 LSM_PROBE(sb_mount, const char *dev_name, const struct path *path, const char *type, unsigned long flags,
           void *data)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    /* path_prefix matches the mount point (the directory mounted on, or remounted). */
+    struct krsid_policy_input in = {};
+    in.field[SB_MOUNT_POLICY_FLAGS] = flags;
+    in.file = path->dentry;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
     struct sb_mount_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct sb_mount_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->flags = flags;
     e->truncated = 0;
@@ -60,6 +65,5 @@ LSM_PROBE(sb_mount, const char *dev_name, const struct path *path, const char *t
         krsid_read_dentry_name(e->target, sizeof(e->target), path->dentry);
     }
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct sb_mount_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -45,6 +45,10 @@ struct socket_connect_compat_bpf_refcount { __u32 __opaque[1]; } __attribute__((
 
 /* Option slots, see socket_connect.yaml. */
 #define SOCKET_CONNECT_OPT_FAMILIES 0
+/* Policy field slots, see socket_connect.yaml. */
+#define SOCKET_CONNECT_POLICY_FAMILY 0
+#define SOCKET_CONNECT_POLICY_PORT 1
+#define SOCKET_CONNECT_POLICY_TYPE 2
 
 /* Address families (UAPI, stable; macros, so not in BTF). */
 #define SOCKET_CONNECT_AF_UNIX 1
@@ -73,32 +77,46 @@ struct socket_connect_event {
 
 LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    /* Family and port without branches (see krsid_decide: each distinct state here
+     * would verify the rule loop once more). The kernel's copy of the address is a
+     * sockaddr_storage (128 bytes), so its first 4 bytes are always readable; what
+     * addrlen does not cover is masked off. sin_port and sin6_port are both at
+     * offset 2. */
+    __u16 head[2] = {};
+    bpf_probe_read_kernel(head, sizeof(head), address);
+    __s64 len = addrlen;
+    __u64 has_family = krsid_less(len, 2) ^ 1;
+    __u16 family = head[0] & (0 - has_family);
+    __u64 is4 = krsid_nonzero(family ^ SOCKET_CONNECT_AF_INET) ^ 1;
+    __u64 is6 = krsid_nonzero(family ^ SOCKET_CONNECT_AF_INET6) ^ 1;
+    __u64 need = sizeof(struct sockaddr_in) * is4 + sizeof(struct sockaddr_in6) * is6;
+    __u64 has_port = (is4 | is6) & (krsid_less(len, need) ^ 1);
+    __u16 port = __builtin_bswap16(head[1]) & (0 - has_port);
 
-    __u16 family = 0;
-    if (addrlen >= 2)
-        bpf_probe_read_kernel(&family, sizeof(family), &address->sa_family);
+    /* Rules see every connect(), before the families filter. */
+    struct krsid_policy_input in = {};
+    in.field[SOCKET_CONNECT_POLICY_FAMILY] = family;
+    in.field[SOCKET_CONNECT_POLICY_PORT] = port;
+    in.field[SOCKET_CONNECT_POLICY_TYPE] = sock->type;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
     __u64 families = krsid_option(KRSID_HOOK_ID, SOCKET_CONNECT_OPT_FAMILIES);
-    if (family >= 64 || !(families & (1ULL << family))) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+    if (!d.rule && (family >= 64 || !(families & (1ULL << family))))
+        KRSID_RETURN_FILTERED();
 
     struct socket_connect_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct socket_connect_event));
     if (!e)
-        return 0;
+        KRSID_RETURN_DECISION(d.action);
 
     e->addr6_hi = 0;
     e->addr6_lo = 0;
     e->addr4 = 0;
     e->addrlen = addrlen;
     e->family = family;
-    e->port = 0;
+    e->port = port;
     e->type = sock->type;
     e->protocol = 0;
     struct sock *sk = sock->sk;
@@ -108,15 +126,12 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
     e->pad0 = 0;
     e->unix_path[0] = 0;
 
-    __u16 port = 0;
     if (family == SOCKET_CONNECT_AF_INET && addrlen >= sizeof(struct sockaddr_in)) {
         struct sockaddr_in *sin = (struct sockaddr_in *)address;
-        bpf_probe_read_kernel(&port, sizeof(port), &sin->sin_port);
         bpf_probe_read_kernel(&e->addr4, sizeof(e->addr4), &sin->sin_addr);
     } else if (family == SOCKET_CONNECT_AF_INET6 && addrlen >= sizeof(struct sockaddr_in6)) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)address;
         const char *a6 = (const char *)&sin6->sin6_addr;
-        bpf_probe_read_kernel(&port, sizeof(port), &sin6->sin6_port);
         bpf_probe_read_kernel(&e->addr6_hi, sizeof(e->addr6_hi), a6);
         bpf_probe_read_kernel(&e->addr6_lo, sizeof(e->addr6_lo), a6 + 8);
     } else if (family == SOCKET_CONNECT_AF_UNIX && addrlen > SOCKET_CONNECT_SUN_PATH_OFF) {
@@ -136,8 +151,6 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
             e->unix_path[0] = '@';
         }
     }
-    e->port = __builtin_bswap16(port);
 
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct socket_connect_event));
-    return 0;
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

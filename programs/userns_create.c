@@ -16,6 +16,8 @@
 #endif
 
 #define USERNS_CREATE_FLAG_UNPRIVILEGED 0x1
+/* Policy field slots, named in userns_create.yaml's `policy:`. */
+#define USERNS_CREATE_POLICY_UNPRIVILEGED 0
 
 struct userns_create_event {
     KRSID_EVENT_HEADER
@@ -31,31 +33,29 @@ struct userns_create_event {
 
 LSM_PROBE(userns_create, const struct cred *cred)
 {
-    int ret = KRSID_PREV_RET();
+    KRSID_HOOK_PROLOGUE();
 
-    krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);
-    if (ret != 0)
-        return ret;
+    /* kernel_cap_t is struct { u64 val; } since 6.3 and { u32 cap[2]; } before:
+     * 8 bytes, bit n = capability n, either way. */
+    __u64 cap_effective = 0;
+    bpf_probe_read_kernel(&cap_effective, sizeof(cap_effective), &cred->cap_effective);
+    /* CAP_SYS_ADMIN (21) in the effective set: not the usual unprivileged case. */
+    __u32 unprivileged = !(cap_effective & (1ULL << 21));
 
     /* Policy (e.g. etc/policies/deny-unprivileged-userns.yaml): the generic matchers
-     * (uid, comm, cgroup) see the creator, which is the current task. */
-    __u32 rule = 0;
-    __u32 action = krsid_policy(KRSID_HOOK_ID, 0, &rule);
-    if (action == KRSID_ACT_IGNORE) {
-        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);
-        return 0;
-    }
+     * (uid, comm, cgroup, exe) see the creator, which is the current task. */
+    struct krsid_policy_input in = {};
+    in.field[USERNS_CREATE_POLICY_UNPRIVILEGED] = unprivileged;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
 
     struct userns_create_event *e =
         krsid_event_begin(KRSID_HOOK_ID, sizeof(struct userns_create_event));
     if (!e)
-        KRSID_RETURN_DECISION(action);  /* a full buffer must not turn a deny into allow */
+        KRSID_RETURN_DECISION(d.action);  /* a full buffer must not turn a deny into allow */
 
-    e->cap_effective = 0;
+    e->cap_effective = cap_effective;
     e->cap_permitted = 0;
-    /* kernel_cap_t is struct { u64 val; } since 6.3 and { u32 cap[2]; } before:
-     * 8 bytes, bit n = capability n, either way. */
-    bpf_probe_read_kernel(&e->cap_effective, sizeof(e->cap_effective), &cred->cap_effective);
     bpf_probe_read_kernel(&e->cap_permitted, sizeof(e->cap_permitted), &cred->cap_permitted);
     e->cred_uid = cred->uid.val;
     e->cred_euid = cred->euid.val;
@@ -64,12 +64,7 @@ LSM_PROBE(userns_create, const struct cred *cred)
     struct user_namespace *ns = cred->user_ns;
     e->parent_level = ns->level;
     e->parent_inum = ns->ns.inum;
-    e->flags = 0;
-    /* CAP_SYS_ADMIN (21) in the effective set: not the usual unprivileged case. */
-    if (!(e->cap_effective & (1ULL << 21)))
-        e->flags |= USERNS_CREATE_FLAG_UNPRIVILEGED;
+    e->flags = unprivileged ? USERNS_CREATE_FLAG_UNPRIVILEGED : 0;
 
-    krsid_set_decision(e, action, rule);
-    krsid_event_submit(ctx, KRSID_HOOK_ID, e, sizeof(struct userns_create_event));
-    KRSID_RETURN_DECISION(action);
+    KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -114,6 +114,7 @@ def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) ->
         f"-DKRSID_RINGBUF_PAGES={settings.ringbuf_pages}",
         f"-DKRSID_USE_PERFBUF={1 if settings.use_perfbuf else 0}",
         f"-DKRSID_CNT_SLOTS_EXPECTED={len(COUNTER_SLOTS)}",
+        f"-DKRSID_RULES_PER_HOOK_EXPECTED={RULES_PER_HOOK}",
         "-Wno-incompatible-pointer-types-discards-qualifiers",
     ]
 
@@ -350,11 +351,15 @@ class LoadedPrograms:
         rules = bpf["krsid_rules"]
         hits = bpf["krsid_rule_hits"]
         target = 1 - self.active_bank()
+        self._write_dirs(target, per_hook)
         for hook in self.hook_ids:
             compiled = per_hook.get(hook, ())
             if len(compiled) > RULES_PER_HOOK:
                 raise ProgramLoadError(f"{hook}: {len(compiled)} rules, at most {RULES_PER_HOOK}")
-            for slot in range(RULES_PER_HOOK):
+            # The rules, then one empty slot that ends the list: the program stops at
+            # it, so older entries behind it never count (and each slot's hits are
+            # cleared when a rule is written there).
+            for slot in range(min(len(compiled) + 1, RULES_PER_HOOK)):
                 idx = ct.c_int(self.rule_index(target, hook, slot))
                 leaf = rules.Leaf()  # all zero: an empty slot ends the hook's list
                 if slot < len(compiled):
@@ -369,6 +374,30 @@ class LoadedPrograms:
                 hits.clearitem(idx)
         bpf["krsid_policy_bank"][ct.c_int(0)] = ct.c_uint32(target)
         return target
+
+    def _write_dirs(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> None:
+        """Replace the bank's krsid_dirs entries: (bank, hook, kind, dev, ino) -> the
+        rule slots (bits) whose exe_prefix / path_prefix names that directory."""
+        dirs = self._require()["krsid_dirs"]
+        for key in list(dirs.keys()):
+            if key.bank_hook // self.max_hooks == bank:
+                dirs.__delitem__(key)
+        bits: dict[tuple[int, int, int, int], int] = {}
+        for hook, compiled in per_hook.items():
+            if hook not in self.hook_ids:
+                continue
+            bank_hook = bank * self.max_hooks + self.hook_ids[hook]
+            for slot, rule in enumerate(compiled):
+                for kind, dev, ino in rule.dirs:
+                    k = (bank_hook, kind, dev, ino)
+                    bits[k] = bits.get(k, 0) | (1 << slot)
+        for (bank_hook, kind, dev, ino), mask in bits.items():
+            key = dirs.Key()
+            key.bank_hook, key.kind, key.dev, key.ino = bank_hook, kind, dev, ino
+            leaf = dirs.Leaf()
+            for w in range(len(leaf.bits)):
+                leaf.bits[w] = (mask >> (64 * w)) & 0xFFFFFFFFFFFFFFFF
+            dirs[key] = leaf
 
     def rule_hits(self, bank: int, hook: str, slot: int) -> int:
         if self._bpf is None or hook not in self.hook_ids:

@@ -18,6 +18,7 @@
  * and once, for the module:
  *   KRSID_MAX_HOOKS    size of the per-hook maps
  *   KRSID_RINGBUF_PAGES, KRSID_USE_PERFBUF
+ *   KRSID_CNT_SLOTS_EXPECTED, KRSID_RULES_PER_HOOK_EXPECTED  (user space's numbers, asserted)
  * No configuration string ever becomes C text: options reach the kernel through
  * the krsid_options map (krsid_option()).
  */
@@ -39,6 +40,7 @@
 #include <linux/dcache.h>
 #include <linux/sched/signal.h>
 #include <linux/tty.h>
+#include <linux/mm_types.h>
 #endif
 
 /* Macros BTF cannot carry: stable UAPI values. */
@@ -164,9 +166,17 @@ static __always_inline __u64 krsid_option(__u32 hook_id, __u32 slot)
  * every hook call sees either the whole old policy or the whole new one, and no
  * program is ever detached. Rules are evaluated in order, first match wins; an
  * empty slot (action 0) ends the list; no match means audit.
+ *
+ * The rule loop is a bounded loop (verified iteration by iteration, kernel >= 5.3),
+ * not unrolled: 128 rules unrolled would be tens of thousands of instructions per
+ * program. Its body is kept small: comm compares as two words, directory prefixes
+ * are looked up once per call (krsid_dirs) and tested as one bit per rule.
  */
-#define KRSID_RULES_PER_HOOK 16
+#define KRSID_RULES_PER_HOOK 128
 #define KRSID_POLICY_FIELDS 4
+/* Levels of a directory walk (the file itself, then d_parent up to its filesystem's root). */
+#define KRSID_DIR_DEPTH 16
+#define KRSID_DIR_ENTRIES 4096
 
 #define KRSID_ACT_AUDIT 1      /* emit the event */
 #define KRSID_ACT_IGNORE 2     /* count only */
@@ -177,12 +187,20 @@ static __always_inline __u64 krsid_option(__u32 hook_id, __u32 slot)
 #define KRSID_MATCH_NOT_UID 0x2
 #define KRSID_MATCH_COMM 0x4
 #define KRSID_MATCH_CGROUP 0x8
-#define KRSID_MATCH_FIELD0 0x100 /* FIELD0 << i for field i */
+#define KRSID_MATCH_EXE 0x10          /* the caller's executable is inode (exe_dev, exe_ino) */
+#define KRSID_MATCH_EXE_PREFIX 0x20   /* ... lies below a directory of this rule (krsid_dirs) */
+#define KRSID_MATCH_FILE_PREFIX 0x40  /* the hook's file lies below a directory of this rule */
+#define KRSID_MATCH_FILE_ANY 0x80     /* the hook has a file (path_prefix: /) */
+#define KRSID_MATCH_FIELD0 0x100      /* FIELD0 << i for field i */
+#define KRSID_MATCH_EXE_ANY 0x1000    /* the caller has an executable (exe_prefix: /) */
 
 #define KRSID_FIELD_OP_ALL 1   /* (value & mask) == mask: "contains all of" */
 #define KRSID_FIELD_OP_ANY 2   /* (value & mask) != 0:    "contains any of" */
 #define KRSID_FIELD_OP_EQ 3    /* value == want */
 #define KRSID_FIELD_OP_NE 4    /* value != want */
+
+#define KRSID_DIR_KIND_FILE 0
+#define KRSID_DIR_KIND_EXE 1
 
 struct krsid_rule {
     __u32 action;
@@ -190,97 +208,266 @@ struct krsid_rule {
     __u32 uid;
     __u32 cgroup_level;
     __u64 cgroup_id;
-    char comm[KRSID_COMM_LEN];
+    __u64 comm[2];        /* the command name, NUL-padded, as two words */
+    __u64 exe_ino;
+    __u32 exe_dev;        /* the kernel's dev_t (MAJOR << 20 | MINOR) */
+    __u32 needs;          /* slot 0 only: the match bits of all the hook's rules, OR-ed */
     __u64 field_arg[KRSID_POLICY_FIELDS];
     __u32 field_op[KRSID_POLICY_FIELDS];
+    /* slot + 1, written by user space. The decision takes the rule's number from
+     * here, not from the loop counter: a constant per iteration would make the
+     * verifier walk the rest of the program once for every slot that can match. */
+    __u32 number;
+    __u32 reserved;
 };
 
-/* Hook-specific values a program offers to rules (declared in its sidecar's `policy:`). */
+/* What a program offers to rules: its policy fields (declared in its sidecar's
+ * `policy:`) and, for hooks that have one, the file the call is about (`policy_path:`),
+ * NULL when there is none. */
 struct krsid_policy_input {
     __u64 field[KRSID_POLICY_FIELDS];
+    struct dentry *file;
+};
+
+/* A directory named by a path_prefix / exe_prefix matcher, in one bank and hook. */
+struct krsid_dir_key {
+    __u32 bank_hook;  /* bank * KRSID_MAX_HOOKS + hook id */
+    __u32 kind;       /* KRSID_DIR_KIND_* */
+    __u32 dev;
+    __u32 pad;
+    __u64 ino;
+};
+/* The rule slots (bit i = slot i) that name this directory. */
+struct krsid_dir_rules {
+    __u64 bits[KRSID_RULES_PER_HOOK / 64];
 };
 
 BPF_ARRAY(krsid_rules, struct krsid_rule, 2 * KRSID_MAX_HOOKS * KRSID_RULES_PER_HOOK);
 BPF_ARRAY(krsid_policy_bank, __u32, 1);
+BPF_HASH(krsid_dirs, struct krsid_dir_key, struct krsid_dir_rules, KRSID_DIR_ENTRIES);
 /* Hits per rule slot and bank (per-CPU): krsid_denied_total / krsid_would_deny_total / ... */
 BPF_PERCPU_ARRAY(krsid_rule_hits, __u64, 2 * KRSID_MAX_HOOKS * KRSID_RULES_PER_HOOK);
 
-static __always_inline int krsid_rule_matches(struct krsid_rule *r, struct krsid_policy_input *in,
-                                              __u32 uid, char *comm, int *have_comm)
+#ifdef KRSID_RULES_PER_HOOK_EXPECTED
+_Static_assert(KRSID_RULES_PER_HOOK == KRSID_RULES_PER_HOOK_EXPECTED, "krsid: rules per hook differ from user space");
+#endif
+_Static_assert(KRSID_RULES_PER_HOOK == 128, "krsid_dir_rules and the bit test assume two words of slots");
+
+/* The caller, read once per call and only as far as the hook's rules need. */
+struct krsid_caller {
+    __u64 comm[2];
+    __u64 exe_ino;
+    __u64 exe_bits[2];   /* rule slots whose exe_prefix directory holds the executable */
+    __u64 file_bits[2];  /* rule slots whose path_prefix directory holds the hook's file */
+    __u32 exe_dev;
+    __u32 uid;
+    __u64 has_file;      /* in->file != NULL, as a number (no ALU on pointers) */
+};
+
+/* (s_dev, i_ino) of a dentry's inode; 0, 0 when it has none. */
+static __always_inline void krsid_dentry_id(struct dentry *d, __u32 *dev, __u64 *ino)
 {
-    if ((r->match & KRSID_MATCH_UID) && uid != r->uid)
+    struct inode *inode = 0;
+    struct super_block *sb = 0;
+    *dev = 0;
+    *ino = 0;
+    bpf_probe_read_kernel(&inode, sizeof(inode), &d->d_inode);
+    bpf_probe_read_kernel(&sb, sizeof(sb), &d->d_sb);
+    if (!inode || !sb)
+        return;
+    bpf_probe_read_kernel(ino, sizeof(*ino), &inode->i_ino);
+    bpf_probe_read_kernel(dev, sizeof(*dev), &sb->s_dev);
+}
+
+/* The current task's executable (mm->exe_file), NULL for kernel threads. */
+static __always_inline struct dentry *krsid_exe_dentry(void)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct mm_struct *mm = 0;
+    struct file *exe = 0;
+    struct dentry *d = 0;
+    bpf_probe_read_kernel(&mm, sizeof(mm), &task->mm);
+    if (!mm)
         return 0;
-    if ((r->match & KRSID_MATCH_NOT_UID) && uid == r->uid)
+    bpf_probe_read_kernel(&exe, sizeof(exe), &mm->exe_file);
+    if (!exe)
         return 0;
-    if (r->match & KRSID_MATCH_COMM) {
-        if (!*have_comm) {  /* read only when a rule needs it: most hook calls never do */
-            bpf_get_current_comm(comm, KRSID_COMM_LEN);
-            *have_comm = 1;
-        }
-#pragma unroll
-        for (int i = 0; i < KRSID_COMM_LEN; i++) {
-            if (comm[i] != r->comm[i])
-                return 0;
-            if (!comm[i])
-                break;
-        }
-    }
-    if ((r->match & KRSID_MATCH_CGROUP) &&
-        bpf_get_current_ancestor_cgroup_id(r->cgroup_level) != r->cgroup_id)
-        return 0;
-#pragma unroll
-    for (int f = 0; f < KRSID_POLICY_FIELDS; f++) {
-        if (!(r->match & (KRSID_MATCH_FIELD0 << f)))
-            continue;
-        __u64 v = in ? in->field[f] : 0, a = r->field_arg[f];
-        __u32 op = r->field_op[f];
-        if (op == KRSID_FIELD_OP_ALL && (v & a) != a)
-            return 0;
-        if (op == KRSID_FIELD_OP_ANY && !(v & a))
-            return 0;
-        if (op == KRSID_FIELD_OP_EQ && v != a)
-            return 0;
-        if (op == KRSID_FIELD_OP_NE && v == a)
-            return 0;
-    }
-    return 1;
+    bpf_probe_read_kernel(&d, sizeof(d), &exe->f_path.dentry);
+    return d;
 }
 
 /*
- * The action for this call (KRSID_ACT_*) under the active policy; *rule gets the
- * matching slot + 1 (0 = no rule matched). `in` may be NULL for hooks without
- * policy fields. A hook without rules costs two array lookups.
+ * OR together the rule slots of every krsid_dirs entry on the way from d up to
+ * its filesystem's root (at most KRSID_DIR_DEPTH levels). The walk follows
+ * d_parent, so it stays on d's filesystem: a directory above a mount point is
+ * never reached (user space turns "/" into FILE_ANY/EXE_ANY instead).
  */
-static __always_inline __u32 krsid_policy(__u32 hook_id, struct krsid_policy_input *in, __u32 *rule)
+static __always_inline void krsid_dir_bits(__u32 bank_hook, __u32 kind, struct dentry *d, __u64 *bits)
 {
+    struct krsid_dir_key k = {};
+    struct super_block *sb = 0;
+    k.bank_hook = bank_hook;
+    k.kind = kind;
+    bpf_probe_read_kernel(&sb, sizeof(sb), &d->d_sb);
+    if (!sb)
+        return;
+    bpf_probe_read_kernel(&k.dev, sizeof(k.dev), &sb->s_dev);
+#pragma clang loop unroll(disable)
+    for (int level = 0; level < KRSID_DIR_DEPTH; level++) {
+        struct inode *inode = 0;
+        struct dentry *parent = 0;
+        bpf_probe_read_kernel(&inode, sizeof(inode), &d->d_inode);
+        k.ino = 0;
+        if (inode)
+            bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &inode->i_ino);
+        struct krsid_dir_rules *r = krsid_dirs.lookup(&k);
+        if (r) {
+            bits[0] |= r->bits[0];
+            bits[1] |= r->bits[1];
+        }
+        bpf_probe_read_kernel(&parent, sizeof(parent), &d->d_parent);
+        if (!parent || parent == d)
+            break;  /* the filesystem's root is its own parent */
+        d = parent;
+    }
+}
+
+/*
+ * Rule matching is written without conditional jumps: the bounded loop runs it up
+ * to 128 times and the verifier walks every iteration, keeping a pending state for
+ * each branch on its way (~30 branches per rule went past its limit of 8192 jumps
+ * on a 4-field hook). 0/1 values come from ALU ops; the empty asm keeps clang from
+ * turning them back into compares, which the BPF backend emits as branches.
+ */
+static __always_inline __u64 krsid_nonzero(__u64 z)
+{
+    __u64 neg = 0 - z;
+    asm volatile("" : "+r"(neg));
+    __u64 bit = (z | neg) >> 63;  /* 1 if z != 0 */
+    asm volatile("" : "+r"(bit));  /* clang must not know it is 0/1: it would make selects (branches) of it */
+    return bit;
+}
+
+/* 1 if a < b (signed), without a branch. */
+static __always_inline __u64 krsid_less(__s64 a, __s64 b)
+{
+    __s64 diff = a - b;
+    asm volatile("" : "+r"(diff));
+    __u64 bit = (__u64)diff >> 63;
+    asm volatile("" : "+r"(bit));
+    return bit;
+}
+
+static __always_inline __u64 krsid_bit(__u64 word, __u32 bit)
+{
+    return (word >> bit) & 1;
+}
+
+/* Bit `slot` of a two-word slot set. */
+static __always_inline __u64 krsid_slot_bit(__u64 *bits, __u32 slot)
+{
+    __u64 hi = (slot >> 6) & 1;
+    __u64 word = (bits[0] & (hi - 1)) | (bits[1] & (0 - hi));
+    return (word >> (slot & 63)) & 1;
+}
+
+_Static_assert(KRSID_MATCH_UID == 1 << 0 && KRSID_MATCH_NOT_UID == 1 << 1 && KRSID_MATCH_COMM == 1 << 2 &&
+                   KRSID_MATCH_EXE == 1 << 4 && KRSID_MATCH_EXE_PREFIX == 1 << 5 &&
+                   KRSID_MATCH_FILE_PREFIX == 1 << 6 && KRSID_MATCH_FILE_ANY == 1 << 7 &&
+                   KRSID_MATCH_FIELD0 == 1 << 8 && KRSID_MATCH_EXE_ANY == 1 << 12,
+               "krsid_rule_fails tests these bit positions");
+
+/* 0 if rule r (in slot `slot`) matches this call, non-zero if not. */
+static __always_inline __u64 krsid_rule_fails(struct krsid_rule *r, __u32 slot, struct krsid_policy_input *in,
+                                             struct krsid_caller *c)
+{
+    __u64 m = r->match;
+    __u64 uid_differs = krsid_nonzero(c->uid ^ r->uid);
+    __u64 no_exe = krsid_nonzero(c->exe_ino) ^ 1;
+    __u64 fail = (krsid_bit(m, 0) & uid_differs)                                          /* UID */
+               | (krsid_bit(m, 1) & (uid_differs ^ 1))                                    /* NOT_UID */
+               | (krsid_bit(m, 2) & krsid_nonzero((c->comm[0] ^ r->comm[0]) | (c->comm[1] ^ r->comm[1])))
+               | (krsid_bit(m, 4) & (krsid_nonzero((c->exe_ino ^ r->exe_ino) | (c->exe_dev ^ r->exe_dev)) | no_exe))
+               | (krsid_bit(m, 12) & no_exe)                                              /* EXE_ANY */
+               | (krsid_bit(m, 5) & (krsid_slot_bit(c->exe_bits, slot) ^ 1))              /* EXE_PREFIX */
+               | (krsid_bit(m, 7) & (c->has_file ^ 1))                                    /* FILE_ANY */
+               | (krsid_bit(m, 6) & (krsid_slot_bit(c->file_bits, slot) ^ 1));            /* FILE_PREFIX */
+#pragma unroll
+    for (int f = 0; f < KRSID_POLICY_FIELDS; f++) {
+        __u64 v = in->field[f], a = r->field_arg[f];
+        __u64 op = r->field_op[f];
+        __u64 field_fails = ((krsid_nonzero(op ^ KRSID_FIELD_OP_ALL) ^ 1) & krsid_nonzero((v & a) ^ a))
+                          | ((krsid_nonzero(op ^ KRSID_FIELD_OP_ANY) ^ 1) & (krsid_nonzero(v & a) ^ 1))
+                          | ((krsid_nonzero(op ^ KRSID_FIELD_OP_EQ) ^ 1) & krsid_nonzero(v ^ a))
+                          | ((krsid_nonzero(op ^ KRSID_FIELD_OP_NE) ^ 1) & (krsid_nonzero(v ^ a) ^ 1));
+        fail |= krsid_bit(m, 8 + f) & field_fails;
+    }
+    /* The one test left with a branch: a helper call is worth skipping. */
+    if (!fail && (m & KRSID_MATCH_CGROUP) &&
+        bpf_get_current_ancestor_cgroup_id(r->cgroup_level) != r->cgroup_id)
+        fail = 1;
+    return fail;
+}
+
+/* What the policy decided for one call: KRSID_ACT_* and the rule slot + 1 (0 = none). */
+struct krsid_decision {
+    __u32 action;
+    __u32 rule;
+};
+
+/*
+ * The decision for this call under the active policy. A hook without rules costs
+ * two array lookups (the bank index and its first rule slot); the caller's comm,
+ * executable and directory walks are read only when one of the hook's rules needs
+ * them (slot 0's `needs`).
+ */
+static __always_inline struct krsid_decision krsid_decide(__u32 hook_id, struct krsid_policy_input *in)
+{
+    struct krsid_decision d = {KRSID_ACT_AUDIT, 0};
     int zero = 0;
     __u32 *bankp = krsid_policy_bank.lookup(&zero);
     __u32 bank = bankp ? (*bankp & 1) : 0;
-    int first = (bank * KRSID_MAX_HOOKS + hook_id) * KRSID_RULES_PER_HOOK;
+    __u32 bank_hook = bank * KRSID_MAX_HOOKS + hook_id;
+    int first = bank_hook * KRSID_RULES_PER_HOOK;
 
-    *rule = 0;
     struct krsid_rule *r0 = krsid_rules.lookup(&first);
     if (!r0 || !r0->action)
-        return KRSID_ACT_AUDIT;
+        return d;
 
-    __u32 uid = (__u32)bpf_get_current_uid_gid();
-    char comm[KRSID_COMM_LEN] = {};
-    int have_comm = 0;
-#pragma unroll
-    for (int i = 0; i < KRSID_RULES_PER_HOOK; i++) {
+    __u32 needs = r0->needs;
+    struct krsid_caller c = {};
+    c.uid = (__u32)bpf_get_current_uid_gid();
+    if (in->file)
+        c.has_file = 1;
+    if (needs & KRSID_MATCH_COMM)
+        bpf_get_current_comm(c.comm, sizeof(c.comm));  /* NUL-padded to 16 bytes */
+    if (needs & (KRSID_MATCH_EXE | KRSID_MATCH_EXE_ANY | KRSID_MATCH_EXE_PREFIX)) {
+        struct dentry *exe = krsid_exe_dentry();
+        if (exe) {
+            krsid_dentry_id(exe, &c.exe_dev, &c.exe_ino);
+            if (needs & KRSID_MATCH_EXE_PREFIX)
+                krsid_dir_bits(bank_hook, KRSID_DIR_KIND_EXE, exe, c.exe_bits);
+        }
+    }
+    if ((needs & KRSID_MATCH_FILE_PREFIX) && in->file)
+        krsid_dir_bits(bank_hook, KRSID_DIR_KIND_FILE, in->file, c.file_bits);
+
+#pragma clang loop unroll(disable)
+    for (__u32 i = 0; i < KRSID_RULES_PER_HOOK; i++) {
         int idx = first + i;
         struct krsid_rule *r = krsid_rules.lookup(&idx);
         if (!r || !r->action)
             break;
-        if (krsid_rule_matches(r, in, uid, comm, &have_comm)) {
+        if (!krsid_rule_fails(r, i, in, &c)) {
             __u64 *hits = krsid_rule_hits.lookup(&idx);
             if (hits)
                 *hits += 1;
-            *rule = i + 1;
-            return r->action;
+            d.action = r->action;
+            d.rule = r->number;
+            return d;
         }
     }
-    return KRSID_ACT_AUDIT;
+    return d;
 }
 
 /* Record the decision in the event header (call before krsid_event_submit). */
@@ -304,6 +491,58 @@ static __always_inline void krsid_set_decision(void *ev, __u32 action, __u32 rul
             return -EPERM;                         \
         }                                          \
         return 0;                                  \
+    } while (0)
+
+
+/*
+ * The shape every hook program follows (see programs/<hook>.c):
+ *
+ *   KRSID_HOOK_PROLOGUE();                      count the call; keep an earlier deny
+ *   struct krsid_policy_input in = {};          the hook's policy fields and file
+ *   struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+ *   KRSID_DROP_IF_IGNORED(d);
+ *   if (!d.rule && <hook filter>)               filters apply only when no rule matched
+ *       KRSID_RETURN_FILTERED();
+ *   e = krsid_event_begin(...); if (!e) KRSID_RETURN_DECISION(d.action);
+ *   ... fill e ...
+ *   KRSID_SUBMIT_AND_RETURN(e, d);
+ *
+ * Compute the policy fields without branches where you can (krsid_nonzero,
+ * krsid_less): the verifier walks the 128-rule loop (~80k instructions) once for
+ * every distinct state that reaches krsid_decide, and stops at 1M. Four ifs
+ * before it in task_fix_setuid made 16 such states (690k).
+ *
+ * Rules run before the hook's own filters, so a deny rule sees every call; the
+ * decision is returned even when no event could be written (rate limit, dedup,
+ * full ring buffer): noise control never turns a deny into an allow.
+ */
+#define KRSID_HOOK_PROLOGUE()                                     \
+    do {                                                          \
+        int krsid_prev_ret_ = KRSID_PREV_RET();                   \
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_INVOCATIONS);        \
+        if (krsid_prev_ret_ != 0)                                 \
+            return krsid_prev_ret_; /* never turn a deny into an allow */ \
+    } while (0)
+
+/* Allowed, counted as filtered, nothing emitted. */
+#define KRSID_RETURN_FILTERED()                              \
+    do {                                                     \
+        krsid_count(KRSID_HOOK_ID, KRSID_CNT_FILTERED);      \
+        return 0;                                            \
+    } while (0)
+
+#define KRSID_DROP_IF_IGNORED(d)                 \
+    do {                                         \
+        if ((d).action == KRSID_ACT_IGNORE)      \
+            KRSID_RETURN_FILTERED();             \
+    } while (0)
+
+/* Stamp the decision into the event, hand it out, return the decision. */
+#define KRSID_SUBMIT_AND_RETURN(e, d)                                   \
+    do {                                                                \
+        krsid_set_decision((e), (d).action, (d).rule);                  \
+        krsid_event_submit(ctx, KRSID_HOOK_ID, (e), sizeof(*(e)));      \
+        KRSID_RETURN_DECISION((d).action);                              \
     } while (0)
 
 #ifdef KRSID_CNT_SLOTS_EXPECTED

@@ -7,10 +7,30 @@ import pytest
 from krsid.catalog import load_catalog
 from krsid.config import parse_config
 from krsid.errors import ConfigError
-from krsid.policy import ACTIONS, MATCH_COMM, MATCH_FIELD0, MATCH_NOT_UID, cgroup_id_and_level, compile_rules
+from krsid.policy import (
+    ACTIONS,
+    DIR_KIND_EXE,
+    DIR_KIND_FILE,
+    MATCH_COMM,
+    MATCH_EXE,
+    MATCH_EXE_ANY,
+    MATCH_EXE_PREFIX,
+    MATCH_FIELD0,
+    MATCH_FILE_ANY,
+    MATCH_FILE_PREFIX,
+    MATCH_NOT_UID,
+    MATCH_UID,
+    RULES_PER_HOOK,
+    cgroup_id_and_level,
+    comm_words,
+    compile_rules,
+    kernel_inode,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "hooks:\n  file_mprotect: {}\n  bprm_check_security: {}\npolicy:\n  rules:\n"
+HEAD = (
+    "hooks:\n  file_mprotect: {}\n  bprm_check_security: {}\n  file_open: {}\n  userns_create: {}\npolicy:\n  rules:\n"
+)
 
 
 def cfg(rules: str) -> object:
@@ -26,7 +46,7 @@ def test_rule_parses_and_compiles_to_map_values() -> None:
     assert (rule.name, rule.hook, rule.action, rule.not_uid, rule.comm) == ("wx", "file_mprotect", "deny", 0, "java")
     (compiled,) = compile_rules([rule])
     v = compiled.values
-    assert v["action"] == ACTIONS["deny"] and v["comm"] == b"java" and v["uid"] == 0
+    assert v["action"] == ACTIONS["deny"] and v["comm"] == [int.from_bytes(b"java", "little"), 0] and v["uid"] == 0
     assert v["match"] == MATCH_NOT_UID | MATCH_COMM | MATCH_FIELD0
     assert v["field_arg"][0] == 0x4 | 0x2 and v["field_op"][0] == 1
 
@@ -65,7 +85,19 @@ def test_cgroup_is_resolved_when_compiled(tmp_path: Path) -> None:
         ("    - {name: a, hook: file_mprotect, action: deny, match: {uid: -1}}\n", "0..4294967295"),
         ("    - {name: a, hook: file_mprotect, action: deny, match: {cgroup: system.slice}}\n", "starting with /"),
         ("    - {hook: file_mprotect, action: deny}\n", "a rule needs 'name'"),
-        ("".join(f"    - {{name: r{i}, hook: file_mprotect, action: audit}}\n" for i in range(17)), "at most 16"),
+        (
+            "".join(f"    - {{name: r{i}, hook: file_mprotect, action: audit}}\n" for i in range(RULES_PER_HOOK + 1)),
+            f"at most {RULES_PER_HOOK}",
+        ),
+        ("    - {name: a, hook: file_open, action: deny, match: {path_prefix: tmp}}\n", "an absolute path"),
+        ("    - {name: a, hook: file_open, action: deny, match: {path_prefix: /nonexistent-krsid}}\n", "must exist"),
+        ("    - {name: a, hook: file_open, action: deny, match: {path_prefix: /etc/hostname}}\n", "not a directory"),
+        ("    - {name: a, hook: file_open, action: deny, match: {path_prefix: []}}\n", "non-empty list"),
+        ("    - {name: a, hook: file_open, action: deny, match: {exe_prefix: [/etc, 3]}}\n", "absolute path"),
+        ("    - {name: a, hook: file_open, action: deny, match: {exe: /usr}}\n", "is a directory"),
+        ("    - {name: a, hook: file_open, action: deny, match: {exe: /nonexistent-krsid}}\n", "must exist"),
+        ("    - {name: a, hook: userns_create, action: deny, match: {path_prefix: /tmp}}\n", "has no file"),
+        ("    - {name: a, hook: userns_create, action: deny, match: {fields: {unprivileged: 2.5}}}\n", "number"),
     ],
 )
 def test_bad_rules_are_config_errors(rules: str, message: str) -> None:
@@ -82,3 +114,80 @@ def test_shipped_example_policies_are_valid() -> None:
     for example in examples:
         c = load_config(example)
         assert c.policy.rules, example
+
+
+def fake_inode(path: str) -> tuple[int, int]:
+    return 7, len(path)
+
+
+def test_exe_and_prefixes_compile_to_inodes_and_directory_bits(tmp_path: Path) -> None:
+    c = cfg(
+        "    - name: first\n      hook: file_open\n      action: audit\n      match: {uid: 5}\n"
+        "    - name: p\n      hook: file_open\n      action: deny\n"
+        f"      match: {{exe: /bin/sh, exe_prefix: [/usr, /etc], path_prefix: {tmp_path}}}\n"
+    )
+    first, rule = c.policy.rules  # type: ignore[attr-defined]
+    assert (rule.exe, rule.exe_prefix, rule.path_prefix) == ("/bin/sh", ("/usr", "/etc"), (str(tmp_path),))
+    c0, c1 = compile_rules([first, rule], resolve_inode=fake_inode)
+    assert c1.values["match"] == MATCH_EXE | MATCH_EXE_PREFIX | MATCH_FILE_PREFIX
+    assert (c1.values["exe_dev"], c1.values["exe_ino"]) == (7, len("/bin/sh"))
+    assert c1.dirs == [(DIR_KIND_EXE, 7, 4), (DIR_KIND_EXE, 7, 4), (DIR_KIND_FILE, 7, len(str(tmp_path)))]
+    # Slot 0 tells the program what to read for the whole hook; other slots leave it 0.
+    assert c0.values["needs"] == MATCH_UID | MATCH_EXE | MATCH_EXE_PREFIX | MATCH_FILE_PREFIX
+    assert c1.values["needs"] == 0 and c0.dirs == []
+    assert (c0.values["number"], c1.values["number"]) == (1, 2)  # slot + 1: the event's rule
+
+
+def test_root_prefix_means_any_file_not_a_directory_walk() -> None:
+    c = cfg(
+        "    - name: any\n      hook: file_open\n      action: would_deny\n"
+        "      match: {exe_prefix: /, path_prefix: [/tmp, /]}\n"
+    )
+    (compiled,) = compile_rules(list(c.policy.rules), resolve_inode=fake_inode)  # type: ignore[attr-defined]
+    assert compiled.values["match"] == MATCH_EXE_ANY | MATCH_FILE_ANY and compiled.dirs == []
+
+
+def test_kernel_inode_uses_the_kernels_dev_encoding(tmp_path: Path) -> None:
+    import os
+
+    st = os.stat(tmp_path)
+    assert kernel_inode(str(tmp_path)) == ((os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino)
+    with pytest.raises(ConfigError, match="nope"):
+        kernel_inode(str(tmp_path / "nope"))
+
+
+def test_comm_is_two_nul_padded_little_endian_words() -> None:
+    assert comm_words("a") == [0x61, 0]
+    assert comm_words("0123456789abcde") == [
+        int.from_bytes(b"01234567", "little"),
+        int.from_bytes(b"89abcde\0", "little"),
+    ]
+
+
+def test_bool_fields_take_true_and_false_and_values_of_reuses_event_names() -> None:
+    c = cfg(
+        "    - name: u\n      hook: userns_create\n      action: deny\n      match: {fields: {unprivileged: true}}\n"
+        "    - name: w\n      hook: file_open\n      action: deny\n"
+        "      match: {fields: {flags: {any: [WRONLY, RDWR]}}}\n"
+    )
+    u, w = c.policy.rules  # type: ignore[attr-defined]
+    assert u.fields[0].arg == 1 and u.fields[0].op == 3
+    assert w.fields[0].arg == 0x3
+
+
+def test_rules_per_hook_matches_the_c_header() -> None:
+    """The loader also asserts it at every compile (-DKRSID_RULES_PER_HOOK_EXPECTED)."""
+    import re
+
+    header = (ROOT / "programs" / "include" / "krsid.h").read_text()
+    m = re.search(r"#define KRSID_RULES_PER_HOOK (\d+)", header)
+    assert m and int(m.group(1)) == RULES_PER_HOOK
+
+
+def test_every_hook_offers_the_policy() -> None:
+    """Each program evaluates the policy (the catalog's promise that rules work on any hook)."""
+    for spec in load_catalog(ROOT / "programs"):
+        text = spec.source.read_text()
+        assert "krsid_decide(KRSID_HOOK_ID" in text and "KRSID_SUBMIT_AND_RETURN" in text, spec.name
+        if spec.policy_path:
+            assert "in.file =" in text, f"{spec.name} declares policy_path but never sets in.file"

@@ -234,3 +234,182 @@ def test_deny_user_namespaces_to_an_unprivileged_user(
     allowed = daemon.wait_events(lambda o: o["hook"] == "userns_create" and o["cred_uid"] == 0)
     assert allowed and allowed[-1]["action"] == "audit" and allowed[-1]["verdict"] == "0"
     assert metric(daemon.scrape(), "krsid_denied_total", hook="userns_create", rule=shipped["name"]) >= 1
+
+
+# -- policy in every hook, exe / path matchers, many rules ------------------------------------
+#
+# Each rule below is scoped to what only the test does: a uid nobody else in the VM uses,
+# a copy of a binary on the test's own tmpfs, a new uid only the test asks for.
+
+TEST_UID = 65531  # the processes these tests run as (setpriv)
+
+
+def as_user(uid: int, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def shared_tmpfs() -> Iterator[Path]:
+    """A tmpfs other uids can reach (pytest's tmp_path is 0700 root): /tmp/krsid-policy-*."""
+    d = Path("/tmp") / f"krsid-policy-{uuid.uuid4().hex[:8]}"
+    d.mkdir(mode=0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "krsid-test", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=False)
+        d.rmdir()
+
+
+@pytest.fixture
+def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
+    """Hot-reloads rules without requiring file_mprotect; restores the config after."""
+    r = Reloader(daemon)
+    try:
+        yield r
+    finally:
+        r.apply(r.original)
+
+
+def test_exe_and_exe_prefix_match_the_callers_binary(
+    daemon: RunningDaemon, policy: Reloader, tmpfs_dir: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """exe (one inode) on userns_create, exe_prefix (a directory) on task_fix_setuid: copies
+    of unshare/setpriv on the test's tmpfs are denied, the system's own binaries are not."""
+    hook_enabled("userns_create")
+    hook_enabled("task_fix_setuid")
+    unshare = tmpfs_dir / "unshare"
+    shutil.copy2(shutil.which("unshare") or "/usr/bin/unshare", unshare)
+    tools = tmpfs_dir / "tools"
+    tools.mkdir()
+    setpriv = tools / "setpriv"
+    shutil.copy2(shutil.which("setpriv") or "/usr/bin/setpriv", setpriv)
+    new_uid = 65530
+    policy.apply(
+        policy.with_rules(
+            {"name": "userns-by-copy", "hook": "userns_create", "action": "deny", "match": {"exe": str(unshare)}},
+            {
+                "name": "setuid-from-tools",
+                "hook": "task_fix_setuid",
+                "action": "deny",
+                "match": {"exe_prefix": str(tmpfs_dir), "fields": {"new_uid": new_uid}},
+            },
+        )
+    )
+    denied = subprocess.run([str(unshare), "-U", "true"], capture_output=True, text=True, timeout=60)
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr, denied.stderr
+    assert subprocess.run(["unshare", "-U", "true"], capture_output=True, timeout=60).returncode == 0
+
+    denied = subprocess.run([str(setpriv), f"--reuid={new_uid}", "true"], capture_output=True, text=True, timeout=60)
+    assert denied.returncode != 0, denied.stderr
+    assert subprocess.run(["setpriv", f"--reuid={new_uid}", "true"], timeout=60).returncode == 0
+
+    ns = daemon.wait_events(lambda o: o["hook"] == "userns_create" and o.get("rule") == "userns-by-copy")
+    assert ns and ns[0]["action"] == "deny" and ns[0]["verdict"] == "-EPERM", ns
+    su = daemon.wait_events(lambda o: o["hook"] == "task_fix_setuid" and o.get("rule") == "setuid-from-tools")
+    assert su and su[0]["new_uid"] == new_uid and su[0]["action"] == "deny", su
+    allowed = daemon.wait_events(
+        lambda o: o["hook"] == "task_fix_setuid" and o["new_uid"] == new_uid and o["action"] == "audit"
+    )
+    assert allowed, "the system's setpriv was allowed and audited"
+
+
+def test_path_prefix_and_fields_on_file_open_exec_and_connect(
+    daemon: RunningDaemon, policy: Reloader, shared_tmpfs: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """Rules run before each hook's own filter: a write open below a directory
+    (file_open), an exec of a file below a directory (bprm_check_security), a UDP
+    connect to one port (socket_connect), all for the test's uid only."""
+    for hook in ("file_open", "bprm_check_security", "socket_connect"):
+        hook_enabled(hook)
+    data = shared_tmpfs / "data"
+    data.mkdir(mode=0o777)
+    bindir = shared_tmpfs / "bin"
+    bindir.mkdir(mode=0o755)
+    data.chmod(0o777)
+    target = data / "f"
+    target.write_text("x")
+    target.chmod(0o666)
+    true_copy = bindir / "true"
+    shutil.copy2("/bin/true", true_copy)
+    port = 4119
+    policy.apply(
+        policy.with_rules(
+            {
+                "name": "no-writes-below-data",
+                "hook": "file_open",
+                "action": "deny",
+                "match": {"uid": TEST_UID, "path_prefix": str(data), "fields": {"flags": {"any": ["WRONLY", "RDWR"]}}},
+            },
+            {
+                "name": "no-exec-below-bin",
+                "hook": "bprm_check_security",
+                "action": "deny",
+                "match": {"uid": TEST_UID, "path_prefix": [str(bindir)]},
+            },
+            {
+                "name": "no-port",
+                "hook": "socket_connect",
+                "action": "deny",
+                "match": {"uid": TEST_UID, "fields": {"family": "INET", "port": port}},
+            },
+        )
+    )
+    write = as_user(TEST_UID, "sh", "-c", f"echo y > {target}")
+    assert write.returncode != 0 and "Operation not permitted" in write.stderr, write.stderr  # EPERM
+    assert as_user(TEST_UID, "cat", str(target)).stdout == "x"  # reads are not matched
+    assert subprocess.run(["sh", "-c", f"echo z > {target}"], timeout=60).returncode == 0  # root is not matched
+
+    ex = as_user(TEST_UID, str(true_copy))
+    assert ex.returncode != 0, ex
+    assert as_user(TEST_UID, "/bin/true").returncode == 0
+
+    connect = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+        "try:\n s.connect(('127.0.0.1',int(sys.argv[1]))); print('ok')\n"
+        "except PermissionError: print('EPERM')\n"
+    )
+    assert as_user(TEST_UID, sys.executable, "-c", connect, str(port)).stdout.strip() == "EPERM"
+    assert as_user(TEST_UID, sys.executable, "-c", connect, str(port + 1)).stdout.strip() == "ok"
+
+    opened = daemon.wait_events(lambda o: o["hook"] == "file_open" and o.get("rule") == "no-writes-below-data")
+    assert opened and opened[0]["reason"] == "RULE" and opened[0]["path"] == str(target), opened
+    assert opened[0]["verdict"] == "-EPERM"
+    execs = daemon.wait_events(lambda o: o["hook"] == "bprm_check_security" and o.get("rule") == "no-exec-below-bin")
+    assert execs and execs[0]["path"] == str(true_copy), execs
+    conns = daemon.wait_events(lambda o: o["hook"] == "socket_connect" and o.get("rule") == "no-port")
+    assert conns and conns[0]["port"] == port and conns[0]["action"] == "deny", conns
+
+
+def test_the_128th_rule_is_reached_and_denies_even_when_rate_limited(
+    daemon: RunningDaemon, policy: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    """127 rules that do not match, then the deciding one in the last slot: the bounded
+    rule loop goes all the way. With rate_limit 1/s the events are suppressed, the
+    denies are not."""
+    from krsid.policy import RULES_PER_HOOK
+
+    hook_enabled("task_fix_setuid")
+    new_uid = 65529
+    filler = [
+        {"name": f"filler-{i}", "hook": "task_fix_setuid", "action": "deny", "match": {"fields": {"new_uid": 1000 + i}}}
+        for i in range(RULES_PER_HOOK - 1)
+    ]
+    last = {"name": "last-slot", "hook": "task_fix_setuid", "action": "deny", "match": {"fields": {"new_uid": new_uid}}}
+    cfg = yaml.safe_load(policy.with_rules(*filler, last))
+    cfg["hooks"]["task_fix_setuid"] = {**(cfg["hooks"].get("task_fix_setuid") or {}), "rate_limit": 1}
+    policy.apply(str(yaml.safe_dump(cfg)))
+    results = [
+        subprocess.run(["setpriv", f"--reuid={new_uid}", "true"], capture_output=True, timeout=60).returncode
+        for _ in range(10)
+    ]
+    assert all(rc != 0 for rc in results), results
+    scrape = daemon.scrape()
+    assert metric(scrape, "krsid_denied_total", hook="task_fix_setuid", rule="last-slot") >= 10
+    assert metric(scrape, "krsid_events_suppressed_total", hook="task_fix_setuid", reason="rate") >= 1

@@ -65,9 +65,10 @@ test-vm: deps
 test: lint test-host test-vm
 
 # Compile cost on the host (native speed); load/attach and delivery in the VM.
+# Every benchmark: compile and pipeline throughput on the host, then one VM session
+# for load/attach, hook cost vs auditd, policy cost and the fallback's cost.
 bench: deps
-	$(BIN)/python bench/run.py compile
-	tests/vm/run -- $(BIN)/python bench/run.py vm --headers kernel
+	$(BIN)/python bench/run.py all --headers kernel
 
 # The daemon into its own venv (it sees Debian's python3-bpfcc), programs, config
 # (an existing one is kept), the unit and the journald catalog.

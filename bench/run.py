@@ -10,7 +10,9 @@
                                     (cred_prepare, which runs on every credential copy)
     bench/run.py cost               in the VM: hook cost vs auditd, cold start, RSS (cost_bench.py)
     bench/run.py policy             in the VM: policy cost (bench/policy_bench.py)
-    make bench                      compile + throughput on the host, vm + cost + policy in the VM
+    bench/run.py in-vm              inside the VM: vm, cost, policy and fallback in one session
+    bench/run.py all                everything: compile + throughput here, then in-vm in the VM
+    make bench                      = bench/run.py all
 
 Compile time is measured on the host (compile-only works there; under TCG it is
 ~30x slower and says little); load/attach and delivery only where LSM programs load.
@@ -388,9 +390,63 @@ def bench_vm(args: argparse.Namespace) -> None:
         bench_hook_cost(args, tmp)
 
 
+def bench_cost(args: argparse.Namespace) -> None:
+    from bench.cost_bench import main as cost_main
+
+    cost_main(args)
+
+
+def bench_policy(args: argparse.Namespace) -> None:
+    from bench.policy_bench import bench_policy as policy_main  # policy cost (issue 4)
+
+    policy_main(args)
+
+
+def bench_throughput(args: argparse.Namespace) -> None:
+    throughput.bench_throughput(args, table)
+
+
+IN_VM = ("vm", "cost", "policy", "fallback")  # what `in-vm` runs, in one VM session
+
+
+def bench_in_vm(args: argparse.Namespace) -> None:
+    for what in IN_VM:
+        print(f"\n## bench/run.py {what}\n", flush=True)
+        BENCHES[what](args)
+
+
+def bench_all(args: argparse.Namespace) -> None:
+    """Every benchmark: host parts here, then one VM session for the BPF-LSM parts."""
+    args.hooks = sorted(CATALOG.hooks) if args.hooks == DEFAULT_HOOKS else args.hooks
+    bench_compile(args)
+    bench_throughput(args)
+    vm = [str(ROOT / "tests" / "vm" / "run"), "--timeout", "7200", "--"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "in-vm",
+        "--headers",
+        args.headers if args.headers != "auto" else "kernel",
+    ]
+    sys.stdout.flush()
+    subprocess.run(vm + cmd, check=True, cwd=ROOT)
+
+
+BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
+    "compile": bench_compile,
+    "throughput": bench_throughput,
+    "vm": bench_vm,
+    "fallback": bench_fallback,
+    "cost": bench_cost,
+    "policy": bench_policy,
+    "in-vm": bench_in_vm,
+    "all": bench_all,
+}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["compile", "throughput", "vm", "fallback", "cost", "policy"])
+    p.add_argument("what", choices=list(BENCHES))
     p.add_argument("--headers", default="auto", choices=["auto", "kernel", "btf"])
     p.add_argument("--hooks", nargs="+", default=DEFAULT_HOOKS)
     p.add_argument("--repeat", type=int, default=3)
@@ -400,18 +456,7 @@ def main() -> None:
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root")
-    if args.what == "throughput":
-        throughput.bench_throughput(args, table)
-        return
-    if args.what == "cost":
-        from bench.cost_bench import main as bench_cost
-
-        return bench_cost(args)
-    if args.what == "policy":  # bench/policy_bench.py: policy cost (issue 4)
-        from bench.policy_bench import bench_policy
-
-        return bench_policy(args)
-    {"compile": bench_compile, "vm": bench_vm, "fallback": bench_fallback}[args.what](args)
+    BENCHES[args.what](args)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import krsid_running, table  # noqa: E402
 from krsid.catalog import load_catalog  # noqa: E402
 
 CATALOG = load_catalog(ROOT / "programs")
@@ -84,15 +85,6 @@ class ConfigRun:
     fate: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # (reported, calls) per run
     lost: dict[str, int] = field(default_factory=dict)
     consumer_cpu: dict[str, float] = field(default_factory=dict)  # CPU s of the consumer, per loop
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    sys.stdout.flush()
 
 
 def note(msg: str) -> None:
@@ -211,29 +203,13 @@ class Bench:
         notify_path = self.tmp / f"notify{round_no}"
         log_path = self.tmp / f"krsid{round_no}.log"
         with private_journald(), log_path.open("w") as log:
-            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            notify.bind(str(notify_path))
             t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "krsid", "run", "--config", str(self.config_path)],
-                cwd=ROOT,
-                env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)),
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-            try:
-                notify.settimeout(1500)
-                while b"READY=1" not in notify.recv(4096):
-                    pass
+            with krsid_running(self.config_path, notify_path, stderr=log, ready_timeout=1500) as proc:
                 observer = KrsidObserver(proc.pid, self.port)
                 observer.cold_start = time.perf_counter() - t0
                 observer.rss_ready = proc_status_mb(proc.pid)
                 yield observer
                 observer.rss_after = proc_status_mb(proc.pid)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(120)
-                notify.close()
         text = log_path.read_text()
         observer.log_compile = [float(x) for x in re.findall(r"compiled \d+ program\(s\) in ([\d.]+)s", text)]
         observer.log_attach = [float(x) for x in re.findall(r"attached \(([\d.]+)s\)", text)]

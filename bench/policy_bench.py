@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,20 +34,12 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, krsid_running, table
+
 NOBODY = 65534
 UNSHARE_CALLS = 2000
 MPROTECT_CALLS = 20000
 FILLER_RULES = 100
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    sys.stdout.flush()
 
 
 def _loop(exe: Path, kind: str, n: int, repeat: int, uid: int = 0) -> tuple[float, int]:
@@ -103,25 +94,12 @@ class Daemon:
     @contextmanager
     def running(self) -> Iterator[Daemon]:
         self.write([])
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(self.notify_path))
-        with self.log.open("wb") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "krsid", "run", "--config", str(self.cfg_path)],
-                cwd=ROOT,
-                env=dict(os.environ, NOTIFY_SOCKET=str(self.notify_path)),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            notify.settimeout(1200)
-            while b"READY=1" not in notify.recv(4096):
-                pass
+        with (
+            self.log.open("wb") as logf,
+            krsid_running(self.cfg_path, self.notify_path, stdout=logf, stderr=subprocess.STDOUT) as proc,
+        ):
+            self.proc = proc
             yield self
-        finally:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(120)
-            notify.close()
 
     def reload(self, rules: list[dict[str, Any]]) -> None:
         before = self.log.read_text().count("reloaded ")
@@ -172,13 +150,13 @@ def bench_policy(args: argparse.Namespace) -> None:
             denied = f", {failed}/{UNSHARE_CALLS} denied" if failed else ""
             cells.append(f"{ns:.0f} ({ns / base[who][0]:.2f}x{denied})")
         rows.append(cells)
-    _table(
+    table(
         f"unshare(CLONE_NEWUSER) per call, ns (ratio to no krsid); VM/TCG, median of {r}",
         ["variant", "as root", f"as uid {NOBODY}"],
         rows,
     )
     mbase = mp["no krsid"]
-    _table(
+    table(
         f"mprotect R<->R+W (filtered: no PROT_EXEC) per call, ns; VM/TCG, median of {r}",
         ["variant", "ns/call", "ratio to no krsid", "ratio to krsid, 0 rules"],
         [[v, f"{ns:.0f}", f"{ns / mbase:.2f}x", f"{ns / mp['krsid, 0 rules']:.2f}x"] for v, ns in mp.items()],

@@ -26,7 +26,6 @@ import contextlib
 import os
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,21 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import throughput  # noqa: E402
+from bench.common import krsid_running, table  # noqa: E402
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
 from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
 from krsid.kernel.headers import HeaderSource, resolve_headers  # noqa: E402
 
 CATALOG = load_catalog(ROOT / "programs")
 DEFAULT_HOOKS = ["bprm_check_security", "file_mprotect"]
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    sys.stdout.flush()
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -157,23 +148,10 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
     n = args.execs
     without = exec_loop(true_copy, n)  # baseline: no krsid attached
     with private_journald() as journal:
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(tmp / "notify"))
-        env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify"))
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        notify.settimeout(900)
-        while b"READY=1" not in notify.recv(4096):
-            pass
-        cold = time.perf_counter() - t0
-        rss_ready = rss_mb(proc.pid)
-        try:
+        with krsid_running(cfg, tmp / "notify") as proc:
+            cold = time.perf_counter() - t0
+            rss_ready = rss_mb(proc.pid)
             t_loop0 = time.perf_counter()
             with_krsid = exec_loop(true_copy, n)
             deadline = time.monotonic() + 600
@@ -192,10 +170,6 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
                 for line in metrics.splitlines()
                 if line.startswith("krsid_events_lost_total{")
             )
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
-            notify.close()
     table(
         f"Daemon in the VM ({args.headers} headers, {len(args.hooks)} hooks, TCG: absolute numbers are "
         "emulator-bound, compare ratios)",
@@ -264,25 +238,8 @@ def bench_hook_cost(args: argparse.Namespace, tmp: Path) -> None:
         )
     )
     base = run_loops(exe, args.repeat)
-    with private_journald():
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(tmp / "notify2"))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            env=dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify2")),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        notify.settimeout(1200)
-        while b"READY=1" not in notify.recv(4096):
-            pass
-        try:
-            attached = run_loops(exe, args.repeat)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
-            notify.close()
+    with private_journald(), krsid_running(cfg, tmp / "notify2"):
+        attached = run_loops(exe, args.repeat)
     rows = [
         [kind, what, f"{base[kind]:.0f}", f"{attached[kind]:.0f}", f"{attached[kind] / base[kind]:.2f}x"]
         for kind, (_, what) in LOOPS.items()
@@ -355,24 +312,8 @@ def daemon_running(tmp: Path, name: str, config: dict[str, object]) -> Iterator[
 
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    notify_path = tmp / f"notify-{name}"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(str(notify_path))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "krsid", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            notify.settimeout(1200)
-            while b"READY=1" not in notify.recv(4096):
-                pass
-            yield proc
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
+    with krsid_running(cfg, tmp / f"notify-{name}") as proc:
+        yield proc
 
 
 def bench_vm(args: argparse.Namespace) -> None:

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
 from krsid.pipeline.decode import Event, EventDecoder
 from krsid.sinks.journald import JournaldSink, NativeJournal, libsystemd_sender
-from tests.support.journald import Journal, private_journald, unavailable_reason
+from tests.support.journald import Journal
 from tests.support.records import catalog, pack
 
 CAT = catalog()
 EXEC = CAT["bprm_check_security"]
 DECODER = EventDecoder({0: EXEC}, boot_to_epoch=0.0)
-
-
-@pytest.fixture(scope="module")
-def journal() -> Iterator[Journal]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with private_journald() as j:
-        yield j
 
 
 def event(seq: int, filename: bytes) -> Event:

@@ -13,13 +13,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import loadgen
-from tests.support.journald import Journal, private_journald, unavailable_reason
+from tests.support.journald import Journal
 
 pytestmark = pytest.mark.skipif(loadgen.environ_ok() is not None, reason=str(loadgen.environ_ok()))
 
@@ -84,15 +83,6 @@ def test_stalled_jsonl_reader_never_stalls_the_poller(tmp_path: Path, driver: Pa
     assert r.lost["ringbuf"] == 0, "a stalled sink stalled the poller"
     assert r.balanced("jsonl"), r
     assert any("is behind" in line for line in r.logs) and any("caught up" in line for line in r.logs), r.logs
-
-
-@pytest.fixture
-def journal() -> Iterator[Journal]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with private_journald() as j:
-        yield j
 
 
 def test_stalled_journald_never_stalls_the_poller(tmp_path: Path, driver: Path, journal: Journal) -> None:

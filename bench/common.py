@@ -1,0 +1,54 @@
+"""What the benchmark modules share: the table printer and a krsid child process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def krsid_running(
+    config: Path,
+    notify_path: Path,
+    *,
+    stdout: IO[bytes] | IO[str] | int = subprocess.DEVNULL,
+    stderr: IO[bytes] | IO[str] | int = subprocess.DEVNULL,
+    ready_timeout: float = 1200,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`krsid run --config config` as a child, yielded once it has sent READY=1 to
+    notify_path; SIGTERM and wait on the way out."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "krsid", "run", "--config", str(config)],
+            cwd=ROOT,
+            env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)),
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            notify.settimeout(ready_timeout)
+            while b"READY=1" not in notify.recv(4096):
+                pass
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)

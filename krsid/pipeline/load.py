@@ -265,7 +265,7 @@ class LoadedPrograms:
 
     def table(self, name: str) -> object:
         """A map of the module by name (for tools and benchmarks: bcc table object)."""
-        return self._require()[name]
+        return self._require()[name.encode()]
 
     def detach(self, hook: str) -> None:
         bpf = self._require()
@@ -289,7 +289,7 @@ class LoadedPrograms:
         """Write option values: numbers into the hook's slots of krsid_options, string
         sets into the maps the option names (cleared first, so a reload replaces)."""
         bpf = self._require()
-        table = bpf["krsid_options"]
+        table = bpf[b"krsid_options"]
         for hook, values in options.items():
             if hook not in self.hook_ids:
                 continue
@@ -308,7 +308,7 @@ class LoadedPrograms:
 
         The rate is split over the CPUs (one bucket each, no lock); a bucket holds at
         most one second's worth of its share."""
-        table = self._require()["krsid_limits"]
+        table = self._require()[b"krsid_limits"]
         cpus = max(os.cpu_count() or 1, 1)
         for hook, hook_id in self.hook_ids.items():
             rate, window_ms = limits.get(hook, (0, 0))
@@ -322,7 +322,7 @@ class LoadedPrograms:
     @staticmethod
     def _fill_set(bpf: _ManualAttachBPF, map_name: str, key_size: int, keys: list[bytes]) -> None:
         try:
-            table = bpf[map_name]
+            table = bpf[map_name.encode()]
         except KeyError:
             raise ProgramLoadError(f"option map {map_name!r} is not declared by its program") from None
         if ct.sizeof(table.Key) != key_size:
@@ -339,7 +339,7 @@ class LoadedPrograms:
         return (bank * self.max_hooks + self.hook_ids[hook]) * RULES_PER_HOOK + slot
 
     def active_bank(self) -> int:
-        return int(self._require()["krsid_policy_bank"][ct.c_int(0)].value) & 1
+        return int(self._require()[b"krsid_policy_bank"][ct.c_int(0)].value) & 1
 
     def apply_policy(self, per_hook: Mapping[str, Sequence[CompiledRule]]) -> int:
         """Write every hook's rules into the inactive bank, then make it the active one.
@@ -348,8 +348,8 @@ class LoadedPrograms:
         program is detached. Returns the bank that is now active.
         """
         bpf = self._require()
-        rules = bpf["krsid_rules"]
-        hits = bpf["krsid_rule_hits"]
+        rules = bpf[b"krsid_rules"]
+        hits = bpf[b"krsid_rule_hits"]
         target = 1 - self.active_bank()
         self._write_dirs(target, per_hook)
         for hook in self.hook_ids:
@@ -372,13 +372,13 @@ class LoadedPrograms:
                             setattr(leaf, name, value)
                 rules[idx] = leaf
                 hits.clearitem(idx)
-        bpf["krsid_policy_bank"][ct.c_int(0)] = ct.c_uint32(target)
+        bpf[b"krsid_policy_bank"][ct.c_int(0)] = ct.c_uint32(target)
         return target
 
     def _write_dirs(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> None:
         """Replace the bank's krsid_dirs entries: (bank, hook, kind, dev, ino) -> the
         rule slots (bits) whose exe_prefix / path_prefix names that directory."""
-        dirs = self._require()["krsid_dirs"]
+        dirs = self._require()[b"krsid_dirs"]
         for key in list(dirs.keys()):
             if key.bank_hook // self.max_hooks == bank:
                 dirs.__delitem__(key)
@@ -402,18 +402,18 @@ class LoadedPrograms:
     def rule_hits(self, bank: int, hook: str, slot: int) -> int:
         if self._bpf is None or hook not in self.hook_ids:
             return 0
-        return int(self._bpf["krsid_rule_hits"].sum(ct.c_int(self.rule_index(bank, hook, slot))).value)
+        return int(self._bpf[b"krsid_rule_hits"].sum(ct.c_int(self.rule_index(bank, hook, slot))).value)
 
     def seed_sequence(self, last_seq: int) -> None:
-        self._require()["krsid_seq"][ct.c_int(0)] = ct.c_uint64(last_seq)
+        self._require()[b"krsid_seq"][ct.c_int(0)] = ct.c_uint64(last_seq)
 
     def current_sequence(self) -> int:
-        return int(self._require()["krsid_seq"][ct.c_int(0)].value)
+        return int(self._require()[b"krsid_seq"][ct.c_int(0)].value)
 
     def hook_counters(self) -> dict[str, dict[str, int]]:
         if self._bpf is None:
             return {}
-        table = self._bpf["krsid_counters"]
+        table = self._bpf[b"krsid_counters"]
         out: dict[str, dict[str, int]] = {}
         for hook, hook_id in self.hook_ids.items():
             out[hook] = {
@@ -447,20 +447,20 @@ class LoadedPrograms:
             def perf_cb(_cpu: int, data: int, size: int) -> None:
                 on_record(string_at(data, size))
 
-            bpf["events"].open_perf_buffer(perf_cb, page_cnt=self.settings.ringbuf_pages, lost_cb=on_lost)
+            bpf[b"events"].open_perf_buffer(perf_cb, page_cnt=self.settings.ringbuf_pages, lost_cb=on_lost)
         else:
 
             def ring_cb(_ctx: int, data: int, size: int) -> int:
                 on_record(string_at(data, size))
                 return 0
 
-            bpf["events"].open_ring_buffer(ring_cb)
+            bpf[b"events"].open_ring_buffer(ring_cb)
 
     def events_fd(self) -> int:
         """The ring buffer's map fd (polls POLLIN when records wait); -1 for perf buffers."""
         if self.settings.use_perfbuf:
             return -1
-        return int(self._require()["events"].map_fd)
+        return int(self._require()[b"events"].map_fd)
 
     def consume(self) -> None:
         """Handle every record waiting in the ring buffer, without waiting."""

@@ -139,8 +139,12 @@ static __always_inline void bprm_check_security_read_vec(char *buf, __u64 uvec, 
             break;  /* full */
         __u64 room = BPRM_CHECK_SECURITY_VEC_CAP - o;
         long n = bpf_probe_read_user_str(buf + o, room, p);
-        if (n <= 0)
+        if (n < 0)
             break;
+        /* An empty string ("") reads as 0, not 1: strncpy_from_user_nofault counts the
+         * NUL only after a non-empty string. buf is zeroed, so it holds the NUL. */
+        if (n == 0)
+            n = 1;
         v->count = i + 1;
         if ((__u64)n >= room) {
             off = BPRM_CHECK_SECURITY_VEC_CAP;  /* this string may be cut */

@@ -3,12 +3,14 @@
 The storm (bench/loops.c: mprotect R+X / R+W flips, each one an emitted
 file_mprotect event) runs for a bounded time; then the books must balance over
 the whole session, exactly, from sequence numbers and the daemon's own counters:
-every seq the kernel took is in the JSON lines output or counted lost at a stage.
+every seq the kernel took, up to the newest delivered, is in the JSON lines
+output or counted lost at a stage.
 No speed is asserted: only that nothing is lost uncounted and the daemon survives.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections import Counter
@@ -25,40 +27,51 @@ pytestmark = pytest.mark.vm
 JSONL_GAP_STAGES = ("ringbuf", "decode", "queue_jsonl", "sink_jsonl", "perfbuf")
 
 
-def counters(daemon: RunningDaemon) -> tuple[Counter[str], Counter[str], Counter[str]]:
-    """Per hook: emitted (kernel), per stage: lost, per hook: decoded events."""
-    emitted: Counter[str] = Counter()
-    lost: Counter[str] = Counter()
-    decoded: Counter[str] = Counter()
+def counters(daemon: RunningDaemon) -> Counter[tuple[str, str, str]]:
+    """(metric, hook, stage) -> value, for the event counters."""
+    out: Counter[tuple[str, str, str]] = Counter()
     for line in daemon.scrape().splitlines():
         if line.startswith("#") or "{" not in line:
             continue
         name, rest = line.split("{", 1)
+        if name not in ("krsid_events_emitted_total", "krsid_events_lost_total", "krsid_events_total"):
+            continue
         labels, value = rest.rsplit("} ", 1)
         fields = dict(part.split("=", 1) for part in labels.split(","))
-        hook = fields.get("hook", "").strip('"')
-        if name == "krsid_events_emitted_total":
-            emitted[hook] += int(float(value))
-        elif name == "krsid_events_lost_total":
-            lost[fields["stage"].strip('"')] += int(float(value))
-        elif name == "krsid_events_total":
-            decoded[hook] += int(float(value))
-    return emitted, lost, decoded
+        out[(name, fields.get("hook", "").strip('"'), fields.get("stage", "").strip('"'))] += int(float(value))
+    return out
 
 
-def quiescent(daemon: RunningDaemon, timeout: float = 300.0) -> tuple[Counter[str], Counter[str], Counter[str]]:
-    """Counters once the daemon has drained everything (unchanged for 3 s)."""
+def lost_by_stage(c: Counter[tuple[str, str, str]]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for (name, _hook, stage), n in c.items():
+        if name == "krsid_events_lost_total":
+            out[stage] += n
+    return out
+
+
+def storm_settled(daemon: RunningDaemon, timeout: float = 600.0) -> None:
+    """Wait until file_mprotect's counters stop moving (the daemon drained the storm).
+    Other hooks may keep counting: each metrics scrape is a connect() that
+    socket_connect reports, so the session is never entirely quiet."""
     deadline = time.monotonic() + timeout
-    last = counters(daemon)
-    stable_since = time.monotonic()
+    last, since = None, time.monotonic()
     while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = counters(daemon)
+        c = counters(daemon)
+        now = {k: v for k, v in c.items() if k[1] == "file_mprotect"}
         if now != last:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= 3:
-            return now
-    raise AssertionError("the daemon never drained after the storm")
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= 3:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the daemon never drained the storm")
+
+
+def delivered_seqs(daemon: RunningDaemon) -> list[int]:
+    """seq of every complete line of the JSON lines output (the daemon may be writing)."""
+    data = daemon.jsonl.read_bytes()
+    lines = data.split(b"\n")[:-1]  # the part after the last newline may be incomplete
+    return [json.loads(line)["seq"] for line in lines if line.strip()]
 
 
 def test_storm_is_delivered_or_counted_exactly(
@@ -67,26 +80,25 @@ def test_storm_is_delivered_or_counted_exactly(
     hook_enabled("file_mprotect")
     loops = tmp_path / "loops"
     subprocess.run(["gcc", "-O2", "-o", str(loops), str(ROOT / "bench" / "loops.c")], check=True)
-    _, lost_before, _ = quiescent(daemon)
+    lost_before = lost_by_stage(counters(daemon))
 
     # Three storms at once for a bounded time (~10 s under TCG): the emulated daemon
     # drains a few thousand events/s, the 1 MiB ring buffer holds ~2,500.
     storms = [subprocess.Popen([str(loops), "mprotect", "40000"], stdout=subprocess.DEVNULL) for _ in range(3)]
     for p in storms:
         assert p.wait(600) == 0
-
-    emitted, lost, decoded = quiescent(daemon)
+    storm_settled(daemon)
     assert daemon.proc.poll() is None, "the daemon died under load"
-    assert lost["ringbuf"] > lost_before["ringbuf"], f"not an overload: lost {dict(lost)}"
 
-    # The kernel took one seq per event it produced: emitted or lost in the ring buffer.
-    produced = sum(emitted.values()) + lost["ringbuf"]
-    seqs = [e["seq"] for e in daemon.events()]
+    # Every seq up to the newest one delivered is in the output or counted lost at a
+    # stage that leaves a gap in it. The daemon handles records in seq order, so a
+    # seq below the newest delivered one is never still in flight.
+    seqs = delivered_seqs(daemon)
+    lost = lost_by_stage(counters(daemon))  # read after the output: includes every gap below
+    assert lost["ringbuf"] > lost_before["ringbuf"], f"not an overload: lost {dict(lost)}"
     distinct = set(seqs)
     assert len(seqs) == len(distinct), "an event was delivered twice"
-    assert max(distinct) <= produced
+    newest = max(distinct)
+    missing = newest - len(distinct)
     counted = sum(lost[s] for s in JSONL_GAP_STAGES)
-    missing = produced - len(distinct)
-    assert missing == counted, f"produced {produced}, in JSON lines {len(distinct)}, counted lost {dict(lost)}"
-    # And the daemon's own view agrees: everything emitted was decoded.
-    assert sum(decoded.values()) + lost["decode"] == sum(emitted.values())
+    assert missing == counted, f"{missing} seqs below {newest} are missing, {counted} counted lost: {dict(lost)}"

@@ -569,7 +569,8 @@ def report(
         rows.append([loop.name, loop.fate, f"{base_ns:.0f} (±{base_noise * 50:.0f} %)", *krow, *arow])
     table(
         f"Per-call cost, krsid vs auditd (VM, TCG, {os.cpu_count()} vCPU; "
-        f"ns/call: median of {args.repeat} runs per round; ratio to the adjacent baselines: median over {args.rounds} rounds (min-max))",
+        f"ns/call: median of {args.repeat} runs per round; "
+        f"ratio to the adjacent baselines: median over {args.rounds} rounds (min-max))",
         [
             "loop",
             "krsid / auditd",

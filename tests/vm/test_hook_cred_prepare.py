@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.support.journald import Journal
+from tests.support.procs import run_as
 from tests.vm.conftest import (
     ROOT,
     RunningDaemon,
@@ -166,12 +167,7 @@ def test_userns_create_deny_rule_applies_to_the_fallback(fallback: RunningDaemon
     if denied["int80"]["signal"] is None and denied["int80"]["errno"] != errno.ENOSYS:
         assert denied["int80"]["errno"] == errno.ENOMEM, denied["int80"]  # no way around it by the 32-bit ABI
 
-    p = subprocess.run(
-        ["setpriv", f"--reuid={DENIED_UID}", f"--regid={DENIED_UID}", "--clear-groups", "unshare", "-U", "true"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    p = run_as(DENIED_UID, "unshare", "-U", "true")
     assert p.returncode != 0 and "Cannot allocate memory" in p.stderr, p.stderr
 
     root = workload("unshare", "clone", "clone3")

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.procs import run_as
 from tests.vm.conftest import ROOT, RunningDaemon
 
 pytestmark = pytest.mark.vm
@@ -217,12 +218,7 @@ def test_deny_user_namespaces_to_an_unprivileged_user(
     cfg["policy"] = {"rules": [{**shipped, "match": {"uid": uid}}]}
     reloader.apply(str(yaml.safe_dump(cfg)))
 
-    user = subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "unshare", "-U", "true"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    user = run_as(uid, "unshare", "-U", "true")
     assert user.returncode != 0 and "Operation not permitted" in user.stderr, user.stderr
     root = subprocess.run(["unshare", "-U", "true"], capture_output=True, text=True, timeout=60)
     assert root.returncode == 0, root.stderr

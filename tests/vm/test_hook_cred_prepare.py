@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.support.journald import Journal
+from tests.support.metrics import metric
 from tests.support.procs import run_as
 from tests.vm.conftest import (
     ROOT,
@@ -76,14 +77,6 @@ def workload(*ops: str, uid: int | None = None) -> dict[str, dict[str, Any]]:
 
 def events_of(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict[str, Any]]:
     return daemon.wait_events(lambda o: o["hook"] == "cred_prepare" and o["tgid"] == pid, count)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_unprivileged_unshare_is_reported_with_userns_create_fields(fallback: RunningDaemon, journal: Journal) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.metrics import metric
 from tests.support.procs import run_as
 from tests.vm.conftest import ROOT, RunningDaemon
 
@@ -33,14 +34,6 @@ COMM = "krsid-wx-test"
 
 def mprotect_as(comm: str) -> dict[str, Any]:
     return many_mprotects(comm, "READ|EXEC")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class Reloader:

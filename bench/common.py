@@ -24,6 +24,16 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     sys.stdout.flush()
 
 
+def proc_status_mb(pid: int) -> dict[str, float]:
+    """VmRSS, RssAnon, RssFile and VmHWM of a process, in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
 @contextlib.contextmanager
 def krsid_running(
     config: Path,

@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,8 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import krsid_running, table  # noqa: E402
+from bench.common import krsid_running, proc_status_mb, table  # noqa: E402
 from krsid.catalog import load_catalog  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 CATALOG = load_catalog(ROOT / "programs")
 AUDIT_KEY = "krsidbench"
@@ -91,15 +91,6 @@ def note(msg: str) -> None:
     print(f"[cost] {msg}", file=sys.stderr, flush=True)
 
 
-def proc_status_mb(pid: int) -> dict[str, float]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
-
-
 def cpu_seconds(pids: list[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
@@ -108,12 +99,6 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Bench:

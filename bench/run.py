@@ -26,7 +26,6 @@ import contextlib
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,10 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import throughput  # noqa: E402
-from bench.common import krsid_running, table  # noqa: E402
+from bench.common import krsid_running, proc_status_mb, table  # noqa: E402
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
 from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
 from krsid.kernel.headers import HeaderSource, resolve_headers  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 CATALOG = load_catalog(ROOT / "programs")
 DEFAULT_HOOKS = ["bprm_check_security", "file_mprotect"]
@@ -112,19 +112,6 @@ def bench_attach(specs: list[HookSpec], src: HeaderSource) -> list[list[str]]:
     return rows
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def exec_loop(binary: Path, n: int) -> float:
     """n fork+execs of binary from one shell; returns seconds."""
     t0 = time.perf_counter()
@@ -151,7 +138,7 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
         t0 = time.perf_counter()
         with krsid_running(cfg, tmp / "notify") as proc:
             cold = time.perf_counter() - t0
-            rss_ready = rss_mb(proc.pid)
+            rss_ready = proc_status_mb(proc.pid)["VmRSS"]
             t_loop0 = time.perf_counter()
             with_krsid = exec_loop(true_copy, n)
             deadline = time.monotonic() + 600
@@ -162,7 +149,7 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
                     break
                 time.sleep(0.5)
             delivered = time.perf_counter() - t_loop0
-            rss_after = rss_mb(proc.pid)
+            rss_after = proc_status_mb(proc.pid)["VmRSS"]
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
                 metrics = r.read().decode()
             lost = sum(

@@ -29,7 +29,7 @@ from krsid.kernel.headers import resolve_headers
 from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.enrich import Enricher
-from krsid.pipeline.stats import STAGE_DECODE, PipelineStats
+from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, PipelineStats
 from krsid.policy import CompiledRule, Policy, Rule, compile_rules
 from krsid.sinks.base import Sink
 
@@ -232,6 +232,7 @@ class Daemon:
         self.last_reload_success = 0.0
         self.pid_file = config.state_dir / "krsid.pid"
         self._bpf_stats: BpfStats | None = None
+        self._events_fd = -1  # the ring buffer's map fd, polled with busy sinks' fds
         # Loaded program -> the configured hook it serves (itself, or the hook a
         # fallback program stands in for): options, limits and rules go by the latter.
         self.serves: dict[str, str] = {}
@@ -278,6 +279,7 @@ class Daemon:
         sinks = self._sinks if self._sinks is not None else build_sinks(self.config)
         self.dispatcher = Dispatcher(sinks, self.stats, log=log.warning)
         programs.open_events(self._on_record, self._on_perf_lost)
+        self._events_fd = programs.events_fd()  # -1 with a perf buffer
         if self.config.bpf_stats:
             self._start_bpf_stats()
         self._start_metrics([s.name for s in programs.specs])
@@ -438,7 +440,7 @@ class Daemon:
         self.dispatcher.handle(event)
 
     def _on_perf_lost(self, count: int) -> None:
-        self.stats.lost[("unknown", "perfbuf")] += count
+        self.stats.lost[("unknown", STAGE_PERFBUF)] += count
 
     # -- run / stop ----------------------------------------------------------------------
 
@@ -478,7 +480,7 @@ class Daemon:
         ring buffer is drained whatever the sinks do.
         """
         assert self.programs is not None and self.dispatcher is not None
-        events_fd = self.programs.events_fd()
+        events_fd = self._events_fd
         fds, timer = self.dispatcher.blocked_sinks()
         if timer:
             timeout_ms = min(timeout_ms, BUSY_SINK_RETRY_MS)

@@ -14,6 +14,7 @@ from typing import Protocol
 # Stages at which an event can be lost, as the `stage` label of krsid_events_lost_total.
 STAGE_RINGBUF = "ringbuf"  # counted in the kernel: the ring buffer was full
 STAGE_DECODE = "decode"  # a record that could not be decoded
+STAGE_PERFBUF = "perfbuf"  # counted by the perf buffer's lost callback (kernels < 5.8)
 
 
 def sink_stage(sink_name: str) -> str:
@@ -24,6 +25,12 @@ def sink_stage(sink_name: str) -> str:
 def queue_stage(sink_name: str) -> str:
     """The sink's backlog was full: its destination is slower than the events."""
     return f"queue_{sink_name}"
+
+
+def gap_stages(sink_name: str) -> tuple[str, ...]:
+    """The stages whose losses leave a gap in this sink's seq numbers: those before
+    the sinks (every sink misses the event) and this sink's own."""
+    return (STAGE_RINGBUF, STAGE_PERFBUF, STAGE_DECODE, queue_stage(sink_name), sink_stage(sink_name))
 
 
 @dataclass

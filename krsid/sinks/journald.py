@@ -112,7 +112,7 @@ def _journal_value(v: Value) -> bytes:
 
 
 _field_keys: dict[str, bytes] = {}
-_keys_of: dict[tuple[str, ...], tuple[bytes, ...] | None] = {}  # field names of an event -> journal keys
+_keys_of: dict[tuple[str, ...], tuple[bytes, ...]] = {}  # field names of an event -> journal keys
 
 
 def _key(name: str) -> bytes:
@@ -137,8 +137,9 @@ def journal_fields(event: Event) -> Fields:
     names = tuple(values)
     keys = _keys_of.get(names)
     if keys is None:
-        keys = _keys_of[names] = tuple(_key(n) for n in names) if len(_keys_of) < 1024 else None
-        keys = keys or tuple(_key(n) for n in names)
+        keys = tuple(_key(n) for n in names)
+        if len(_keys_of) < 1024:  # bounded: a few shapes per hook in practice
+            _keys_of[names] = keys
     # The two common types inline; the rest through _journal_value.
     fields += [
         (k, v if type(v) is bytes else b"%d" % v if type(v) is int else _journal_value(v))

@@ -32,7 +32,7 @@ import yaml
 
 from krsid.config import load_config
 from krsid.daemon import Daemon
-from krsid.pipeline.stats import STAGE_DECODE, queue_stage, sink_stage
+from krsid.pipeline.stats import STAGE_DECODE, gap_stages
 
 if TYPE_CHECKING:
     from krsid.pipeline.load import HookStatus, LoadedPrograms
@@ -108,8 +108,7 @@ class LoadResult:
     logs: list[str] = field(default_factory=list)
 
     def counted_lost(self, sink: str) -> int:
-        shared = self.lost["ringbuf"] + self.lost[STAGE_DECODE]
-        return shared + self.lost[queue_stage(sink)] + self.lost[sink_stage(sink)]
+        return sum(self.lost[stage] for stage in gap_stages(sink))
 
     def balanced(self, sink: str) -> bool:
         """produced = delivered + counted lost, and the missing seqs are exactly the counted losses."""

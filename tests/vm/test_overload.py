@@ -19,12 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from krsid.pipeline.stats import gap_stages
 from tests.vm.conftest import ROOT, RunningDaemon
 
 pytestmark = pytest.mark.vm
-
-# Stages whose losses leave a gap in the JSON lines output.
-JSONL_GAP_STAGES = ("ringbuf", "decode", "queue_jsonl", "sink_jsonl", "perfbuf")
 
 
 def counters(daemon: RunningDaemon) -> Counter[tuple[str, str, str]]:
@@ -100,5 +98,5 @@ def test_storm_is_delivered_or_counted_exactly(
     assert len(seqs) == len(distinct), "an event was delivered twice"
     newest = max(distinct)
     missing = newest - len(distinct)
-    counted = sum(lost[s] for s in JSONL_GAP_STAGES)
+    counted = sum(lost[s] for s in gap_stages("jsonl"))
     assert missing == counted, f"{missing} seqs below {newest} are missing, {counted} counted lost: {dict(lost)}"

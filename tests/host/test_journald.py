@@ -14,6 +14,9 @@ from tests.support.records import catalog, pack
 CAT = catalog()
 EXEC = CAT["bprm_check_security"]
 DECODER = EventDecoder({0: EXEC}, boot_to_epoch=0.0)
+# Other host tests in this process write to the same private journal (its files
+# outlive each journald): match this module's own events, not just a seq.
+MINE = "KRSID_COMM=tester"
 
 
 def event(seq: int, filename: bytes) -> Event:
@@ -48,7 +51,7 @@ def test_hostile_filename_is_stored_whole_and_forges_nothing(journal: Journal, c
     name = HOSTILE[case]
     seq = 1000 + sorted(HOSTILE).index(case)
     send(JournaldSink(), seq, name)
-    entries = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq}")
+    entries = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq}", MINE)
     assert len(entries) == 1
     e = entries[0]
     assert field_bytes(e, "KRSID_FILENAME") == name
@@ -67,9 +70,9 @@ def test_journald_restart_is_survived(journal: Journal) -> None:
     assert send(sink, 2001, b"/while-down") == Counter({"bprm_check_security": 1})
     journal.restart()
     assert not send(sink, 2002, b"/after")  # reconnects to the new journald
-    assert journal.wait_for(lambda e: True, "KRSID_SEQ=2002")
-    assert journal.wait_for(lambda e: True, "KRSID_SEQ=2000", timeout=2)
-    assert not journal.entries("KRSID_SEQ=2001")
+    assert journal.wait_for(lambda e: True, "KRSID_SEQ=2002", MINE)
+    assert journal.wait_for(lambda e: True, "KRSID_SEQ=2000", MINE, timeout=2)
+    assert not journal.entries("KRSID_SEQ=2001", MINE)
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -81,8 +84,8 @@ def test_native_protocol_stores_what_libsystemd_stores(journal: Journal, case: s
     reference = JournaldSink(libsystemd_sender())
     for sink, s in ((native, seq), (reference, seq + 1)):
         assert not send(sink, s, HOSTILE[case])
-    a = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq}")
-    b = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq + 1}")
+    a = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq}", MINE)
+    b = journal.wait_for(lambda e: True, f"KRSID_SEQ={seq + 1}", MINE)
     assert len(a) == len(b) == 1
     ours = {k: v for k, v in a[0].items() if k.startswith("KRSID_") or k in ("MESSAGE", "MESSAGE_ID", "PRIORITY")}
     theirs = {k: v for k, v in b[0].items() if k.startswith("KRSID_") or k in ("MESSAGE", "MESSAGE_ID", "PRIORITY")}
@@ -107,5 +110,5 @@ def test_entry_larger_than_a_datagram_goes_through_a_memfd(journal: Journal, mon
     sink.emit(e)
     assert not sink.flush()
     assert used, "the entry fit in a datagram: not the memfd path"
-    found = journal.wait_for(lambda x: True, "KRSID_SEQ=4000")
+    found = journal.wait_for(lambda x: True, "KRSID_SEQ=4000", MINE)
     assert len(found) == 1 and field_bytes(found[0], "KRSID_EXE") == huge

@@ -24,6 +24,7 @@ INSTALLED_PROGRAMS_DIR = Path("/usr/share/krsid/programs")
 SOURCE_PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
 HEADER_MODES = ("auto", "kernel", "btf")
 BUFFER_KINDS = ("auto", "ringbuf", "perfbuf")
+DEFAULT_WAKEUP_EVENTS = 64
 # hooks.<hook>.fallback, for hooks whose catalog has a fallback program: auto = the
 # fallback only where the kernel lacks the hook; always = the fallback even where it
 # has it (one behaviour across a mixed fleet, or to test it); never = skip instead.
@@ -79,6 +80,9 @@ class Config:
     headers: str = "auto"
     buffer_kind: str = "auto"
     ringbuf_pages: int = 256
+    # Every N-th event wakes the daemon; the others wait at most poll_timeout_ms.
+    # 0: the kernel's default (a wake-up whenever the daemon had caught up).
+    wakeup_events: int = DEFAULT_WAKEUP_EVENTS
     poll_timeout_ms: int = 200
     journald: JournaldConfig = JournaldConfig()
     jsonl: JsonlConfig = JsonlConfig()
@@ -156,10 +160,12 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
             raise ConfigError(f"{doc.where(('programs_dir',))}: programs_dir: {e}") from None
 
     headers = _choice(doc, top, ("headers",), "auto", HEADER_MODES)
-    buffer = expect_mapping(doc, top.get("buffer"), ("buffer",), {"kind", "pages"})
+    buffer = expect_mapping(doc, top.get("buffer"), ("buffer",), {"kind", "pages", "wakeup_events"})
     pages = _int(doc, buffer.get("pages", 256), ("buffer", "pages"), 1, 1 << 16)
     if pages & (pages - 1):
         doc.fail(("buffer", "pages"), f"must be a power of two, got {pages}")
+    wakeup = buffer.get("wakeup_events", DEFAULT_WAKEUP_EVENTS)
+    wakeup_events = _int(doc, wakeup, ("buffer", "wakeup_events"), 0, 1 << 20)
 
     return Config(
         source=origin,
@@ -171,6 +177,7 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
         headers=headers,
         buffer_kind=_choice(doc, buffer, ("buffer", "kind"), "auto", BUFFER_KINDS),
         ringbuf_pages=pages,
+        wakeup_events=wakeup_events,
         poll_timeout_ms=_int(doc, top.get("poll_timeout_ms", 200), ("poll_timeout_ms",), 1, 10_000),
         policy=parse_policy(doc, top.get("policy"), catalog),
         bpf_stats=expect(doc, top.get("bpf_stats", False), ("bpf_stats",), bool, "true or false"),

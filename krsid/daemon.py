@@ -129,7 +129,8 @@ def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookS
     use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_available())
     nargs = {s.name: available[s.name] for s in specs}
     serves = {spec.name: hook for hook, spec in selected.items()}
-    return specs, BuildSettings(headers, nargs, config.ringbuf_pages, use_perf), serves
+    settings = BuildSettings(headers, nargs, config.ringbuf_pages, use_perf, wakeup_events=config.wakeup_events)
+    return specs, settings, serves
 
 
 @dataclass

@@ -50,6 +50,7 @@ class BuildSettings:
     hook_nargs: Mapping[str, int]  # hook -> argument count on the running kernel (BTF)
     ringbuf_pages: int = 256
     use_perfbuf: bool = False
+    wakeup_events: int = 0  # every N-th event wakes the daemon (ring buffer); 0: the kernel's default
     # C appended to the module after the hook programs, for test and benchmark
     # instrumentation (the load generator); never built from configuration.
     extra_source: str = ""
@@ -113,6 +114,7 @@ def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) ->
         f"-DKRSID_MAX_HOOKS={max(hook_count, 1)}",
         f"-DKRSID_RINGBUF_PAGES={settings.ringbuf_pages}",
         f"-DKRSID_USE_PERFBUF={1 if settings.use_perfbuf else 0}",
+        f"-DKRSID_WAKEUP_EVENTS={int(settings.wakeup_events)}",
         f"-DKRSID_CNT_SLOTS_EXPECTED={len(COUNTER_SLOTS)}",
         f"-DKRSID_RULES_PER_HOOK_EXPECTED={RULES_PER_HOOK}",
         "-Wno-incompatible-pointer-types-discards-qualifiers",
@@ -135,6 +137,15 @@ def _compile(text: str, cflags: list[str], header_source: HeaderSource) -> tuple
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def compile_source(text: str, header_source: HeaderSource) -> bcc.BPF:
+    """Compile C for BCC as krsid does (headers, environment), without attaching
+    anything: for benchmarks and tests that need programs besides the catalog's."""
+    bpf, output = _compile(text, list(header_source.cflags), header_source)
+    if bpf is None:
+        raise ProgramLoadError(f"compile failed:\n{output.strip()}")
+    return bpf
 
 
 def release_free_heap() -> bool:

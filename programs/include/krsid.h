@@ -17,7 +17,7 @@
  *   KRSID_HOOK_NARGS   the hook's argument count on the running kernel (from BTF)
  * and once, for the module:
  *   KRSID_MAX_HOOKS    size of the per-hook maps
- *   KRSID_RINGBUF_PAGES, KRSID_USE_PERFBUF
+ *   KRSID_RINGBUF_PAGES, KRSID_USE_PERFBUF, KRSID_WAKEUP_EVENTS
  *   KRSID_CNT_SLOTS_EXPECTED, KRSID_RULES_PER_HOOK_EXPECTED  (user space's numbers, asserted)
  * No configuration string ever becomes C text: options reach the kernel through
  * the krsid_options map (krsid_option()).
@@ -43,6 +43,8 @@
 #include <linux/mm_types.h>
 #endif
 
+#include <linux/version.h>
+
 /* Macros BTF cannot carry: stable UAPI values. */
 #ifndef EPERM
 #define EPERM 1
@@ -65,6 +67,24 @@
 #ifndef KRSID_OPTION_SLOTS
 #define KRSID_OPTION_SLOTS 8
 #endif
+/* Wake the daemon once per this many events (0: as the kernel does, see krsid_wakeup_flags). */
+#ifndef KRSID_WAKEUP_EVENTS
+#define KRSID_WAKEUP_EVENTS 0
+#endif
+
+/* bpf_get_current_task_btf() (5.11): the task's fields become plain loads that the
+ * verifier guards, instead of one bpf_probe_read_kernel() helper call each. */
+#if defined(LINUX_VERSION_CODE) && defined(KERNEL_VERSION) && LINUX_VERSION_CODE >= KERNEL_VERSION(5, 11, 0) && \
+    !defined(KRSID_NO_TASK_BTF)
+#define KRSID_TASK_BTF 1
+#else
+#define KRSID_TASK_BTF 0
+#endif
+
+/* bpf_ringbuf_submit() flags: stable UAPI values, named here because the
+ * BTF-generated headers carry them only as an anonymous enum. */
+#define KRSID_RB_NO_WAKEUP 1
+#define KRSID_RB_FORCE_WAKEUP 2
 
 /* Lengths: kernel paths can be PATH_MAX, events stay bounded; truncation is
  * flagged by the program in its flags member. */
@@ -588,8 +608,8 @@ static __always_inline int krsid_admit(__u32 hook_id, __u64 key, __u32 *folded)
     __u32 idx = hook_id;
     struct krsid_limit *lim = krsid_limits.lookup(&idx);
     *folded = 0;
-    if (!lim)
-        return 1;
+    if (!lim || !(lim->window_ns | lim->cost_ns))
+        return 1;  /* no noise control on this hook: no clock read either */
     __u64 now = bpf_ktime_get_ns();
     if (lim->window_ns) {
         struct krsid_dedup_key k = {};
@@ -636,11 +656,9 @@ static __always_inline __u64 krsid_next_seq(void)
 /* Fill the common header from the current task. */
 static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32 hook_id, __u64 seq)
 {
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u64 uid_gid = bpf_get_current_uid_gid();
-    struct task_struct *parent = 0;
-    const struct cred *cred = 0;
+    struct tty_struct *tty = 0;
 
     h->seq = seq;
     h->ktime_ns = bpf_ktime_get_boot_ns();
@@ -655,22 +673,34 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
     h->action = KRSID_ACT_AUDIT;
     h->suppressed = 0;
     h->hdr_pad = 0;
+#if KRSID_TASK_BTF
+    /* A BTF task pointer: every -> below is one load (a fault reads as 0). */
+    struct task_struct *task = bpf_get_current_task_btf();
+    h->ppid = task->real_parent->tgid;
+    h->euid = task->cred->euid.val;
+    h->auid = task->loginuid.val;
+    h->sessionid = task->sessionid;
+    tty = task->signal->tty;
+#else
     /* Explicit reads: bcc rewrites pointer walks only in the main file, and
      * task is a plain scalar here, not a BTF pointer. */
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct task_struct *parent = 0;
+    const struct cred *cred = 0;
+    struct signal_struct *sig = 0;
     bpf_probe_read_kernel(&parent, sizeof(parent), &task->real_parent);
     bpf_probe_read_kernel(&h->ppid, sizeof(h->ppid), &parent->tgid);
     bpf_probe_read_kernel(&cred, sizeof(cred), &task->cred);
     bpf_probe_read_kernel(&h->euid, sizeof(h->euid), &cred->euid.val);
     bpf_probe_read_kernel(&h->auid, sizeof(h->auid), &task->loginuid.val);
     bpf_probe_read_kernel(&h->sessionid, sizeof(h->sessionid), &task->sessionid);
-    bpf_get_current_comm(&h->comm, sizeof(h->comm));
-    /* Controlling terminal (task->signal->tty->name, e.g. "pts/0"), "" if none. */
-    struct signal_struct *sig = 0;
-    struct tty_struct *tty = 0;
-    h->tty[0] = 0;
     bpf_probe_read_kernel(&sig, sizeof(sig), &task->signal);
     if (sig)
         bpf_probe_read_kernel(&tty, sizeof(tty), &sig->tty);
+#endif
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    /* Controlling terminal (task->signal->tty->name, e.g. "pts/0"), "" if none. */
+    h->tty[0] = 0;
     if (tty)
         bpf_probe_read_kernel_str(&h->tty, sizeof(h->tty), &tty->name);
 }
@@ -710,6 +740,28 @@ static __always_inline void *krsid_event_begin(__u32 hook_id, __u32 size)
     return krsid_event_begin_keyed(hook_id, size, 0);
 }
 
+#if !KRSID_USE_PERFBUF
+/*
+ * Whether this event wakes the daemon. By default the kernel wakes the consumer for
+ * the first record after it caught up, which is nearly every record while the daemon
+ * keeps up: an interrupt and a wake-up per event. With KRSID_WAKEUP_EVENTS = K, only
+ * every K-th sequence number wakes it (forced, since the daemon is then behind); the
+ * records in between wait for that or for the daemon's poll timeout (poll_timeout_ms),
+ * so latency stays bounded and a busy system pays for one wake-up per batch.
+ * Counting by seq needs no shared state: seq is already global and unique.
+ */
+static __always_inline __u64 krsid_wakeup_flags(void *ev)
+{
+#if KRSID_WAKEUP_EVENTS > 0
+    if (((struct krsid_header_view *)ev)->seq % KRSID_WAKEUP_EVENTS == 0)
+        return KRSID_RB_FORCE_WAKEUP;
+    return KRSID_RB_NO_WAKEUP;
+#else
+    return 0;
+#endif
+}
+#endif
+
 /* Hand the event to user space (ring buffer) or copy it out (perf buffer). */
 static __always_inline void krsid_event_submit(void *ctx, __u32 hook_id, void *ev, __u32 size)
 {
@@ -719,7 +771,7 @@ static __always_inline void krsid_event_submit(void *ctx, __u32 hook_id, void *e
     else
         krsid_count(hook_id, KRSID_CNT_LOST_RINGBUF);
 #else
-    events.ringbuf_submit(ev, 0);
+    events.ringbuf_submit(ev, krsid_wakeup_flags(ev));
     krsid_count(hook_id, KRSID_CNT_EMITTED);
 #endif
 }

@@ -44,11 +44,20 @@ def test_each_program_compiles_alone(settings: BuildSettings, hook: str) -> None
     compile_only(CATALOG, [CATALOG[hook]], settings)
 
 
-@pytest.mark.parametrize("perfbuf", [False, True], ids=["ringbuf", "perfbuf"])
-def test_all_programs_compile_as_one_module(settings: BuildSettings, perfbuf: bool) -> None:
+@pytest.mark.parametrize(
+    ("perfbuf", "wakeup_events", "cflags"),
+    [(False, 0, ()), (False, 64, ()), (True, 0, ()), (False, 64, ("-DKRSID_NO_TASK_BTF",))],
+    ids=["ringbuf", "ringbuf-batched-wakeup", "perfbuf", "task-read-by-helpers(<5.11)"],
+)
+def test_all_programs_compile_as_one_module(
+    settings: BuildSettings, perfbuf: bool, wakeup_events: int, cflags: tuple[str, ...]
+) -> None:
+    """Every variant the kernel or the config can select must compile, including the
+    probe-read path that kernels without bpf_get_current_task_btf() (< 5.11) take."""
     from krsid.pipeline.load import compile_only
 
-    s = dataclasses.replace(settings, use_perfbuf=perfbuf)
+    headers = dataclasses.replace(settings.header_source, cflags=(*settings.header_source.cflags, *cflags))
+    s = dataclasses.replace(settings, use_perfbuf=perfbuf, wakeup_events=wakeup_events, header_source=headers)
     compile_only(CATALOG, list(CATALOG), s)
 
 

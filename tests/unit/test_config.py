@@ -46,6 +46,7 @@ BAD = [
     ("hooks:\n  file_mprotect: {}\nsurprise: 1\n", "3:1", "unknown key 'surprise'"),
     ("hooks:\n  file_mprotect: {}\nbuffer:\n  pages: 100\n", "4:10", "power of two"),
     ("hooks:\n  file_mprotect: {}\nbuffer:\n  pages: true\n", "4:10", "got a boolean"),
+    ("hooks:\n  file_mprotect: {}\nbuffer:\n  wakeup_events: -1\n", "4:18", "between 0 and 1048576"),
     ("hooks:\n  file_mprotect: {}\nheaders: maybe\n", "3:10", "'maybe' is not one of auto, kernel, btf"),
     ("hooks:\n  file_mprotect: {}\nsinks:\n  prometheus:\n    listen: 9477\n", "5:13", "HOST:PORT"),
     ("hooks:\n  file_mprotect: {}\nsinks:\n  prometheus:\n    listen: 'example.com:80'\n", "5:13", "IP address"),
@@ -157,8 +158,9 @@ def test_every_top_level_field_of_config_is_a_key() -> None:
     """Each documented top-level key parses (a key missing from the allow-list would be 'unknown')."""
     c = parse_config(
         "hooks:\n  file_mprotect: {rate_limit: 100, dedup_window_ms: 500}\nbpf_stats: true\npoll_timeout_ms: 50\n"
-        "policy: {rules: []}\nbuffer: {kind: ringbuf, pages: 64}\nheaders: btf\n",
+        "policy: {rules: []}\nbuffer: {kind: ringbuf, pages: 64, wakeup_events: 0}\nheaders: btf\n",
         "t.yaml",
     )
     assert c.bpf_stats and c.poll_timeout_ms == 50 and c.ringbuf_pages == 64 and c.headers == "btf"
+    assert c.wakeup_events == 0
     assert (c.hooks[0].rate_limit, c.hooks[0].dedup_window_ms) == (100, 500)

@@ -31,6 +31,7 @@ KEYS = [
     "listen",
     "kind",
     "pages",
+    "wakeup_events",
     "exec_only",
     *CATALOG.hooks,
     "nope",

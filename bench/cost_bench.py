@@ -4,6 +4,8 @@
 
 Configurations, measured in one VM session and alternated (rounds):
   base    nothing attached, audit off
+  empty   an empty BPF-LSM program (`return 0`) on each hook krsid attaches: the cost the
+          kernel's trampoline puts on any BPF-LSM program, the floor under krsid's numbers
   krsid   the daemon with etc/krsid.yaml's hooks and options; its sinks go to a temp dir,
           a private journald and a loopback Prometheus port. One path on a tmpfs is added
           to file_open's sensitive_paths, so the "emitted" open is not dominated by the
@@ -41,6 +43,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -121,6 +124,7 @@ class Bench:
         self.config_path = tmp / "krsid.yaml"
         self.port = free_port()
         self.config_path.write_text(yaml.safe_dump(self.krsid_config()))
+        self._empty: tuple[Any, list[str]] | None = None  # (bcc.BPF, hooks), compiled on first use
 
     def close(self) -> None:
         subprocess.run(["umount", str(self.fs)], check=False)
@@ -198,6 +202,36 @@ class Bench:
         text = log_path.read_text()
         observer.log_compile = [float(x) for x in re.findall(r"compiled \d+ program\(s\) in ([\d.]+)s", text)]
         observer.log_attach = [float(x) for x in re.findall(r"attached \(([\d.]+)s\)", text)]
+
+    # -- empty programs: the kernel's floor ------------------------------------------------
+
+    def enabled_hooks(self) -> list[str]:
+        from krsid.config import load_config
+        from krsid.daemon import plan_build
+        from krsid.kernel.btf import lsm_hook_arity
+
+        specs, _settings, _serves = plan_build(load_config(self.config_path), lsm_hook_arity())
+        return [s.name for s in specs]
+
+    @contextlib.contextmanager
+    def empty_programs(self) -> Iterator[None]:
+        """`return 0` LSM programs on the hooks krsid attaches, compiled once."""
+        from krsid.kernel.headers import resolve_headers
+        from krsid.pipeline.load import compile_source
+
+        if self._empty is None:
+            hooks = self.enabled_hooks()
+            text = "".join(f"LSM_PROBE({h}) {{ return 0; }}\n" for h in hooks)  # catalog names: [a-z0-9_]
+            headers = resolve_headers(self.tmp / "cache", prefer=self.args.headers)
+            self._empty = (compile_source(text, headers), hooks)
+        bpf, hooks = self._empty
+        for h in hooks:
+            bpf.attach_lsm(h.encode())
+        try:
+            yield
+        finally:
+            for h in hooks:
+                bpf.detach_lsm(h.encode())
 
     # -- auditd ------------------------------------------------------------------------
 
@@ -486,72 +520,93 @@ def main(args: argparse.Namespace) -> None:
             bench.close()
 
 
+@dataclass
+class Series:
+    """One configuration's runs, each with the baselines measured right before and after it."""
+
+    runs: list[ConfigRun] = field(default_factory=list)
+    around: list[tuple[ConfigRun, ConfigRun]] = field(default_factory=list)
+
+    def ratios(self, name: str) -> list[float]:
+        def med(run: ConfigRun) -> float:
+            return statistics.median(run.ns[name])
+
+        return [med(run) / ((med(before) + med(after)) / 2) for run, (before, after) in zip(self.runs, self.around)]
+
+    def ns(self, name: str) -> float:
+        return statistics.median(statistics.median(run.ns[name]) for run in self.runs)
+
+
 def run_all(bench: Bench, args: argparse.Namespace, why_no_audit: str | None) -> None:
     cold_rows = cold_start_in_process(bench)
     bases: list[ConfigRun] = [bench.measure("base", None)]
-    krsid_runs: list[ConfigRun] = []
-    audit_runs: list[ConfigRun] = []
+    empty, krsid, audit = Series(), Series(), Series()
     daemons: list[KrsidObserver] = []
     audit_rules = ""
-    for r in range(args.rounds):
-        with bench.krsid(r) as kobs:
-            krsid_runs.append(bench.measure(f"round {r + 1} krsid", kobs))
-        daemons.append(kobs)
+
+    def then_base(series: Series, run: ConfigRun, r: int) -> None:
+        before = bases[-1]
         bases.append(bench.measure(f"round {r + 1} base", None))
+        series.runs.append(run)
+        series.around.append((before, bases[-1]))
+
+    for r in range(args.rounds):
+        with bench.empty_programs():
+            run = bench.measure(f"round {r + 1} empty programs", None)
+        then_base(empty, run, r)
+        with bench.krsid(r) as kobs:
+            run = bench.measure(f"round {r + 1} krsid", kobs)
+        daemons.append(kobs)
+        then_base(krsid, run, r)
         if why_no_audit is None:
             with bench.auditd() as aobs:
-                audit_runs.append(bench.measure(f"round {r + 1} auditd", aobs))
+                run = bench.measure(f"round {r + 1} auditd", aobs)
                 audit_rules = aobs.rules
             print(f"auditd round {r + 1}: records of other processes (key:comm): {aobs.others or 'none'}")
-            bases.append(bench.measure(f"round {r + 1} base", None))
-    report(args, bases, krsid_runs, audit_runs, daemons, cold_rows, audit_rules, why_no_audit)
+            then_base(audit, run, r)
+    report(args, bases, empty, krsid, audit, daemons, cold_rows, audit_rules, why_no_audit)
 
 
 def report(
     args: argparse.Namespace,
     bases: list[ConfigRun],
-    krsid_runs: list[ConfigRun],
-    audit_runs: list[ConfigRun],
+    empty: Series,
+    krsid: Series,
+    audit: Series,
     daemons: list[KrsidObserver],
     cold_rows: list[list[str]],
     audit_rules: str,
     why_no_audit: str | None,
 ) -> None:
-    step = 2 if audit_runs else 1
-
     def med(run: ConfigRun, name: str) -> float:
         return statistics.median(run.ns[name])
-
-    def ratios(runs: list[ConfigRun], offset: int, name: str) -> list[float]:
-        # krsid of round r sits between bases[r*step] and bases[r*step+1]; auditd between
-        # bases[r*step+1] and bases[r*step+2].
-        out = []
-        for r, run in enumerate(runs):
-            before, after = bases[r * step + offset], bases[r * step + offset + 1]
-            out.append(med(run, name) / ((med(before, name) + med(after, name)) / 2))
-        return out
 
     rows = []
     for loop in LOOPS:
         base_ns = statistics.median(med(b, loop.name) for b in bases)
         base_noise = statistics.median((max(b.ns[loop.name]) - min(b.ns[loop.name])) / med(b, loop.name) for b in bases)
-        k = ratios(krsid_runs, 0, loop.name)
-        krow = [
-            f"{statistics.median(med(x, loop.name) for x in krsid_runs):.0f}",
+        e, k = empty.ratios(loop.name), krsid.ratios(loop.name)
+        added_e, added_k = statistics.median(e) - 1, statistics.median(k) - 1
+        row = [
+            loop.name,
+            loop.fate,
+            f"{base_ns:.0f} (±{base_noise * 50:.0f} %)",
+            f"{statistics.median(e):.3f} ({spread(e)})",
+            f"{krsid.ns(loop.name):.0f}",
             f"{statistics.median(k):.3f} ({spread(k)})",
+            f"{100 * (added_k - added_e):+.1f} %",
         ]
-        if audit_runs:
-            a = ratios(audit_runs, 1, loop.name)
-            added_k = statistics.median(k) - 1
+        if audit.runs:
+            a = audit.ratios(loop.name)
             added_a = statistics.median(a) - 1
-            arow = [
-                f"{statistics.median(med(x, loop.name) for x in audit_runs):.0f}",
+            row += [
+                f"{audit.ns(loop.name):.0f}",
                 f"{statistics.median(a):.3f} ({spread(a)})",
                 f"{added_a / added_k:.1f}" if added_k > 0.005 else f"krsid +{added_k * 100:.1f} %: n/a",
             ]
         else:
-            arow = ["-", "-", "-"]
-        rows.append([loop.name, loop.fate, f"{base_ns:.0f} (±{base_noise * 50:.0f} %)", *krow, *arow])
+            row += ["-", "-", "-"]
+        rows.append(row)
     table(
         f"Per-call cost, krsid vs auditd (VM, TCG, {os.cpu_count()} vCPU; "
         f"ns/call: median of {args.repeat} runs per round; "
@@ -560,14 +615,17 @@ def report(
             "loop",
             "krsid / auditd",
             "baseline ns (run spread)",
+            "empty LSM programs ratio",
             "krsid ns",
             "krsid ratio",
+            "krsid above the empty programs",
             "auditd ns",
             "auditd ratio",
             "added cost auditd/krsid",
         ],
         rows,
     )
+    krsid_runs, audit_runs = krsid.runs, audit.runs
 
     def fate_cell(runs: list[ConfigRun], name: str) -> str:
         got = [f for run in runs for f in run.fate.get(name, [])]

@@ -10,7 +10,8 @@
                                     (cred_prepare, which runs on every credential copy)
     bench/run.py cost               in the VM: hook cost vs auditd, cold start, RSS (cost_bench.py)
     bench/run.py policy             in the VM: policy cost (bench/policy_bench.py)
-    bench/run.py in-vm              inside the VM: vm, cost, policy and fallback in one session
+    bench/run.py exec               in the VM: an exec's cost split into BPF programs and consumers
+    bench/run.py in-vm              inside the VM: vm, cost, exec, policy and fallback in one session
     bench/run.py all                everything: compile + throughput here, then in-vm in the VM
     make bench                      = bench/run.py all
 
@@ -324,6 +325,12 @@ def bench_cost(args: argparse.Namespace) -> None:
     cost_main(args)
 
 
+def bench_exec(args: argparse.Namespace) -> None:
+    from bench.exec_breakdown import main as exec_main
+
+    exec_main(args)
+
+
 def bench_policy(args: argparse.Namespace) -> None:
     from bench.policy_bench import bench_policy as policy_main  # policy cost (issue 4)
 
@@ -334,7 +341,7 @@ def bench_throughput(args: argparse.Namespace) -> None:
     throughput.bench_throughput(args, table)
 
 
-IN_VM = ("vm", "cost", "policy", "fallback")  # what `in-vm` runs, in one VM session
+IN_VM = ("vm", "cost", "exec", "policy", "fallback")  # what `in-vm` runs, in one VM session
 
 
 def bench_in_vm(args: argparse.Namespace) -> None:
@@ -366,6 +373,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "vm": bench_vm,
     "fallback": bench_fallback,
     "cost": bench_cost,
+    "exec": bench_exec,
     "policy": bench_policy,
     "in-vm": bench_in_vm,
     "all": bench_all,
@@ -380,6 +388,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--execs", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2, help="cost: alternations of krsid / auditd / baseline")
+    p.add_argument("--execs-per-run", type=int, default=60, help="exec: fork+exec calls per timed run")
     throughput.add_arguments(p)
     args = p.parse_args()
     if os.geteuid() != 0:

@@ -44,6 +44,7 @@ log = logging.getLogger("krsid")
 SEQ_CRASH_JUMP = 1 << 24
 SEQ_SAVE_INTERVAL = 5.0
 BUSY_SINK_RETRY_MS = 10
+RELEASE_HEAP_AFTER_BYTES = 4 << 20  # a sink backlog this big, once drained, is handed back to the kernel
 
 
 class Notifier:
@@ -458,9 +459,13 @@ class Daemon:
         timeout = self.config.poll_timeout_ms
         if self.notifier.watchdog_interval:
             timeout = min(timeout, int(self.notifier.watchdog_interval * 1000))
+        from krsid.pipeline.load import release_free_heap
+
         while not self._stop:
             self._wait_and_drain(timeout)
             self.dispatcher.flush()
+            if self.dispatcher.take_drained_peak() >= RELEASE_HEAP_AFTER_BYTES:
+                release_free_heap()  # a drained backlog's memory would stay in malloc's arenas
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()

@@ -36,6 +36,7 @@ class Dispatcher:
         self._last_logged: dict[str, float] = {}
         self._overflow: dict[str, list[int]] = {}  # sink -> [dropped this episode, not yet reported]
         self._since_flush = 0
+        self._backlog_peak = 0  # most bytes the sinks held at a flush since they were last empty
 
     def handle(self, event: Event) -> None:
         self.stats.events[event.hook] += 1
@@ -76,6 +77,7 @@ class Dispatcher:
     def flush(self) -> None:
         """Write what the sinks can take now, without blocking; count what they gave up."""
         self._since_flush = 0
+        held = 0
         for sink in self.sinks:
             try:
                 lost = sink.flush()
@@ -87,9 +89,24 @@ class Dispatcher:
             backlog = getattr(sink, "backlog", None)
             if backlog is not None:
                 self.stats.backlog[sink.name] = (len(backlog), backlog.size)
+                held += backlog.size
             if sink.name in self._overflow and not sink.pending():
                 dropped = self._overflow.pop(sink.name)[0]
                 self._log(f"sink {sink.name} caught up; {dropped} event(s) were dropped while it was behind")
+        self._backlog_peak = max(self._backlog_peak, held)
+
+    def take_drained_peak(self) -> int:
+        """Once every sink is empty: the most bytes they held (seen at a flush) since
+        they were last empty, and 0 from then on until they hold something again.
+
+        The daemon returns the heap to the kernel after a large backlog drained: the
+        freed entries would otherwise stay resident in malloc's arenas (measured: a
+        full 16 MiB backlog left ~22 MB of anonymous memory behind).
+        """
+        if self.pending():
+            return 0
+        peak, self._backlog_peak = self._backlog_peak, 0
+        return peak
 
     def _count_given_up(self, sink: Sink, lost: Counter[str]) -> None:
         if not lost:

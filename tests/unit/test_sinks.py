@@ -224,6 +224,19 @@ def test_a_stalled_sink_fills_its_backlog_then_counts_drops_and_recovers(tmp_pat
     assert len(sender.entries) == 10 and sink.pending() == 0
     assert "caught up; 15 event(s)" in logs[-1]
     assert stats.events["bprm_check_security"] == 25  # decoded; 10 delivered + 15 counted lost
+    # The backlog drained: the daemon learns how big it got (to return that memory), once.
+    assert d.take_drained_peak() == 10 * one
+    assert d.take_drained_peak() == 0
+
+
+def test_no_drained_peak_while_a_sink_still_holds_entries(tmp_path: Path) -> None:
+    sock = tmp_path / "socket"
+    sock.touch()
+    sink = JournaldSink(StallingSender(), socket_path=sock)
+    d = Dispatcher([sink], PipelineStats(), log=lambda _m: None)
+    d.handle(exec_event())
+    d.flush()
+    assert sink.pending() == 1 and d.take_drained_peak() == 0
 
 
 def test_backlog_refuses_the_newest_and_keeps_order() -> None:

@@ -9,6 +9,7 @@ the event is named (MESSAGE_ID), shown (MESSAGE template, PRIORITY) and decoded
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,10 @@ BYTES_FIELD_TYPES = ("string", "strings", "ipv6")
 # daemon_tgid: not configurable; krsid writes its own process id there, so a hook can
 # leave the daemon's own activity out (e.g. bpf(): krsid reads its maps at every scrape).
 OPTION_TYPES = ("bool", "int", "string_set", "daemon_tgid")
-STRING_TRANSFORMS = ("none", "basename")
+STRING_TRANSFORMS = ("none", "basename", "basename_head")
+# basename_head keys: the basename's length in bytes, 4 bytes of padding, its first 8
+# bytes NUL-padded (C: struct { __u32 len; __u32 pad; __u64 head; }).
+BASENAME_HEAD = struct.Struct("<II8s")
 MAP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS in krsid.h
 
@@ -69,15 +73,33 @@ class FieldSpec:
 @dataclass(frozen=True)
 class SetMap:
     """A BPF hash map a string_set option fills: key = the string (transformed),
-    NUL-padded to key_size bytes; value = 1 (a __u8)."""
+    NUL-padded to key_size bytes; value = 1 (a __u8).
+
+    Transforms: ``none``; ``basename``, the part after the last '/';
+    ``basename_head``, a fixed 16-byte key of the basename's length and first 8 bytes
+    (BASENAME_HEAD): a cheap first filter that a kernel program can build from a
+    dentry with one 8-byte read, instead of copying and hashing a whole name.
+    """
 
     name: str
     key_size: int
-    transform: str = "none"  # or "basename": the part after the last '/'
+    transform: str = "none"
+
+    def text(self, value: str) -> str:
+        """The part of value the key is made of."""
+        return value.rsplit("/", 1)[-1] if self.transform in ("basename", "basename_head") else value
 
     def key(self, value: str) -> bytes:
-        text = value.rsplit("/", 1)[-1] if self.transform == "basename" else value
-        return text.encode()
+        raw = self.text(value).encode()
+        if self.transform == "basename_head":
+            return BASENAME_HEAD.pack(len(raw), 0, raw[:8])
+        return raw
+
+    def fits(self, value: str) -> bool:
+        """Whether value's key fits the map's key (string keys keep room for a NUL)."""
+        if self.transform == "basename_head":
+            return self.key_size == BASENAME_HEAD.size
+        return len(self.key(value)) < self.key_size
 
 
 @dataclass(frozen=True)
@@ -447,9 +469,11 @@ def _set_maps(doc: YamlDoc, raw: Any, path: tuple[object, ...]) -> tuple[SetMap,
         size = expect(doc, m.get("key_size"), (*path, i, "key_size"), int, "a key size in bytes")
         if not 1 < size <= 4096:
             doc.fail((*path, i, "key_size"), "must be between 2 and 4096")
-        transform = expect(doc, m.get("transform", "none"), (*path, i, "transform"), str, "none or basename")
+        transform = expect(doc, m.get("transform", "none"), (*path, i, "transform"), str, "a transform")
         if transform not in STRING_TRANSFORMS:
             doc.fail((*path, i, "transform"), f"one of {', '.join(STRING_TRANSFORMS)}")
+        if transform == "basename_head" and size != BASENAME_HEAD.size:
+            doc.fail((*path, i, "key_size"), f"basename_head keys are {BASENAME_HEAD.size} bytes")
         out.append(SetMap(name, size, transform))
     return tuple(out)
 
@@ -464,10 +488,9 @@ def parse_string_set(doc: YamlDoc, raw: Any, path: tuple[object, ...], maps: tup
         if not text or "\0" in text:
             doc.fail((*path, i), "must be a non-empty string without NUL")
         for m in maps:
-            key = m.key(text)
-            if not key:
+            if not m.text(text):
                 doc.fail((*path, i), f"{text!r} has an empty {m.transform} for map {m.name}")
-            if len(key) >= m.key_size:
+            if not m.fits(text):
                 doc.fail((*path, i), f"{text!r} is longer than map {m.name} allows ({m.key_size - 1} bytes)")
         if text not in out:
             out.append(text)

@@ -9,9 +9,9 @@
  *   SENSITIVE_PATH  an open of a path listed in the sensitive_paths option.
  *
  * This hook runs for every open on the machine, so the common case must be cheap:
- * one read of the file's name (the dentry, no directories) into a zeroed 64-byte
- * key and one hash lookup in file_open_names (the basenames of the listed paths).
- * Only when the name matches does the program build the full path (bpf_d_path,
+ * one 8-byte read of the file's name (the dentry, no directories) and one lookup of
+ * (name length, first 8 bytes) in file_open_names, filled from the listed paths'
+ * basenames. Only on a hit does the program build the full path (bpf_d_path,
  * allowed on this hook) and look it up exactly in file_open_paths. Every open that
  * emits nothing is counted as filtered.
  *
@@ -44,8 +44,6 @@
 
 #define FILE_OPEN_MARK_TARGET_SELF 0x1
 
-/* Basenames longer than this cannot be listed (the config check says so). */
-#define FILE_OPEN_NAME_LEN 64
 #define FILE_OPEN_SET_SIZE 1024
 #define FILE_OPEN_PID_LEN 16
 
@@ -60,9 +58,14 @@ struct file_open_event {
     char path[KRSID_PATH_LEN];
 };
 
+/* A file name's length and first 8 bytes (NUL-padded): the loader's basename_head
+ * key (krsid/catalog.py BASENAME_HEAD). */
 struct file_open_name_key {
-    char name[FILE_OPEN_NAME_LEN];
+    __u32 len;
+    __u32 pad;
+    __u64 head;
 };
+#define FILE_OPEN_HEAD_MEM 0x6d656dULL /* "mem", little-endian */
 
 struct file_open_path_key {
     char path[KRSID_PATH_LEN];
@@ -117,33 +120,35 @@ LSM_PROBE(file_open, struct file *file)
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
 
-    __u32 len = dentry->d_name.len;
     __u32 reason = 0;
     __u32 target_pid = 0;
     int zero = 0;
     struct file_open_scratch_buf *buf = 0;
 
-    /* Names too long for the key cannot match. */
-    if (len < FILE_OPEN_NAME_LEN) {
-        struct file_open_name_key name = {};
-        krsid_read_dentry_name(name.name, sizeof(name.name), dentry);
-        if (len == 3 && name.name[0] == 'm' && name.name[1] == 'e' && name.name[2] == 'm' &&
-            (fmode & FILE_OPEN_FMODE_WRITE) && dentry->d_sb->s_magic == FILE_OPEN_PROC_SUPER_MAGIC) {
-            char pid_name[FILE_OPEN_PID_LEN] = {};
-            krsid_read_dentry_name(pid_name, sizeof(pid_name), dentry->d_parent);
-            target_pid = file_open_parse_pid(pid_name);
-            reason = FILE_OPEN_REASON_PROC_MEM_WRITE;
-        } else if (file_open_names.lookup(&name)) {
-            buf = file_open_scratch.lookup(&zero);
-            if (!buf)
-                KRSID_RETURN_DECISION(d.action);
-            int n = bpf_d_path(&file->f_path, buf->raw, sizeof(buf->raw));
-            if (n > 0) {
-                __builtin_memset(&buf->key, 0, sizeof(buf->key));
-                bpf_probe_read_kernel_str(buf->key.path, sizeof(buf->key.path), buf->raw);
-                if (file_open_paths.lookup(&buf->key))
-                    reason = FILE_OPEN_REASON_SENSITIVE_PATH;
-            }
+    /* The name's first 8 bytes, the rest masked off: names shorter than the dentry's
+     * inline buffer (32+ bytes) live inside the dentry, so the read never runs past
+     * mapped memory; a failed read leaves head 0, as an empty name. */
+    struct file_open_name_key name = {};
+    name.len = dentry->d_name.len;
+    bpf_probe_read_kernel(&name.head, sizeof(name.head), dentry->d_name.name);
+    if (name.len < 8)
+        name.head &= (1ULL << (name.len * 8)) - 1;
+    if (name.len == 3 && name.head == FILE_OPEN_HEAD_MEM && (fmode & FILE_OPEN_FMODE_WRITE) &&
+        dentry->d_sb->s_magic == FILE_OPEN_PROC_SUPER_MAGIC) {
+        char pid_name[FILE_OPEN_PID_LEN] = {};
+        krsid_read_dentry_name(pid_name, sizeof(pid_name), dentry->d_parent);
+        target_pid = file_open_parse_pid(pid_name);
+        reason = FILE_OPEN_REASON_PROC_MEM_WRITE;
+    } else if (file_open_names.lookup(&name)) {
+        buf = file_open_scratch.lookup(&zero);
+        if (!buf)
+            KRSID_RETURN_DECISION(d.action);
+        int n = bpf_d_path(&file->f_path, buf->raw, sizeof(buf->raw));
+        if (n > 0) {
+            __builtin_memset(&buf->key, 0, sizeof(buf->key));
+            bpf_probe_read_kernel_str(buf->key.path, sizeof(buf->key.path), buf->raw);
+            if (file_open_paths.lookup(&buf->key))
+                reason = FILE_OPEN_REASON_SENSITIVE_PATH;
         }
     }
     if (reason == 0) {

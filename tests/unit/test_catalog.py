@@ -111,6 +111,7 @@ options:
     maps:
       - {name: demo_paths, key_size: 32}
       - {name: demo_names, key_size: 8, transform: basename}
+      - {name: demo_heads, key_size: 16, transform: basename_head}
 """
 
 
@@ -122,7 +123,12 @@ def test_string_set_option_maps_and_limits(programs: Path) -> None:
     cat = load_catalog(programs)
     opt = cat["demo_set"].option("paths")
     assert opt.default == ("/etc/shadow", "/etc/sudoers")
-    assert [m.key("/etc/shadow") for m in opt.maps] == [b"/etc/shadow", b"shadow"]
+    assert [m.key("/etc/shadow") for m in opt.maps] == [
+        b"/etc/shadow",
+        b"shadow",
+        b"\x06\0\0\0" + b"\0\0\0\0" + b"shadow\0\0",  # length, pad, first 8 bytes
+    ]
+    assert opt.maps[2].key("/etc/ssh/ssh_host_rsa_key") == b"\x10\0\0\0\0\0\0\0ssh_host"
     c = parse_config("hooks:\n  demo_set:\n    paths: [/a/b, /a/b, /c]\n", "c.yaml", catalog=cat)
     assert c.hooks[0].options["paths"] == ("/a/b", "/c")  # duplicates folded
     from krsid.errors import ConfigError
@@ -131,3 +137,13 @@ def test_string_set_option_maps_and_limits(programs: Path) -> None:
         parse_config("hooks:\n  demo_set:\n    paths: [/ok, /x/toolongname]\n", "c.yaml", catalog=cat)
     with pytest.raises(ConfigError, match="expected a list of strings"):
         parse_config("hooks:\n  demo_set:\n    paths: /etc/shadow\n", "c.yaml", catalog=cat)
+
+
+def test_basename_head_keys_must_be_16_bytes(programs: Path) -> None:
+    """The C struct is fixed (length, pad, 8 bytes): another key size cannot match it."""
+    (programs / "demo_set.c").write_text(SET_PROGRAM)
+    (programs / "demo_set.yaml").write_text(
+        SET_SIDECAR.replace("{name: demo_heads, key_size: 16,", "{name: demo_heads, key_size: 64,")
+    )
+    with pytest.raises(CatalogError, match="basename_head keys are 16 bytes"):
+        load_catalog(programs)

@@ -34,6 +34,28 @@ def proc_status_mb(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (those gone count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def pids_of(comm: str) -> list[int]:
+    """Processes (and kernel threads) whose comm is exactly `comm`."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (p / "comm").read_text().strip() == comm:
+                    out.append(int(p.name))
+    return out
+
+
 @contextlib.contextmanager
 def krsid_running(
     config: Path,

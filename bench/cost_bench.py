@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import krsid_running, proc_status_mb, table  # noqa: E402
+from bench.common import cpu_seconds, krsid_running, pids_of, proc_status_mb, table  # noqa: E402
 from krsid.catalog import load_catalog  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
@@ -93,16 +93,6 @@ class ConfigRun:
 
 def note(msg: str) -> None:
     print(f"[cost] {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
 
 
 class Bench:
@@ -389,7 +379,7 @@ class KrsidObserver(Observer):
 
 class AuditObserver(Observer):
     def __init__(self, pid: int, log: Path, rules: str) -> None:
-        self.pids = [pid, *kernel_threads("kauditd")]
+        self.pids = [pid, *pids_of("kauditd")]
         self.log = log
         self.rules = rules
         self.offset = 0
@@ -439,16 +429,6 @@ class AuditObserver(Observer):
     def lost(self) -> dict[str, int]:
         m = re.search(r"^lost (\d+)", auditctl("-s"), re.M)
         return {"kernel (auditctl -s: lost)": int(m.group(1))} if m and m.group(1) != "0" else {}
-
-
-def kernel_threads(comm: str) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (p / "comm").read_text().strip() == comm:
-                    out.append(int(p.name))
-    return out
 
 
 def audit_unavailable() -> str | None:

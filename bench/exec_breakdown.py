@@ -14,7 +14,6 @@ every absolute number is emulator-bound: compare within the table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -32,32 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import krsid_running, table  # noqa: E402
+from bench.common import cpu_seconds, krsid_running, pids_of, table  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 SINKS = {
     "journald + JSON lines (shipped)": {"journald": {"enabled": True}},
     "JSON lines only": {"journald": {"enabled": False}},
 }
-
-
-def cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total
-
-
-def pids_of(comm: str) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (p / "comm").read_text().strip() == comm:
-                    out.append(int(p.name))
-    return out
 
 
 def program_metrics(port: int) -> dict[tuple[str, str], float]:
@@ -76,7 +56,6 @@ def main(args: argparse.Namespace) -> None:
 
     if os.environ.get("KRSID_IN_VM") != "1":
         sys.exit("bench/run.py exec: run it inside the test VM: tests/vm/run -- .venv/bin/python bench/run.py exec")
-    tick = os.sysconf("SC_CLK_TCK")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         fs = tmp / "fs"  # tmpfs: the loop and the program it execs, off the guest's 9p root
@@ -125,9 +104,9 @@ def main(args: argparse.Namespace) -> None:
                     time.sleep(2)  # past the start-up work
                     m0 = program_metrics(port)
                     consumers = [proc.pid, *pids_of("systemd-journal")]
-                    c0 = cpu_ticks(consumers)
+                    c0 = cpu_seconds(consumers)
                     with_krsid = statistics.median(loop() for _ in range(args.repeat))
-                    c1 = cpu_ticks(consumers)
+                    c1 = cpu_seconds(consumers)
                     time.sleep(1)  # the last events' program runs are counted already; the daemon drains
                     m1 = program_metrics(port)
                 after = statistics.median(loop() for _ in range(args.repeat))
@@ -150,7 +129,7 @@ def main(args: argparse.Namespace) -> None:
                         f"{programs_us:.0f} µs ("
                         + ", ".join(f"{h} {runs[h] / execs:.1f}x {prog_s[h] * 1e6 / execs:.0f}" for h in busiest)
                         + ")",
-                        f"{(c1 - c0) / tick * 1e3 / execs:.2f} ms",
+                        f"{(c1 - c0) * 1e3 / execs:.2f} ms",
                     ]
                 )
         finally:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -31,6 +33,36 @@ def proc_status_mb(pid: int) -> dict[str, float]:
         key, _, value = line.partition(":")
         if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def build_loops(directory: Path) -> Path:
+    """bench/loops.c compiled into directory (C, so that no interpreter hides a call's cost)."""
+    exe = directory / "loops"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "bench" / "loops.c")], check=True)
+    return exe
+
+
+@contextlib.contextmanager
+def tmpfs_mounted(directory: Path, size: str) -> Iterator[Path]:
+    """A tmpfs on directory (created) for the run: files there are off the VM's 9p root."""
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "krsid-bench", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=False)
+
+
+def scrape(port: int, timeout: float = 30) -> dict[tuple[str, str], float]:
+    """krsid's labelled samples on 127.0.0.1:port: (metric name, label text) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(krsid_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$", line)
+        if m:
+            out[(m.group(1), m.group(2))] = float(m.group(3))
     return out
 
 

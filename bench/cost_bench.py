@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, krsid_running, pids_of, proc_status_mb, table  # noqa: E402
+from bench.common import (  # noqa: E402
+    build_loops,
+    cpu_seconds,
+    krsid_running,
+    pids_of,
+    proc_status_mb,
+    scrape,
+    table,
+    tmpfs_mounted,
+)
 from krsid.catalog import load_catalog  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
@@ -99,9 +107,9 @@ class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
         self.tmp = tmp
-        self.fs = tmp / "fs"  # tmpfs: the files the loops open and exec, auditd's log
-        self.fs.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g,mode=0755", "krsid-bench", str(self.fs)], check=True)
+        self._mounts = contextlib.ExitStack()
+        # tmpfs: the files the loops open and exec, auditd's log
+        self.fs = self._mounts.enter_context(tmpfs_mounted(tmp / "fs", "1g"))
         self.files = {
             "secret": self.fs / "bench-secret",
             "plain": self.fs / "bench-plain",
@@ -110,15 +118,14 @@ class Bench:
         self.files["secret"].write_text("secret\n")
         self.files["plain"].write_text("plain\n")
         shutil.copy2("/bin/true", self.files["true"])
-        self.loops_exe = self.fs / "loops"
-        subprocess.run(["gcc", "-O2", "-o", str(self.loops_exe), str(ROOT / "bench" / "loops.c")], check=True)
+        self.loops_exe = build_loops(self.fs)
         self.config_path = tmp / "krsid.yaml"
         self.port = free_port()
         self.config_path.write_text(yaml.safe_dump(self.krsid_config()))
         self._empty: tuple[Any, list[str]] | None = None  # (bcc.BPF, hooks), compiled on first use
 
     def close(self) -> None:
-        subprocess.run(["umount", str(self.fs)], check=False)
+        self._mounts.close()
 
     # -- configuration ---------------------------------------------------------------
 
@@ -338,14 +345,7 @@ class KrsidObserver(Observer):
 
     def metrics(self) -> dict[tuple[str, str], float]:
         """(metric name, labels) -> value."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            m = re.match(r"^(krsid_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$", line)
-            if m:
-                out[(m.group(1), m.group(2))] = float(m.group(3))
-        return out
+        return scrape(self.port)
 
     def hook_value(self, metrics: dict[tuple[str, str], float], name: str, hook: str) -> int:
         return int(sum(v for (n, labels), v in metrics.items() if n == name and f'hook="{hook}"' in labels))

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, krsid_running, pids_of, table  # noqa: E402
+from bench.common import build_loops, cpu_seconds, krsid_running, pids_of, scrape, table, tmpfs_mounted  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 SINKS = {
@@ -41,13 +40,13 @@ SINKS = {
 
 
 def program_metrics(port: int) -> dict[tuple[str, str], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
-        text = r.read().decode()
+    """("runs" | "seconds", hook) -> krsid_hook_program_{runs,seconds}_total."""
     out = {}
-    for line in text.splitlines():
-        m = re.match(r'^krsid_hook_program_(runs|seconds)_total\{hook="([a-z0-9_]+)"\} ([0-9.e+-]+)$', line)
-        if m:
-            out[(m.group(1), m.group(2))] = float(m.group(3))
+    for (name, labels), value in scrape(port, timeout=60).items():
+        m = re.fullmatch(r"krsid_hook_program_(runs|seconds)_total", name)
+        hook = re.search(r'hook="([a-z0-9_]+)"', labels)
+        if m and hook:
+            out[(m.group(1), hook.group(1))] = value
     return out
 
 
@@ -58,12 +57,9 @@ def main(args: argparse.Namespace) -> None:
         sys.exit("bench/run.py exec: run it inside the test VM: tests/vm/run -- .venv/bin/python bench/run.py exec")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        fs = tmp / "fs"  # tmpfs: the loop and the program it execs, off the guest's 9p root
-        fs.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "krsid-bench", str(fs)], check=True)
-        try:
-            loops = fs / "loops"
-            subprocess.run(["gcc", "-O2", "-o", str(loops), str(ROOT / "bench" / "loops.c")], check=True)
+        # tmpfs: the loop and the program it execs, off the guest's 9p root
+        with tmpfs_mounted(tmp / "fs", "256m") as fs:
+            loops = build_loops(fs)
             shutil.copy2("/bin/true", fs / "bench-true")
             calls = args.execs_per_run
 
@@ -132,8 +128,6 @@ def main(args: argparse.Namespace) -> None:
                         f"{(c1 - c0) * 1e3 / execs:.2f} ms",
                     ]
                 )
-        finally:
-            subprocess.run(["umount", str(fs)], check=False)
     table(
         f"Where the cost of an exec goes (VM, TCG, {os.cpu_count()} vCPU; fork+exec of a copy of /bin/true, "
         f"median of {args.repeat} runs of {args.execs_per_run}; programs: kernel bpf_stats)",

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import ROOT, krsid_running, table
+from bench.common import ROOT, build_loops, krsid_running, table
 
 NOBODY = 65534
 UNSHARE_CALLS = 2000
@@ -118,8 +118,7 @@ def bench_policy(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         tmp.chmod(0o755)  # uid 65534 runs the loops binary from here
-        exe = tmp / "loops"
-        subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "bench" / "loops.c")], check=True)
+        exe = build_loops(tmp)
         r = args.repeat
 
         def unshare_both() -> dict[str, tuple[float, int]]:

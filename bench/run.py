@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import throughput  # noqa: E402
-from bench.common import krsid_running, proc_status_mb, table  # noqa: E402
+from bench.common import build_loops, krsid_running, proc_status_mb, scrape, table  # noqa: E402
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
 from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
 from krsid.kernel.headers import HeaderSource, resolve_headers  # noqa: E402
@@ -151,13 +150,7 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
                 time.sleep(0.5)
             delivered = time.perf_counter() - t_loop0
             rss_after = proc_status_mb(proc.pid)["VmRSS"]
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                metrics = r.read().decode()
-            lost = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in metrics.splitlines()
-                if line.startswith("krsid_events_lost_total{")
-            )
+            lost = sum(v for (name, _), v in scrape(port, timeout=10).items() if name == "krsid_events_lost_total")
     table(
         f"Daemon in the VM ({args.headers} headers, {len(args.hooks)} hooks, TCG: absolute numbers are "
         "emulator-bound, compare ratios)",
@@ -184,12 +177,6 @@ LOOPS = {  # kind -> (iterations, what krsid does with it by default)
 }
 # cred_prepare runs once per fork (copy_creds) and once more per exec.
 FALLBACK_LOOPS = {"fork": (1000, "fork + exit + wait"), "exec": (200, "fork + exec /bin/true")}
-
-
-def build_loops(tmp: Path) -> Path:
-    exe = tmp / "loops"
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "bench" / "loops.c")], check=True)
-    return exe
 
 
 def run_loops(exe: Path, repeat: int, loops: Mapping[str, tuple[int, str]] = LOOPS) -> dict[str, float]:

@@ -16,7 +16,6 @@ and that every missing seq is one of those counted losses, with no duplicates.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -33,6 +32,7 @@ import yaml
 from krsid.config import load_config
 from krsid.daemon import Daemon
 from krsid.pipeline.stats import STAGE_DECODE, gap_stages
+from tests.support.sinks import complete_jsonl
 
 if TYPE_CHECKING:
     from krsid.pipeline.load import HookStatus, LoadedPrograms
@@ -210,9 +210,7 @@ def run_load(
     )
     outputs: dict[str, Callable[[], list[int]]] = {}
     if "jsonl" in sinks:
-        outputs["jsonl"] = read_jsonl or (
-            lambda: [json.loads(line)["seq"] for line in jsonl.open("rb") if line.strip()]
-        )
+        outputs["jsonl"] = read_jsonl or (lambda: [obj["seq"] for obj in complete_jsonl(jsonl)])
     if "journald" in sinks:
         assert journal_seqs is not None, "journald sink needs journal_seqs"
         outputs["journald"] = journal_seqs

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from krsid.pipeline.decode import Event
 from krsid.sinks.base import Sink
 
@@ -13,3 +17,15 @@ def emit_and_flush(sink: Sink, *events: Event) -> None:
     lost = sink.flush()
     assert not lost, f"sink {sink.name} gave up {dict(lost)}"
     assert sink.pending() == 0, f"sink {sink.name} still holds {sink.pending()} entries"
+
+
+def complete_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a JSON lines file that a daemon may still be appending to.
+
+    A read can catch the newest line half written (a write(2) to a regular file
+    is not atomic for a concurrent reader), so whatever follows the last newline
+    is left for the next read, as a log shipper tailing the file does."""
+    if not path.exists():
+        return []
+    complete = path.read_bytes().split(b"\n")[:-1]
+    return [json.loads(line) for line in complete if line.strip()]

@@ -14,9 +14,9 @@ from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
 from krsid.sinks.base import Backlog, BacklogFull, SinkUnavailable
 from krsid.sinks.journald import JournaldSink, _items_of, journal_fields, native_entry, render_message
-from krsid.sinks.jsonl import JsonlSink, event_record
+from krsid.sinks.jsonl import JsonlSink, event_line, event_record
 from tests.support.records import catalog, pack
-from tests.support.sinks import emit_and_flush
+from tests.support.sinks import complete_jsonl, emit_and_flush
 
 CAT = catalog()
 EXEC, MPROT = CAT["bprm_check_security"], CAT["file_mprotect"]
@@ -126,6 +126,24 @@ def test_jsonl_appends_to_file(tmp_path: Path) -> None:
     sink.close()
     lines = p.read_text().splitlines()
     assert json.loads(lines[0]) == {"old": 1} and json.loads(lines[1])["seq"] == 5
+
+
+def test_a_reader_tailing_jsonl_leaves_a_half_written_line_for_later(tmp_path: Path) -> None:
+    """The VM tests read the file while the daemon appends; a read caught mid-write
+    (CI saw one) must not parse the torn line, and must get it once it is whole."""
+    p = tmp_path / "events.jsonl"
+    sink = JsonlSink(str(p))
+    emit_and_flush(sink, exec_event())
+    whole = p.read_bytes()
+    torn = event_line(exec_event())[:40]
+    with p.open("ab") as f:
+        f.write(torn)
+    assert [r["seq"] for r in complete_jsonl(p)] == [5]
+    with p.open("ab") as f:
+        f.write(event_line(exec_event())[40:])
+    assert [r["seq"] for r in complete_jsonl(p)] == [5, 5]
+    assert p.read_bytes().startswith(whole)
+    sink.close()
 
 
 def test_journald_without_socket_says_so_once_and_recovers(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pytest
 
 from tests.support.journald import Journal, private_journald, unavailable_reason
 from tests.support.net import free_port as free_port  # re-exported for the VM tests
+from tests.support.sinks import complete_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 600.0  # a TCG compile of every hook; generous, this is not a speed test
@@ -86,16 +87,12 @@ class RunningDaemon:
                 return [h.strip() for h in line.split(":", 1)[1].split(",")]
         return []
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete line of the JSON lines output, parsed (the daemon may be writing)."""
+        return complete_jsonl(self.jsonl)
+
     def events(self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True) -> list[dict[str, Any]]:
-        if not self.jsonl.exists():
-            return []
-        out = []
-        for line in self.jsonl.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                obj = json.loads(line)
-                if predicate(obj):
-                    out.append(obj)
-        return out
+        return [obj for obj in self.records() if predicate(obj)]
 
     def wait_events(
         self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 60.0

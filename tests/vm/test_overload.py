@@ -10,7 +10,6 @@ No speed is asserted: only that nothing is lost uncounted and the daemon survive
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections import Counter
@@ -67,9 +66,7 @@ def storm_settled(daemon: RunningDaemon, timeout: float = 600.0) -> None:
 
 def delivered_seqs(daemon: RunningDaemon) -> list[int]:
     """seq of every complete line of the JSON lines output (the daemon may be writing)."""
-    data = daemon.jsonl.read_bytes()
-    lines = data.split(b"\n")[:-1]  # the part after the last newline may be incomplete
-    return [json.loads(line)["seq"] for line in lines if line.strip()]
+    return [obj["seq"] for obj in daemon.records()]
 
 
 def test_storm_is_delivered_or_counted_exactly(

@@ -50,14 +50,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.config_only:
         return EXIT_OK
     from krsid.daemon import kernel_hooks, plan_build
-    from krsid.pipeline.load import LoadedPrograms, compile_only
+    from krsid.pipeline.load import LoadedPrograms, compile_each_alone, compile_in_child
 
     specs, settings, _serves = plan_build(config, kernel_hooks())
     print(f"headers: {settings.header_source.description}")
     if args.compile_only:
-        compile_only(config.catalog, specs, settings)
-        print(f"compiled {len(specs)} program(s): {', '.join(s.name for s in specs)}")
-        return EXIT_OK
+        # In child processes: a program that makes LLVM end the process must not
+        # end the check before it has named the program.
+        joint = compile_in_child(config.catalog, specs, settings)
+        if joint.ok:
+            print(f"compiled {len(specs)} program(s): {', '.join(s.name for s in specs)}")
+            return EXIT_OK
+        failed = compile_each_alone(config.catalog, specs, settings)
+        for hook, why in failed.items():
+            print(f"{hook}: {why}", file=sys.stderr)
+        if not failed:  # each compiles alone, not together
+            print(f"the programs compile alone but not together:\n{joint.output.strip()}", file=sys.stderr)
+        print(f"{len(failed)} of {len(specs)} program(s) do not compile: {', '.join(failed) or '(only together)'}")
+        return EXIT_FAILURE
     programs = LoadedPrograms(config.catalog, specs, settings, log=lambda m: print(m, file=sys.stderr))
     try:
         programs.build()

@@ -241,8 +241,13 @@ class Daemon:
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        from krsid.pipeline.load import LoadedPrograms, release_free_heap
+    def build_programs(self) -> LoadedPrograms:
+        """Compile the programs of the enabled hooks (nothing is loaded yet).
+
+        state_dir/compiling marks a compile under way: if LLVM ends the process,
+        the next start compiles each program alone first and leaves out the
+        ones that fail (see compile_guard)."""
+        from krsid.pipeline.load import LoadedPrograms
 
         specs, settings, self.serves = plan_build(self.config, self._available_hooks())
         if not specs:
@@ -250,11 +255,18 @@ class Daemon:
         if self.extra_source:
             settings = dataclasses.replace(settings, extra_source=self.extra_source)
         log.info("kernel headers: %s", settings.header_source.description)
-        programs = LoadedPrograms(self.config.catalog, specs, settings, log=log.error)
-        t0 = time.monotonic()
+        programs = LoadedPrograms(
+            self.config.catalog, specs, settings, log=log.error, compile_marker=self.config.state_dir / "compiling"
+        )
         programs.build()
         log.info("compiled %d program(s) in %.2fs", len(programs.specs), programs.compile_seconds)
-        self.programs = programs
+        return programs
+
+    def start(self) -> None:
+        from krsid.pipeline.load import release_free_heap
+
+        t0 = time.monotonic()
+        programs = self.programs = self.build_programs()
 
         # Options and the sequence seed go into the maps BEFORE attaching, so the
         # first event already obeys the config.

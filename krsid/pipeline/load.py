@@ -5,8 +5,11 @@ per hook (clang is most of the cold-start cost: ~0.7 s per run on a real machine
 ~30 s under TCG). Failure isolation is kept at the two places it matters:
 - load/attach is per hook (autoload is disabled), so a verifier rejection or a
   missing hook detaches nothing else;
-- if the joint compile fails, each program is compiled alone to name the culprit,
-  and the others are compiled together again without it.
+- if the joint compile fails, each program is compiled alone, in a child process,
+  to name the culprit, and the others are compiled together again without it.
+  A child because LLVM ends the process on some errors instead of returning them
+  (see compile_guard); a build that ended the process is remembered in a marker
+  file, and the next start isolates before compiling the module.
 
 The module text is assembled from the programs' own files plus numeric defines
 and _Static_asserts generated from the C-derived layouts (identifiers come from
@@ -17,17 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import functools
+import hashlib
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import bcc
 
 from krsid.catalog import Catalog, HookSpec
 from krsid.errors import ProgramLoadError
 from krsid.kernel.headers import HeaderSource, bcc_environment
+from krsid.pipeline.compile_guard import ChildCompile, captured_stderr, isolated_compile
 from krsid.pipeline.layout import layout_asserts
 from krsid.policy import RULES_PER_HOOK, CompiledRule
 
@@ -63,24 +69,6 @@ class _ManualAttachBPF(bcc.BPF):  # type: ignore[misc]
         pass
 
 
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[Callable[[], str]]:
-    """BCC's C++ side prints clang errors and verifier logs to fd 2: capture them."""
-    with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-
-        def read() -> str:
-            tmp.seek(0)
-            return tmp.read().decode("utf-8", "replace")
-
-        try:
-            yield read
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def module_text(
     specs: Sequence[HookSpec], header_text: str, hook_nargs: Mapping[str, int], extra_source: str = ""
 ) -> str:
@@ -108,9 +96,9 @@ def module_text(
 
 
 def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) -> list[str]:
+    """krsid's flags besides the headers' own (compile_source adds those)."""
     return [
         f"-I{catalog.include_dir}",
-        *settings.header_source.cflags,
         f"-DKRSID_MAX_HOOKS={max(hook_count, 1)}",
         f"-DKRSID_RINGBUF_PAGES={settings.ringbuf_pages}",
         f"-DKRSID_USE_PERFBUF={1 if settings.use_perfbuf else 0}",
@@ -121,16 +109,13 @@ def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) ->
     ]
 
 
-def _compile(text: str, cflags: list[str], header_source: HeaderSource) -> tuple[_ManualAttachBPF | None, str]:
+def _compile_uncaptured(text: str, cflags: list[str], header_source: HeaderSource) -> _ManualAttachBPF:
+    """Compile with the headers' environment; raises on failure, the compiler prints to fd 2."""
     env = bcc_environment(header_source)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with _captured_stderr() as output:
-            try:
-                return _ManualAttachBPF(text=text.encode(), cflags=cflags), output()
-            except Exception:
-                return None, output()
+        return _ManualAttachBPF(text=text.encode(), cflags=cflags)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -139,10 +124,24 @@ def _compile(text: str, cflags: list[str], header_source: HeaderSource) -> tuple
                 os.environ[k] = v
 
 
-def compile_source(text: str, header_source: HeaderSource) -> bcc.BPF:
-    """Compile C for BCC as krsid does (headers, environment), without attaching
-    anything: for benchmarks and tests that need programs besides the catalog's."""
-    bpf, output = _compile(text, list(header_source.cflags), header_source)
+def _compile(
+    text: str, cflags: list[str], header_source: HeaderSource, what: str
+) -> tuple[_ManualAttachBPF | None, str]:
+    """Compile with the compiler's output captured, and reported if the compiler ends
+    the process (``what`` names the programs in that report)."""
+    with captured_stderr(watch=what) as output:
+        try:
+            return _compile_uncaptured(text, cflags, header_source), output()
+        except Exception:
+            return None, output()
+
+
+def compile_source(text: str, header_source: HeaderSource, cflags: Sequence[str] = (), what: str = "") -> bcc.BPF:
+    """Compile C for BCC as krsid does (headers, environment, guarded), without
+    attaching anything; raises ProgramLoadError with clang's output on failure.
+    For benchmarks and tests that need programs besides the catalog's."""
+    flags = [*header_source.cflags, *cflags]
+    bpf, output = _compile(text, flags, header_source, what or "a BPF module")
     if bpf is None:
         raise ProgramLoadError(f"compile failed:\n{output.strip()}")
     return bpf
@@ -180,26 +179,64 @@ def indirect_calls(bpf: bcc.BPF, fn_name: bytes) -> int:
     return sum(1 for i in range(0, len(code), 8) if code[i] == BPF_CALLX)
 
 
-def compile_only(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings) -> str:
-    """Compile without loading (works on kernels that refuse LSM programs). Returns clang output.
+def _programs_named(specs: Sequence[HookSpec]) -> str:
+    names = ", ".join(s.name for s in specs)
+    return f"the program{'s' if len(specs) != 1 else ''} {names}"
+
+
+def compile_only(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings) -> None:
+    """Compile without loading (works on kernels that refuse LSM programs).
 
     Also rejects bytecode that no kernel would load (indirect calls).
     """
     text = module_text(specs, catalog.header_text, settings.hook_nargs, settings.extra_source)
-    bpf, output = _compile(text, compile_flags(catalog, settings, len(specs)), settings.header_source)
-    if bpf is None:
-        raise ProgramLoadError(f"compile failed:\n{output.strip()}")
+    flags = compile_flags(catalog, settings, len(specs))
+    bpf = compile_source(text, settings.header_source, flags, what=_programs_named(specs))
     try:
-        for spec in specs:
-            n = indirect_calls(bpf, f"lsm__{spec.name}".encode())
-            if n:
-                raise ProgramLoadError(
-                    f"{spec.name}: compiled code has {n} indirect call(s), which the verifier refuses "
-                    "(a map method called where BCC does not rewrite it?)"
-                )
+        _reject_indirect_calls(bpf, specs)
     finally:
         bpf.cleanup()
-    return output
+
+
+def _reject_indirect_calls(bpf: bcc.BPF, specs: Sequence[HookSpec]) -> None:
+    for spec in specs:
+        n = indirect_calls(bpf, f"lsm__{spec.name}".encode())
+        if n:
+            raise ProgramLoadError(
+                f"{spec.name}: compiled code has {n} indirect call(s), which the verifier refuses "
+                "(a map method called where BCC does not rewrite it?)"
+            )
+
+
+def _compile_checked(text: str, cflags: list[str], header_source: HeaderSource, specs: Sequence[HookSpec]) -> None:
+    """compile_only's work without the capture: for a child process (isolated_compile)."""
+    bpf = _compile_uncaptured(text, cflags, header_source)
+    try:
+        _reject_indirect_calls(bpf, specs)
+    finally:
+        bpf.cleanup()
+
+
+def compile_in_child(
+    catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings, hook_count: int = 0
+) -> ChildCompile:
+    """compile_only in a child process: a program that makes LLVM end the process
+    ends the child, and the caller learns how (ChildCompile.died)."""
+    text = module_text(specs, catalog.header_text, settings.hook_nargs, settings.extra_source)
+    flags = [*settings.header_source.cflags, *compile_flags(catalog, settings, hook_count or len(specs))]
+    return isolated_compile(functools.partial(_compile_checked, text, flags, settings.header_source, specs))
+
+
+def compile_each_alone(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings) -> dict[str, str]:
+    """Compile each program alone, each in a child process; returns hook -> why it
+    does not compile."""
+    failed = {}
+    for spec in specs:
+        result = compile_in_child(catalog, [spec], settings, hook_count=len(specs))
+        if not result.ok:
+            why = f"the compiler ended the process ({result.died})" if result.died else "compile failed"
+            failed[spec.name] = f"{why}:\n{result.output.strip()}"
+    return failed
 
 
 class LoadedPrograms:
@@ -212,8 +249,13 @@ class LoadedPrograms:
         settings: BuildSettings,
         *,
         log: Callable[[str], None] = print,
+        compile_marker: Path | None = None,
     ) -> None:
+        """compile_marker: a file that says a build is under way (the daemon's state
+        dir); left behind by a compile that ended the process, it makes the next
+        build find the program responsible before compiling the module."""
         self.catalog = catalog
+        self.compile_marker = compile_marker
         self.settings = settings
         self._log = log
         self.specs = list(specs)  # hook id = index in this list
@@ -225,43 +267,88 @@ class LoadedPrograms:
 
     # -- build -------------------------------------------------------------------------
 
-    def _compile_specs(self, specs: Sequence[HookSpec]) -> tuple[_ManualAttachBPF | None, str]:
+    def _module(self, specs: Sequence[HookSpec]) -> tuple[str, list[str]]:
+        """The module text and krsid's flags for these programs."""
         text = module_text(specs, self.catalog.header_text, self.settings.hook_nargs, self.settings.extra_source)
         # KRSID_MAX_HOOKS sizes the per-hook maps; user space indexes them with it.
+        return text, [*self.settings.header_source.cflags, *compile_flags(self.catalog, self.settings, len(self.specs))]
+
+    def _compile_specs(self, specs: Sequence[HookSpec]) -> tuple[_ManualAttachBPF | None, str]:
         self.max_hooks = max(len(self.specs), 1)
-        cflags = compile_flags(self.catalog, self.settings, len(self.specs))
-        return _compile(text, cflags, self.settings.header_source)
+        text, cflags = self._module(specs)
+        return _compile(text, cflags, self.settings.header_source, _programs_named(specs))
 
     def build(self) -> None:
         """Compile all programs together; on failure, find and leave out the broken ones."""
         t0 = time.monotonic()
-        bpf, output = self._compile_specs(self.specs)
-        if bpf is None and len(self.specs) > 1:
-            # Compile each alone (same hook ids) to tell which program is broken.
-            good = []
-            for spec in self.specs:
-                single, out = self._compile_specs([spec])
-                if single is None:
-                    self.status[spec.name] = HookStatus(spec.name, False, "compile failed:\n" + out.strip())
-                    self._log(f"{spec.name}: compile failed; leaving it out:\n{out.strip()}")
-                else:
-                    single.cleanup()
-                    good.append(spec)
-            if good:
-                self.specs = good
-                self.hook_ids = {s.name: i for i, s in enumerate(good)}
-                bpf, output = self._compile_specs(good)
+        text, cflags = self._module(self.specs)
+        key = hashlib.sha256("\0".join([text, *cflags]).encode()).hexdigest()
+        # A marker still holding this module's key: compiling it ended the process
+        # before. It stays until the module changes, so every start isolates first.
+        isolate = self._marker_holds(key)
+        if isolate:
+            self._log(
+                "an earlier start ended inside the BPF compiler while compiling these programs; "
+                "compiling each alone in a child process to find the ones responsible"
+            )
+            self._leave_out_broken()
+        else:
+            self._set_marker(key)
+        try:
+            bpf, output = self._compile_specs(self.specs)
+            if bpf is None and len(self.specs) > 1:
+                self._leave_out_broken()
+                bpf, output = self._compile_specs(self.specs)
+        finally:
+            if not isolate:
+                self._set_marker("")
         if bpf is None:
             raise ProgramLoadError("compile failed:\n" + output.strip())
         self.compile_seconds = time.monotonic() - t0
         self._bpf = bpf
+
+    def _leave_out_broken(self) -> None:
+        """Compile each program alone (in child processes); keep those that compile."""
+        failed = compile_each_alone(self.catalog, self.specs, self.settings)
+        for hook, why in failed.items():
+            self.status[hook] = HookStatus(hook, False, why)
+            self._log(f"{hook}: leaving it out: {why}")
+        good = [s for s in self.specs if s.name not in failed]
+        if not good:
+            raise ProgramLoadError("no program compiles: " + "; ".join(f"{h}: {w}" for h, w in failed.items()))
+        self.specs = good
+        self.hook_ids = {s.name: i for i, s in enumerate(good)}
+
+    def _marker_holds(self, key: str) -> bool:
+        """Did the last build of exactly this module end the process?"""
+        if self.compile_marker is None:
+            return False
+        try:
+            return self.compile_marker.read_text().strip() == key
+        except OSError:
+            return False
+
+    def _set_marker(self, key: str) -> None:
+        """Write the module's key before compiling it, remove it after ("": remove).
+        A key still there at the next start means the compile ended the process."""
+        marker = self.compile_marker
+        if marker is None:
+            return
+        try:
+            if key:
+                marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                marker.write_text(key + "\n")
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError as e:
+            self._log(f"cannot {'write' if key else 'remove'} {marker}: {e}")
 
     def attach(self) -> dict[str, HookStatus]:
         """Load and attach each hook's program on its own; one failure leaves the rest attached."""
         bpf = self._require()
         for spec in self.specs:
             t0 = time.monotonic()
-            with _captured_stderr() as output:
+            with captured_stderr() as output:
                 try:
                     bpf.attach_lsm(fn_name=f"lsm__{spec.name}".encode())
                     err = ""

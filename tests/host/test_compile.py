@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +17,8 @@ from krsid.catalog import load_catalog
 from krsid.errors import ProgramLoadError
 from tests.support.records import PROGRAMS
 
+ROOT = PROGRAMS.parent
+
 if TYPE_CHECKING:
     from krsid.pipeline.load import BuildSettings
 
@@ -20,7 +26,13 @@ pytestmark = pytest.mark.bcc
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> BuildSettings:
+def header_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """krsid's cache_dir for these tests: the BTF header tree is generated once."""
+    return tmp_path_factory.mktemp("hdrcache")
+
+
+@pytest.fixture(scope="module")
+def settings(header_cache: Path) -> BuildSettings:
     if os.geteuid() != 0:
         pytest.skip("BCC compiles need root")
     try:
@@ -30,7 +42,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> BuildSettings:
     from krsid.kernel.btf import lsm_hook_arity
     from krsid.kernel.headers import resolve_headers
 
-    headers = resolve_headers(tmp_path_factory.mktemp("hdrcache"), prefer="auto")
+    headers = resolve_headers(header_cache, prefer="auto")
     return BuildSettings(headers, lsm_hook_arity())
 
 
@@ -75,8 +87,6 @@ def test_clang_rejects_a_wrong_layout(settings: BuildSettings) -> None:
 
 
 def test_broken_program_is_reported_with_clang_output(settings: BuildSettings, tmp_path: Path) -> None:
-    import shutil
-
     from krsid.pipeline.load import compile_only
 
     shutil.copytree(PROGRAMS, tmp_path / "p")
@@ -109,3 +119,103 @@ def test_compiler_heap_is_returned_after_a_compile(settings: BuildSettings) -> N
 
     compile_only(CATALOG, list(CATALOG), settings)
     assert release_free_heap() is True
+
+
+# -- a program that makes LLVM end the process -----------------------------------------
+# BCC's LLVM calls exit(1) on BPF backend errors (here: 4 KiB on the 512-byte BPF
+# stack) instead of returning them. Each run below is its own process for that reason.
+STACK_BUSTER = """
+    volatile char krsid_test_too_big[4096];
+    krsid_test_too_big[0] = 1;
+    if (krsid_test_too_big[prot & 4095])
+        return 0;
+"""
+STACK_LIMIT = "BPF stack limit of 512 bytes is exceeded"
+
+
+def programs_with_a_stack_buster(tmp_path: Path) -> Path:
+    """A copy of programs/ whose file_mprotect puts 4 KiB on the stack."""
+    programs = tmp_path / "programs"
+    shutil.copytree(PROGRAMS, programs)
+    src = programs / "file_mprotect.c"
+    text = src.read_text()
+    body = text.index("{", text.index("LSM_PROBE(file_mprotect")) + 1
+    src.write_text(text[:body] + STACK_BUSTER + text[body:])
+    return programs
+
+
+def two_hook_config(tmp_path: Path, programs: Path, header_cache: Path) -> Path:
+    config = tmp_path / "krsid.yaml"
+    config.write_text(
+        f"programs_dir: {programs}\ncache_dir: {header_cache}\nstate_dir: {tmp_path / 'state'}\n"
+        "hooks:\n  bprm_check_security: {enabled: true}\n  file_mprotect: {enabled: true}\n"
+    )
+    return config
+
+
+BUILD_ONCE = """
+import json, logging, sys
+from pathlib import Path
+from krsid.config import load_config
+from krsid.daemon import Daemon
+logging.basicConfig(level=logging.INFO, format="krsid: %(levelname)s: %(message)s")
+programs = Daemon(load_config(Path(sys.argv[1]))).build_programs()
+print(json.dumps({"compiled": [s.name for s in programs.specs],
+                  "left_out": {h: st.error for h, st in programs.status.items()}}))
+"""
+
+
+def build_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """The daemon's build step (no load, no attach) in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-c", BUILD_ONCE, str(config)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_check_names_the_program_that_ends_the_compiler(
+    settings: BuildSettings, tmp_path: Path, header_cache: Path
+) -> None:
+    config = two_hook_config(tmp_path, programs_with_a_stack_buster(tmp_path), header_cache)
+    p = subprocess.run(
+        [sys.executable, "-m", "krsid", "check", "--compile-only", "-c", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "1 of 2 program(s) do not compile: file_mprotect" in p.stdout
+    assert "file_mprotect: the compiler ended the process (exit 1)" in p.stderr
+    assert STACK_LIMIT in p.stderr and "lsm__file_mprotect" in p.stderr
+    assert "bprm_check_security:" not in p.stderr
+
+
+def test_the_daemon_reports_a_compiler_exit_then_starts_without_that_program(
+    settings: BuildSettings, tmp_path: Path, header_cache: Path
+) -> None:
+    programs = programs_with_a_stack_buster(tmp_path)
+    config = two_hook_config(tmp_path, programs, header_cache)
+    marker = tmp_path / "state" / "compiling"
+
+    # 1. LLVM ends the process; its words reach stderr anyway, and the marker stays.
+    first = build_once(config)
+    assert first.returncode == 1 and first.stdout == "", first.stderr
+    assert "the process ended inside the BPF compiler (clang/LLVM) while compiling the programs" in first.stderr
+    assert STACK_LIMIT in first.stderr
+    assert marker.exists()
+
+    # 2. The next start (systemd restarts on failure) finds the program and leaves it out.
+    second = build_once(config)
+    assert second.returncode == 0, second.stderr
+    result = json.loads(second.stdout)
+    assert result["compiled"] == ["bprm_check_security"]
+    assert list(result["left_out"]) == ["file_mprotect"] and STACK_LIMIT in result["left_out"]["file_mprotect"]
+    assert "file_mprotect: leaving it out: the compiler ended the process (exit 1)" in second.stderr
+    assert marker.exists(), "the same module would end the process again: keep isolating"
+
+    # 3. Fixed, the module is new: compiled together again, the marker is gone.
+    shutil.copy2(PROGRAMS / "file_mprotect.c", programs / "file_mprotect.c")
+    third = build_once(config)
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout) == {"compiled": ["bprm_check_security", "file_mprotect"], "left_out": {}}
+    assert "leaving it out" not in third.stderr and not marker.exists()

@@ -5,9 +5,8 @@
  * (move_addr_to_kernel), addrlen bytes of it are valid.
  *
  * Addresses are stored as the raw bytes of the sockaddr (network byte order):
- * addr4 is sin_addr.s_addr, addr6_hi/addr6_lo are the first and second 8 bytes of
- * sin6_addr, each read as a little-endian integer. The port is converted to host
- * byte order.
+ * addr4 is sin_addr.s_addr, addr6 is sin6_addr; user space prints them as text
+ * (types ipv4/ipv6). The port is converted to host byte order.
  *
  * Noisy: every connect() runs this. The families option (a bit mask over address
  * family numbers) drops other families in the kernel; default AF_INET | AF_INET6.
@@ -62,8 +61,7 @@ struct socket_connect_compat_bpf_refcount { __u32 __opaque[1]; } __attribute__((
 
 struct socket_connect_event {
     KRSID_EVENT_HEADER
-    __u64 addr6_hi;
-    __u64 addr6_lo;
+    char addr6[16];
     __u32 addr4;
     __u32 addrlen;
     __u16 family;
@@ -111,8 +109,7 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
-    e->addr6_hi = 0;
-    e->addr6_lo = 0;
+    __builtin_memset(e->addr6, 0, sizeof(e->addr6));
     e->addr4 = 0;
     e->addrlen = addrlen;
     e->family = family;
@@ -131,9 +128,7 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
         bpf_probe_read_kernel(&e->addr4, sizeof(e->addr4), &sin->sin_addr);
     } else if (family == SOCKET_CONNECT_AF_INET6 && addrlen >= sizeof(struct sockaddr_in6)) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)address;
-        const char *a6 = (const char *)&sin6->sin6_addr;
-        bpf_probe_read_kernel(&e->addr6_hi, sizeof(e->addr6_hi), a6);
-        bpf_probe_read_kernel(&e->addr6_lo, sizeof(e->addr6_lo), a6 + 8);
+        bpf_probe_read_kernel(e->addr6, sizeof(e->addr6), &sin6->sin6_addr);
     } else if (family == SOCKET_CONNECT_AF_UNIX && addrlen > SOCKET_CONNECT_SUN_PATH_OFF) {
         /* sun_path holds addrlen - 2 bytes, not necessarily NUL-terminated; the
          * kernel's copy is a sockaddr_storage (128 bytes), so reading all of

@@ -22,7 +22,8 @@ from krsid.catalog import FieldSpec, HookSpec
 # ipv4/ipv6/errno, bytes for strings (kernel strings are bytes: binary-safe until a
 # sink decides), a tuple of bytes for strings (argv-like lists), bool for bool.
 Value = Union[int, str, bytes, bool, tuple[bytes, ...]]
-SCHEMA_VERSION = 1
+# Raised when a field changes meaning or type (README: JSON lines, schema versions).
+SCHEMA_VERSION = 2
 
 _HOOK_ID = struct.Struct("<I")
 HOOK_ID_OFFSET = 24  # seq (8) + ktime_ns (8) + cgroup_id (8); checked against the layout below

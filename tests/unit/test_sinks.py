@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from krsid.pipeline.decode import Event, EventDecoder
+from krsid.pipeline.decode import SCHEMA_VERSION, Event, EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
 from krsid.sinks.base import Backlog, BacklogFull, SinkUnavailable
@@ -113,7 +113,7 @@ def test_hostile_names_in_jsonl_are_escaped_and_recoverable(name: bytes) -> None
 
 def test_jsonl_record_shape() -> None:
     r = event_record(exec_event())
-    assert r["schema_version"] == 1 and r["seq"] == 5 and r["pid"] == 10
+    assert r["schema_version"] == SCHEMA_VERSION == 2 and r["seq"] == 5 and r["pid"] == 10
     assert list(r)[:3] == ["schema_version", "time", "hook"]
     assert all(k == k.lower() and not k.startswith("krsid") for k in r)
 

@@ -85,7 +85,7 @@ def test_exec_reaches_journald_and_jsonl(
     assert len(lines) == 1
     o = lines[0]
     assert (o["pid"], o["tgid"], o["comm"], o["seq"]) == (pid, pid, own_comm(), int(e["KRSID_SEQ"]))
-    assert o["schema_version"] == 1
+    assert o["schema_version"] == 2
 
 
 def workload(kind: str, path: str, *prots: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.config_only:
         return EXIT_OK
     from krsid.daemon import kernel_hooks, plan_build
-    from krsid.pipeline.load import LoadedPrograms, compile_each_alone, compile_in_child
+    from krsid.pipeline.load import LoadedPrograms, compile_each_alone, compile_in_child, why_not
 
     specs, settings, _serves = plan_build(config, kernel_hooks())
     print(f"headers: {settings.header_source.description}")
@@ -62,8 +62,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"compiled {len(specs)} program(s): {', '.join(s.name for s in specs)}")
             return EXIT_OK
         failed = compile_each_alone(config.catalog, specs, settings)
-        for hook, why in failed.items():
-            print(f"{hook}: {why}", file=sys.stderr)
+        for hook, result in failed.items():
+            print(f"{hook}: {why_not(result)}", file=sys.stderr)
         if not failed:  # each compiles alone, not together
             print(f"the programs compile alone but not together:\n{joint.output.strip()}", file=sys.stderr)
         print(f"{len(failed)} of {len(specs)} program(s) do not compile: {', '.join(failed) or '(only together)'}")

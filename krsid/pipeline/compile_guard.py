@@ -43,7 +43,11 @@ def captured_stderr(watch: str = "") -> Iterator[Callable[[], str]]:
     reports the capture if the process ends before the block does."""
     with tempfile.TemporaryFile() as tmp:
         saved = os.dup(2)
-        watcher = _start_watcher(tmp.fileno(), saved, watch) if watch else None
+        watcher = None
+        if watch:
+            # Without a watcher the compile still runs; only the report would be lost.
+            with contextlib.suppress(OSError):
+                watcher = _start_watcher(tmp.fileno(), saved, watch)
         os.dup2(tmp.fileno(), 2)
 
         def read() -> str:

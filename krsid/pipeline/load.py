@@ -227,16 +227,21 @@ def compile_in_child(
     return isolated_compile(functools.partial(_compile_checked, text, flags, settings.header_source, specs))
 
 
-def compile_each_alone(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings) -> dict[str, str]:
-    """Compile each program alone, each in a child process; returns hook -> why it
-    does not compile."""
+def compile_each_alone(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings) -> dict[str, ChildCompile]:
+    """Compile each program alone, each in a child process; returns the ones that
+    failed, with how (see why_not)."""
     failed = {}
     for spec in specs:
         result = compile_in_child(catalog, [spec], settings, hook_count=len(specs))
         if not result.ok:
-            why = f"the compiler ended the process ({result.died})" if result.died else "compile failed"
-            failed[spec.name] = f"{why}:\n{result.output.strip()}"
+            failed[spec.name] = result
     return failed
+
+
+def why_not(result: ChildCompile) -> str:
+    """A failed child compile, for a person."""
+    why = f"the compiler ended the process ({result.died})" if result.died else "compile failed"
+    return f"{why}:\n{result.output.strip()}"
 
 
 class LoadedPrograms:
@@ -278,20 +283,26 @@ class LoadedPrograms:
         text, cflags = self._module(specs)
         return _compile(text, cflags, self.settings.header_source, _programs_named(specs))
 
+    def module_key(self) -> str:
+        """Digest of what build() compiles first (the compile marker's content)."""
+        text, cflags = self._module(self.specs)
+        return hashlib.sha256("\0".join([text, *cflags]).encode()).hexdigest()
+
     def build(self) -> None:
         """Compile all programs together; on failure, find and leave out the broken ones."""
         t0 = time.monotonic()
-        text, cflags = self._module(self.specs)
-        key = hashlib.sha256("\0".join([text, *cflags]).encode()).hexdigest()
-        # A marker still holding this module's key: compiling it ended the process
-        # before. It stays until the module changes, so every start isolates first.
-        isolate = self._marker_holds(key)
-        if isolate:
+        key = self.module_key()
+        # A marker still holding this module's key: the process ended while compiling
+        # it. If a program really ends the compiler, the marker stays (until the
+        # module changes), so every start isolates first; if none does (the process
+        # was killed), it goes.
+        keep_marker = False
+        if self._marker_holds(key):
             self._log(
                 "an earlier start ended inside the BPF compiler while compiling these programs; "
                 "compiling each alone in a child process to find the ones responsible"
             )
-            self._leave_out_broken()
+            keep_marker = self._leave_out_broken()
         else:
             self._set_marker(key)
         try:
@@ -300,24 +311,27 @@ class LoadedPrograms:
                 self._leave_out_broken()
                 bpf, output = self._compile_specs(self.specs)
         finally:
-            if not isolate:
+            if not keep_marker:
                 self._set_marker("")
         if bpf is None:
             raise ProgramLoadError("compile failed:\n" + output.strip())
         self.compile_seconds = time.monotonic() - t0
         self._bpf = bpf
 
-    def _leave_out_broken(self) -> None:
-        """Compile each program alone (in child processes); keep those that compile."""
+    def _leave_out_broken(self) -> bool:
+        """Compile each program alone (in child processes); keep those that compile.
+        Returns whether one of them ended the compiler's process."""
         failed = compile_each_alone(self.catalog, self.specs, self.settings)
-        for hook, why in failed.items():
-            self.status[hook] = HookStatus(hook, False, why)
-            self._log(f"{hook}: leaving it out: {why}")
+        for hook, result in failed.items():
+            self.status[hook] = HookStatus(hook, False, why_not(result))
+            self._log(f"{hook}: leaving it out: {why_not(result)}")
         good = [s for s in self.specs if s.name not in failed]
         if not good:
-            raise ProgramLoadError("no program compiles: " + "; ".join(f"{h}: {w}" for h, w in failed.items()))
+            errors = "; ".join(f"{h}: {why_not(r)}" for h, r in failed.items())
+            raise ProgramLoadError(f"no program compiles: {errors}")
         self.specs = good
         self.hook_ids = {s.name: i for i, s in enumerate(good)}
+        return any(r.died for r in failed.values())
 
     def _marker_holds(self, key: str) -> bool:
         """Did the last build of exactly this module end the process?"""

@@ -219,3 +219,26 @@ def test_the_daemon_reports_a_compiler_exit_then_starts_without_that_program(
     assert third.returncode == 0, third.stderr
     assert json.loads(third.stdout) == {"compiled": ["bprm_check_security", "file_mprotect"], "left_out": {}}
     assert "leaving it out" not in third.stderr and not marker.exists()
+
+
+def test_a_kill_during_a_compile_costs_one_isolated_start_not_every_start(
+    settings: BuildSettings, tmp_path: Path, header_cache: Path
+) -> None:
+    """A marker left by a process killed mid-compile (OOM, SIGKILL), not by a program:
+    the next start isolates, finds every program fine, and removes the marker."""
+    from krsid.config import load_config
+    from krsid.daemon import kernel_hooks, plan_build
+    from krsid.pipeline.load import LoadedPrograms
+
+    config = two_hook_config(tmp_path, PROGRAMS, header_cache)
+    marker = tmp_path / "state" / "compiling"
+    loaded = load_config(config)
+    specs, build_settings, _ = plan_build(loaded, kernel_hooks())
+    marker.parent.mkdir()
+    marker.write_text(LoadedPrograms(loaded.catalog, specs, build_settings).module_key() + "\n")
+
+    p = build_once(config)
+    assert p.returncode == 0, p.stderr
+    assert "an earlier start ended inside the BPF compiler" in p.stderr
+    assert json.loads(p.stdout) == {"compiled": ["bprm_check_security", "file_mprotect"], "left_out": {}}
+    assert not marker.exists()

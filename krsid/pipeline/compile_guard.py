@@ -92,7 +92,8 @@ def report_text(what: str, captured: str) -> str:
     return (
         f"krsid: the process ended inside the BPF compiler (clang/LLVM) while compiling {what}.\n"
         "LLVM ends the process on some errors (BPF stack limit, unsupported built-ins, "
-        "LLVM ERROR) instead of returning them. What it printed:\n"
+        "LLVM ERROR) instead of returning them; a kill or running out of memory mid-compile "
+        "ends here too. What the compiler printed:\n"
         f"{words}\n"
         "krsid compiles each program alone at its next start and leaves out the ones that "
         "fail; `krsid check --compile-only` shows the same.\n"

@@ -15,6 +15,7 @@ import pytest
 
 from krsid.catalog import load_catalog
 from krsid.errors import ProgramLoadError
+from tests.support.cli import run_krsid
 from tests.support.records import PROGRAMS
 
 ROOT = PROGRAMS.parent
@@ -176,13 +177,7 @@ def test_check_names_the_program_that_ends_the_compiler(
     settings: BuildSettings, tmp_path: Path, header_cache: Path
 ) -> None:
     config = two_hook_config(tmp_path, programs_with_a_stack_buster(tmp_path), header_cache)
-    p = subprocess.run(
-        [sys.executable, "-m", "krsid", "check", "--compile-only", "-c", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    p = run_krsid("check", "--compile-only", "-c", str(config), timeout=600)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "1 of 2 program(s) do not compile: file_mprotect" in p.stdout
     assert "file_mprotect: the compiler ended the process (exit 1)" in p.stderr

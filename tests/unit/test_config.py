@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from krsid.config import load_config, parse_config
 from krsid.errors import ConfigError
+from tests.support.cli import run_krsid
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "etc" / "krsid.yaml"
@@ -83,13 +82,7 @@ def test_bad_programs_dir_is_a_config_error(tmp_path: Path) -> None:
 def test_cli_exits_2_on_bad_config_before_touching_the_kernel(tmp_path: Path, command: str) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("hooks:\n  nope: {}\n")
-    p = subprocess.run(
-        [sys.executable, "-m", "krsid", command, "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    p = run_krsid(command, "--config", str(cfg))
     assert p.returncode == 2, p.stderr
     assert "bad.yaml:2:3: hooks.nope: unknown hook 'nope'" in p.stderr
     assert "Traceback" not in p.stderr
@@ -98,13 +91,7 @@ def test_cli_exits_2_on_bad_config_before_touching_the_kernel(tmp_path: Path, co
 
 
 def test_check_config_only_accepts_the_shipped_config() -> None:
-    p = subprocess.run(
-        [sys.executable, "-m", "krsid", "check", "--config-only", "--config", str(SHIPPED)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    p = run_krsid("check", "--config-only", "--config", str(SHIPPED))
     assert p.returncode == 0, p.stderr
     assert "OK (12 hooks enabled)" in p.stdout
 

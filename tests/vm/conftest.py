@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli import run_krsid
 from tests.support.journald import Journal, private_journald, unavailable_reason
 from tests.support.net import free_port as free_port  # re-exported for the VM tests
 from tests.support.sinks import complete_jsonl
@@ -36,13 +37,7 @@ def lsm_load_problem() -> str | None:
     """None if an LSM program can load here, else why not (from krsid doctor)."""
     if os.geteuid() != 0:
         return "needs root"
-    p = subprocess.run(
-        [sys.executable, "-m", "krsid", "doctor", "--require-lsm-load"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    p = run_krsid("doctor", "--require-lsm-load", timeout=120)
     if p.returncode == 0:
         return None
     lines = [line for line in p.stdout.splitlines() if "lsm program load" in line.lower()]

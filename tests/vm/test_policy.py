@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.cli import run_krsid
 from tests.support.metrics import metric
 from tests.support.procs import run_as
 from tests.vm.conftest import ROOT, RunningDaemon
@@ -44,13 +45,7 @@ class Reloader:
     def apply(self, text: str, *, expect_ok: bool = True) -> None:
         before = self.daemon.log.read_text().count("reload")
         self.daemon.config.write_text(text)
-        p = subprocess.run(
-            [sys.executable, "-m", "krsid", "reload", "--config", str(self.daemon.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
+        p = run_krsid("reload", "--config", str(self.daemon.config))
         if not expect_ok:
             # `krsid reload` validates first and refuses; send SIGHUP directly to test the daemon's side.
             assert p.returncode == 2, p.stdout + p.stderr

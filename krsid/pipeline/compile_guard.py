@@ -49,16 +49,18 @@ def captured_stderr(watch: str = "") -> Iterator[Callable[[], str]]:
                 watcher = _start_watcher(tmp.fileno(), saved, watch)
         os.dup2(tmp.fileno(), 2)
 
-        def read() -> str:
-            return os.pread(tmp.fileno(), 1 << 24, 0).decode("utf-8", "replace")
-
         try:
-            yield read
+            yield lambda: _text_of(tmp.fileno())
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             if watcher is not None:
                 _stop_watcher(*watcher)
+
+
+def _text_of(fd: int) -> str:
+    """What a capture file holds (up to 16 MiB, from its start, whatever its offset)."""
+    return os.pread(fd, 1 << 24, 0).decode("utf-8", "replace")
 
 
 def _start_watcher(captured_fd: int, report_fd: int, what: str) -> tuple[int, int]:
@@ -107,8 +109,7 @@ def watch(ctrl_fd: int, captured_fd: int, report_fd: int, what: str) -> int:
         received += chunk
     if received == DONE:
         return 0
-    captured = os.pread(captured_fd, 1 << 24, 0).decode("utf-8", "replace")
-    os.write(report_fd, report_text(what, captured).encode("utf-8", "replace"))
+    os.write(report_fd, report_text(what, _text_of(captured_fd)).encode("utf-8", "replace"))
     return 0
 
 
@@ -141,7 +142,7 @@ def isolated_compile(compile_fn: Callable[[], object]) -> ChildCompile:
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
-        output = os.pread(tmp.fileno(), 1 << 24, 0).decode("utf-8", "replace")
+        output = _text_of(tmp.fileno())
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, EXIT_COMPILE_FAILED):
         return ChildCompile(os.WEXITSTATUS(status) == 0, output)
     died = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"

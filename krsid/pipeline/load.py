@@ -96,9 +96,9 @@ def module_text(
 
 
 def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) -> list[str]:
-    """krsid's flags besides the headers' own (compile_source adds those)."""
     return [
         f"-I{catalog.include_dir}",
+        *settings.header_source.cflags,
         f"-DKRSID_MAX_HOOKS={max(hook_count, 1)}",
         f"-DKRSID_RINGBUF_PAGES={settings.ringbuf_pages}",
         f"-DKRSID_USE_PERFBUF={1 if settings.use_perfbuf else 0}",
@@ -136,15 +136,18 @@ def _compile(
             return None, output()
 
 
-def compile_source(text: str, header_source: HeaderSource, cflags: Sequence[str] = (), what: str = "") -> bcc.BPF:
-    """Compile C for BCC as krsid does (headers, environment, guarded), without
-    attaching anything; raises ProgramLoadError with clang's output on failure.
-    For benchmarks and tests that need programs besides the catalog's."""
-    flags = [*header_source.cflags, *cflags]
-    bpf, output = _compile(text, flags, header_source, what or "a BPF module")
+def _compile_or_raise(text: str, cflags: list[str], header_source: HeaderSource, what: str) -> _ManualAttachBPF:
+    bpf, output = _compile(text, cflags, header_source, what)
     if bpf is None:
         raise ProgramLoadError(f"compile failed:\n{output.strip()}")
     return bpf
+
+
+def compile_source(text: str, header_source: HeaderSource) -> bcc.BPF:
+    """Compile C for BCC as krsid does (headers, environment, guarded), without
+    attaching anything; raises ProgramLoadError with clang's output on failure.
+    For benchmarks and tests that need programs besides the catalog's."""
+    return _compile_or_raise(text, list(header_source.cflags), header_source, "a BPF module")
 
 
 def release_free_heap() -> bool:
@@ -179,6 +182,15 @@ def indirect_calls(bpf: bcc.BPF, fn_name: bytes) -> int:
     return sum(1 for i in range(0, len(code), 8) if code[i] == BPF_CALLX)
 
 
+def _module_for(
+    catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSettings, hook_count: int
+) -> tuple[str, list[str]]:
+    """The module text and compile flags for these programs; hook_count sizes the
+    per-hook maps (KRSID_MAX_HOOKS), which user space indexes by hook id."""
+    text = module_text(specs, catalog.header_text, settings.hook_nargs, settings.extra_source)
+    return text, compile_flags(catalog, settings, hook_count)
+
+
 def _programs_named(specs: Sequence[HookSpec]) -> str:
     names = ", ".join(s.name for s in specs)
     return f"the program{'s' if len(specs) != 1 else ''} {names}"
@@ -189,9 +201,8 @@ def compile_only(catalog: Catalog, specs: Sequence[HookSpec], settings: BuildSet
 
     Also rejects bytecode that no kernel would load (indirect calls).
     """
-    text = module_text(specs, catalog.header_text, settings.hook_nargs, settings.extra_source)
-    flags = compile_flags(catalog, settings, len(specs))
-    bpf = compile_source(text, settings.header_source, flags, what=_programs_named(specs))
+    text, flags = _module_for(catalog, specs, settings, len(specs))
+    bpf = _compile_or_raise(text, flags, settings.header_source, _programs_named(specs))
     try:
         _reject_indirect_calls(bpf, specs)
     finally:
@@ -222,8 +233,7 @@ def compile_in_child(
 ) -> ChildCompile:
     """compile_only in a child process: a program that makes LLVM end the process
     ends the child, and the caller learns how (ChildCompile.died)."""
-    text = module_text(specs, catalog.header_text, settings.hook_nargs, settings.extra_source)
-    flags = [*settings.header_source.cflags, *compile_flags(catalog, settings, hook_count or len(specs))]
+    text, flags = _module_for(catalog, specs, settings, hook_count or len(specs))
     return isolated_compile(functools.partial(_compile_checked, text, flags, settings.header_source, specs))
 
 
@@ -273,10 +283,7 @@ class LoadedPrograms:
     # -- build -------------------------------------------------------------------------
 
     def _module(self, specs: Sequence[HookSpec]) -> tuple[str, list[str]]:
-        """The module text and krsid's flags for these programs."""
-        text = module_text(specs, self.catalog.header_text, self.settings.hook_nargs, self.settings.extra_source)
-        # KRSID_MAX_HOOKS sizes the per-hook maps; user space indexes them with it.
-        return text, [*self.settings.header_source.cflags, *compile_flags(self.catalog, self.settings, len(self.specs))]
+        return _module_for(self.catalog, specs, self.settings, len(self.specs))
 
     def _compile_specs(self, specs: Sequence[HookSpec]) -> tuple[_ManualAttachBPF | None, str]:
         self.max_hooks = max(len(self.specs), 1)

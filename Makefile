@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CONFIG ?= etc/krsid.yaml
 PYTEST_FLAGS ?= -q
 
-.PHONY: all deps run test lint test-host test-vm bench clean install uninstall
+.PHONY: all deps run test lint test-host test-vm bench clean install uninstall deb
 
 # Installed layout (DESTDIR for staging/packaging):
 PREFIX_VENV ?= /opt/krsid
@@ -18,6 +18,15 @@ UNITDIR ?= /etc/systemd/system
 CATALOGDIR ?= /usr/lib/systemd/catalog
 DOCDIR ?= /usr/share/doc/krsid
 INSTALL_VENV ?= yes
+
+# The Debian package (`make deb`): version from krsid/__init__.py, built in DEB_DIR
+# from a copy of PKG_SOURCES (dpkg-buildpackage writes its results to the parent of
+# the tree it builds, which must not be the checkout's parent).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' krsid/__init__.py)
+DEB_DIR ?= build/deb
+DEB := $(DEB_DIR)/krsid_$(VERSION)_all.deb
+PKG_SOURCES := README.md setup.cfg pyproject.toml krsid programs systemd etc debian
+DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 
 all: test
 
@@ -45,7 +54,7 @@ run: deps
 		echo " with a small demo workload. Events print as JSON lines."; \
 		echo " Stop with Ctrl-C, or set KRSID_DEMO_SECONDS (default 120)."; \
 		echo "================================================================"; \
-		exec tests/vm/run -- tests/vm/demo $(CONFIG); \
+		exec tests/vm/run -- $(BIN)/python tests/vm/demo $(CONFIG); \
 	fi
 
 lint: deps
@@ -58,9 +67,12 @@ test-host: deps
 	$(BIN)/pytest $(PYTEST_FLAGS) -m "not vm" tests
 
 # BPF-LSM end-to-end tests: one VM per header mode, pytest inside it.
-test-vm: deps
-	tests/vm/run -- $(BIN)/pytest $(PYTEST_FLAGS) -m vm -p no:cacheprovider tests/vm --headers=kernel
-	tests/vm/run --no-headers -- $(BIN)/pytest $(PYTEST_FLAGS) -m vm -p no:cacheprovider tests/vm --headers=btf
+# tests/vm/test_deb_package.py installs the .deb built here first (KRSID_DEB); it runs
+# once, in the BTF session: the packaged unit takes its headers from BTF either way.
+test-vm: deps $(DEB)
+	tests/vm/run -- $(BIN)/pytest $(PYTEST_FLAGS) -m vm -p no:cacheprovider tests/vm --headers=kernel \
+		--deselect tests/vm/test_deb_package.py
+	KRSID_DEB=$(abspath $(DEB)) tests/vm/run --no-headers -- $(BIN)/pytest $(PYTEST_FLAGS) -m vm -p no:cacheprovider tests/vm --headers=btf
 
 test: lint test-host test-vm
 
@@ -70,15 +82,23 @@ test: lint test-host test-vm
 bench: deps
 	$(BIN)/python bench/run.py all --headers kernel
 
-# The daemon into its own venv (it sees Debian's python3-bpfcc), programs, config
-# (an existing one is kept), the unit and the journald catalog.
-install: deps
+# A source install (the Debian package, `make deb`, is the primary path): the daemon
+# into its own venv (it sees Debian's python3-bpfcc), programs, config (an existing one
+# is kept), the unit (ExecStart pointed at the venv) and the journald catalog. Only the
+# runtime packages (.ci/install-deps --runtime): no test tooling on a production host,
+# and none at all when staging into a DESTDIR.
+install:
+	if [ -z "$(DESTDIR)" ]; then ./.ci/install-deps --runtime; fi
 	install -d -m 0755 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(DATADIR)/programs/include $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(DOCDIR)
 	install -m 0644 programs/*.c programs/*.yaml $(DESTDIR)$(DATADIR)/programs/
 	install -m 0644 programs/include/* $(DESTDIR)$(DATADIR)/programs/include/
 	test -e $(DESTDIR)$(CONFDIR)/krsid.yaml || install -m 0644 etc/krsid.yaml $(DESTDIR)$(CONFDIR)/krsid.yaml
-	install -m 0644 systemd/krsid.service $(DESTDIR)$(UNITDIR)/krsid.service
+	sed 's|^ExecStart=/usr/bin/krsid |ExecStart=$(PREFIX_VENV)/bin/krsid |' systemd/krsid.service \
+		> $(DESTDIR)$(UNITDIR)/krsid.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/krsid.service
+	grep -q '^ExecStart=$(PREFIX_VENV)/bin/krsid ' $(DESTDIR)$(UNITDIR)/krsid.service || { echo \
+		"make install: systemd/krsid.service has no 'ExecStart=/usr/bin/krsid ' to point at $(PREFIX_VENV)" >&2; exit 1; }
 	install -m 0644 systemd/krsid.catalog $(DESTDIR)$(CATALOGDIR)/krsid.catalog
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	if [ "$(INSTALL_VENV)" = yes ]; then \
@@ -98,5 +118,26 @@ uninstall:
 	if [ -z "$(DESTDIR)" ]; then journalctl --update-catalog || true; \
 		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; fi
 
+# Rebuilt when any packaged file changed; lintian errors fail the build (its full
+# report: $(DEB_DIR)/lintian.txt).
+deb: $(DEB)
+
+$(DEB): $(shell find $(PKG_SOURCES) -type f -not -path '*/__pycache__/*' 2>/dev/null) Makefile
+	./.ci/install-deps --packaging
+	@changelog=$$(dpkg-parsechangelog -l debian/changelog -S Version); \
+	if [ "$$changelog" != "$(VERSION)" ]; then \
+		echo "make deb: debian/changelog is at $$changelog but krsid/__init__.py at $(VERSION):" \
+			"add a changelog entry for $(VERSION) (dch -v $(VERSION))" >&2; exit 1; fi
+	rm -rf $(DEB_DIR)/src $(DEB_DIR)/krsid_*
+	mkdir -p $(DEB_DIR)/src
+	tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(PKG_SOURCES) | tar -xf - -C $(DEB_DIR)/src
+	# The system's PATH: pybuild runs `python3.X` from PATH, which must be Debian's
+	# (a pyenv or venv python first on PATH has neither its modules nor its paths).
+	cd $(DEB_DIR)/src && env PATH=$(DEB_PATH) dpkg-buildpackage --build=binary --no-sign
+	env PATH=$(DEB_PATH) lintian --fail-on error --display-info $@ > $(DEB_DIR)/lintian.txt 2>&1 \
+		|| { cat $(DEB_DIR)/lintian.txt; echo "make deb: lintian reports errors" >&2; rm -f $@; exit 1; }
+	cat $(DEB_DIR)/lintian.txt
+	@echo "built $@"
+
 clean:
-	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache $(DEB_DIR)

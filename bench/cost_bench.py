@@ -208,8 +208,8 @@ class Bench:
 
     def enabled_hooks(self) -> list[str]:
         from krsid.config import load_config
-        from krsid.daemon import plan_build
         from krsid.kernel.btf import lsm_hook_arity
+        from krsid.plan import plan_build
 
         specs, _settings, _serves = plan_build(load_config(self.config_path), lsm_hook_arity())
         return [s.name for s in specs]
@@ -447,9 +447,9 @@ def cold_start_in_process(bench: Bench) -> list[list[str]]:
     """Compile + load + attach the shipped config's hooks as the daemon does, and the RSS
     of this process before and after returning the compiler's freed heap."""
     from krsid.config import load_config
-    from krsid.daemon import plan_build
     from krsid.kernel.btf import lsm_hook_arity
     from krsid.pipeline.load import LoadedPrograms, release_free_heap
+    from krsid.plan import plan_build
 
     config = load_config(bench.config_path)
     specs, settings, _serves = plan_build(config, lsm_hook_arity())

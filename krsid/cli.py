@@ -1,22 +1,35 @@
-"""krsid's command line: run | check | hooks | doctor.
+"""krsid's command line: run | check | reload | reopen | hooks | doctor | docs.
 
 Exit codes: 0 success; 1 a runtime failure (kernel refused, nothing attached,
-a doctor check failed); 2 bad input (config, catalog, usage).
+a doctor check failed, no daemon to signal); 2 bad input (config, catalog,
+usage); 3 BPF-LSM is not active on this kernel (not retried by the unit);
+130 interrupted (Ctrl-C); 141 stdout closed early (`krsid hooks | head`),
+as for a tool that SIGPIPE ended.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from krsid import __version__
 from krsid.config import DEFAULT_CONFIG_PATH, Config, default_programs_dir, load_config
-from krsid.errors import CatalogError, ConfigError, KrsidError
+from krsid.errors import BpfLsmInactiveError, CatalogError, ConfigError, KrsidError
+from krsid.service import pid_file_of, signal_daemon
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+# BPF-LSM is not active (no `bpf` in lsm=): only a reboot can change that, so the unit's
+# RestartPreventExitStatus= keeps systemd from retrying it forever.
+EXIT_BPF_LSM_INACTIVE = 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # the shell's status for a process Ctrl-C ended
+EXIT_PIPE_CLOSED = 128 + signal.SIGPIPE
 SOURCE_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "krsid.yaml"
 
 log = logging.getLogger("krsid")
@@ -27,30 +40,73 @@ def default_config_path() -> Path:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(Path(args.config) if args.config else default_config_path())
+    # `is None`, not falsiness: an empty --config is refused by argparse (_config_path),
+    # never read as "no option given" (which would validate the default file instead).
+    return load_config(Path(args.config) if args.config is not None else default_config_path())
+
+
+def _config_path(text: str) -> str:
+    """--config's value: a non-empty path (`-c ""`, e.g. from an unset shell variable, is a usage error)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; give the config file to use")
+    return text
+
+
+# The shipped unit (systemd/krsid.service) firewalls the daemon's sockets to loopback.
+UNIT_IP_FIREWALL = "IPAddressDeny=any with IPAddressAllow=localhost"
+
+
+def exposure_warning(config: Config) -> str | None:
+    """A warning if the metrics endpoint listens beyond loopback: the shipped unit's
+    IP firewall drops remote scrapes, so the address alone would mislead."""
+    prom = config.prometheus
+    if not prom.enabled or prom.host == "localhost":
+        return None
+    address = ipaddress.ip_address(prom.host)  # validated by the config: an IP or localhost
+    listen = f"[{prom.host}]:{prom.port}" if address.version == 6 else f"{prom.host}:{prom.port}"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    if address.is_loopback:
+        return None
+    return (
+        f"sinks.prometheus.listen: {listen} is not a loopback address, but the shipped unit (krsid.service) "
+        f"sets {UNIT_IP_FIREWALL}: under it, remote scrapes are dropped and only local clients can read "
+        "the metrics. To let a scraper in, add a drop-in (`systemctl edit krsid`) with:\n"
+        "    [Service]\n    IPAddressAllow=<the scraper's address>"
+    )
+
+
+def _warn_if_exposed(config: Config) -> None:
+    warning = exposure_warning(config)
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from krsid.daemon import Daemon
 
     config = _load(args)
+    _warn_if_exposed(config)
     daemon = Daemon(config)
     try:
         daemon.start()
         daemon.run()
     finally:
         daemon.stop()
-    return EXIT_OK
+    # SIGTERM (systemctl stop) is the normal end: 0. Ctrl-C reads as interrupted, as
+    # for any foreground tool; both detach everything first.
+    return EXIT_INTERRUPTED if daemon.stop_signal == signal.SIGINT else EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config; then compile (and unless --compile-only, load+attach+detach)."""
     config = _load(args)
+    _warn_if_exposed(config)
     print(f"config {config.source}: OK ({len(config.enabled_hooks)} hooks enabled)")
     if args.config_only:
         return EXIT_OK
-    from krsid.daemon import kernel_hooks, plan_build
     from krsid.pipeline.load import LoadedPrograms, compile_each_alone, compile_in_child, why_not
+    from krsid.plan import kernel_hooks, plan_build
 
     specs, settings, _serves = plan_build(config, kernel_hooks())
     print(f"headers: {settings.header_source.description}")
@@ -134,18 +190,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the running daemon (pid in state_dir/krsid.pid) to re-read its config: SIGHUP."""
-    import os
-    import signal
-
     config = _load(args)  # validate first: a broken file is reported here, not only in the daemon's log
-    pid_file = config.state_dir / "krsid.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as e:
-        print(f"krsid: no running daemon to reload ({pid_file}: {e})", file=sys.stderr)
-        return EXIT_FAILURE
+    pid = signal_daemon(pid_file_of(config.state_dir), signal.SIGHUP)
     print(f"krsid: asked pid {pid} to reload {config.source}; see its log for the result")
+    return EXIT_OK
+
+
+def cmd_reopen(args: argparse.Namespace) -> int:
+    """Ask the running daemon to reopen its JSON lines file (after logrotate moved it): SIGUSR1."""
+    config = _load(args)  # for state_dir
+    pid = signal_daemon(pid_file_of(config.state_dir), signal.SIGUSR1)
+    print(f"krsid: asked pid {pid} to reopen its JSON lines file")
     return EXIT_OK
 
 
@@ -171,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
-            "--config", "-c", help=f"config file (default {DEFAULT_CONFIG_PATH}, or the checkout's etc/krsid.yaml)"
+            "--config",
+            "-c",
+            type=_config_path,
+            help=f"config file (default {DEFAULT_CONFIG_PATH}, or the checkout's etc/krsid.yaml)",
         )
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
@@ -188,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", help="validate the config, then make the running daemon apply it (SIGHUP)")
     with_config(reload)
     reload.set_defaults(func=cmd_reload)
+
+    reopen = sub.add_parser(
+        "reopen", help="make the running daemon reopen its JSON lines file, e.g. after logrotate (SIGUSR1)"
+    )
+    with_config(reopen)
+    reopen.set_defaults(func=cmd_reopen)
 
     hooks = sub.add_parser("hooks", help="LSM hooks this kernel offers and which have a program")
     hooks.add_argument("--programs-dir")
@@ -206,7 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`krsid hooks --all | head -1`): end quietly, as a
+    tool that SIGPIPE ended. Python ignores SIGPIPE, so the write raised instead; stdout
+    now points at /dev/null so that the interpreter's last flush of what is still
+    buffered cannot raise again ("Exception ignored ... BrokenPipeError")."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_PIPE_CLOSED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -219,11 +295,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CatalogError) as e:
         print(f"krsid: config error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BpfLsmInactiveError as e:
+        print(f"krsid: error: {e}", file=sys.stderr)
+        return EXIT_BPF_LSM_INACTIVE
     except KrsidError as e:
         print(f"krsid: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        rc = _run(argv)
+        sys.stdout.flush()  # a closed pipe raises here, not at exit where it cannot be caught
+        return rc
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
-        return EXIT_OK
+        # Ctrl-C (before `run` has its own SIGINT handler, e.g. while compiling): not a success.
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        # argparse after --help or a usage error: what it printed may meet a closed pipe too.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_closed()
+        raise
 
 
 if __name__ == "__main__":

@@ -6,18 +6,20 @@ Every problem is one ConfigError naming file:line:column and the dotted key, so
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from krsid.catalog import DIRS_MAP as DIRS_MAP_NAME
 from krsid.catalog import Catalog, load_catalog, parse_string_set
 from krsid.errors import CatalogError, ConfigError
 from krsid.policy import Policy, parse_policy
-from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml
+from krsid.yamldoc import MAX_DOCUMENT_CHARS, YamlDoc, expect, expect_mapping, load_yaml, one_line
 
 DEFAULT_CONFIG_PATH = Path("/etc/krsid/krsid.yaml")
 INSTALLED_PROGRAMS_DIR = Path("/usr/share/krsid/programs")
@@ -109,39 +111,143 @@ _TOP_KEYS = {
 }
 
 
-def check_trusted(path: Path, what: str) -> None:
+MAX_CONFIG_BYTES = MAX_DOCUMENT_CHARS  # a config is a few kB; /dev/zero or a 1 GB file is refused
+MAX_SYMLINKS = 40  # as the kernel's path walk (ELOOP)
+
+
+def _path_walk(path: Path, *, allow_missing: bool = False) -> list[Path]:
+    """Every path the kernel visits to reach ``path``: each directory on the way, each
+    symlink and each component of where it leads, in order; the last is the file
+    itself (or, with allow_missing, the deepest existing directory).
+
+    Checking only the path as given misses a symlink into a world-writable
+    directory; checking only the realpath misses a symlink that lies in one (whose
+    owner can point it elsewhere). This walk covers both, hop by hop.
+    """
+    pending = list(Path(path).parts) if Path(path).is_absolute() else [*Path.cwd().parts, *Path(path).parts]
+    current = Path("/")
+    visited = [current]
+    hops = 0
+    pending = pending[1:]  # the root
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent  # current is a real directory: its parent was visited
+            continue
+        candidate = current / part
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            if allow_missing:
+                return visited if visited[-1] == current else [*visited, current]
+            raise
+        visited.append(candidate)
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+            target = Path(os.readlink(candidate))
+            if target.is_absolute():
+                current = Path("/")
+                pending[:0] = list(target.parts[1:])
+            else:
+                pending[:0] = list(target.parts)
+        else:
+            current = candidate
+    if visited[-1] != current:  # ended on "..": the directory reached
+        visited.append(current)
+    return visited
+
+
+def check_trusted(path: Path, what: str, *, may_be_missing: bool = False) -> os.stat_result | None:
     """A root daemon must not take policy or BPF code from files others can change.
 
-    Root-owned and not group/world-writable, for the file and every directory above
-    it (a writable parent lets others swap the file). Checked only when running as
-    root: an unprivileged run cannot load programs anyway.
+    Root-owned and not group/world-writable: the file, every directory above it
+    (a writable parent lets others swap the file), every symlink on the way and
+    everything those lead through (see _path_walk). A sticky world-writable
+    directory (/tmp) is fine above the file: others cannot replace root's entries
+    there. may_be_missing (state_dir, cache_dir, which krsid creates): the deepest
+    existing directory stands for the path and is checked as if it were the target.
+    Checked only when running as root: an unprivileged run cannot load programs
+    anyway. Returns the stat of what was checked last (the file), None when not root.
     """
     if os.geteuid() != 0:
-        return
-    p = Path(path).absolute()
-    for node in [p, *p.parents]:
-        try:
-            st = node.stat()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot check {what}: {e}") from None
-        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        return None
+    shown_path = one_line(str(path))
+    try:
+        walk = _path_walk(Path(path), allow_missing=may_be_missing)
+        states = [(node, os.lstat(node)) for node in walk]
+    except OSError as e:
+        raise ConfigError(one_line(f"{shown_path}: cannot check {what}: {e}")) from None
+    target = walk[-1]
+    for node, st in states:
         if st.st_uid != 0:
-            raise ConfigError(f"{path}: refusing {what}: {node} is owned by uid {st.st_uid}, not root")
-        if st.st_mode & 0o022 and not (node != p and sticky_dir):
+            raise ConfigError(one_line(f"{shown_path}: refusing {what}: {node} is owned by uid {st.st_uid}, not root"))
+        if stat.S_ISLNK(st.st_mode):
+            continue  # a symlink's own mode bits mean nothing; its target is in the walk
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_mode & 0o022 and not (node != target and sticky_dir):
             raise ConfigError(
-                f"{path}: refusing {what}: {node} is group/world-writable "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w {node}"
+                one_line(
+                    f"{shown_path}: refusing {what}: {node} is group/world-writable "
+                    f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w {node}"
+                )
             )
+    return states[-1][1]
 
 
 def load_config(path: Path, *, catalog: Catalog | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError with the place of the problem."""
+    return parse_config(read_config_text(Path(path)), str(path), catalog=catalog)
+
+
+def read_config_text(path: Path) -> str:
+    """The config file's text: a regular file of at most MAX_CONFIG_BYTES, in UTF-8,
+    trusted (check_trusted), read from the very file that was checked."""
+    shown_path = one_line(str(path))
+
+    def refuse(why: str) -> NoReturn:
+        raise ConfigError(one_line(f"{shown_path}: cannot read config: {why}"))
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config: {e}") from None
-    check_trusted(Path(path), "the config file")
-    return parse_config(text, str(path), catalog=catalog)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        refuse(e.strerror or str(e))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            refuse(f"not a regular file ({_file_kind(st.st_mode)})")
+        checked = check_trusted(path, "the config file")
+        if checked is not None and (checked.st_dev, checked.st_ino) != (st.st_dev, st.st_ino):
+            refuse("the file changed while it was checked")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        refuse(e.strerror or str(e))
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        refuse(f"larger than {MAX_CONFIG_BYTES} bytes (a config is a few kB)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        refuse(f"not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})")
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> Config:
@@ -152,12 +258,26 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
     if catalog is None:
         try:
             if programs_dir.is_dir():
+                # Every file before any is read: the catalog reads each program's text
+                # once, and the compile uses that text (HookSpec.source_text).
                 check_trusted(programs_dir, "the programs directory")
                 for f in sorted(programs_dir.rglob("*")):
                     check_trusted(f, "a program file")
             catalog = load_catalog(programs_dir)
         except CatalogError as e:
-            raise ConfigError(f"{doc.where(('programs_dir',))}: programs_dir: {e}") from None
+            raise ConfigError(one_line(f"{doc.where(('programs_dir',))}: programs_dir: {e}")) from None
+    cache_dir = _path(doc, top, "cache_dir", Path("/var/cache/krsid"), origin)
+    state_dir = _path(doc, top, "state_dir", Path("/run/krsid"), origin)
+    # cache_dir holds the headers compiled into root's BPF code; state_dir the pid file
+    # and the compile marker. Neither may exist yet (krsid creates them).
+    for key, directory, what in (
+        ("cache_dir", cache_dir, "the cache directory (cache_dir)"),
+        ("state_dir", state_dir, "the state directory (state_dir)"),
+    ):
+        try:
+            check_trusted(directory, what, may_be_missing=True)
+        except ConfigError as e:
+            raise ConfigError(f"{doc.where((key,))}: {key}: {e}") from None
 
     headers = _choice(doc, top, ("headers",), "auto", HEADER_MODES)
     buffer = expect_mapping(doc, top.get("buffer"), ("buffer",), {"kind", "pages", "wakeup_events"})
@@ -172,17 +292,57 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
         catalog=catalog,
         hooks=_hooks(doc, top.get("hooks"), catalog),
         programs_dir=programs_dir,
-        cache_dir=_path(doc, top, "cache_dir", Path("/var/cache/krsid"), origin),
-        state_dir=_path(doc, top, "state_dir", Path("/run/krsid"), origin),
+        cache_dir=cache_dir,
+        state_dir=state_dir,
         headers=headers,
         buffer_kind=_choice(doc, buffer, ("buffer", "kind"), "auto", BUFFER_KINDS),
         ringbuf_pages=pages,
         wakeup_events=wakeup_events,
         poll_timeout_ms=_int(doc, top.get("poll_timeout_ms", 200), ("poll_timeout_ms",), 1, 10_000),
-        policy=parse_policy(doc, top.get("policy"), catalog),
+        policy=_policy(doc, top.get("policy"), catalog),
         bpf_stats=expect(doc, top.get("bpf_stats", False), ("bpf_stats",), bool, "true or false"),
         **_sinks(doc, top.get("sinks")),
     )
+
+
+def _policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
+    policy = parse_policy(doc, raw, catalog)
+    _check_policy_fits(doc, policy, catalog)
+    return policy
+
+
+def _check_policy_fits(doc: YamlDoc, policy: Policy, catalog: Catalog) -> None:
+    """The policy's directories must fit krsid_dirs, at any reload.
+
+    Each distinct (hook, exe/file, directory) of exe_prefix / path_prefix is one
+    entry, keyed by the directory's inode as the loader keys it; "/" needs none (it
+    becomes "any"). A reload writes the new policy's entries beside the old one's
+    (two banks, one map), so one policy may use at most half of the map: a policy
+    that fits at check time can always be loaded, and never fails mid-reload.
+    """
+    capacity = catalog.dirs_map.entries
+    if not capacity:
+        return
+    limit = capacity // 2
+    entries: set[tuple[str, str, object]] = set()
+    for i, rule in enumerate(policy.rules):
+        for key, prefixes in (("exe_prefix", rule.exe_prefix), ("path_prefix", rule.path_prefix)):
+            if not prefixes or any(os.path.normpath(p) == "/" for p in prefixes):
+                continue
+            for directory in prefixes:
+                try:
+                    st = os.stat(directory)
+                    identity: object = (st.st_dev, st.st_ino)
+                except OSError:
+                    identity = os.path.normpath(directory)
+                entries.add((rule.hook, key, identity))
+            if len(entries) > limit:
+                doc.fail(
+                    ("policy", "rules", i, "match", key),
+                    f"the policy names {len(entries)} directories (exe_prefix / path_prefix, per hook) by "
+                    f"here; at most {limit}: half of map {DIRS_MAP_NAME}'s {capacity} entries "
+                    f"({catalog.dirs_map.declared}), as a reload writes the new policy beside the old",
+                )
 
 
 def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
@@ -234,6 +394,13 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
         window = _int(doc, body.get("dedup_window_ms", 0), (*path, "dedup_window_ms"), 0, 3_600_000)
         fallback = _choice(doc, body, (*path, "fallback"), "auto", FALLBACK_MODES) if has_fallback else "auto"
         out.append(HookConfig(name, enabled, options, rate, window, fallback))
+    if not any(h.enabled for h in out):
+        # Would only fail later, in `run`, with exit 1, which systemd restarts forever.
+        doc.fail(
+            ("hooks",),
+            "every hook is disabled (enabled: false): krsid would watch nothing; enable at least one of: "
+            + ", ".join(h.name for h in out),
+        )
     return tuple(out)
 
 
@@ -265,7 +432,9 @@ def _listen(doc: YamlDoc, listen: str) -> tuple[str, int]:
     path = ("sinks", "prometheus", "listen")
     host, sep, port_text = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # isdigit() alone also takes digits int() refuses (superscripts such as "²").
+    port_ok = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5  # int() refuses 4,301+ digits
+    if not sep or not port_ok or not 0 < int(port_text) < 65536:
         doc.fail(path, f"expected HOST:PORT (e.g. 127.0.0.1:9477), got {listen!r}")
     try:
         ipaddress.ip_address(host)
@@ -298,6 +467,8 @@ def _path(doc: YamlDoc, m: dict[str, Any], key: str, default: Path, origin: str)
     if value is None:
         return default
     text = expect(doc, value, (key,), str, "a path")
+    if not text.strip():
+        doc.fail((key,), "must be a directory path (an empty one would mean the config's own directory)")
     p = Path(text)
     if not p.is_absolute():
         # Relative paths are relative to the config file, not to the daemon's cwd.

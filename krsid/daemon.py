@@ -1,7 +1,15 @@
-"""Wires the stages together: config -> load/attach -> poll -> decode -> dispatch -> sinks.
+"""Wires the stages together; does no stage's work itself.
 
-Also owns the service protocol: sd_notify READY/STATUS/WATCHDOG/STOPPING, signals,
-and the sequence-number state file that keeps seq monotonic across restarts.
+start(): config -> plan (krsid.plan) -> compile, load and attach (pipeline.load)
+-> the policy and options into the maps -> the event buffer (pipeline.transport)
+-> the event path (pipeline.flow: decode, rule name, enrich, dispatch to the
+sinks) -> metrics (krsid.metrics) -> READY (krsid.service). run(): the poll loop,
+which waits on the transport, flushes the sinks, serves the signals (reload,
+reopen, stop), feeds the watchdog and saves the sequence state. stop(): detach
+everything (fail-open) and release the rest.
+
+The live policy is krsid.policy's PolicyState; reload() re-reads the config and
+hands the new policy to it (nothing is written before everything is checked).
 """
 
 from __future__ import annotations
@@ -10,160 +18,37 @@ import contextlib
 import dataclasses
 import logging
 import os
-import select
 import signal
-import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from krsid.catalog import HookSpec
 from krsid.config import Config, load_config
-from krsid.errors import ConfigError, KrsidError, ProgramLoadError, UnsupportedKernelError
-from krsid.kernel.btf import VMLINUX_BTF, lsm_hook_arity
-from krsid.kernel.headers import resolve_headers
+from krsid.errors import ConfigError, KrsidError, ProgramLoadError, SinkError, UnsupportedKernelError
 from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.enrich import Enricher
-from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, PipelineStats
-from krsid.policy import CompiledRule, Policy, Rule, compile_rules
+from krsid.pipeline.flow import EventPipeline
+from krsid.pipeline.stats import PipelineStats
+from krsid.pipeline.transport import BUSY_SINK_RETRY_MS, EventTransport
+from krsid.plan import kernel_hooks, plan_build, require_bpf_lsm
+from krsid.policy import CompiledRule, Policy, PolicyState, compile_policy
+from krsid.service import Notifier, SeqState, pid_file_of, remove_pid_file, write_pid_file
 from krsid.sinks.base import Sink
 
 if TYPE_CHECKING:
     from krsid.kernel.bpfstats import BpfStats
-    from krsid.pipeline.load import BuildSettings, HookStatus, LoadedPrograms
+    from krsid.kernel.probe import Check
+    from krsid.pipeline.load import HookStatus, LoadedPrograms
 
 log = logging.getLogger("krsid")
 
-# After an unclean stop the state file may lag the kernel's counter; jumping ahead
-# by this much keeps seq strictly increasing (a visible gap, never a repeat).
-SEQ_CRASH_JUMP = 1 << 24
 SEQ_SAVE_INTERVAL = 5.0
-BUSY_SINK_RETRY_MS = 10
 RELEASE_HEAP_AFTER_BYTES = 4 << 20  # a sink backlog this big, once drained, is handed back to the kernel
-
-
-class Notifier:
-    """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET, if any."""
-
-    def __init__(self, socket_path: str | None = None) -> None:
-        path = socket_path if socket_path is not None else os.environ.get("NOTIFY_SOCKET", "")
-        if path.startswith("@"):
-            path = "\0" + path[1:]  # abstract namespace
-        self._path = path
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        wd_pid = os.environ.get("WATCHDOG_PID", "")
-        mine = not wd_pid or wd_pid == str(os.getpid())
-        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and mine else 0.0
-
-    def notify(self, state: str) -> None:
-        if not self._path:
-            return
-        # MSG_DONTWAIT: a full receiver queue must never stall the poll loop.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
-            s.sendto(state.encode(), socket.MSG_DONTWAIT, self._path)
-
-
-def kernel_hooks(btf_path: Path = VMLINUX_BTF) -> dict[str, int]:
-    """LSM hooks this kernel offers (bpf_lsm_* in BTF) with their argument counts."""
-    try:
-        return lsm_hook_arity(btf_path)
-    except KrsidError:
-        raise
-    except Exception as e:  # a BTF reader bug must still read as a clean error
-        raise UnsupportedKernelError(f"cannot read the kernel's BTF ({btf_path}): {e}") from e
-
-
-def select_hooks(config: Config, available: Mapping[str, int]) -> dict[str, HookSpec]:
-    """Enabled hook -> the program that serves it on this kernel: its own, or its
-    fallback (a catalog program with fallback_for) where the kernel lacks the hook or
-    the config says fallback: always. A hook served by neither is left out with one
-    warning."""
-    out: dict[str, HookSpec] = {}
-    for hc in config.enabled_hooks:
-        own = config.catalog[hc.name]
-        fallback = config.catalog.fallback_of(hc.name)
-        if fallback is None or hc.fallback == "never":
-            if hc.name in available:
-                out[hc.name] = own
-            else:
-                why = " (fallback: never)" if fallback is not None else ""
-                log.warning("hook %s: this kernel has no bpf_lsm_%s; skipping it%s", hc.name, hc.name, why)
-            continue
-        if hc.fallback == "auto" and hc.name in available:
-            out[hc.name] = own
-        elif fallback.name in available:
-            if hc.fallback == "always":
-                log.info("hook %s: served by its fallback %s (fallback: always)", hc.name, fallback.name)
-            else:
-                log.warning(
-                    "hook %s: this kernel has no bpf_lsm_%s; using its fallback %s instead (events carry "
-                    "hook=%s and its own MESSAGE_ID; %s's policy rules apply)",
-                    hc.name,
-                    hc.name,
-                    fallback.name,
-                    fallback.name,
-                    hc.name,
-                )
-            out[hc.name] = fallback
-        else:
-            missing = fallback.name if hc.fallback == "always" else f"{hc.name} nor bpf_lsm_{fallback.name}"
-            log.warning(
-                "hook %s: this kernel has no bpf_lsm_%s (fallback: %s); skipping it", hc.name, missing, hc.fallback
-            )
-    return out
-
-
-def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookSpec], BuildSettings, dict[str, str]]:
-    """What to compile and how: the programs serving the enabled hooks on this kernel,
-    headers, buffer kind; and program name -> the configured hook it serves."""
-    from krsid.kernel.probe import ringbuf_available
-    from krsid.pipeline.load import BuildSettings
-
-    selected = select_hooks(config, available)
-    specs = list(selected.values())
-    headers = resolve_headers(config.cache_dir, prefer=config.headers)
-    use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_available())
-    nargs = {s.name: available[s.name] for s in specs}
-    serves = {spec.name: hook for hook, spec in selected.items()}
-    settings = BuildSettings(headers, nargs, config.ringbuf_pages, use_perf, wakeup_events=config.wakeup_events)
-    return specs, settings, serves
-
-
-@dataclass
-class SeqState:
-    """last seq per boot in state_dir/seq: 'BOOT_ID SEQ clean|running'."""
-
-    path: Path
-
-    @staticmethod
-    def boot_id() -> str:
-        try:
-            return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        except OSError:
-            return "unknown"
-
-    def load(self) -> int:
-        try:
-            boot, seq, state = self.path.read_text().split()
-        except (OSError, ValueError):
-            return 0
-        if boot != self.boot_id():
-            return 0
-        return int(seq) if state == "clean" else int(seq) + SEQ_CRASH_JUMP
-
-    def save(self, seq: int, *, clean: bool) -> None:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(f"{self.boot_id()} {seq} {'clean' if clean else 'running'}\n")
-            os.replace(tmp, self.path)
-        except OSError as e:
-            log.warning("cannot save sequence state to %s: %s", self.path, e)
 
 
 def build_sinks(config: Config) -> list[Sink]:
@@ -175,33 +60,11 @@ def build_sinks(config: Config) -> list[Sink]:
     if config.jsonl.enabled:
         from krsid.sinks.jsonl import JsonlSink
 
-        sinks.append(JsonlSink(config.jsonl.path, backlog_bytes=config.jsonl.backlog_mb << 20))
+        try:
+            sinks.append(JsonlSink(config.jsonl.path, backlog_bytes=config.jsonl.backlog_mb << 20))
+        except OSError as e:
+            raise SinkError(f"sinks.jsonl.path: cannot open {config.jsonl.path}: {e.strerror or e}") from None
     return sinks
-
-
-class PolicyState:
-    """The active policy's rules by slot, and hit counts carried over from retired banks.
-
-    Kernel hit counters live per bank slot; a reload moves to the other bank, so
-    the old bank's counts are folded into ``retired`` (keyed by hook, rule name and
-    action) to keep the Prometheus counters monotonic across reloads.
-    """
-
-    def __init__(self) -> None:
-        self.bank = 0
-        self.rules: dict[str, list[Rule]] = {}
-        self.retired: Counter[tuple[str, str, str]] = Counter()
-
-    def rule_name(self, hook: str, rule_no: int) -> str:
-        rules = self.rules.get(hook, [])
-        return rules[rule_no - 1].name if 0 < rule_no <= len(rules) else ""
-
-    def hits(self, programs: LoadedPrograms) -> Counter[tuple[str, str, str]]:
-        out = Counter(self.retired)
-        for hook, rules in self.rules.items():
-            for slot, rule in enumerate(rules):
-                out[(hook, rule.name, rule.action)] += programs.rule_hits(self.bank, hook, slot)
-        return out
 
 
 class Daemon:
@@ -215,26 +78,31 @@ class Daemon:
         sinks: Sequence[Sink] | None = None,
         notifier: Notifier | None = None,
         available_hooks: Callable[[], Mapping[str, int]] = kernel_hooks,
+        bpf_lsm_check: Callable[[], Check] | None = None,
     ) -> None:
+        """bpf_lsm_check: is `bpf` an active LSM (default: ask the kernel)."""
         self.config = config
+        self._bpf_lsm_check = bpf_lsm_check
         self.stats = PipelineStats()
         self.notifier = notifier or Notifier()
         self._available_hooks = available_hooks
         self._sinks = list(sinks) if sinks is not None else None
         self.programs: LoadedPrograms | None = None
         self.dispatcher: Dispatcher | None = None
-        self.decoder: EventDecoder | None = None
+        self.pipeline: EventPipeline | None = None
+        self.transport: EventTransport | None = None  # the event buffer, opened by start()
         self._stop = False
+        self.stop_signal = 0  # the signal that asked for the stop (the first one)
         self._metrics_server: object | None = None
         self._seq_state = SeqState(config.state_dir / "seq")
         self.enricher = Enricher()
         self.policy = PolicyState()
         self._reload_requested = False
+        self._reopen_requested = False
         self.reloads: Counter[str] = Counter()  # result -> count
         self.last_reload_success = 0.0
-        self.pid_file = config.state_dir / "krsid.pid"
+        self.pid_file = pid_file_of(config.state_dir)
         self._bpf_stats: BpfStats | None = None
-        self._events_fd = -1  # the ring buffer's map fd, polled with busy sinks' fds
         # Loaded program -> the configured hook it serves (itself, or the hook a
         # fallback program stands in for): options, limits and rules go by the latter.
         self.serves: dict[str, str] = {}
@@ -266,7 +134,14 @@ class Daemon:
         from krsid.pipeline.load import release_free_heap
 
         t0 = time.monotonic()
+        self._install_signal_handlers()
+        require_bpf_lsm(self._bpf_lsm_check)  # before a compile of a minute that would watch nothing
         programs = self.programs = self.build_programs()
+        if self._stop:
+            # A SIGTERM/SIGINT during the compile waited for it (LLVM cannot be
+            # interrupted): stop now, before anything is attached; run() returns at once.
+            log.info("stop requested during the compile: exiting before attaching anything")
+            return
 
         # Options and the sequence seed go into the maps BEFORE attaching, so the
         # first event already obeys the config.
@@ -289,17 +164,18 @@ class Daemon:
                 "no hook could be attached:\n" + "\n".join(f"  {st.hook}: {st.error}" for st in status.values())
             )
 
-        self.decoder = EventDecoder({i: s for i, s in enumerate(programs.specs)})
+        decoder = EventDecoder({i: s for i, s in enumerate(programs.specs)})
         sinks = self._sinks if self._sinks is not None else build_sinks(self.config)
         self.dispatcher = Dispatcher(sinks, self.stats, log=log.warning)
-        programs.open_events(self._on_record, self._on_perf_lost)
-        self._events_fd = programs.events_fd()  # -1 with a perf buffer
+        self.pipeline = EventPipeline(decoder, self.policy.rule_name, self.enricher, self.dispatcher, self.stats)
+        self.transport = programs.open_events(self.pipeline.handle, self.pipeline.lost)
+        self.stats.perf_buffer = self.transport.reports_losses  # its loss counter is exported from the start
         if self.config.bpf_stats:
             self._start_bpf_stats()
         self._start_metrics([s.name for s in programs.specs])
         self.cold_start_seconds = time.monotonic() - t0
         self.last_reload_success = time.time()
-        self._write_pid_file()
+        write_pid_file(self.pid_file)
         status_line = f"attached {len(attached)}/{len(status)} hooks: {', '.join(attached)}"
         log.info("ready in %.2fs: %s", self.cold_start_seconds, status_line)
         self.notifier.notify(f"READY=1\nSTATUS={status_line}")
@@ -335,25 +211,19 @@ class Daemon:
         return out
 
     def _compile_policy(self, policy: Policy) -> dict[str, list[CompiledRule]]:
-        """Compile the rules, resolving cgroup paths and files to ids now (ConfigError if
-        gone). A fallback program gets the rules of the hook it serves."""
+        """Compile the rules for the loaded programs (krsid.policy: cgroups and files are
+        resolved now, ConfigError if gone; a fallback gets its hook's rules)."""
         assert self.programs is not None
-        return {s.name: compile_rules(policy.for_hook(self.serves.get(s.name, s.name))) for s in self.programs.specs}
+        return compile_policy(policy, [s.name for s in self.programs.specs], self.serves)
 
     def _apply_policy(self, policy: Policy, compiled: dict[str, list[CompiledRule]] | None = None) -> None:
         """Write the compiled rules into the inactive bank and switch banks atomically."""
         assert self.programs is not None
-        per_hook = {s.name: policy.for_hook(self.serves.get(s.name, s.name)) for s in self.programs.specs}
         if compiled is None:
             compiled = self._compile_policy(policy)
-        old = self.policy.hits(self.programs) if self.policy.rules else Counter()
-        self.policy.bank = self.programs.apply_policy(compiled)
-        self.policy.retired = old
-        self.policy.rules = {h: rules for h, rules in per_hook.items() if rules}
-        served = {self.serves.get(s.name, s.name) for s in self.programs.specs}
-        for r in policy.rules:
-            if r.hook not in served:
-                log.warning("policy rule %s: hook %s is not attached; the rule does nothing", r.name, r.hook)
+        programs = [s.name for s in self.programs.specs]
+        for r in self.policy.install(policy, programs, self.serves, compiled, self.programs):
+            log.warning("policy rule %s: hook %s is not attached; the rule does nothing", r.name, r.hook)
 
     def rule_hits(self) -> Counter[tuple[str, str, str]]:
         return self.policy.hits(self.programs) if self.programs is not None else Counter()
@@ -366,8 +236,29 @@ class Daemon:
 
         A config that does not validate, or that changes which hooks are attached
         (that needs a recompile: restart krsid), is rejected and the old policy stays.
+        So is any other failure, whatever raises it (BCC's plain Exception for a full
+        map, an OSError, a bug): a reload never ends the daemon, and every rejection
+        is counted in reloads["failure"].
+
+        Everything that can be checked is checked before any map is written. Then the
+        options and limits are written, and the rules go into the inactive bank; the
+        bank switch is the last write, so a failure before it leaves the old rules
+        active, and the options and limits are written back from the running config.
         """
         assert self.programs is not None
+        programs = self.programs
+
+        def rejected(e: BaseException, what: str) -> bool:
+            self.reloads["failure"] += 1
+            # A KrsidError says what is wrong for a person; anything else (BCC raises a
+            # plain Exception) is named by its type, with the traceback at debug level.
+            why = str(e) if isinstance(e, KrsidError) else f"{what}: {type(e).__name__}: {e}"
+            if not isinstance(e, KrsidError):
+                log.debug("what failed, in full:", exc_info=e)
+            log.error("reload rejected, the previous policy stays in force: %s", why)
+            return False
+
+        # 1. Validate and compute everything; nothing is written yet.
         try:
             new = load_config(Path(self.config.source))
             old_hooks = sorted((h.name, h.fallback) for h in self.config.enabled_hooks)
@@ -377,14 +268,32 @@ class Daemon:
                     f"{new.source}: the set of enabled hooks (or a fallback setting) changed; "
                     f"that needs a restart (was: {was})"
                 )
-            compiled = self._compile_policy(new.policy)  # may fail: before anything is written
-            self.programs.set_options(self._hook_options(new))
-            self.programs.set_limits(self._hook_limits(new))
+            compiled = self._compile_policy(new.policy)  # resolves cgroups and inodes: may fail
+            options = self._hook_options(new)
+            limits = self._hook_limits(new)
+        except Exception as e:
+            return rejected(e, f"reading {self.config.source} failed")
+
+        # 2. Write: options, limits, then the rules into the inactive bank and the
+        #    bank switch last (LoadedPrograms.apply_policy).
+        try:
+            programs.set_options(options)
+            programs.set_limits(limits)
             self._apply_policy(new.policy, compiled)
-        except KrsidError as e:
-            self.reloads["failure"] += 1
-            log.error("reload rejected, the previous policy stays in force: %s", e)
-            return False
+        except Exception as e:
+            # Options and limits are not banked: put the running config's values back.
+            # The rules need nothing: the bank was not switched.
+            try:
+                programs.set_options(self._hook_options(self.config))
+                programs.set_limits(self._hook_limits(self.config))
+            except Exception as restore_error:
+                log.critical(
+                    "could not restore the previous hook options and limits (%s: %s): some may hold the "
+                    "new values until the next successful reload or a restart; the previous rules stay active",
+                    type(restore_error).__name__,
+                    restore_error,
+                )
+            return rejected(e, "writing the new options or rules into the BPF maps failed")
         self.config = new
         self.reloads["success"] += 1
         self.last_reload_success = time.time()
@@ -392,13 +301,6 @@ class Daemon:
         log.info("reloaded %s: %d policy rule(s) active", new.source, n)
         self.notifier.notify(f"STATUS=reloaded: {n} policy rule(s)")
         return True
-
-    def _write_pid_file(self) -> None:
-        try:
-            self.pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.pid_file.write_text(f"{os.getpid()}\n")
-        except OSError as e:
-            log.warning("cannot write %s (krsid reload needs it): %s", self.pid_file, e)
 
     def program_costs(self) -> dict[str, tuple[int, int]]:
         """hook -> (runs, run time ns) while bpf_stats is on; {} otherwise."""
@@ -425,47 +327,41 @@ class Daemon:
     def _start_metrics(self, hooks: list[str]) -> None:
         if not self.config.prometheus.enabled:
             return
-        from krsid.sinks.prometheus import KrsidCollector, make_registry, serve
+        from krsid.metrics import KrsidCollector, make_registry, serve
 
         assert self.programs is not None
         registry = make_registry(KrsidCollector(self.stats, self.programs, hooks, self))
         self._metrics_server = serve(registry, self.config.prometheus.host, self.config.prometheus.port)
         log.info("metrics on http://%s:%d/metrics", self.config.prometheus.host, self.config.prometheus.port)
 
-    # -- event path ----------------------------------------------------------------------
-
-    def _on_record(self, raw: bytes) -> None:
-        # Runs inside bcc's C callback: an exception here would be printed and lost,
-        # so everything is caught and counted.
-        assert self.decoder is not None and self.dispatcher is not None
-        try:
-            event = self.decoder.decode(raw)
-        except Exception:  # DecodeError, or a decoder bug: count it, keep polling
-            spec = self.decoder.hook_of(raw)
-            self.stats.lost[(spec.name if spec else "unknown", STAGE_DECODE)] += 1
-            return
-        rule_no = event.values.get("rule")
-        if isinstance(rule_no, int):
-            event.values["rule"] = self.policy.rule_name(event.hook, rule_no)
-        try:
-            self.enricher.enrich(event)
-        except Exception:  # context is a bonus: deliver the event without it
-            self.stats.enrich_errors += 1
-        self.dispatcher.handle(event)
-
-    def _on_perf_lost(self, count: int) -> None:
-        self.stats.lost[("unknown", STAGE_PERFBUF)] += count
-
     # -- run / stop ----------------------------------------------------------------------
 
     def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
         self._stop = True
+        self.stop_signal = self.stop_signal or signum
 
-    def run(self) -> None:
-        assert self.programs is not None and self.dispatcher is not None
+    def request_reopen(self, signum: int = 0, _frame: FrameType | None = None) -> None:
+        """SIGUSR1 (logrotate's postrotate, `krsid reopen`): reopen the JSON lines file."""
+        self._reopen_requested = True
+
+    def _install_signal_handlers(self) -> None:
+        """Installed before the (slow) compile: the default actions of SIGHUP (reload)
+        and SIGUSR1 (reopen: logrotate may send it at any time) would end the process,
+        and a stop asked for mid-compile must be noted (the compile guard's watcher sees
+        it too) instead of reading like a compiler crash. run() serves the requests.
+        Only the main thread may set handlers (tests drive the daemon from others)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
+        signal.signal(signal.SIGUSR1, self.request_reopen)
+
+    def run(self) -> None:
+        if self._stop:  # asked to stop during start(): nothing was attached
+            return
+        assert self.programs is not None and self.dispatcher is not None and self.transport is not None
+        self._install_signal_handlers()
         next_watchdog = 0.0
         next_save = time.monotonic() + SEQ_SAVE_INTERVAL
         timeout = self.config.poll_timeout_ms
@@ -474,7 +370,11 @@ class Daemon:
         from krsid.pipeline.load import release_free_heap
 
         while not self._stop:
-            self._wait_and_drain(timeout)
+            self._wait_and_read(timeout)
+            if self._reopen_requested:
+                # Before the flush: what was queued goes to the old file, then the reopen.
+                self._reopen_requested = False
+                self.dispatcher.reopen()
             self.dispatcher.flush()
             if self.dispatcher.take_drained_peak() >= RELEASE_HEAP_AFTER_BYTES:
                 release_free_heap()  # a drained backlog's memory would stay in malloc's arenas
@@ -490,43 +390,33 @@ class Daemon:
                 self._seq_state.save(self.programs.current_sequence(), clean=False)
                 next_save = now + SEQ_SAVE_INTERVAL
 
-    def _wait_and_drain(self, timeout_ms: int) -> None:
-        """Wait for records in the ring buffer OR room in a busy sink, then drain.
+    def _wait_and_read(self, timeout_ms: int) -> None:
+        """Wait for records OR room in a busy sink, then read every record waiting.
 
         A sink whose destination is busy (journald's short receive queue is full) is
-        retried as soon as it polls writable, without ever waiting on it alone: the
-        ring buffer is drained whatever the sinks do.
+        retried as soon as it can take data, without ever waiting on it alone: the
+        event buffer is read whatever the sinks do.
         """
-        assert self.programs is not None and self.dispatcher is not None
-        events_fd = self._events_fd
+        assert self.transport is not None and self.dispatcher is not None
         fds, timer = self.dispatcher.blocked_sinks()
         if timer:
             timeout_ms = min(timeout_ms, BUSY_SINK_RETRY_MS)
-        if events_fd < 0:  # perf buffer: bcc's own poll
-            self.programs.poll(BUSY_SINK_RETRY_MS if fds else timeout_ms)
-            return
-        poller = select.poll()
-        poller.register(events_fd, select.POLLIN)
-        for fd in fds:
-            poller.register(fd, select.POLLOUT)
-        with contextlib.suppress(InterruptedError):
-            poller.poll(timeout_ms)
-        self.programs.consume()
+        self.transport.wait_and_read(timeout_ms, fds)
 
     def stop(self) -> None:
         self.notifier.notify("STOPPING=1")
         if self.programs is not None:
-            # Drain what is already in the buffer, then detach (fail-open: nothing
+            # Read what is already in the buffer, then detach (fail-open: nothing
             # stays attached, nothing stays denied).
-            with contextlib.suppress(Exception):
-                self.programs.poll(0)
+            if self.transport is not None:
+                with contextlib.suppress(Exception):
+                    self.transport.read_pending()
             with contextlib.suppress(Exception):
                 self._seq_state.save(self.programs.current_sequence(), clean=True)
             self.programs.close()
         if self._bpf_stats is not None:
             self._bpf_stats.close()
-        with contextlib.suppress(OSError):
-            self.pid_file.unlink()
+        remove_pid_file(self.pid_file)
         if self.dispatcher is not None:
             self.dispatcher.close()
         server = self._metrics_server

@@ -25,3 +25,12 @@ class UnsupportedKernelError(KrsidError):
 
 class ProgramLoadError(KrsidError):
     """BCC failed to compile, load or attach a program."""
+
+
+class BpfLsmInactiveError(UnsupportedKernelError):
+    """`bpf` is not among the active LSMs: programs would attach and never run. Permanent
+    until a reboot with lsm=...,bpf, so systemd must not restart krsid for it (exit 3)."""
+
+
+class SinkError(KrsidError):
+    """A sink's destination cannot be opened at start (e.g. an unwritable JSON lines path)."""

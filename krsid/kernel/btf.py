@@ -1,7 +1,7 @@
 """A small reader of the kernel's raw BTF blob (/sys/kernel/btf/vmlinux).
 
 krsid needs a handful of facts from the running kernel's type information: which
-LSM hooks exist (the ``bpf_lsm_<hook>`` functions), their parameters, the BTF id
+LSM hooks exist (the ``bpf_lsm_<hook>`` functions), their argument counts, the BTF id
 of a hook (for the raw BPF_PROG_LOAD in ``krsid doctor``) and struct layouts (to
 check that a header tree generated from BTF gives the same offsets).  Pulling in
 libbpf or parsing bpftool output for that would add a dependency or a subprocess
@@ -19,11 +19,13 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from krsid.errors import HeaderError, UnsupportedKernelError
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 LSM_PREFIX = "bpf_lsm_"
+_BtfT = TypeVar("_BtfT", bound="Btf")  # load() and from_bytes() of a subclass return the subclass
 
 BTF_MAGIC = 0xEB9F
 _HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type/str off+len
@@ -77,7 +79,6 @@ _TRAILER: tuple[tuple[int, int] | None, ...] = (
 )
 
 # Qualifiers that do not change layout or identity of the type beneath them.
-_QUALIFIERS = {KIND_CONST: "const", KIND_VOLATILE: "volatile", KIND_RESTRICT: "restrict"}
 _TRANSPARENT = frozenset({KIND_CONST, KIND_VOLATILE, KIND_RESTRICT, KIND_TYPE_TAG})
 
 
@@ -122,7 +123,7 @@ class Btf:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: Path = VMLINUX_BTF) -> Btf:
+    def load(cls: type[_BtfT], path: Path = VMLINUX_BTF) -> _BtfT:
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
@@ -137,7 +138,7 @@ class Btf:
         return cls.from_bytes(blob, path)
 
     @classmethod
-    def from_bytes(cls, blob: bytes, path: Path = Path("<bytes>")) -> Btf:
+    def from_bytes(cls: type[_BtfT], blob: bytes, path: Path = Path("<bytes>")) -> _BtfT:
         def bad(why: str) -> HeaderError:
             return HeaderError(f"malformed BTF in {path}: {why}")
 
@@ -276,96 +277,12 @@ class Btf:
         """
         return sorted(n[len(LSM_PREFIX) :] for n in self._funcs() if n.startswith(LSM_PREFIX))
 
-    def func_params(self, name: str) -> list[tuple[str, str]]:
-        """(name, C type) of each parameter of FUNC `name`."""
+    def func_arity(self, name: str) -> int:
+        """Number of parameters of FUNC `name` (a variadic function's ``...`` counts as one)."""
         proto = self._ref(self.func_id(name))
         if self.kind(proto) != KIND_FUNC_PROTO:
             raise HeaderError(f"malformed BTF in {self.path}: {name} has no FUNC_PROTO")
-        base = self._rec(proto) + 3
-        out = []
-        for j in range(self._vlen(proto)):
-            pname_off, ptype = self.words[base + 2 * j], self.words[base + 2 * j + 1]
-            if ptype == 0:  # a trailing void param marks a variadic function
-                out.append(("", "..."))
-            else:
-                out.append((self._str(pname_off), self.type_str(ptype)))
-        return out
-
-    # ------------------------------------------------------------ type names
-    def type_str(self, tid: int, declarator: str = "") -> str:
-        """C spelling of type `tid`, optionally wrapped around a declarator.
-
-        Built inside-out like C declarators are read, so pointers to arrays and
-        functions come out parenthesised correctly (``int (*)(struct file *)``).
-        """
-        return self._decl(tid, declarator, 0).strip()
-
-    def _decl(self, tid: int, decl: str, depth: int) -> str:
-        if depth > 64:
-            raise HeaderError(f"malformed BTF in {self.path}: type nesting too deep at {tid}")
-        k = self.kind(tid)
-        sp = (" " + decl) if decl else ""
-        if k == 0:
-            return "void" + sp
-        if k in (KIND_INT, KIND_FLOAT, KIND_TYPEDEF):
-            return self.name(tid) + sp
-        if k in (KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FWD):
-            if k == KIND_FWD:
-                tag = "union" if self.words[self._rec(tid) + 1] >> 31 else "struct"
-            else:
-                tag = {KIND_STRUCT: "struct", KIND_UNION: "union"}.get(k, "enum")
-            return f"{tag} {self.name(tid) or '(anon)'}{sp}"
-        if k == KIND_PTR:
-            target = self._strip(self._ref(tid))
-            inner = "*" + decl
-            if self.kind(target) in (KIND_ARRAY, KIND_FUNC_PROTO):
-                inner = f"({inner})"
-            return self._decl(self._ref(tid), inner, depth + 1)
-        if k in _QUALIFIERS:
-            ref = self._ref(tid)
-            if self.kind(self._strip(ref)) == KIND_PTR:
-                # A qualifier on a pointer binds to the pointer: `char *const p`.
-                return self._decl(ref, f"{_QUALIFIERS[k]} {decl}".strip(), depth + 1)
-            return f"{_QUALIFIERS[k]} {self._decl(ref, decl, depth + 1)}"
-        if k == KIND_TYPE_TAG:
-            return self._decl(self._ref(tid), decl, depth + 1)
-        if k == KIND_ARRAY:
-            elem, _index, nelems = self.words[self._rec(tid) + 3 : self._rec(tid) + 6]
-            return self._decl(elem, f"{decl}[{nelems}]", depth + 1)
-        if k == KIND_FUNC_PROTO:
-            base = self._rec(tid) + 3
-            params = []
-            for j in range(self._vlen(tid)):
-                ptype = self.words[base + 2 * j + 1]
-                params.append("..." if ptype == 0 else self.type_str(ptype))
-            return self._decl(self._ref(tid), f"{decl}({', '.join(params) or 'void'})", depth + 1)
-        if k == KIND_FUNC:
-            return self._decl(self._ref(tid), self.name(tid) + decl, depth + 1)
-        return f"<kind {k}>{sp}"
-
-    # ------------------------------------------------------------- enums
-    def enum_values(self, name: str) -> dict[str, int]:
-        """Enumerators of the (first) enum named `name`; used to cross-check UAPI
-        constants krsid hardcodes (prog types, attach types)."""
-        for tid in range(1, len(self.starts)):
-            k = self.kind(tid)
-            if k in (KIND_ENUM, KIND_ENUM64) and self.name(tid) == name:
-                base = self._rec(tid) + 3
-                signed = bool(self.words[self._rec(tid) + 1] >> 31)
-                out: dict[str, int] = {}
-                for j in range(self._vlen(tid)):
-                    if k == KIND_ENUM:
-                        noff, val = self.words[base + 2 * j], self.words[base + 2 * j + 1]
-                        if signed and val >= 1 << 31:
-                            val -= 1 << 32
-                    else:
-                        noff = self.words[base + 3 * j]
-                        val = self.words[base + 3 * j + 1] | self.words[base + 3 * j + 2] << 32
-                        if signed and val >= 1 << 63:
-                            val -= 1 << 64
-                    out[self._str(noff)] = val
-                return out
-        raise HeaderError(f"enum {name!r} is not in the BTF of {self.path}")
+        return self._vlen(proto)
 
     # ------------------------------------------------------------ composites
     def composites(self) -> Iterator[Composite]:
@@ -433,4 +350,4 @@ def lsm_hook_arity(path: Path = VMLINUX_BTF) -> dict[str, int]:
     context, so programs need this count; it changes between kernels.
     """
     btf = Btf.load(path)
-    return {hook: len(btf.func_params("bpf_lsm_" + hook)) for hook in btf.lsm_hooks()}
+    return {hook: btf.func_arity("bpf_lsm_" + hook) for hook in btf.lsm_hooks()}

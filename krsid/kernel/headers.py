@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from krsid.errors import HeaderError, UnsupportedKernelError
+from krsid.kernel.btf import VMLINUX_BTF
 
-VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 BTF_CFLAGS: tuple[str, ...] = ("-ffine-grained-bitfield-accesses",)
 MIN_BPFTOOL = (7, 2)
 BPFTOOL_FALLBACK_DIRS = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/sbin"))

@@ -325,6 +325,13 @@ class BpfSyscall:
 
 
 # ------------------------------------------------------------------ checks
+def bpf_lsm_active_check() -> Check:
+    """Is `bpf` an active LSM? The daemon asks before compiling: when it is not, every
+    program attaches without an error and is never called (krsid would watch nothing,
+    silently)."""
+    return _lsm_check(BpfSyscall(), None)
+
+
 def _read_kconfig(release: str) -> tuple[dict[str, str] | None, str]:
     for path in (Path("/proc/config.gz"), Path(f"/boot/config-{release}")):
         try:

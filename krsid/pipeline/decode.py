@@ -1,4 +1,4 @@
-"""Raw ring-buffer records -> Event objects, using layouts derived from the C structs.
+"""Raw records -> Event objects (krsid.event), using layouts derived from the C structs.
 
 Each hook gets a precompiled plan: one ``struct.Struct`` unpack for the whole record,
 then a converter per field chosen from the sidecar YAML's field types. Nothing here
@@ -10,20 +10,12 @@ from __future__ import annotations
 import errno
 import ipaddress
 import operator
-import shlex
 import struct
 import time
 from collections.abc import Callable, Mapping
-from typing import Union
 
 from krsid.catalog import FieldSpec, HookSpec
-
-# What a field's value can be after decoding: int for int, str for hex/flags/enum/
-# ipv4/ipv6/errno, bytes for strings (kernel strings are bytes: binary-safe until a
-# sink decides), a tuple of bytes for strings (argv-like lists), bool for bool.
-Value = Union[int, str, bytes, bool, tuple[bytes, ...]]
-# Raised when a field changes meaning or type (README: JSON lines, schema versions).
-SCHEMA_VERSION = 2
+from krsid.event import Event, Value
 
 _HOOK_ID = struct.Struct("<I")
 HOOK_ID_OFFSET = 24  # seq (8) + ktime_ns (8) + cgroup_id (8); checked against the layout below
@@ -31,33 +23,6 @@ HOOK_ID_OFFSET = 24  # seq (8) + ktime_ns (8) + cgroup_id (8); checked against t
 
 class DecodeError(ValueError):
     """A record that cannot be decoded: unknown hook id or short record."""
-
-
-class Event:
-    """One decoded event. ``values`` preserves the sidecar's field order."""
-
-    __slots__ = ("hook", "seq", "spec", "values", "wallclock")
-
-    def __init__(self, spec: HookSpec, values: dict[str, Value], wallclock: float, seq: int) -> None:
-        self.spec = spec
-        self.hook = spec.name
-        self.values = values
-        self.seq = seq
-        self.wallclock = wallclock  # seconds since the epoch, from the kernel's boot clock
-
-    def __repr__(self) -> str:
-        return f"Event({self.hook}, seq={self.seq})"
-
-
-def text_of(value: Value) -> str:
-    """A value as text for people: bytes decoded, undecodable bytes as \\xNN."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, tuple):
-        return " ".join(shlex.quote(a.decode("utf-8", "backslashreplace")) for a in value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
 
 
 def _c_strings(raw: bytes) -> tuple[bytes, ...]:
@@ -178,7 +143,10 @@ class _Plan:
         # itemgetter of one index returns the item, not a 1-tuple: always ask for two.
         self.pick = operator.itemgetter(*indices, indices[0]) if indices else (lambda _t: ())
         # Integer fields come out of struct.unpack final; only the others are converted.
-        self.conversions = tuple((f.name, _converter(f)) for f in shown if f.kind != "int" and not f.length)
+        # A rule field stays the rule's number here: the pipeline names the rule (flow).
+        self.conversions = tuple(
+            (f.name, _converter(f)) for f in shown if f.kind not in ("int", "rule") and not f.length
+        )
         # String lists with a byte count: (field, index of the bytes, index of the count).
         self.sized = tuple((f.name, index[f.member], index[f.length]) for f in shown if f.length)
 

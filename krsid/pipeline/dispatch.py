@@ -5,6 +5,10 @@ Loss stages (the `stage` label of krsid_events_lost_total), per sink:
 - ``sink_<sink>``: the destination is down or a write failed.
 Each is logged at most once per ``log_interval`` with the count since the last line,
 and once more when the sink takes events again.
+
+A sink may also report failures that lose no event by themselves (``take_errors``:
+the JSON lines file could not be reopened after a rotation); each is counted in
+krsid_sink_errors_total.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from krsid.pipeline.decode import Event
+from krsid.event import Event
 from krsid.pipeline.stats import PipelineStats, queue_stage, sink_stage
 from krsid.sinks.base import BacklogFull, Sink, SinkUnavailable
 
@@ -31,6 +35,8 @@ class Dispatcher:
     ) -> None:
         self.sinks = list(sinks)
         self.stats = stats
+        # The collector exports every sink's loss and error series from the start, at 0.
+        stats.sink_names = [sink.name for sink in self.sinks]
         self._log = log
         self._log_interval = log_interval
         self._last_logged: dict[str, float] = {}
@@ -86,6 +92,7 @@ class Dispatcher:
                 self._rate_limited_log(sink.name, f"sink {sink.name} flush failed: {type(e).__name__}: {e}")
                 continue
             self._count_given_up(sink, lost)
+            self._count_errors(sink)
             backlog = getattr(sink, "backlog", None)
             if backlog is not None:
                 self.stats.backlog[sink.name] = (len(backlog), backlog.size)
@@ -94,6 +101,21 @@ class Dispatcher:
                 dropped = self._overflow.pop(sink.name)[0]
                 self._log(f"sink {sink.name} caught up; {dropped} event(s) were dropped while it was behind")
         self._backlog_peak = max(self._backlog_peak, held)
+
+    def reopen(self) -> None:
+        """Log rotation: sinks writing to a file reopen it at their next flush."""
+        for sink in self.sinks:
+            reopen = getattr(sink, "reopen", None)
+            if reopen is not None:
+                reopen()
+
+    def _count_errors(self, sink: Sink) -> None:
+        take_errors = getattr(sink, "take_errors", None)
+        if take_errors is None:
+            return
+        for message in take_errors():
+            self.stats.sink_errors[sink.name] += 1
+            self._rate_limited_log(f"{sink.name}/error", f"sink {sink.name}: {message}")
 
     def take_drained_peak(self) -> int:
         """Once every sink is empty: the most bytes they held (seen at a flush) since

@@ -2,8 +2,9 @@
 
 - ``exe``: the process's executable, full path. bpf_d_path is allowed on a few hooks
   only, so the kernel sends ids and user space resolves /proc/<tgid>/exe, cached per
-  process. An exec event updates the cache with the new image once it is decoded
-  (the exec event itself still names the caller's old exe: that is who ran it).
+  process. An event of a hook whose sidecar says ``enrich: {new_exe: FIELD}`` (an
+  exec) updates the cache with the new image once it is decoded (the exec event
+  itself still names the caller's old exe: that is who ran it).
   A process that is already gone when its event is decoded gets exe "".
 - ``cgroup``: the cgroup v2 path of ``cgroup_id`` (the id is the inode number of the
   cgroup's directory in cgroupfs); looked up in a cache rebuilt by walking
@@ -21,13 +22,20 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from krsid.pipeline.decode import Event
+from krsid.event import Event
 
 UNIT_RE = re.compile(r"^[^/]+\.(?:service|scope)$")
 CONTAINER_RE = re.compile(
     r"(?:docker-|cri-containerd-|crio-|libpod-|/docker/|/kubepods[^/]*/(?:[^/]+/)*(?:pod[^/]+/)?)([0-9a-f]{64})"
 )
-EXEC_HOOK = "bprm_check_security"
+# The fields enrich() adds to every event, with what they mean (the field reference
+# in README.md and the journal catalog are generated from this).
+ENRICHED_FIELDS: tuple[tuple[str, str], ...] = (
+    ("exe", "Full path of the process's executable (/proc/TGID/exe, cached per process; empty if already gone)."),
+    ("cgroup", "cgroup v2 path of cgroup_id (resolved from /sys/fs/cgroup)."),
+    ("unit", "systemd unit from the cgroup path (the deepest *.service or *.scope), empty if none."),
+    ("container_id", "64-hex container id when the cgroup path carries one (docker, containerd, cri-o, podman)."),
+)
 
 
 def unit_of(cgroup: str) -> str:
@@ -87,8 +95,9 @@ class Enricher:
                         self._cgroup_ctx.clear()
                     self._cgroup_ctx[cgid] = ctx
             v["cgroup"], v["unit"], v["container_id"] = ctx
-        if event.hook == EXEC_HOOK and isinstance(tgid, int):
-            new = v.get("path")
+        new_exe = event.spec.enrich.new_exe
+        if new_exe and isinstance(tgid, int):
+            new = v.get(new_exe)
             if isinstance(new, bytes) and new:
                 self._exe.put(tgid, new)  # what this process runs from now on
 

@@ -1,4 +1,4 @@
-"""Compile, load, attach and detach the hook programs. The only module that imports bcc.
+"""Compile, load and attach the hook programs; open their event buffer. The only module that imports bcc.
 
 All enabled programs are compiled as ONE BCC module: one clang run instead of one
 per hook (clang is most of the cold-start cost: ~0.7 s per run on a real machine,
@@ -18,8 +18,8 @@ the C source, numbers from Python): no configuration string becomes C.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes as ct
+import errno
 import functools
 import hashlib
 import os
@@ -35,11 +35,9 @@ from krsid.errors import ProgramLoadError
 from krsid.kernel.headers import HeaderSource, bcc_environment
 from krsid.pipeline.compile_guard import ChildCompile, captured_stderr, isolated_compile
 from krsid.pipeline.layout import layout_asserts
-from krsid.policy import RULES_PER_HOOK, CompiledRule
-
-# enum krsid_counter, in order; the compile asserts the count (KRSID_CNT_SLOTS_EXPECTED).
-COUNTER_SLOTS = ("invocations", "emitted", "lost_ringbuf", "filtered", "suppressed_rate", "suppressed_dedup")
-OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS
+from krsid.pipeline.leaf import write_leaf
+from krsid.pipeline.transport import EventTransport, PerfBufferTransport, RingBufferTransport
+from krsid.policy import BankLayout, CompiledRule
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,9 @@ def module_text(
         parts.append(f"#define KRSID_HOOK_ID {hook_id}\n")
         parts.append(f"#define KRSID_HOOK_NARGS {int(hook_nargs[spec.name])}\n")
         parts.append(f'#line 1 "{spec.name}.c"\n')  # hook names are [a-z0-9_]: safe in a string
-        parts.append(spec.source.read_text(encoding="utf-8"))
+        # The text the catalog read from the checked file, not the file again: it may
+        # have changed since (config.check_trusted checked it before it was read).
+        parts.append(spec.source_text)
         parts.append("\n")
         parts.append(layout_asserts(spec.layout))
         parts.append("#undef KRSID_HOOK_ID\n#undef KRSID_HOOK_NARGS\n")
@@ -103,8 +103,9 @@ def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) ->
         f"-DKRSID_RINGBUF_PAGES={settings.ringbuf_pages}",
         f"-DKRSID_USE_PERFBUF={1 if settings.use_perfbuf else 0}",
         f"-DKRSID_WAKEUP_EVENTS={int(settings.wakeup_events)}",
-        f"-DKRSID_CNT_SLOTS_EXPECTED={len(COUNTER_SLOTS)}",
-        f"-DKRSID_RULES_PER_HOOK_EXPECTED={RULES_PER_HOOK}",
+        # The contract's numbers (parsed from this header), asserted by the compile.
+        f"-DKRSID_CNT_SLOTS_EXPECTED={len(catalog.contract.counters)}",
+        f"-DKRSID_RULES_PER_HOOK_EXPECTED={catalog.contract.rules_per_hook}",
         "-Wno-incompatible-pointer-types-discards-qualifiers",
     ]
 
@@ -125,11 +126,12 @@ def _compile_uncaptured(text: str, cflags: list[str], header_source: HeaderSourc
 
 
 def _compile(
-    text: str, cflags: list[str], header_source: HeaderSource, what: str
+    text: str, cflags: list[str], header_source: HeaderSource, what: str, compile_marker: Path | None = None
 ) -> tuple[_ManualAttachBPF | None, str]:
     """Compile with the compiler's output captured, and reported if the compiler ends
-    the process (``what`` names the programs in that report)."""
-    with captured_stderr(watch=what) as output:
+    the process (``what`` names the programs in that report; a stop-then-kill
+    mid-compile removes ``compile_marker``)."""
+    with captured_stderr(watch=what, compile_marker=compile_marker) as output:
         try:
             return _compile_uncaptured(text, cflags, header_source), output()
         except Exception:
@@ -254,6 +256,23 @@ def why_not(result: ChildCompile) -> str:
     return f"{why}:\n{result.output.strip()}"
 
 
+# What bcc's load_func raises for EPERM, whatever the cause: a kernel without "bpf" in
+# its active LSMs, lockdown, a missing capability. The cause is for `krsid doctor`.
+BCC_EPERM_TEXT = "Need super-user privileges"
+EPERM_HINT = "run `krsid doctor` to see why"
+
+
+def load_error_text(error: Exception, errno_after: int) -> str:
+    """A load/attach exception from bcc, for a person; errno_after is ctypes' errno
+    right after the failed call (bcc raises plain Exceptions without it)."""
+    text = str(error)
+    if text.startswith(BCC_EPERM_TEXT):
+        return f"the kernel refused to load the BPF-LSM program (EPERM): {EPERM_HINT} (bcc: {text})"
+    if errno_after == errno.EPERM and text.startswith("Failed to attach LSM"):
+        return f"the kernel refused to attach the BPF-LSM program (EPERM): {EPERM_HINT} (bcc: {text})"
+    return text
+
+
 class LoadedPrograms:
     """The compiled module(s) with their attached programs, maps and event buffer."""
 
@@ -288,7 +307,7 @@ class LoadedPrograms:
     def _compile_specs(self, specs: Sequence[HookSpec]) -> tuple[_ManualAttachBPF | None, str]:
         self.max_hooks = max(len(self.specs), 1)
         text, cflags = self._module(specs)
-        return _compile(text, cflags, self.settings.header_source, _programs_named(specs))
+        return _compile(text, cflags, self.settings.header_source, _programs_named(specs), self.compile_marker)
 
     def module_key(self) -> str:
         """Digest of what build() compiles first (the compile marker's content)."""
@@ -374,7 +393,7 @@ class LoadedPrograms:
                     bpf.attach_lsm(fn_name=f"lsm__{spec.name}".encode())
                     err = ""
                 except Exception as e:
-                    err = f"{e}\n{output().strip()}".strip()
+                    err = f"{load_error_text(e, ct.get_errno())}\n{output().strip()}".strip()
             self.status[spec.name] = HookStatus(spec.name, not err, err, time.monotonic() - t0)
         return dict(self.status)
 
@@ -385,13 +404,6 @@ class LoadedPrograms:
     def table(self, name: str) -> object:
         """A map of the module by name (for tools and benchmarks: bcc table object)."""
         return self._require()[name.encode()]
-
-    def detach(self, hook: str) -> None:
-        bpf = self._require()
-        with contextlib.suppress(Exception):
-            bpf.detach_lsm(fn_name=f"lsm__{hook}".encode())
-        if hook in self.status:
-            self.status[hook] = HookStatus(hook, False, "detached")
 
     def close(self) -> None:
         """Detach everything and free the module. Also what happens on exit/kill: fail-open."""
@@ -419,7 +431,7 @@ class LoadedPrograms:
                     for target in opt.maps:
                         self._fill_set(bpf, target.name, target.key_size, [target.key(v) for v in value])
                     continue
-                idx = self.hook_ids[hook] * OPTION_SLOTS + opt.slot
+                idx = self.hook_ids[hook] * self.catalog.contract.option_slots + opt.slot
                 table[ct.c_int(idx)] = ct.c_uint64(value)
 
     def set_limits(self, limits: Mapping[str, tuple[int, int]]) -> None:
@@ -431,11 +443,12 @@ class LoadedPrograms:
         cpus = max(os.cpu_count() or 1, 1)
         for hook, hook_id in self.hook_ids.items():
             rate, window_ms = limits.get(hook, (0, 0))
-            leaf = table.Leaf()
+            values = {"window_ns": window_ms * 1_000_000}
             if rate:
-                leaf.cost_ns = max(1, 1_000_000_000 * cpus // rate)
-                leaf.burst_ns = max(leaf.cost_ns, 1_000_000_000)
-            leaf.window_ns = window_ms * 1_000_000
+                cost_ns = max(1, 1_000_000_000 * cpus // rate)
+                values |= {"cost_ns": cost_ns, "burst_ns": max(cost_ns, 1_000_000_000)}
+            leaf = table.Leaf()
+            write_leaf(leaf, values)
             table[ct.c_int(hook_id)] = leaf
 
     @staticmethod
@@ -454,8 +467,12 @@ class LoadedPrograms:
 
     # -- policy --------------------------------------------------------------------------
 
+    def bank_layout(self) -> BankLayout:
+        """Where each hook's rules live in the policy maps of this module (krsid.policy.banks)."""
+        return BankLayout(dict(self.hook_ids), self.max_hooks, self.catalog.contract.rules_per_hook)
+
     def rule_index(self, bank: int, hook: str, slot: int) -> int:
-        return (bank * self.max_hooks + self.hook_ids[hook]) * RULES_PER_HOOK + slot
+        return self.bank_layout().rule_index(bank, hook, slot)
 
     def active_bank(self) -> int:
         return int(self._require()[b"krsid_policy_bank"][ct.c_int(0)].value) & 1
@@ -464,58 +481,36 @@ class LoadedPrograms:
         """Write every hook's rules into the inactive bank, then make it the active one.
 
         Hook calls see the whole old or the whole new policy, never a mix, and no
-        program is detached. Returns the bank that is now active.
+        program is detached. Returns the bank that is now active. What goes where is
+        the bank layout's (krsid.policy.banks); each slot's hits are cleared when it
+        is written.
         """
         bpf = self._require()
         rules = bpf[b"krsid_rules"]
         hits = bpf[b"krsid_rule_hits"]
-        target = 1 - self.active_bank()
-        self._write_dirs(target, per_hook)
-        for hook in self.hook_ids:
-            compiled = per_hook.get(hook, ())
-            if len(compiled) > RULES_PER_HOOK:
-                raise ProgramLoadError(f"{hook}: {len(compiled)} rules, at most {RULES_PER_HOOK}")
-            # The rules, then one empty slot that ends the list: the program stops at
-            # it, so older entries behind it never count (and each slot's hits are
-            # cleared when a rule is written there).
-            for slot in range(min(len(compiled) + 1, RULES_PER_HOOK)):
-                idx = ct.c_int(self.rule_index(target, hook, slot))
-                leaf = rules.Leaf()  # all zero: an empty slot ends the hook's list
-                if slot < len(compiled):
-                    for name, value in compiled[slot].values.items():
-                        if isinstance(value, list):
-                            arr = getattr(leaf, name)
-                            for i, x in enumerate(value):
-                                arr[i] = x
-                        else:
-                            setattr(leaf, name, value)
-                rules[idx] = leaf
-                hits.clearitem(idx)
+        layout = self.bank_layout()
+        target = layout.other(self.active_bank())
+        self._write_dirs(layout, target, per_hook)
+        for slot in layout.rule_slots(target, per_hook):
+            idx = ct.c_int(slot.index)
+            leaf = rules.Leaf()  # all zero: an empty slot ends the hook's list
+            write_leaf(leaf, slot.values)
+            rules[idx] = leaf
+            hits.clearitem(idx)
         bpf[b"krsid_policy_bank"][ct.c_int(0)] = ct.c_uint32(target)
         return target
 
-    def _write_dirs(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> None:
-        """Replace the bank's krsid_dirs entries: (bank, hook, kind, dev, ino) -> the
-        rule slots (bits) whose exe_prefix / path_prefix names that directory."""
+    def _write_dirs(self, layout: BankLayout, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> None:
+        """Replace the bank's krsid_dirs entries (the other bank's stay: they are live)."""
         dirs = self._require()[b"krsid_dirs"]
         for key in list(dirs.keys()):
-            if key.bank_hook // self.max_hooks == bank:
+            if layout.bank_of(key.bank_hook) == bank:
                 dirs.__delitem__(key)
-        bits: dict[tuple[int, int, int, int], int] = {}
-        for hook, compiled in per_hook.items():
-            if hook not in self.hook_ids:
-                continue
-            bank_hook = bank * self.max_hooks + self.hook_ids[hook]
-            for slot, rule in enumerate(compiled):
-                for kind, dev, ino in rule.dirs:
-                    k = (bank_hook, kind, dev, ino)
-                    bits[k] = bits.get(k, 0) | (1 << slot)
-        for (bank_hook, kind, dev, ino), mask in bits.items():
+        for entry in layout.dir_entries(bank, per_hook):
             key = dirs.Key()
-            key.bank_hook, key.kind, key.dev, key.ino = bank_hook, kind, dev, ino
+            write_leaf(key, entry.key)
             leaf = dirs.Leaf()
-            for w in range(len(leaf.bits)):
-                leaf.bits[w] = (mask >> (64 * w)) & 0xFFFFFFFFFFFFFFFF
+            write_leaf(leaf, entry.leaf)
             dirs[key] = leaf
 
     def rule_hits(self, bank: int, hook: str, slot: int) -> int:
@@ -533,11 +528,12 @@ class LoadedPrograms:
         if self._bpf is None:
             return {}
         table = self._bpf[b"krsid_counters"]
+        counters = self.catalog.contract.counters  # enum krsid_counter, in slot order
         out: dict[str, dict[str, int]] = {}
         for hook, hook_id in self.hook_ids.items():
             out[hook] = {
-                name: int(table.sum(ct.c_int(hook_id * len(COUNTER_SLOTS) + slot)).value)
-                for slot, name in enumerate(COUNTER_SLOTS)
+                name: int(table.sum(ct.c_int(hook_id * len(counters) + slot)).value)
+                for slot, name in enumerate(counters)
             }
         return out
 
@@ -557,8 +553,9 @@ class LoadedPrograms:
 
     # -- events --------------------------------------------------------------------------
 
-    def open_events(self, on_record: Callable[[bytes], None], on_lost: Callable[[int], None]) -> None:
-        """Deliver each raw record (bytes) to on_record; on_lost gets perf-buffer loss counts."""
+    def open_events(self, on_record: Callable[[bytes], None], on_lost: Callable[[int], None]) -> EventTransport:
+        """Deliver each raw record (bytes) to on_record; on_lost gets perf-buffer loss
+        counts. Returns the buffer as an EventTransport, which the poll loop drives."""
         bpf = self._require()
         string_at = ct.string_at
         if self.settings.use_perfbuf:
@@ -567,30 +564,18 @@ class LoadedPrograms:
                 on_record(string_at(data, size))
 
             bpf[b"events"].open_perf_buffer(perf_cb, page_cnt=self.settings.ringbuf_pages, lost_cb=on_lost)
-        else:
+            return PerfBufferTransport(lambda timeout_ms: bpf.perf_buffer_poll(timeout=timeout_ms))
 
-            def ring_cb(_ctx: int, data: int, size: int) -> int:
-                on_record(string_at(data, size))
-                return 0
+        def ring_cb(_ctx: int, data: int, size: int) -> int:
+            on_record(string_at(data, size))
+            return 0
 
-            bpf[b"events"].open_ring_buffer(ring_cb)
-
-    def events_fd(self) -> int:
-        """The ring buffer's map fd (polls POLLIN when records wait); -1 for perf buffers."""
-        if self.settings.use_perfbuf:
-            return -1
-        return int(self._require()[b"events"].map_fd)
-
-    def consume(self) -> None:
-        """Handle every record waiting in the ring buffer, without waiting."""
-        self._require().ring_buffer_consume()
-
-    def poll(self, timeout_ms: int) -> None:
-        bpf = self._require()
-        if self.settings.use_perfbuf:
-            bpf.perf_buffer_poll(timeout=timeout_ms)
-        else:
-            bpf.ring_buffer_poll(timeout=timeout_ms)
+        bpf[b"events"].open_ring_buffer(ring_cb)
+        return RingBufferTransport(
+            int(bpf[b"events"].map_fd),
+            bpf.ring_buffer_consume,
+            lambda timeout_ms: bpf.ring_buffer_poll(timeout=timeout_ms),
+        )
 
     def _require(self) -> _ManualAttachBPF:
         if self._bpf is None:

@@ -7,7 +7,7 @@ event and a Counter takes a lock per inc().
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,10 +27,22 @@ def queue_stage(sink_name: str) -> str:
     return f"queue_{sink_name}"
 
 
-def gap_stages(sink_name: str) -> tuple[str, ...]:
-    """The stages whose losses leave a gap in this sink's seq numbers: those before
-    the sinks (every sink misses the event) and this sink's own."""
-    return (STAGE_RINGBUF, STAGE_PERFBUF, STAGE_DECODE, queue_stage(sink_name), sink_stage(sink_name))
+# The hook label of losses that cannot be attributed to a hook: a record whose hook id
+# does not decode, and the perf buffer's lost callback (it only gets a count).
+UNKNOWN_HOOK = "unknown"
+
+
+def loss_series(hooks: Iterable[str], sinks: Iterable[str], *, perf_buffer: bool) -> list[tuple[str, str]]:
+    """Every (hook, stage) at which this pipeline can count a loss: exported at 0 from the
+    start, so that the first loss is an increase (a series that appears already at 1 is
+    no increase to Prometheus, and an alert on increase() would never fire)."""
+    sinks = list(sinks)
+    per_hook = (STAGE_RINGBUF, STAGE_DECODE, *(s for sink in sinks for s in (queue_stage(sink), sink_stage(sink))))
+    out = [(hook, stage) for hook in hooks for stage in per_hook]
+    out.append((UNKNOWN_HOOK, STAGE_DECODE))
+    if perf_buffer:
+        out.append((UNKNOWN_HOOK, STAGE_PERFBUF))
+    return out
 
 
 @dataclass
@@ -40,6 +52,8 @@ class PipelineStats:
     sink_errors: Counter[str] = field(default_factory=Counter)  # sink -> failed writes
     enrich_errors: int = 0  # events delivered without user-space context
     backlog: dict[str, tuple[int, int]] = field(default_factory=dict)  # sink -> (entries, bytes) waiting
+    sink_names: list[str] = field(default_factory=list)  # the configured sinks (set by the Dispatcher)
+    perf_buffer: bool = False  # events come through a perf buffer (its losses are counted as hook "unknown")
 
 
 class KernelCounters(Protocol):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Protocol
 
-from krsid.pipeline.decode import Event
+from krsid.event import Event
 
 DEFAULT_BACKLOG_BYTES = 16 << 20
 

@@ -30,15 +30,15 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from krsid.catalog import HookSpec
-from krsid.pipeline.decode import Event, Value, text_of
+from krsid.catalog import TEMPLATE_FIELD_RE, HookSpec
+from krsid.event import Event, Value, text_of
 from krsid.sinks.base import DEFAULT_BACKLOG_BYTES, Backlog, SinkUnavailable
 
 # libsystemd hard-codes this path, and so does journald.
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 SYSLOG_IDENTIFIER = "krsid"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TEMPLATE_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_TEMPLATE_FIELD = TEMPLATE_FIELD_RE  # the catalog checks MESSAGE templates with the same pattern
 _LE64 = struct.Struct("<Q")
 # Errors that mean "journald is not there"; anything else is a failed write of this entry.
 _GONE = (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN)

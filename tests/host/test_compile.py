@@ -222,8 +222,8 @@ def test_a_kill_during_a_compile_costs_one_isolated_start_not_every_start(
     """A marker left by a process killed mid-compile (OOM, SIGKILL), not by a program:
     the next start isolates, finds every program fine, and removes the marker."""
     from krsid.config import load_config
-    from krsid.daemon import kernel_hooks, plan_build
     from krsid.pipeline.load import LoadedPrograms
+    from krsid.plan import kernel_hooks, plan_build
 
     config = two_hook_config(tmp_path, PROGRAMS, header_cache)
     marker = tmp_path / "state" / "compiling"

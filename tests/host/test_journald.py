@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from krsid.pipeline.decode import Event, EventDecoder
+from krsid.event import Event
+from krsid.pipeline.decode import EventDecoder
 from krsid.sinks.journald import JournaldSink, NativeJournal, libsystemd_sender
 from tests.support.journald import Journal
 from tests.support.records import catalog, pack

@@ -33,8 +33,9 @@ def unit_with_existing_exec(tmp: Path) -> Path:
     """The unit with ExecStart pointing at this checkout's krsid: verify checks that the
     binary exists, and /opt/krsid exists only after make install."""
     krsid = shutil.which("krsid") or str(Path(__import__("sys").executable).parent / "krsid")
-    text = UNIT.read_text().replace("/opt/krsid/bin/krsid", krsid)
-    assert text != UNIT.read_text()
+    shipped = UNIT.read_text()
+    text = re.sub(r"^ExecStart=\S+", f"ExecStart={krsid}", shipped, flags=re.M)
+    assert text != shipped
     p = tmp / "krsid.service"
     p.write_text(text)
     return p
@@ -71,8 +72,8 @@ def test_unit_is_a_notify_service_with_watchdog_and_rate_limits() -> None:
         "Restart=on-failure",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "LogsDirectory=krsid",
     ):
         assert f"\n{line}\n" in text, line
     assert re.search(r"\nWatchdogSec=\d+s\n", text)
@@ -80,6 +81,18 @@ def test_unit_is_a_notify_service_with_watchdog_and_rate_limits() -> None:
     assert burst and int(burst.group(1)) >= 100_000  # journald's 10k/30s would drop audit events
     caps = re.search(r"\nCapabilityBoundingSet=(.*)\n", text)
     assert caps and {"CAP_BPF", "CAP_PERFMON"} <= set(caps.group(1).split())
+
+
+def test_unit_leaves_host_tmp_and_home_visible_to_path_rules() -> None:
+    """Policy path rules resolve /tmp and /home in the daemon's mount namespace: a
+    private /tmp or a hidden /home would make them silently never match a host process
+    (tests/vm/test_systemd_nspawn.py proves the match under real systemd)."""
+    settings = dict(
+        line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert settings.get("PrivateTmp", "no") == "no", settings.get("PrivateTmp")
+    assert settings.get("ProtectHome", "no") in ("no", "read-only"), settings.get("ProtectHome")
+    assert "TemporaryFileSystem" not in settings and "InaccessiblePaths" not in settings
 
 
 def test_make_install_and_uninstall_stage_everything(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ import yaml
 
 from krsid.config import load_config
 from krsid.daemon import Daemon
-from krsid.pipeline.stats import STAGE_DECODE, gap_stages
+from krsid.pipeline.stats import STAGE_DECODE
+from tests.support.metrics import gap_stages
 from tests.support.sinks import complete_jsonl
 
 if TYPE_CHECKING:

@@ -1,6 +1,14 @@
-"""Reading krsid's Prometheus exposition in tests."""
+"""Reading krsid's Prometheus exposition and loss counters in tests."""
 
 from __future__ import annotations
+
+from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, STAGE_RINGBUF, queue_stage, sink_stage
+
+
+def gap_stages(sink_name: str) -> tuple[str, ...]:
+    """The stages whose losses leave a gap in this sink's seq numbers: those before
+    the sinks (every sink misses the event) and this sink's own."""
+    return (STAGE_RINGBUF, STAGE_PERFBUF, STAGE_DECODE, queue_stage(sink_name), sink_stage(sink_name))
 
 
 def metric(text: str, name: str, **labels: str) -> float:

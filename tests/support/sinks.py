@@ -6,8 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from krsid.pipeline.decode import Event
+from krsid.event import Event
 from krsid.sinks.base import Sink
+from krsid.sinks.jsonl import event_line
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """The JSON object of an event, with bytes values as text (surrogateescape)."""
+    record: dict[str, Any] = json.loads(event_line(event))
+    return record
 
 
 def emit_and_flush(sink: Sink, *events: Event) -> None:

@@ -28,7 +28,9 @@ from krsid.kernel.btf import (
     VMLINUX_BTF,
     Btf,
     Member,
+    lsm_hook_arity,
 )
+from tests.support.btf import DescribingBtf
 
 needs_btf = pytest.mark.skipif(
     not VMLINUX_BTF.exists(), reason=f"{VMLINUX_BTF} absent (kernel without CONFIG_DEBUG_INFO_BTF)"
@@ -38,10 +40,10 @@ JsonType = dict[str, Any]
 
 # ----------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def btf() -> Btf:
+def btf() -> DescribingBtf:
     if not VMLINUX_BTF.exists():
         pytest.skip(f"{VMLINUX_BTF} absent (kernel without CONFIG_DEBUG_INFO_BTF)")
-    return Btf.load()
+    return DescribingBtf.load()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def _json_flatten(types: dict[int, JsonType], t: JsonType, base: int = 0) -> lis
 
 
 # ------------------------------------------------------- the real vmlinux BTF
-def test_load_is_fast(btf: Btf) -> None:
+def test_load_is_fast(btf: DescribingBtf) -> None:
     t0 = time.perf_counter()
     again = Btf.load()
     elapsed = time.perf_counter() - t0
@@ -89,7 +91,7 @@ def test_load_is_fast(btf: Btf) -> None:
     assert elapsed < 2.0, f"loading vmlinux BTF took {elapsed:.2f} s"
 
 
-def test_lsm_hooks(btf: Btf, raw: dict[int, JsonType]) -> None:
+def test_lsm_hooks(btf: DescribingBtf, raw: dict[int, JsonType]) -> None:
     hooks = btf.lsm_hooks()
     for hook in (
         "bprm_check_security",
@@ -110,7 +112,7 @@ def test_lsm_hooks(btf: Btf, raw: dict[int, JsonType]) -> None:
     assert hooks == expected
 
 
-def test_func_params_file_mprotect(btf: Btf) -> None:
+def test_func_params_file_mprotect(btf: DescribingBtf) -> None:
     assert btf.func_params("bpf_lsm_file_mprotect") == [
         ("vma", "struct vm_area_struct *"),
         ("reqprot", "long unsigned int"),
@@ -121,14 +123,14 @@ def test_func_params_file_mprotect(btf: Btf) -> None:
     )
 
 
-def test_func_params_other_hooks(btf: Btf) -> None:
+def test_func_params_other_hooks(btf: DescribingBtf) -> None:
     assert btf.func_params("bpf_lsm_bprm_check_security") == [("bprm", "struct linux_binprm *")]
     params = dict(btf.func_params("bpf_lsm_sb_mount"))
     assert params["dev_name"] == "const char *"
     assert params["path"] == "const struct path *"
 
 
-def test_func_params_names_match_bpftool(btf: Btf, raw: dict[int, JsonType]) -> None:
+def test_func_params_names_match_bpftool(btf: DescribingBtf, raw: dict[int, JsonType]) -> None:
     """Every hook's parameter names, in order, as bpftool decodes them."""
     checked = 0
     for t in raw.values():
@@ -140,7 +142,18 @@ def test_func_params_names_match_bpftool(btf: Btf, raw: dict[int, JsonType]) -> 
     assert checked == len(btf.lsm_hooks())
 
 
-def test_func_ids_match_bpftool(btf: Btf, raw: dict[int, JsonType]) -> None:
+def test_hook_arity_is_the_parameter_count_bpftool_sees(raw: dict[int, JsonType]) -> None:
+    """lsm_hook_arity (what the programs are built with) counts bpftool's parameters."""
+    want = {
+        t["name"][len("bpf_lsm_") :]: len(raw[t["type_id"]]["params"])
+        for t in raw.values()
+        if t["kind"] == "FUNC" and t["name"].startswith("bpf_lsm_")
+    }
+    assert lsm_hook_arity() == want
+    assert want["file_mprotect"] == 3
+
+
+def test_func_ids_match_bpftool(btf: DescribingBtf, raw: dict[int, JsonType]) -> None:
     first: dict[str, int] = {}
     for tid in sorted(raw):
         if raw[tid]["kind"] == "FUNC":
@@ -151,7 +164,7 @@ def test_func_ids_match_bpftool(btf: Btf, raw: dict[int, JsonType]) -> None:
         btf.func_id("bpf_lsm_no_such_hook")
 
 
-def test_function_pointer_rendering(btf: Btf) -> None:
+def test_function_pointer_rendering(btf: DescribingBtf) -> None:
     fops = next(c for c in btf.composites() if c.name == "file_operations")
     rec = btf.starts[fops.type_id]
     members = {
@@ -160,7 +173,7 @@ def test_function_pointer_rendering(btf: Btf) -> None:
     assert btf.type_str(members["llseek"], "llseek") == ("loff_t (*llseek)(struct file *, loff_t, int)")
 
 
-def test_task_struct_pid_offset(btf: Btf, raw: dict[int, JsonType]) -> None:
+def test_task_struct_pid_offset(btf: DescribingBtf, raw: dict[int, JsonType]) -> None:
     ts = next(c for c in btf.composites() if c.name == "task_struct")
     pid = next(m for m in ts.members if m.name == "pid")
     ref = next(t for t in raw.values() if t["kind"] == "STRUCT" and t["name"] == "task_struct")
@@ -170,7 +183,7 @@ def test_task_struct_pid_offset(btf: Btf, raw: dict[int, JsonType]) -> None:
     assert ts.size == ref["size"]
 
 
-def test_every_composite_matches_bpftool(btf: Btf, raw: dict[int, JsonType]) -> None:
+def test_every_composite_matches_bpftool(btf: DescribingBtf, raw: dict[int, JsonType]) -> None:
     """All structs and unions, all (flattened) members: name, bit offset, bitfield size."""
     mine = {c.type_id: c for c in btf.composites()}
     ref = {tid: t for tid, t in raw.items() if t["kind"] in ("STRUCT", "UNION")}
@@ -187,7 +200,7 @@ def test_every_composite_matches_bpftool(btf: Btf, raw: dict[int, JsonType]) -> 
     assert len(ref) > 1000 and members > 10_000
 
 
-def test_anonymous_members_are_flattened(btf: Btf) -> None:
+def test_anonymous_members_are_flattened(btf: DescribingBtf) -> None:
     # struct page keeps most of its members in anonymous unions/structs.
     page = next(c for c in btf.composites() if c.name == "page")
     names = {m.name for m in page.members}
@@ -195,7 +208,7 @@ def test_anonymous_members_are_flattened(btf: Btf) -> None:
     assert "" not in names
 
 
-def test_enum_values(btf: Btf) -> None:
+def test_enum_values(btf: DescribingBtf) -> None:
     assert btf.enum_values("bpf_prog_type")["BPF_PROG_TYPE_LSM"] == probe.BPF_PROG_TYPE_LSM
     assert btf.enum_values("bpf_prog_type")["BPF_PROG_TYPE_SOCKET_FILTER"] == (probe.BPF_PROG_TYPE_SOCKET_FILTER)
     assert btf.enum_values("bpf_attach_type")["BPF_LSM_MAC"] == probe.BPF_LSM_MAC
@@ -206,7 +219,7 @@ def test_enum_values(btf: Btf) -> None:
         btf.enum_values("no_such_enum_krsid")
 
 
-def test_probe_bpf_attr_offsets_match_btf(btf: Btf) -> None:
+def test_probe_bpf_attr_offsets_match_btf(btf: DescribingBtf) -> None:
     """probe.py hardcodes union bpf_attr offsets for its raw syscalls; the kernel's
     own BTF says where they are."""
     attr = next(c for c in btf.composites() if c.name == "bpf_attr")
@@ -281,7 +294,7 @@ def _demo() -> _Builder:
 
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_synthetic_blob(order: str) -> None:
-    btf = Btf.from_bytes(_demo().blob(order))
+    btf = DescribingBtf.from_bytes(_demo().blob(order))
     assert btf.type_count == 9
     assert btf.lsm_hooks() == ["demo_hook"]
     assert btf.func_id("other") == 8

@@ -99,6 +99,10 @@ struct demo_set_event {
     KRSID_EVENT_HEADER
     __u32 x;
 };
+#define DEMO_SET_SIZE 4
+BPF_HASH(demo_paths, struct demo_path_key, __u8, DEMO_SET_SIZE);
+BPF_HASH(demo_names, struct demo_name_key, __u8, 0x10);
+BPF_TABLE("hash", struct demo_head_key, __u8, demo_heads, DEMO_SET_SIZE);
 LSM_PROBE(demo_set, struct file *file) { return 0; }
 """
 SET_SIDECAR = """hook: demo_set

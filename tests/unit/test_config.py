@@ -22,7 +22,9 @@ def test_shipped_config_is_valid() -> None:
     assert noisy == {"mmap_file", "socket_connect"}
     assert dict(next(h for h in c.hooks if h.name == "file_mprotect").options) == {"exec_only": 1}
     assert (c.prometheus.host, c.prometheus.port) == ("127.0.0.1", 9477)
-    assert c.jsonl.path == "-" and c.journald.enabled
+    # Under systemd stdout goes to the journal, which has every event already: JSON
+    # lines go to their own file (LogsDirectory=krsid), else each event is logged twice.
+    assert c.jsonl.path == "/var/log/krsid/events.jsonl" and c.journald.enabled
 
 
 def test_option_defaults_come_from_the_sidecar() -> None:
@@ -42,6 +44,8 @@ BAD = [
     ("hooks:\n  file_mprotect:\n    exec_only: 'yes'\n", "3:16", "expected true or false"),
     ("hooks:\n  file_mprotect:\n    exec_onyl: true\n", "3:5", "unknown key 'exec_onyl'"),
     ("hooks: {}\n", "1:8", "no hooks configured"),
+    # all disabled: `run` would fail with exit 1, which systemd restarts; a config error (2) is not
+    ("hooks:\n  file_mprotect: {enabled: false}\n  bpf: {enabled: false}\n", "2:3", "every hook is disabled"),
     ("hooks:\n  file_mprotect: {}\nsurprise: 1\n", "3:1", "unknown key 'surprise'"),
     ("hooks:\n  file_mprotect: {}\nbuffer:\n  pages: 100\n", "4:10", "power of two"),
     ("hooks:\n  file_mprotect: {}\nbuffer:\n  pages: true\n", "4:10", "got a boolean"),
@@ -49,6 +53,8 @@ BAD = [
     ("hooks:\n  file_mprotect: {}\nheaders: maybe\n", "3:10", "'maybe' is not one of auto, kernel, btf"),
     ("hooks:\n  file_mprotect: {}\nsinks:\n  prometheus:\n    listen: 9477\n", "5:13", "HOST:PORT"),
     ("hooks:\n  file_mprotect: {}\nsinks:\n  prometheus:\n    listen: 'example.com:80'\n", "5:13", "IP address"),
+    # a digit for str.isdigit() that int() refuses: was a ValueError traceback
+    ("hooks:\n  file_mprotect: {}\nsinks:\n  prometheus:\n    listen: '127.0.0.1:9\u00b2'\n", "5:13", "HOST:PORT"),
     ("hooks:\n  file_mprotect: {}\nsinks:\n  syslog: {}\n", "4:3", "unknown key 'syslog'"),
     ("hooks:\n  file_mprotect: {}\n  file_mprotect: {}\n", "3:3", "duplicate key 'file_mprotect'"),
     ("hooks:\n  file_mprotect: [\n", "3:1", "invalid YAML"),

@@ -1,7 +1,10 @@
-"""Fuzzing the config loader: every input is a Config or a ConfigError, never a traceback."""
+"""Fuzzing the config loader: every input is a Config or a ConfigError, never a
+traceback; the error is one line, and no input takes long (see also
+test_hostile_config.py, the fixed corpus)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import yaml
@@ -57,12 +60,19 @@ documents = st.recursive(
 )
 
 
+TIME_LIMIT_S = 5.0
+
+
 def check(text: str) -> None:
+    t0 = time.monotonic()
     try:
         result = parse_config(text, "fuzz.yaml", catalog=CATALOG)
     except ConfigError as e:
         assert str(e).startswith("fuzz.yaml"), str(e)
+        assert "\n" not in str(e), str(e)
         return
+    finally:
+        assert time.monotonic() - t0 < TIME_LIMIT_S
     assert isinstance(result, Config)
 
 
@@ -86,3 +96,74 @@ def test_raw_yaml_text(text: str) -> None:
 @given(st.binary(max_size=60))
 def test_arbitrary_bytes(raw: bytes) -> None:
     check(raw.decode("utf-8", "replace"))
+
+
+# Pieces of hostile YAML (aliases and anchors, merges, tags, deep nesting, odd numbers
+# and digits) glued together at random, so they meet each other and the real keys.
+HOSTILE_PIECES = [
+    "&a [*a]",
+    "&a {k: *a}",
+    "&b [x, x, x]",
+    "[*b, *b, *b, *b]",
+    "*a",
+    "*b",
+    "{<<: *b}",
+    "{<<: [*b, *b]}",
+    "<<: ",
+    "[" * 60,
+    "]" * 60,
+    "{a: " * 60,
+    "- " * 60,
+    "9" * 5000,
+    "0x" + "f" * 5000,
+    "0b" + "1" * 200,
+    "1:2:3:4:5",
+    "1e99999",
+    ".nan",
+    "2024-13-45",
+    "!!int ''",
+    "!!bool maybe",
+    "!!timestamp x",
+    "!!binary '@'",
+    "!!python/object:os.system",
+    "!!set",
+    "!!omap",
+    "'127.0.0.1:9\u00b2'",
+    '"\\ud800"',
+    '"\\0"',
+    "'\u0669\u0660'",
+    "\u202e",
+    "? ",
+    ": ",
+    ", ",
+    "\n  ",
+    "\n- ",
+    "hooks: ",
+    "file_open: ",
+    "sensitive_paths: ",
+    "file_mprotect: {}",
+    "sinks: {prometheus: {listen: ",
+    "policy: {rules: [{name: r, hook: file_mprotect, action: audit, match: ",
+    "%YAML 1.1\n---\n",
+    "---\n",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(HOSTILE_PIECES), max_size=12))
+def test_hostile_pieces(pieces: list[str]) -> None:
+    check("".join(pieces))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 12), st.integers(2, 12), st.booleans())
+def test_alias_bombs_of_any_shape_fail_fast(levels: int, width: int, merge: bool) -> None:
+    if merge:
+        lines = ["l0: &l0 {a: 1}"]
+        lines += [f"l{i}: &l{i} {{<<: [{', '.join([f'*l{i - 1}'] * width)}]}}" for i in range(1, levels)]
+    else:
+        lines = ["l0: &l0 [lol]"]
+        lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    t0 = time.monotonic()
+    check("hooks:\n  file_mprotect: {}\n" + "\n".join(lines) + "\n")
+    assert time.monotonic() - t0 < 1.0

@@ -17,8 +17,9 @@ import pytest
 
 from krsid.catalog import HookSpec, load_catalog
 from krsid.config import Config, load_config, parse_config
-from krsid.daemon import Daemon, select_hooks
+from krsid.daemon import Daemon
 from krsid.errors import CatalogError, ConfigError
+from krsid.plan import select_hooks
 from krsid.policy import CompiledRule
 from tests.support.records import PROGRAMS
 

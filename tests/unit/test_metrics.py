@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections import Counter
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from krsid.event import Event
+from krsid.metrics import KrsidCollector, make_registry
+from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
-from krsid.sinks.prometheus import KrsidCollector, make_registry
 
 
 class FakeKernel:
@@ -31,9 +34,9 @@ def exposition() -> bytes:
     return generate_latest(reg)
 
 
-def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def samples(text: bytes | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
-    for fam in text_string_to_metric_families(exposition().decode()):
+    for fam in text_string_to_metric_families((text if text is not None else exposition()).decode()):
         for s in fam.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
@@ -59,3 +62,74 @@ def test_metric_values() -> None:
 def test_promtool_check_metrics_is_clean() -> None:
     p = subprocess.run(["promtool", "check", "metrics"], input=exposition(), capture_output=True, timeout=30)
     assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
+
+
+class QuietSink:
+    """A configured sink that never failed (only its name matters to the collector)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def emit(self, event: Event) -> None:
+        pass
+
+    def flush(self) -> Counter[str]:
+        return Counter()
+
+    def pending(self) -> int:
+        return 0
+
+    def wait_fd(self) -> int:
+        return -1
+
+    def close(self) -> Counter[str]:
+        return Counter()
+
+
+def fresh_exposition(*, perf_buffer: bool = False) -> bytes:
+    """A daemon that just started: its sinks configured, nothing lost or failed yet."""
+    stats = PipelineStats(perf_buffer=perf_buffer)
+    Dispatcher([QuietSink("journald"), QuietSink("jsonl")], stats)
+    return generate_latest(make_registry(KrsidCollector(stats, FakeKernel(), ["bprm_check_security", "file_mprotect"])))
+
+
+def test_every_loss_and_sink_error_series_exists_at_zero_from_the_start() -> None:
+    """A series that first appears at 1 is no increase to Prometheus: the alerts on
+    increase() would miss a single burst. So every one exists at 0 before any loss."""
+    s = samples(fresh_exposition())
+    stages = ["ringbuf", "decode", "queue_journald", "sink_journald", "queue_jsonl", "sink_jsonl"]
+    for hook in ("bprm_check_security", "file_mprotect"):
+        for stage in stages:
+            key = ("krsid_events_lost_total", (("hook", hook), ("stage", stage)))
+            assert key in s, f"no {stage} loss series for {hook}"
+            assert s[key] == (1 if (hook, stage) == ("file_mprotect", "ringbuf") else 0)  # FakeKernel lost one
+    assert s[("krsid_events_lost_total", (("hook", "unknown"), ("stage", "decode")))] == 0
+    assert ("krsid_events_lost_total", (("hook", "unknown"), ("stage", "perfbuf"))) not in s  # a ring buffer
+    for sink in ("journald", "jsonl"):
+        assert s[("krsid_sink_errors_total", (("sink", sink),))] == 0
+        assert s[("krsid_sink_backlog_entries", (("sink", sink),))] == 0
+        assert s[("krsid_sink_backlog_bytes", (("sink", sink),))] == 0
+    lost = [k for k in s if k[0] == "krsid_events_lost_total"]
+    assert len(lost) == 2 * len(stages) + 1, lost
+
+
+def test_perf_buffer_loss_series_exists_at_zero_with_a_perf_buffer() -> None:
+    s = samples(fresh_exposition(perf_buffer=True))
+    assert s[("krsid_events_lost_total", (("hook", "unknown"), ("stage", "perfbuf")))] == 0
+
+
+def test_counted_losses_show_in_their_declared_series_once() -> None:
+    stats = PipelineStats()
+    Dispatcher([QuietSink("jsonl")], stats)
+    stats.lost[("file_mprotect", "queue_jsonl")] += 3
+    stats.lost[("unknown", "decode")] += 2
+    stats.lost[("not_attached", "decode")] += 1  # a hook the collector was not told about
+    stats.sink_errors["jsonl"] += 4
+    text = generate_latest(make_registry(KrsidCollector(stats, FakeKernel(), ["file_mprotect"])))
+    s = samples(text)
+    assert s[("krsid_events_lost_total", (("hook", "file_mprotect"), ("stage", "queue_jsonl")))] == 3
+    assert s[("krsid_events_lost_total", (("hook", "unknown"), ("stage", "decode")))] == 2
+    assert s[("krsid_events_lost_total", (("hook", "not_attached"), ("stage", "decode")))] == 1
+    assert s[("krsid_sink_errors_total", (("sink", "jsonl"),))] == 4
+    lines = [x for x in text.decode().splitlines() if x.startswith("krsid_events_lost_total{")]
+    assert len(lines) == len({x.rsplit(" ", 1)[0] for x in lines}), "a loss series exported twice"

@@ -7,27 +7,18 @@ import pytest
 from krsid.catalog import load_catalog
 from krsid.config import parse_config
 from krsid.errors import ConfigError
-from krsid.policy import (
-    ACTIONS,
-    DIR_KIND_EXE,
-    DIR_KIND_FILE,
-    MATCH_COMM,
-    MATCH_EXE,
-    MATCH_EXE_ANY,
-    MATCH_EXE_PREFIX,
-    MATCH_FIELD0,
-    MATCH_FILE_ANY,
-    MATCH_FILE_PREFIX,
-    MATCH_NOT_UID,
-    MATCH_UID,
-    RULES_PER_HOOK,
-    cgroup_id_and_level,
-    comm_words,
-    compile_rules,
-    kernel_inode,
-)
+from krsid.policy import cgroup_id_and_level, comm_words, compile_rules, kernel_inode
 
 ROOT = Path(__file__).resolve().parents[2]
+# The codes and sizes shared with C, as the catalog parsed them from krsid.h.
+CONTRACT = load_catalog(ROOT / "programs").contract
+ACTIONS = CONTRACT.actions
+RULES_PER_HOOK = CONTRACT.rules_per_hook
+DIR_KIND_EXE, DIR_KIND_FILE = CONTRACT.dir_kinds["EXE"], CONTRACT.dir_kinds["FILE"]
+MATCH_UID, MATCH_NOT_UID, MATCH_COMM = CONTRACT.match["UID"], CONTRACT.match["NOT_UID"], CONTRACT.match["COMM"]
+MATCH_EXE, MATCH_EXE_ANY, MATCH_EXE_PREFIX = (CONTRACT.match[k] for k in ("EXE", "EXE_ANY", "EXE_PREFIX"))
+MATCH_FILE_ANY, MATCH_FILE_PREFIX = CONTRACT.match["FILE_ANY"], CONTRACT.match["FILE_PREFIX"]
+MATCH_FIELD0 = CONTRACT.match["FIELD0"]
 HEAD = (
     "hooks:\n  file_mprotect: {}\n  bprm_check_security: {}\n  file_open: {}\n  userns_create: {}\npolicy:\n  rules:\n"
 )
@@ -44,7 +35,7 @@ def test_rule_parses_and_compiles_to_map_values() -> None:
     )
     (rule,) = c.policy.rules  # type: ignore[attr-defined]
     assert (rule.name, rule.hook, rule.action, rule.not_uid, rule.comm) == ("wx", "file_mprotect", "deny", 0, "java")
-    (compiled,) = compile_rules([rule])
+    (compiled,) = compile_rules([rule], CONTRACT)
     v = compiled.values
     assert v["action"] == ACTIONS["deny"] and v["comm"] == [int.from_bytes(b"java", "little"), 0] and v["uid"] == 0
     assert v["match"] == MATCH_NOT_UID | MATCH_COMM | MATCH_FIELD0
@@ -57,7 +48,7 @@ def test_cgroup_is_resolved_when_compiled(tmp_path: Path) -> None:
         "      match: {cgroup: /system.slice/app.service}\n"
     )
     (rule,) = c.policy.rules  # type: ignore[attr-defined]
-    (compiled,) = compile_rules([rule], resolve_cgroup=lambda p: (4242, p.count("/")))
+    (compiled,) = compile_rules([rule], CONTRACT, resolve_cgroup=lambda p: (4242, p.count("/")))
     assert (compiled.values["cgroup_id"], compiled.values["cgroup_level"]) == (4242, 2)
     d = tmp_path / "system.slice" / "app.service"
     d.mkdir(parents=True)
@@ -73,7 +64,8 @@ def test_cgroup_is_resolved_when_compiled(tmp_path: Path) -> None:
         ("    - {name: a, hook: file_mprotect, action: block}\n", "unknown action 'block'"),
         ("    - {name: A B, hook: file_mprotect, action: deny}\n", "rule names are"),
         (
-            "    - {name: a, hook: file_mprotect, action: deny}\n    - {name: a, hook: file_mprotect, action: audit}\n",
+            "    - {name: a, hook: file_mprotect, action: deny, match: {}}\n"
+            "    - {name: a, hook: file_mprotect, action: audit}\n",
             "duplicate rule name 'a'",
         ),
         ("    - {name: a, hook: file_mprotect, action: deny, match: {fields: {port: 22}}}\n", "no policy field 'port'"),
@@ -106,6 +98,41 @@ def test_bad_rules_are_config_errors(rules: str, message: str) -> None:
     assert str(e.value).startswith("p.yaml:")
 
 
+@pytest.mark.parametrize("action", ["deny", "would_deny"])
+@pytest.mark.parametrize(
+    ("rule", "where"),
+    [
+        ("    - {name: all-exec, hook: bprm_check_security, action: ACTION}\n", "policy.rules.0.action"),
+        (
+            "    - name: all-exec\n      hook: bprm_check_security\n      action: ACTION\n      match:\n",
+            "policy.rules.0.match",
+        ),
+        ("    - {name: all-exec, hook: bprm_check_security, action: ACTION, match: null}\n", "policy.rules.0.match"),
+    ],
+)
+def test_a_blocking_rule_without_match_is_refused(rule: str, where: str, action: str) -> None:
+    """Without `match` a deny on bprm_check_security would block every exec, silently."""
+    with pytest.raises(ConfigError) as e:
+        cfg(rule.replace("ACTION", action))
+    message = str(e.value)
+    assert message.startswith("p.yaml:") and f"{where}: a {action} rule without 'match'" in message
+    assert "every bprm_check_security call" in message and "match: {}" in message
+
+
+@pytest.mark.parametrize("action", ["deny", "would_deny"])
+def test_explicit_empty_match_means_every_call(action: str) -> None:
+    c = cfg(f"    - {{name: all-exec, hook: bprm_check_security, action: {action}, match: {{}}}}\n")
+    (rule,) = c.policy.rules  # type: ignore[attr-defined]
+    (compiled,) = compile_rules([rule], CONTRACT)
+    assert compiled.values["match"] == 0 and compiled.values["action"] == ACTIONS[action]
+
+
+@pytest.mark.parametrize("action", ["audit", "ignore"])
+def test_audit_and_ignore_rules_still_need_no_match(action: str) -> None:
+    c = cfg(f"    - {{name: every-exec, hook: bprm_check_security, action: {action}}}\n")
+    assert [r.action for r in c.policy.rules] == [action]  # type: ignore[attr-defined]
+
+
 def test_shipped_example_policies_are_valid() -> None:
     from krsid.config import load_config
 
@@ -128,7 +155,7 @@ def test_exe_and_prefixes_compile_to_inodes_and_directory_bits(tmp_path: Path) -
     )
     first, rule = c.policy.rules  # type: ignore[attr-defined]
     assert (rule.exe, rule.exe_prefix, rule.path_prefix) == ("/bin/sh", ("/usr", "/etc"), (str(tmp_path),))
-    c0, c1 = compile_rules([first, rule], resolve_inode=fake_inode)
+    c0, c1 = compile_rules([first, rule], CONTRACT, resolve_inode=fake_inode)
     assert c1.values["match"] == MATCH_EXE | MATCH_EXE_PREFIX | MATCH_FILE_PREFIX
     assert (c1.values["exe_dev"], c1.values["exe_ino"]) == (7, len("/bin/sh"))
     assert c1.dirs == [(DIR_KIND_EXE, 7, 4), (DIR_KIND_EXE, 7, 4), (DIR_KIND_FILE, 7, len(str(tmp_path)))]
@@ -143,7 +170,7 @@ def test_root_prefix_means_any_file_not_a_directory_walk() -> None:
         "    - name: any\n      hook: file_open\n      action: would_deny\n"
         "      match: {exe_prefix: /, path_prefix: [/tmp, /]}\n"
     )
-    (compiled,) = compile_rules(list(c.policy.rules), resolve_inode=fake_inode)  # type: ignore[attr-defined]
+    (compiled,) = compile_rules(list(c.policy.rules), CONTRACT, resolve_inode=fake_inode)  # type: ignore[attr-defined]
     assert compiled.values["match"] == MATCH_EXE_ANY | MATCH_FILE_ANY and compiled.dirs == []
 
 
@@ -157,8 +184,8 @@ def test_kernel_inode_uses_the_kernels_dev_encoding(tmp_path: Path) -> None:
 
 
 def test_comm_is_two_nul_padded_little_endian_words() -> None:
-    assert comm_words("a") == [0x61, 0]
-    assert comm_words("0123456789abcde") == [
+    assert comm_words("a", CONTRACT.comm_len) == [0x61, 0]
+    assert comm_words("0123456789abcde", CONTRACT.comm_len) == [
         int.from_bytes(b"01234567", "little"),
         int.from_bytes(b"89abcde\0", "little"),
     ]

@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from krsid.pipeline.decode import SCHEMA_VERSION, Event, EventDecoder
+from krsid.event import SCHEMA_VERSION, Event
+from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
 from krsid.sinks.base import Backlog, BacklogFull, SinkUnavailable
 from krsid.sinks.journald import JournaldSink, _items_of, journal_fields, native_entry, render_message
-from krsid.sinks.jsonl import JsonlSink, event_line, event_record
+from krsid.sinks.jsonl import JsonlSink, event_line
 from tests.support.records import catalog, pack
-from tests.support.sinks import complete_jsonl, emit_and_flush
+from tests.support.sinks import complete_jsonl, emit_and_flush, event_record
 
 CAT = catalog()
 EXEC, MPROT = CAT["bprm_check_security"], CAT["file_mprotect"]

@@ -31,6 +31,28 @@ from tests.support.sinks import complete_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 600.0  # a TCG compile of every hook; generous, this is not a speed test
+WORKLOADS = Path(__file__).parent / "workloads"
+
+
+def run_workload(name: str, *args: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Run tests/vm/workloads/<name>.py as a child of this process (so an event's ppid
+    is the test's pid) and return what it reports: one JSON object on stdout."""
+    out = subprocess.run(
+        [sys.executable, str(WORKLOADS / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def message_id(hook: str) -> str:
+    """The hook's MESSAGE_ID as its programs/<hook>.yaml declares it (never a copy)."""
+    from krsid.catalog import load_catalog
+
+    return load_catalog(ROOT / "programs")[hook].message_id
 
 
 def lsm_load_problem() -> str | None:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import ROOT, RunningDaemon
+from tests.vm.conftest import ROOT, RunningDaemon, message_id
 
 pytestmark = pytest.mark.vm
 WORKLOAD = Path(__file__).parent / "workloads" / "mprotect_workload.py"
-EXEC_MESSAGE_ID = "3f0d8c1e6a2b4b7c9e5d1a2f4c6b8e01"
-MPROTECT_MESSAGE_ID = "8c2f5a7d1e9b4c3a8f6e2d1b7a5c9e02"
+EXEC_MESSAGE_ID = message_id("bprm_check_security")
+MPROTECT_MESSAGE_ID = message_id("file_mprotect")
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -7,31 +7,18 @@ before exiting, so nothing stays loaded.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 from tests.vm.test_e2e import metric
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "bpf_workload.py"
-MESSAGE_ID = "839bb53c530545e8ad5e61234fdf8c13"
-
-
-def run_workload(*actions: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), *actions], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+MESSAGE_ID = message_id("bpf")
 
 
 def bpf_events(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict[str, Any]]:
@@ -47,7 +34,7 @@ def test_prog_load_is_reported_with_type_and_name(
 ) -> None:
     hook_enabled("bpf")
     name = unique_name()
-    w = run_workload(f"prog:{name}")
+    w = run_workload("bpf_workload", f"prog:{name}")
     assert w["results"][0]["rc"] >= 0, w  # audit only: the load succeeded
     events = bpf_events(daemon, w["pid"])
     assert len(events) == 1, events
@@ -67,7 +54,7 @@ def test_prog_load_is_reported_with_type_and_name(
 def test_map_create_is_reported_with_type_and_name(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> None:
     hook_enabled("bpf")
     name = unique_name()
-    w = run_workload(f"map:{name}")
+    w = run_workload("bpf_workload", f"map:{name}")
     assert w["results"][0]["rc"] >= 0, w
     events = bpf_events(daemon, w["pid"])
     assert len(events) == 1, events
@@ -82,7 +69,7 @@ def test_other_commands_are_dropped_in_kernel(daemon: RunningDaemon, hook_enable
     name = unique_name()
     # PROG_GET_NEXT_ID first (dropped by the default filter), then a PROG_LOAD as a
     # marker that the pipeline has caught up: when it arrives, the first is not there.
-    w = run_workload("nextid", "nextid", f"prog:{name}")
+    w = run_workload("bpf_workload", "nextid", "nextid", f"prog:{name}")
     events = bpf_events(daemon, w["pid"])
     assert [(o["cmd"], o["name"]) for o in events] == [("PROG_LOAD", name)]
     after = daemon.scrape()
@@ -97,7 +84,7 @@ def test_the_daemons_own_bpf_calls_are_not_reported(daemon: RunningDaemon, hook_
     hook_enabled("bpf")
     daemon.scrape()
     marker = unique_name()
-    w = run_workload(f"prog:{marker}")
+    w = run_workload("bpf_workload", f"prog:{marker}")
     assert bpf_events(daemon, w["pid"])  # the pipeline has caught up
     own = daemon.events(lambda o: o["hook"] == "bpf" and o["tgid"] == daemon.proc.pid)
     assert own == []

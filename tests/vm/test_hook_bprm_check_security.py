@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id
 
 pytestmark = pytest.mark.vm
 HOOK = "bprm_check_security"
 WORKLOAD = Path(__file__).parent / "workloads" / "bprm_workload.py"
-MESSAGE_ID = "3f0d8c1e6a2b4b7c9e5d1a2f4c6b8e01"
+MESSAGE_ID = message_id("bprm_check_security")
 ARGS_CAP = 1023  # bytes of args/env the program keeps (BPRM_CHECK_SECURITY_VEC_CAP)
 MAX_STRINGS = 64  # strings per vector (BPRM_CHECK_SECURITY_MAX_STRINGS)
 # A newline, both quote kinds, spaces and a byte that is not UTF-8.

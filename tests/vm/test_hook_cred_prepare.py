@@ -28,13 +28,14 @@ from tests.vm.conftest import (
     RunningDaemon,
     fallback_selected,
     free_port,
+    message_id,
     remaining_krsid_programs,
     start_daemon,
     write_config,
 )
 
 pytestmark = pytest.mark.vm
-MESSAGE_ID = "539ae0cc5c81475cb422a23566cd91f3"
+MESSAGE_ID = message_id("cred_prepare")
 NOBODY = 65534
 DENIED_UID = 65533  # the shipped rule is scoped to this uid
 WORKLOAD = Path(__file__).parent / "workloads" / "userns_workload.py"

@@ -6,10 +6,8 @@ paths plus SECRET, a file on a tmpfs this module mounts for itself.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,18 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 from tests.vm.test_e2e import metric
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "open_workload.py"
-MESSAGE_ID = "52741b41a38749539fb630c1f5e9b851"
+MESSAGE_ID = message_id("file_open")
 SECRET_DIR = Path("/tmp/krsid-test-file-open")  # listed in tests/vm/options/file_open.yaml
 SECRET = SECRET_DIR / "secret"
 
 
 def open_files(*actions: str) -> dict[str, Any]:
     """Run the workload as a child of this process (so {ppid} is the test's pid)."""
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), *actions], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
+    result = run_workload("open_workload", *actions)
     assert all(o["errno"] == 0 for o in result["opens"]), result  # audit only: nothing denied
     return result
 

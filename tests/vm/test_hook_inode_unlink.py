@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id
 from tests.vm.test_e2e import metric
 
 pytestmark = pytest.mark.vm
 HOOK = "inode_unlink"
-MESSAGE_ID = "875911f2a0d245a5994ff7d945d39bee"
+MESSAGE_ID = message_id("inode_unlink")
 
 
 @pytest.fixture

@@ -6,36 +6,23 @@ refuses it; nothing is ever loaded.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "module_workload.py"
-MESSAGE_ID = "4fa7e8b17d864d5da5fb7d203c5624cf"
-
-
-def run_workload(*actions: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), *actions], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+MESSAGE_ID = message_id("kernel_load_data")
 
 
 def test_init_module_from_memory_is_reported(
     daemon: RunningDaemon, journal: Journal, hook_enabled: Callable[[str], None]
 ) -> None:
     hook_enabled("kernel_load_data")
-    w = run_workload("init:4096", "init:8192")
+    w = run_workload("module_workload", "init:4096", "init:8192")
     assert all(r["errno"] != 0 for r in w["results"]), w  # refused after the hook: not a module
     events = daemon.wait_events(lambda o: o["hook"] == "kernel_load_data" and o["tgid"] == w["pid"], 2)
     assert len(events) == 2, events
@@ -58,6 +45,6 @@ def test_finit_module_is_not_a_memory_load(
     hook_enabled("kernel_load_data")
     junk = tmp_path / "junk.ko"
     junk.write_bytes(b"not a module\n" * 100)
-    w = run_workload(f"finit:{junk}", "init:4096")
+    w = run_workload("module_workload", f"finit:{junk}", "init:4096")
     events = daemon.wait_events(lambda o: o["hook"] == "kernel_load_data" and o["tgid"] == w["pid"])
     assert len(events) == 1, events

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id
 
 pytestmark = pytest.mark.vm
 WORKLOAD = Path(__file__).parent / "workloads" / "module_workload.py"
-MESSAGE_ID = "dd2ed216f7d8495593d1980b477272eb"
+MESSAGE_ID = message_id("kernel_module_request")
 UNUSED_FAMILY = 13  # AF_NETBEUI's old number: nothing registers it
 
 

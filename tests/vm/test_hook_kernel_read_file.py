@@ -6,9 +6,7 @@ which it then refuses (ENOEXEC): nothing is ever loaded.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,19 +15,10 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "module_workload.py"
-MESSAGE_ID = "48f6a2856f39417c99141b1c29238cb4"
-
-
-def run_workload(*actions: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), *actions], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+MESSAGE_ID = message_id("kernel_read_file")
 
 
 def read_file_events(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict[str, Any]]:
@@ -47,7 +36,7 @@ def test_finit_module_of_a_junk_file_is_reported(
 ) -> None:
     hook_enabled("kernel_read_file")
     junk = junk_module(tmp_path)
-    w = run_workload(f"finit:{junk}")
+    w = run_workload("module_workload", f"finit:{junk}")
     assert w["results"][0]["errno"] != 0  # refused after the hook: not a module
     events = read_file_events(daemon, w["pid"])
     assert len(events) == 1, events

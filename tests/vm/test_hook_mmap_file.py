@@ -6,9 +6,6 @@ by that thread id, apart from the interpreter's own library mappings.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +14,12 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 from tests.vm.test_e2e import metric
 
 pytestmark = pytest.mark.vm
 HOOK = "mmap_file"
-WORKLOAD = Path(__file__).parent / "workloads" / "mmap_workload.py"
-MESSAGE_ID = "e17c265d0fe04e64812875feb79d97c9"
+MESSAGE_ID = message_id("mmap_file")
 
 
 @pytest.fixture
@@ -34,10 +30,7 @@ def mapped_file(tmpfs_dir: Path) -> Path:
 
 
 def mmaps(*steps: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), *steps], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
+    result = run_workload("mmap_workload", *steps)
     assert [c["errno"] for c in result["calls"]] == [0] * len(steps), result  # audit only
     assert result["tid"] != result["pid"]
     return result

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 from tests.vm.test_e2e import metric
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "ptrace_workload.py"
-MESSAGE_ID = "2271243e8299406886d36322e7b71a28"
+MESSAGE_ID = message_id("ptrace_access_check")
 
 
 @pytest.fixture
@@ -32,10 +29,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def trace(pid: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), str(pid)], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
+    result = run_workload("ptrace_workload", str(pid))
     assert result["steps"] == {"read_environ": 0, "attach": 0, "detach": 0}, result
     return result
 

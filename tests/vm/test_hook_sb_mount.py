@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -13,20 +10,16 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "mount_workload.py"
-MESSAGE_ID = "9fa3ed018e414f4180347141424137e5"
+MESSAGE_ID = message_id("sb_mount")
 
 
 def mount_tmpfs(source: str, target: Path) -> dict[str, Any]:
     """Mount, remount read-only and unmount; the workload undoes its own mount, and
     runs in the tests' private mount namespace."""
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), source, str(target)], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
+    result = run_workload("mount_workload", source, str(target))
     assert result["calls"] == {"mount": 0, "remount": 0, "umount": 0}, result
     return result
 

@@ -7,10 +7,7 @@ Listeners are the test's own, on loopback.
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,20 +16,15 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 from tests.vm.test_e2e import metric
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "connect_workload.py"
-MESSAGE_ID = "38ce49188e8046e08f59aa9e012b440e"
+MESSAGE_ID = message_id("socket_connect")
 
 
 def connect(*dests: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), *dests], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+    return run_workload("connect_workload", *dests)
 
 
 def connect_events(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict[str, Any]]:

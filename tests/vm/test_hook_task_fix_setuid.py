@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id, run_workload
 from tests.vm.test_e2e import metric
 
 pytestmark = pytest.mark.vm
-WORKLOAD = Path(__file__).parent / "workloads" / "setuid_workload.py"
-MESSAGE_ID = "55bd349538e94e80aff93673d3bb5eec"
+MESSAGE_ID = message_id("task_fix_setuid")
 NOBODY = 65534
 
 
 def drop_to(uid: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(WORKLOAD), str(uid)], capture_output=True, text=True, timeout=60, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
+    result = run_workload("setuid_workload", str(uid))
     assert result["calls"] == {"setuid_noop": 0, "setresuid": 0}, result
     assert result["before"] == [0, 0, 0] and result["after"] == [uid, uid, uid]
     return result

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import RunningDaemon
+from tests.vm.conftest import RunningDaemon, message_id
 
 pytestmark = pytest.mark.vm
-MESSAGE_ID = "dee2632a55fe4ec29591aa1d0ff3b400"
+MESSAGE_ID = message_id("userns_create")
 NOBODY = 65534
 
 

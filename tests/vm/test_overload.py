@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from krsid.pipeline.stats import gap_stages
+from tests.support.metrics import gap_stages
 from tests.vm.conftest import ROOT, RunningDaemon
 
 pytestmark = pytest.mark.vm

@@ -377,7 +377,9 @@ def test_the_128th_rule_is_reached_and_denies_even_when_rate_limited(
     """127 rules that do not match, then the deciding one in the last slot: the bounded
     rule loop goes all the way. With rate_limit 1/s the events are suppressed, the
     denies are not."""
-    from krsid.policy import RULES_PER_HOOK
+    from krsid.catalog import load_catalog
+
+    RULES_PER_HOOK = load_catalog(ROOT / "programs").contract.rules_per_hook
 
     hook_enabled("task_fix_setuid")
     new_uid = 65529

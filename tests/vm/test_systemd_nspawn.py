@@ -67,7 +67,7 @@ from typing import Any
 
 import pytest
 
-from tests.vm.conftest import ROOT, free_port
+from tests.vm.conftest import ROOT, free_port, message_id
 from tests.vm.vmrun import in_vm
 
 pytestmark = pytest.mark.vm
@@ -75,12 +75,35 @@ pytestmark = pytest.mark.vm
 NSPAWN_DIR = Path(__file__).parent / "nspawn"
 HEADERS_DROPIN = NSPAWN_DIR / "kernel-headers.conf"
 HOOKS = ("bprm_check_security", "file_mprotect")
-EXEC_MESSAGE_ID = "3f0d8c1e6a2b4b7c9e5d1a2f4c6b8e01"
+EXEC_MESSAGE_ID = message_id("bprm_check_security")
 # The unit's CapabilityBoundingSet/AmbientCapabilities: DAC_READ_SEARCH, SYS_ADMIN,
 # SYS_RESOURCE, PERFMON, BPF.
 UNIT_CAPS = (1 << 2) | (1 << 21) | (1 << 24) | (1 << 38) | (1 << 39)
 BPF_PROG_TYPE_LSM = 29
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+# Path rules under the shipped unit: they resolve /tmp and /home in the service's own
+# mount namespace, so a private /tmp or a hidden /home would make them silently miss.
+# Scoped to this test's own processes: uid PROBE_UID (used by nothing else in the
+# container) and a copy of sh in a directory of this test.
+PROBE_UID = 4242
+HOME_PROBE_DIR = "/home/krsid-probe"
+HOME_SHELL = f"{HOME_PROBE_DIR}/sh"
+POLICY_RULES = [
+    {
+        "name": "deny-exec-from-tmp",
+        "hook": "bprm_check_security",
+        "action": "deny",
+        "match": {"path_prefix": "/tmp", "uid": PROBE_UID},
+    },
+    {
+        "name": "deny-exec-by-home-shell",
+        "hook": "bprm_check_security",
+        "action": "deny",
+        "match": {"exe": HOME_SHELL},
+    },
+]
+EACCES_EXIT = 126  # what sh returns when an exec it runs fails with EPERM/EACCES
 
 BOOT_TIMEOUT = 300.0  # nspawn start to "systemctl is-system-running" = running
 START_TIMEOUT = 400.0  # systemctl start krsid: a TCG compile (TimeoutStartSec=180s inside)
@@ -297,6 +320,7 @@ def stage_install(stage: Path, headers: str, port: int) -> None:
             {
                 "headers": headers,
                 "hooks": {"bprm_check_security": {}, "file_mprotect": {"exec_only": True}},
+                "policy": {"rules": POLICY_RULES},
                 "sinks": {
                     "journald": {"enabled": True},
                     "jsonl": {"enabled": False},
@@ -349,14 +373,8 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     if reason:
         pytest.skip(reason)
     venv = Path(sys.prefix)
-    # The shipped unit hides these from the service (PrivateTmp=yes, ProtectHome=yes):
-    # a checkout there, whose venv ExecStart runs, cannot start in the container.
-    for hidden in (Path("/tmp"), Path("/var/tmp"), Path("/root"), Path("/home"), Path("/run/user")):
-        if ROOT.is_relative_to(hidden) or venv.resolve().is_relative_to(hidden):
-            pytest.skip(
-                f"the checkout {ROOT} is under {hidden}, which the unit's PrivateTmp/ProtectHome "
-                "hide from the service; run from a checkout elsewhere (e.g. /work, /srv, /opt)"
-            )
+    # Wherever the checkout lives (CI's clone may be under /tmp or /root): the unit shows
+    # the host's /tmp and /home to the service (read-only), which path rules need too.
     if venv == Path(sys.base_prefix) or not (venv / "bin" / "krsid").exists():
         pytest.skip(f"needs the project's venv with krsid installed (make deps); running from {sys.prefix}")
     ensure_cgroup2()
@@ -463,6 +481,10 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
             pytest.fail(f"container did not boot (state {state!r}):\n{console.read_text()[-4000:]}")
         c.boot_state = state
 
+        # The exe rule names a file under /home: it must exist when krsid loads the rules.
+        for argv in (("mkdir", "-p", HOME_PROBE_DIR), ("cp", "/bin/sh", HOME_SHELL)):
+            made = c.run(*argv)
+            assert made.returncode == 0, made.stderr
         t2 = time.monotonic()
         c.start = c.run("systemctl", "start", "krsid", timeout=START_TIMEOUT)
         timings["systemctl start krsid"] = time.monotonic() - t2
@@ -621,6 +643,64 @@ def test_exec_in_the_container_is_an_audit_event_in_its_journal(started: Contain
     explained = c.run("journalctl", "--no-pager", "-x", f"KRSID_FILENAME={path}", "-n", "1").stdout
     assert "Subject: krsid bprm_check_security: exec " in explained, explained
     assert f"KRSID_FILENAME={path}: The path as passed to execve" in explained, explained
+
+
+def _denial_in_journal(c: Container, rule: str, filename: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = c.journal("KRSID_HOOK=bprm_check_security", f"KRSID_RULE={rule}", f"KRSID_FILENAME={filename}")
+        if found:
+            return found[0]
+        time.sleep(1)
+    raise AssertionError(f"no deny event of rule {rule} for {filename}:\n{c.unit_log()}")
+
+
+def test_path_prefix_tmp_rule_denies_a_host_process_exec_from_tmp(started: Container) -> None:
+    """With PrivateTmp=yes this rule resolved krsid's private /tmp and never matched."""
+    c = started
+    name = f"krsid-tmp-probe-{uuid.uuid4().hex[:8]}"
+    tmp_file, elsewhere = f"/tmp/{name}", f"/srv/krsid-probe/{name}"
+    shutil.copy2("/bin/true", c.probe_dir / name)
+    assert c.run("cp", elsewhere, tmp_file).returncode == 0
+    try:
+        # setpriv, not systemd-run --uid: the volatile container's /etc has no passwd
+        # entry for the uid, which systemd refuses (217/USER) before any exec happens.
+        as_probe = ("setpriv", f"--reuid={PROBE_UID}", f"--regid={PROBE_UID}", "--clear-groups", "--")
+        denied = c.run(*as_probe, "/bin/sh", "-c", f"{tmp_file}; exit $?")
+        allowed = c.run(*as_probe, "/bin/sh", "-c", f"{elsewhere}; exit $?")  # the same binary outside /tmp
+        by_root = c.run("/bin/sh", "-c", f"{tmp_file}; exit $?")  # the rule is scoped to PROBE_UID
+    finally:
+        c.run("rm", "-f", tmp_file)
+    assert denied.returncode == EACCES_EXIT, (denied.returncode, denied.stderr, c.unit_log())
+    assert allowed.returncode == 0, allowed.stderr
+    assert by_root.returncode == 0, by_root.stderr
+    e = _denial_in_journal(c, "deny-exec-from-tmp", tmp_file)
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_UID"]) == ("deny", "-EPERM", str(PROBE_UID)), e
+
+
+def test_exe_rule_under_home_denies_what_that_binary_runs(started: Container) -> None:
+    """With ProtectHome=yes, /home was empty for krsid: the rule could not resolve."""
+    c = started
+    denied = c.run(HOME_SHELL, "-c", "/bin/true; exit $?")
+    allowed = c.run("/bin/sh", "-c", "/bin/true; exit $?")
+    assert denied.returncode == EACCES_EXIT, (denied.returncode, denied.stderr, c.unit_log())
+    assert allowed.returncode == 0, allowed.stderr
+    e = _denial_in_journal(c, "deny-exec-by-home-shell", "/bin/true")
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"]) == ("deny", "-EPERM"), e
+
+
+def test_systemctl_reload_keeps_the_unit_and_its_rules(started: Container) -> None:
+    c = started
+    before = c.show("krsid", "MainPID", "NRestarts")
+    p = c.run("systemctl", "reload", "krsid", timeout=120)
+    assert p.returncode == 0, p.stderr + c.unit_log()
+    deadline = time.monotonic() + 60
+    while "reloaded /etc/krsid/krsid.yaml: 2 policy rule(s) active" not in c.unit_log():
+        assert time.monotonic() < deadline, c.unit_log()
+        time.sleep(1)
+    after = c.show("krsid", "MainPID", "NRestarts", "ActiveState")
+    assert (after["MainPID"], after["NRestarts"], after["ActiveState"]) == (before["MainPID"], "0", "active"), after
+    assert c.run(HOME_SHELL, "-c", "/bin/true; exit $?").returncode == EACCES_EXIT  # still enforced
 
 
 def test_watchdog_is_armed_and_fed(started: Container) -> None:

@@ -98,7 +98,22 @@ PASS_ENV_PREFIXES = ("KRSID_", "PYTEST_")
 # vng glues its options into one string for virtme-run and splits it again, and "="
 # in --rwdir means guest=host: paths outside this set cannot be shared reliably.
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@%~:/-]*$")
-_IMAGE_NAME = re.compile(r"^linux-image-(6\.\d+\.\d+(?:-\d+)?(?:\+[A-Za-z0-9.]+)?-amd64)(-unsigned)?$")
+_IMAGE_NAME = re.compile(r"^linux-image-(\d+\.\d+\.\d+(?:-\d+)?(?:\+[A-Za-z0-9.]+)?-amd64)(-unsigned)?$")
+
+# `--kernel SERIES`: the Debian suite that carries each kernel series the matrix boots.
+# 6.12 is what the default (no --kernel) boots on a bookworm host: bookworm-backports.
+KERNEL_SERIES: dict[str, str] = {
+    "5.10": "bullseye",
+    "6.1": "bookworm",
+    "6.12": "bookworm-backports",
+    "7.2": "sid",
+    "7.3": "trixie-backports",
+}
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# A private suite's package lists older than this are refreshed (the archive moves;
+# KRSID_VM_APT_MAX_AGE overrides, in seconds).
+APT_MAX_AGE = 24 * 3600.0
 
 
 class VMError(RuntimeError):
@@ -303,38 +318,14 @@ def _suite() -> str:
 
 
 def _apt_lists_key() -> list[list[object]]:
-    """Changes whenever `apt-get update` changed what apt-cache would answer."""
-    lists = Path("/var/lib/apt/lists")
-    key: list[list[object]] = []
-    with contextlib.suppress(OSError):
-        for p in sorted(lists.glob("*_Packages*")):
-            st = p.stat()
-            key.append([p.name, st.st_mtime_ns, st.st_size])
-    return key
+    """Changes whenever `apt-get update` changed what the host's apt-cache would answer."""
+    return Apt(_suite()).lists_key()
 
 
 def _newest_image_package(suite: str) -> tuple[str, str] | None:
-    """(package, kernel release) of the newest plain -amd64 image apt knows in `suite`."""
-    names = [n for n in _capture(["apt-cache", "pkgnames", "linux-image-6."]).split() if _IMAGE_NAME.match(n)]
-    if not names:
-        return None
-    best: tuple[str, str, str] | None = None  # version, package, release
-    for line in _capture(["apt-cache", "madison", *names]).splitlines():
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) != 3 or f" {suite}/" not in f" {parts[2]}":
-            continue
-        pkg, version = parts[0], parts[1]
-        m = _IMAGE_NAME.match(pkg)
-        if not m:
-            continue
-        # Same version signed and unsigned: prefer the signed one, Debian's default.
-        if (
-            best is None
-            or compare_debian_versions(version, best[0]) > 0
-            or (compare_debian_versions(version, best[0]) == 0 and not m.group(2))
-        ):
-            best = (version, pkg, m.group(1))
-    return (best[1], best[2]) if best else None
+    """(package, kernel release) of the newest plain 6.x -amd64 image the host's apt
+    knows in `suite` (the default kernel's choice)."""
+    return newest_image_in(Apt(suite))
 
 
 @dataclass(frozen=True)
@@ -348,6 +339,13 @@ class Kernel:
         variant = "headers" if headers else "no-headers"
         return self.path / variant / "boot" / f"vmlinuz-{self.version}"
 
+    @property
+    def has_headers(self) -> bool:
+        """Whether headers/ has build/source (entries made before "headers" existed do)."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            return bool(json.loads((self.path / "manifest.json").read_text()).get("headers", True))
+        return True
+
 
 def _cached(cache: Path, version: str) -> Kernel | None:
     entry = cache / version
@@ -356,11 +354,14 @@ def _cached(cache: Path, version: str) -> Kernel | None:
     return None
 
 
-def _newest_cached(cache: Path) -> Kernel | None:
+def _newest_cached(cache: Path, series: str | None = None) -> Kernel | None:
+    """The newest complete cache entry (of `series`, when given): the offline fallback."""
     found = []
     with contextlib.suppress(OSError):
         for entry in cache.iterdir():
             if entry.name.startswith(".") or not (entry / "manifest.json").is_file():
+                continue
+            if series is not None and series_of(entry.name) != series:
                 continue
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 data = json.loads((entry / "manifest.json").read_text())
@@ -405,31 +406,177 @@ def _resolve(cache: Path, *, refresh: bool = False) -> tuple[str, str]:
     return found
 
 
-def _header_packages(version: str) -> list[str]:
+class Apt:
+    """apt-cache / apt-get download against the host's sources (the default kernel), or
+    against one Debian suite of the kernel matrix with a sources list and package lists
+    of its own under <cache>/apt/<suite>/: the host's apt configuration is never
+    changed, and a bookworm host can fetch bullseye's, sid's or trixie-backports'
+    kernels without mixing those suites into what it installs from."""
+
+    def __init__(self, suite: str, private_dir: Path | None = None) -> None:
+        self.suite = suite
+        self.dir = private_dir
+
+    @classmethod
+    def private(cls, cache: Path, suite: str) -> Apt:
+        return cls(suite, cache / "apt" / suite)
+
+    def _options(self) -> list[str]:
+        if self.dir is None:
+            return []
+        return [
+            "-o", f"Dir::Etc::SourceList={self.dir / 'sources.list'}",
+            "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={self.dir / 'lists'}",
+            # No binary cache: the host's pkgcache.bin describes the host's sources.
+            "-o", "Dir::Cache::pkgcache=",
+            "-o", "Dir::Cache::srcpkgcache=",
+            # What the host has installed is irrelevant to downloading a kernel.
+            "-o", "Dir::State::status=/dev/null",
+            "-o", "Acquire::Languages=none",
+        ]  # fmt: skip
+
+    def cache_query(self, *args: str) -> str:
+        return _capture(["apt-cache", *self._options(), *args])
+
+    def lists_key(self) -> list[list[object]]:
+        """Changes whenever `apt-get update` changed what apt-cache would answer."""
+        lists = self.dir / "lists" if self.dir else Path("/var/lib/apt/lists")
+        key: list[list[object]] = []
+        with contextlib.suppress(OSError):
+            for p in sorted(lists.glob("*_Packages*")):
+                st = p.stat()
+                key.append([p.name, st.st_mtime_ns, st.st_size])
+        return key
+
+    def lists_age(self) -> float | None:
+        """Seconds since the private lists were fetched; None if there are none."""
+        stamp = self.dir / "updated" if self.dir else None
+        if stamp is None or not stamp.is_file() or not self.lists_key():
+            return None
+        return max(0.0, time.time() - stamp.stat().st_mtime)
+
+    def update(self) -> None:
+        if self.dir is None:
+            _run(["apt-get", "update", "-q"])
+            return
+        (self.dir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+        (self.dir / "sources.list").write_text(f"deb [signed-by={DEBIAN_KEYRING}] {DEBIAN_MIRROR} {self.suite} main\n")
+        _run(["apt-get", *self._options(), "update", "-q"], quiet=True)
+        (self.dir / "updated").touch()
+
+    def ensure_fresh(self) -> None:
+        """Fetch the private suite's lists when missing or older than APT_MAX_AGE; a
+        failed refresh of existing lists only warns (offline: use what is there)."""
+        if self.dir is None:
+            return
+        age = self.lists_age()
+        max_age = float(os.environ.get("KRSID_VM_APT_MAX_AGE") or APT_MAX_AGE)
+        if age is not None and age <= max_age:
+            return
+        if not _is_root():
+            if age is None:
+                raise VMError(f"no package lists for {self.suite} in {self.dir}: run as root once")
+            return
+        _log(f"fetching the package lists of {self.suite} into {self.dir}")
+        try:
+            self.update()
+        except VMError:
+            if age is None:
+                raise
+            _log(f"could not refresh the lists of {self.suite}; using those of {age / 3600:.0f} h ago")
+
+    def download(self, packages: Sequence[str], dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        # apt drops privileges to _apt for downloads and warns when _apt cannot write here.
+        with contextlib.suppress(KeyError, OSError, LookupError):
+            shutil.chown(dest, user="_apt")
+        _run(["apt-get", *self._options(), "download", "-q", *packages], cwd=dest)
+
+    def depends(self, pkg: str) -> list[str]:
+        """Direct Depends of pkg (alternatives included); [] if apt does not know it."""
+        try:
+            out = self.cache_query("depends", pkg)
+        except VMError:
+            return []
+        return [m.group(1) for m in re.finditer(r"^\s*\|?Depends:\s*(\S+)", out, re.M)]
+
+    def known(self, pkg: str) -> bool:
+        return bool(self.cache_query("madison", pkg).strip())
+
+
+def series_of(release: str) -> str:
+    """'5.10' of '5.10.0-32-amd64', '7.2' of '7.2.13+deb14-amd64'."""
+    return ".".join(release.split(".")[:2])
+
+
+def newest_image_in(apt: Apt, series: str | None = None) -> tuple[str, str] | None:
+    """(package, kernel release) of the newest plain -amd64 image apt knows in apt's
+    suite, of `series` when given, else of any 6.x (the default's choice)."""
+    prefix = f"linux-image-{series}." if series else "linux-image-6."
+    names = [
+        n
+        for n in apt.cache_query("pkgnames", prefix).split()
+        if (m := _IMAGE_NAME.match(n)) and (series is None or series_of(m.group(1)) == series)
+    ]
+    if not names:
+        return None
+    best: tuple[str, str, str] | None = None  # version, package, release
+    for line in apt.cache_query("madison", *names).splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 3 or f" {apt.suite}/" not in f" {parts[2]}":
+            continue
+        pkg, version = parts[0], parts[1]
+        m = _IMAGE_NAME.match(pkg)
+        if not m:
+            continue
+        # Same version signed and unsigned: prefer the signed one, Debian's default.
+        if (
+            best is None
+            or compare_debian_versions(version, best[0]) > 0
+            or (compare_debian_versions(version, best[0]) == 0 and not m.group(2))
+        ):
+            best = (version, pkg, m.group(1))
+    return (best[1], best[2]) if best else None
+
+
+def _image_packages(apt: Apt, image_pkg: str, version: str) -> list[str]:
+    """The image and, from 7.x on, the packages Debian split it into: linux-image-<v> is
+    a meta package there, the vmlinuz is in linux-binary-<v> (under
+    /usr/lib/modules/<v>/vmlinuz), the modules in linux-modules-<v>, and config,
+    System.map and modules.builtin (which modprobe needs to tell a built-in 9p or
+    overlay from a missing one) in linux-base-<v>."""
+    split = re.compile(rf"^linux-(binary|modules|base)(-unsigned)?-{re.escape(version)}$")
+    return [image_pkg, *sorted({d for d in apt.depends(image_pkg) if split.match(d)})]
+
+
+def _header_packages(version: str, apt: Apt | None = None) -> list[str]:
     """linux-headers-<version> and, transitively, the linux-headers-*-common and
-    linux-kbuild-* packages it depends on (names change with every ABI bump)."""
-    todo, seen = [f"linux-headers-{version}"], []
+    linux-kbuild-* packages it depends on (names change with every ABI bump); [] when
+    the suite has no headers for this kernel."""
+    apt = apt or Apt(_suite())
+    first = f"linux-headers-{version}"
+    if apt.dir is not None and not apt.known(first):
+        return []
+    todo, seen = [first], []
     while todo:
         pkg = todo.pop()
         if pkg in seen:
             continue
         seen.append(pkg)
-        for m in re.finditer(r"^\s*\|?Depends:\s*(\S+)", _capture(["apt-cache", "depends", pkg]), re.M):
-            dep = m.group(1)
+        for dep in apt.depends(pkg) if apt.dir is not None else _host_depends(pkg):
             if re.match(r"^linux-(headers|kbuild)-", dep) and dep not in seen:
                 todo.append(dep)
     return seen
 
 
-def _download(packages: Sequence[str], dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    # apt drops privileges to _apt for downloads and warns when _apt cannot write here.
-    with contextlib.suppress(KeyError, OSError, LookupError):
-        shutil.chown(dest, user="_apt")
-    _run(["apt-get", "download", "-q", *packages], cwd=dest)
+def _host_depends(pkg: str) -> list[str]:
+    """Depends of pkg in the host's apt; an unknown package is an error (as before)."""
+    out = _capture(["apt-cache", "depends", pkg])
+    return [m.group(1) for m in re.finditer(r"^\s*\|?Depends:\s*(\S+)", out, re.M)]
 
 
-def _populate(tmp: Path, image_pkg: str, version: str) -> dict[str, str]:
+def _populate(tmp: Path, image_pkg: str, version: str, apt: Apt | None = None) -> dict[str, str]:
     """Fill `tmp` (the future <cache>/<version>/):
 
     root/        all packages unpacked by dpkg-deb -x (boot/, lib/modules/<v>/, usr/src/…),
@@ -446,12 +593,20 @@ def _populate(tmp: Path, image_pkg: str, version: str) -> dict[str, str]:
     and links /lib/modules/<v> in the guest to that directory, so choosing the variant
     directory is all it takes to have build/source there or not. Links are relative so
     the entry survives the rename from the temp dir.
+
+    From 7.x the vmlinuz comes as lib/modules/<v>/vmlinuz (linux-binary-<v>); boot/ then
+    links to it. A suite without linux-headers-<v> gives a headers/ variant without
+    build/source (manifest "headers": false; run_in_vm refuses it unless --no-headers).
     """
     debs, root = tmp / "debs", tmp / "root"
-    packages = [image_pkg, *_header_packages(version)]
+    apt = apt or Apt(_suite())
+    header_pkgs = _header_packages(version, apt)
+    packages = [*(_image_packages(apt, image_pkg, version) if apt.dir is not None else [image_pkg]), *header_pkgs]
+    if not header_pkgs:
+        _log(f"{apt.suite} has no linux-headers-{version}: BTF-generated headers only")
     _log(f"downloading kernel {version}: {' '.join(packages)}")
     t0 = time.monotonic()
-    _download(packages, debs)
+    apt.download(packages, debs)
     manifest: dict[str, str] = {}
     for deb in sorted(debs.glob("*.deb")):
         fields = _capture(["dpkg-deb", "-f", str(deb), "Package", "Version"]).splitlines()
@@ -465,8 +620,10 @@ def _populate(tmp: Path, image_pkg: str, version: str) -> dict[str, str]:
         (root / "lib" / "modules").symlink_to("../usr/lib/modules")
     moddir = root / "lib" / "modules" / version
     kimg = root / "boot" / f"vmlinuz-{version}"
+    if not kimg.is_file() and (moddir / "vmlinuz").is_file():
+        kimg = moddir / "vmlinuz"  # 7.x: linux-binary-<v>
     if not kimg.is_file() or not moddir.is_dir():
-        raise VMError(f"{image_pkg} has no boot/vmlinuz-{version} or lib/modules/{version}")
+        raise VMError(f"{' '.join(packages)} hold no boot/vmlinuz-{version} or lib/modules/{version}")
 
     # The headers package ships lib/modules/<v>/{build,source} -> /usr/src/...: note where
     # they point inside root/, then drop them from the shared module tree.
@@ -477,7 +634,10 @@ def _populate(tmp: Path, image_pkg: str, version: str) -> dict[str, str]:
             dest = os.readlink(link)
             links[name] = root / dest.lstrip("/") if dest.startswith("/") else moddir / dest
             link.unlink()
-    links.setdefault("build", root / "usr" / "src" / f"linux-headers-{version}")
+    if header_pkgs:
+        links.setdefault("build", root / "usr" / "src" / f"linux-headers-{version}")
+    else:
+        links.clear()
     for name, target in links.items():
         if not target.is_dir():
             raise VMError(f"headers for {version}: {name} target {target} is missing")
@@ -488,13 +648,15 @@ def _populate(tmp: Path, image_pkg: str, version: str) -> dict[str, str]:
         vmod = tmp / variant / "lib" / "modules" / version
         vmod.mkdir(parents=True)
         for child in sorted(moddir.iterdir()):
+            if child.name == "vmlinuz":
+                continue  # the image is booted from boot/, not looked up here
             (vmod / child.name).symlink_to(os.path.relpath(child, vmod))
         if with_headers:
             for name, target in links.items():
                 (vmod / name).symlink_to(os.path.relpath(target, vmod))
         boot = tmp / variant / "boot"
         boot.mkdir()
-        (boot / kimg.name).symlink_to(os.path.relpath(kimg, boot))
+        (boot / f"vmlinuz-{version}").symlink_to(os.path.relpath(kimg, boot))
 
     (tmp / "manifest.json").write_text(
         json.dumps(
@@ -502,8 +664,10 @@ def _populate(tmp: Path, image_pkg: str, version: str) -> dict[str, str]:
                 "kernel": version,
                 "image_package": image_pkg,
                 "image_version": manifest.get(image_pkg, ""),
+                "series": series_of(version),
+                "headers": bool(header_pkgs),
                 "packages": manifest,
-                "suite": _suite(),
+                "suite": apt.suite,
                 "prepare_seconds": round(time.monotonic() - t0, 1),
             },
             indent=2,
@@ -513,13 +677,84 @@ def _populate(tmp: Path, image_pkg: str, version: str) -> dict[str, str]:
     return manifest
 
 
-def ensure_kernel(cache: Path | None = None) -> Kernel:
+def _resolve_series(cache: Path, series: str) -> tuple[Apt, str, str]:
+    """(private apt of the series' suite, image package, kernel release) of the newest
+    plain -amd64 kernel of `series` (a key of KERNEL_SERIES)."""
+    if series not in KERNEL_SERIES:
+        raise VMError(f"unknown kernel series {series!r}; known: {', '.join(KERNEL_SERIES)}")
+    apt = Apt.private(cache, KERNEL_SERIES[series])
+    apt.ensure_fresh()
+    found = newest_image_in(apt, series)
+    if found is None and _is_root():
+        _log(f"no linux-image-{series}.*-amd64 in {apt.suite}'s lists; fetching them again")
+        apt.update()
+        found = newest_image_in(apt, series)
+    if found is None:
+        raise VMError(f"{apt.suite} has no linux-image-{series}.*-amd64 (lists in {apt.dir})")
+    return apt, found[0], found[1]
+
+
+def ensure_series_kernel(cache: Path, series: str) -> Kernel:
+    """The cache entry of the newest Debian kernel of `series` (`--kernel SERIES`),
+    fetched with a private apt of its suite on first use; offline, the newest cached
+    kernel of that series."""
+    try:
+        apt, image_pkg, version = _resolve_series(cache, series)
+    except VMError as exc:
+        fallback = _newest_cached(cache, series)
+        if fallback is None:
+            raise
+        _log(f"{exc}\nusing the cached kernel {fallback.version}")
+        return fallback
+    hit = _cached(cache, version)
+    if hit:
+        return hit
+    with _locked(cache):
+        hit = _cached(cache, version)  # another session may have made it meanwhile
+        if hit:
+            return hit
+        for stale in cache.glob(".tmp-*"):  # left by an interrupted download; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        for attempt in (1, 2):
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=cache))
+            tmp.chmod(0o755)
+            try:
+                _populate(tmp, image_pkg, version, apt)
+                tmp.rename(cache / version)
+                return Kernel(version, cache / version)
+            except VMError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                # Lists older than the mirror name .debs it has dropped: update, choose again.
+                if attempt == 2 or not _is_root():
+                    fallback = _newest_cached(cache, series)
+                    if fallback is None:
+                        raise
+                    _log(f"{exc}\nusing the cached kernel {fallback.version}")
+                    return fallback
+                _log(f"{exc}\nrefreshing the lists of {apt.suite} and trying again")
+                apt.update()
+                apt, image_pkg, version = _resolve_series(cache, series)
+                hit = _cached(cache, version)
+                if hit:
+                    return hit
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    raise AssertionError("unreachable")
+
+
+def ensure_kernel(cache: Path | None = None, series: str | None = None) -> Kernel:
     """The cache entry for the kernel to boot, downloading it on first use.
 
-    KRSID_VM_KERNEL=<release> pins a kernel (e.g. 6.12.95+deb12-amd64); otherwise the
-    newest plain -amd64 image in <codename>-backports (KRSID_VM_SUITE overrides).
+    `series` (or KRSID_VM_SERIES), e.g. "5.10": the newest Debian kernel of that series
+    from its suite (KERNEL_SERIES). Otherwise KRSID_VM_KERNEL=<release> pins a kernel
+    (e.g. 6.12.95+deb12-amd64), else the newest plain -amd64 image in
+    <codename>-backports (KRSID_VM_SUITE overrides).
     """
     cache = cache or cache_root()
+    series = series or os.environ.get("KRSID_VM_SERIES") or None
+    if series:
+        return ensure_series_kernel(cache, series)
     pinned = os.environ.get("KRSID_VM_KERNEL")
     if pinned:
         hit = _cached(cache, pinned)
@@ -678,6 +913,7 @@ def run_in_vm(
     verbose: bool = False,
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
+    kernel_series: str | None = None,
 ) -> int:
     """Run `argv` as root in a fresh VM, in `cwd` (shared read-write at the same path).
 
@@ -688,7 +924,9 @@ def run_in_vm(
     and a few PYTHON* variables of `env` (default: os.environ), then `extra_env`, and
     KRSID_IN_VM=1. Its stdout/stderr go to `stdout`/`stderr` (default: this process's).
     `timeout` counts from the VM's start; a first-use download comes before it. Default
-    1 vCPU (see DEFAULT_CPUS), `mem_mb` MiB of guest RAM.
+    1 vCPU (see DEFAULT_CPUS), `mem_mb` MiB of guest RAM. `kernel_series` (or
+    KRSID_VM_SERIES), e.g. "5.10", boots the newest Debian kernel of that series
+    (KERNEL_SERIES) instead of the default.
     """
     if not argv:
         raise ValueError("run_in_vm: empty argv")
@@ -699,13 +937,16 @@ def run_in_vm(
     cache = cache_root()
     ensure_host_packages()
     vng = find_vng(cache)
-    kernel = ensure_kernel(cache)
+    kernel = ensure_kernel(cache, kernel_series)
+    if not no_headers and not kernel.has_headers:
+        raise VMError(f"Debian has no linux-headers-{kernel.version}: run it with --no-headers (BTF)")
     kimg = kernel.kimg(headers=not no_headers)
     cpus = cpus or DEFAULT_CPUS
 
     guest_env = _guest_env(os.environ if env is None else env, extra_env)
     guest_env["KRSID_VM_KERNEL"] = kernel.version
     guest_env["KRSID_VM_HEADERS"] = "0" if no_headers else "1"
+    guest_env["KRSID_VM_SERIES"] = series_of(kernel.version)
 
     t_start = time.monotonic()
     # Our own per-run directory: holds the guest script and receives started/finished/rc.
@@ -823,10 +1064,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run CMD as root in a throw-away qemu VM booting Debian's stock kernel "
         "(BPF-LSM enabled), in the current directory, shared read-write.",
         epilog="Environment: KRSID_VM_CACHE (cache dir, default /var/cache/krsid-vm), "
-        "KRSID_VM_NO_HEADERS=1, KRSID_VM_KERNEL (pin a kernel release), KRSID_VM_SUITE "
+        "KRSID_VM_NO_HEADERS=1, KRSID_VM_SERIES (as --kernel), KRSID_VM_KERNEL (pin a kernel release), KRSID_VM_SUITE "
         "(apt suite, default <codename>-backports), KRSID_VNG (vng to use), "
         "KRSID_VM_VERBOSE=1, KRSID_VM_CONSOLE=1 (guest kernel console on stderr). "
         "Exit status: CMD's, 124 on timeout, 125 if the VM failed.",
+    )
+    parser.add_argument(
+        "--kernel",
+        choices=sorted(KERNEL_SERIES, key=lambda v: tuple(int(x) for x in v.split("."))),
+        metavar="SERIES",
+        help="boot the newest Debian kernel of SERIES instead of the default: "
+        + ", ".join(f"{k} ({v})" for k, v in KERNEL_SERIES.items()),
     )
     parser.add_argument(
         "--no-headers",
@@ -876,7 +1124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.prepare:
             ensure_host_packages()
             find_vng(cache_root())
-            print(ensure_kernel().path)
+            print(ensure_kernel(series=args.kernel).path)
             return 0
         if not cmd:
             parser.error("CMD is missing")
@@ -888,6 +1136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mem_mb=args.mem,
             cpus=args.cpus,
             verbose=args.verbose,
+            kernel_series=args.kernel,
         )
     except VMError as exc:
         _log(f"error: {exc}")

@@ -1,7 +1,14 @@
-"""Prometheus metrics: one collector that reads pipeline stats and BPF maps at scrape time.
+"""Prometheus metrics: the collector that reads krsid's counters at scrape time, and its HTTP server.
 
-Nothing is pushed on the event path: the collector builds every family when
-scraped, from PipelineStats (user space) and KernelCounters (per-CPU BPF maps).
+Not a sink: events never reach it. Nothing is pushed on the event path: the
+collector builds every family when scraped, from PipelineStats (user space),
+KernelCounters (per-CPU BPF maps) and the daemon's PolicyView (rule hits,
+reloads, bpf_stats), as prometheus_client's custom collectors do.
+
+Every counter an alert watches exists from the first scrape, at 0: each (hook,
+stage) of krsid_events_lost_total and each sink's krsid_sink_errors_total. A series
+that first appears at 1 is no increase to Prometheus, so increase() would miss a
+single burst of losses.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from krsid import __version__
-from krsid.pipeline.stats import STAGE_RINGBUF, KernelCounters, PipelineStats
+from krsid.pipeline.stats import STAGE_RINGBUF, KernelCounters, PipelineStats, loss_series
 
 
 class PolicyView(Protocol):
@@ -77,12 +84,20 @@ class KrsidCollector(Collector):
             invocations.add_metric([hook], k.get("invocations", 0))
             filtered.add_metric([hook], k.get("filtered", 0))
             emitted.add_metric([hook], k.get("emitted", 0))
-            lost.add_metric([hook, STAGE_RINGBUF], k.get("lost_ringbuf", 0))
             suppressed.add_metric([hook, "rate"], k.get("suppressed_rate", 0))
             suppressed.add_metric([hook, "dedup"], k.get("suppressed_dedup", 0))
             prog.add_metric([hook], 1 if attached.get(hook) else 0)
-        for (hook, stage), n in sorted(self._stats.lost.items()):
-            lost.add_metric([hook, stage], n)
+        stats = self._stats
+        declared = loss_series(self._hooks, stats.sink_names, perf_buffer=stats.perf_buffer)
+        for hook, stage in declared:
+            if stage == STAGE_RINGBUF:  # counted in the kernel
+                lost.add_metric([hook, stage], kernel.get(hook, {}).get("lost_ringbuf", 0))
+            else:
+                lost.add_metric([hook, stage], stats.lost.get((hook, stage), 0))
+        known = set(declared)
+        for (hook, stage), n in sorted(stats.lost.items()):
+            if (hook, stage) not in known:  # e.g. a hook the collector was not told about
+                lost.add_metric([hook, stage], n)
         yield from (events, invocations, filtered, emitted, lost, suppressed, prog)
 
         if self._policy is not None:
@@ -102,9 +117,11 @@ class KrsidCollector(Collector):
                     secs.add_metric([hook], ns / 1e9)
                 yield from (runs, secs)
 
-        sink_errors = CounterMetricFamily("krsid_sink_errors", "Failed writes by sink", labels=["sink"])
-        for sink, n in sorted(self._stats.sink_errors.items()):
-            sink_errors.add_metric([sink], n)
+        sink_errors = CounterMetricFamily(
+            "krsid_sink_errors", "Failed writes (and failed reopens of the JSON lines file) by sink", labels=["sink"]
+        )
+        for sink in sorted(set(self._stats.sink_names) | set(self._stats.sink_errors)):
+            sink_errors.add_metric([sink], self._stats.sink_errors.get(sink, 0))
         yield sink_errors
         entries = GaugeMetricFamily(
             "krsid_sink_backlog_entries", "Events encoded and waiting for a busy sink destination", labels=["sink"]
@@ -112,7 +129,8 @@ class KrsidCollector(Collector):
         size = GaugeMetricFamily(
             "krsid_sink_backlog_bytes", "Bytes waiting for a busy sink destination", labels=["sink"]
         )
-        for sink, (n, nbytes) in sorted(self._stats.backlog.items()):
+        for sink in sorted(set(self._stats.sink_names) | set(self._stats.backlog)):
+            n, nbytes = self._stats.backlog.get(sink, (0, 0))
             entries.add_metric([sink], n)
             size.add_metric([sink], nbytes)
         yield from (entries, size)
@@ -129,10 +147,13 @@ def make_registry(collector: Collector) -> CollectorRegistry:
     return registry
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> object:
-    """Start the /metrics HTTP server in a daemon thread; returns the server."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server
+def serve(registry: CollectorRegistry, host: str, port: int) -> object | None:
+    """Start the /metrics HTTP server in a daemon thread; returns the server, or None
+    with prometheus-client < 0.17 (Debian 12's python3-prometheus-client, which the
+    .deb runs on, is 0.16: start_http_server returns nothing there; its server thread
+    is a daemon thread and ends with the process)."""
+    started = start_http_server(port, addr=host, registry=registry)
+    return started[0] if started else None
 
 
 def _policy_metrics(policy: PolicyView) -> Iterator[Metric]:

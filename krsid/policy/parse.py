@@ -1,4 +1,4 @@
-"""Policy rules: YAML -> validated Rule objects -> BPF map slots.
+"""Policy rules, parsed: YAML -> validated Rule objects (compile.py makes them map leaves).
 
 A rule matches on the caller (uid, not-uid, comm, cgroup subtree) and on
 hook-specific values the program offers (its sidecar's ``policy:`` fields, e.g.
@@ -23,32 +23,29 @@ Config shape::
             path_prefix: /tmp     # the hook's file lies below this directory (or a list)
             fields:               # the hook's policy fields
               reqprot: {all: [EXEC]}   # all: / any: flag names or numbers, eq: / not: a value
+
+A deny or would_deny rule must have ``match``; ``match: {}`` (every call of the
+hook) has to be written out, so a forgotten ``match`` never blocks every call.
+
+Action names and their codes, the comm length and the number of policy fields come
+from the catalog's contract (krsid.h), never from here.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from krsid.catalog import Catalog, HookSpec
-from krsid.errors import ConfigError
+from krsid.catalog import Catalog, Contract, HookSpec
 from krsid.yamldoc import YamlDoc, expect, expect_mapping
 
-ACTIONS: Mapping[str, int] = {"audit": 1, "ignore": 2, "deny": 3, "would_deny": 4}  # KRSID_ACT_*
-# KRSID_RULES_PER_HOOK: every compile asserts the two agree (-DKRSID_RULES_PER_HOOK_EXPECTED).
-RULES_PER_HOOK = 128
-COMM_LEN = 16
-POLICY_FIELDS = 4  # KRSID_POLICY_FIELDS
-# KRSID_MATCH_* in krsid.h
-MATCH_UID, MATCH_NOT_UID, MATCH_COMM, MATCH_CGROUP = 0x1, 0x2, 0x4, 0x8
-MATCH_EXE, MATCH_EXE_PREFIX, MATCH_FILE_PREFIX, MATCH_FILE_ANY = 0x10, 0x20, 0x40, 0x80
-MATCH_FIELD0, MATCH_EXE_ANY = 0x100, 0x1000
-DIR_KIND_FILE, DIR_KIND_EXE = 0, 1  # KRSID_DIR_KIND_*
-FIELD_OPS: Mapping[str, int] = {"all": 1, "any": 2, "eq": 3, "not": 4}  # KRSID_FIELD_OP_*
+# Actions that (would) block a call: each needs an explicit `match` (`match: {}` for every call).
+BLOCKING_ACTIONS = ("deny", "would_deny")
+# A field condition's YAML word -> the KRSID_FIELD_OP_<NAME> it compiles to.
+FIELD_OPS: Mapping[str, str] = {"all": "ALL", "any": "ANY", "eq": "EQ", "not": "NE"}
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -77,6 +74,9 @@ class Rule:
 @dataclass(frozen=True)
 class Policy:
     rules: tuple[Rule, ...] = ()
+    # The constants of the catalog the rules were checked against (None: no policy
+    # section, so no rules to compile).
+    contract: Contract | None = None
 
     def for_hook(self, hook: str) -> list[Rule]:
         return [r for r in self.rules if r.hook == hook]
@@ -87,6 +87,8 @@ _MATCH_KEYS = {"uid", "comm", "cgroup", "fields", "exe", "exe_prefix", "path_pre
 
 
 def parse_policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
+    contract = catalog.contract
+    actions = contract.actions
     top = expect_mapping(doc, raw, ("policy",), {"rules"})
     rules_raw = top.get("rules", [])
     if not isinstance(rules_raw, list):
@@ -116,8 +118,17 @@ def parse_policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
                 f"(its rules apply to {hook} wherever {hook} stands in for it)",
             )
         action = expect(doc, r["action"], (*path, "action"), str, "an action")
-        if action not in ACTIONS:
-            doc.fail((*path, "action"), f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+        if action not in actions:
+            doc.fail((*path, "action"), f"unknown action {action!r}; one of {', '.join(actions)}")
+        if action in BLOCKING_ACTIONS and r.get("match") is None:
+            # A rule without matchers matches every call of its hook: a deny on
+            # bprm_check_security would block every exec on the machine. Forgetting
+            # `match:` (or leaving it empty) must not do that silently.
+            doc.fail(
+                (*path, "match") if "match" in r else (*path, "action"),
+                f"a {action} rule without 'match' applies to every {hook} call on this machine; "
+                "add matchers under 'match', or write 'match: {}' if you really mean every call",
+            )
         rules.append(
             _rule(
                 doc,
@@ -126,16 +137,25 @@ def parse_policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
                 name,
                 catalog[hook],
                 action,
+                contract,
             )
         )
     for hook in catalog.hooks:
         n = sum(1 for r in rules if r.hook == hook)
-        if n > RULES_PER_HOOK:
-            doc.fail(("policy", "rules"), f"{n} rules for {hook}; at most {RULES_PER_HOOK} per hook")
-    return Policy(tuple(rules))
+        if n > contract.rules_per_hook:
+            doc.fail(("policy", "rules"), f"{n} rules for {hook}; at most {contract.rules_per_hook} per hook")
+    return Policy(tuple(rules), contract)
 
 
-def _rule(doc: YamlDoc, path: tuple[object, ...], m: dict[str, Any], name: str, spec: HookSpec, action: str) -> Rule:
+def _rule(
+    doc: YamlDoc,
+    path: tuple[object, ...],
+    m: dict[str, Any],
+    name: str,
+    spec: HookSpec,
+    action: str,
+    contract: Contract,
+) -> Rule:
     uid = not_uid = None
     if "uid" in m:
         u = m["uid"]
@@ -147,8 +167,8 @@ def _rule(doc: YamlDoc, path: tuple[object, ...], m: dict[str, Any], name: str, 
     comm = None
     if "comm" in m:
         comm = expect(doc, m["comm"], (*path, "comm"), str, "a command name")
-        if not comm or len(comm.encode()) >= COMM_LEN:
-            doc.fail((*path, "comm"), f"a command name is 1-{COMM_LEN - 1} bytes (the kernel truncates comm)")
+        if not comm or len(comm.encode()) >= contract.comm_len:
+            doc.fail((*path, "comm"), f"a command name is 1-{contract.comm_len - 1} bytes (the kernel truncates comm)")
     cgroup = None
     if "cgroup" in m:
         cgroup = expect(doc, m["cgroup"], (*path, "cgroup"), str, "a cgroup path")
@@ -180,7 +200,7 @@ def _rule(doc: YamlDoc, path: tuple[object, ...], m: dict[str, Any], name: str, 
             doc.fail((*fpath, op), str(e))
         if not 0 <= value < 1 << 64:
             doc.fail((*fpath, op), "out of range for a 64-bit value")
-        fields.append(FieldMatch(pf.slot, FIELD_OPS[op], value))
+        fields.append(FieldMatch(pf.slot, contract.field_ops[FIELD_OPS[op]], value))
     exe = None
     if "exe" in m:
         exe = expect(doc, m["exe"], (*path, "exe"), str, "an executable's absolute path")
@@ -229,110 +249,3 @@ def _uid(doc: YamlDoc, v: Any, path: tuple[object, ...]) -> int:
     if not 0 <= n < 1 << 32:
         doc.fail(path, "a uid is 0..4294967295")
     return n
-
-
-# -- compile -------------------------------------------------------------------------------
-
-
-def cgroup_id_and_level(path: str, root: Path = Path("/sys/fs/cgroup")) -> tuple[int, int]:
-    """cgroup v2 id (the directory's inode number) and depth (/ is level 0)."""
-    rel = path.strip("/")
-    try:
-        ino = os.stat(root / rel).st_ino if rel else os.stat(root).st_ino
-    except OSError as e:
-        raise ConfigError(f"cgroup {path}: {e.strerror} under {root}") from None
-    return ino, len([p for p in rel.split("/") if p])
-
-
-def kernel_inode(path: str) -> tuple[int, int]:
-    """(s_dev as the kernel holds it, inode number) of a path, symlinks followed.
-
-    stat's st_dev is the user-space encoding; the kernel's dev_t is MAJOR << 20 | MINOR.
-    """
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror} (a policy rule names it)") from None
-    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
-
-
-@dataclass
-class CompiledRule:
-    """The values of one krsid_rule slot, by C member name, and the directories
-    (kind, dev, ino) its prefix matchers name (entries of krsid_dirs)."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    dirs: list[tuple[int, int, int]] = field(default_factory=list)
-
-
-def comm_words(comm: str) -> list[int]:
-    """The command name as krsid_rule.comm holds it: NUL-padded to 16 bytes, two little-endian words."""
-    raw = comm.encode().ljust(COMM_LEN, b"\0")
-    return [int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")]
-
-
-def compile_rules(
-    rules: list[Rule],
-    *,
-    resolve_cgroup: Callable[[str], tuple[int, int]] = cgroup_id_and_level,
-    resolve_inode: Callable[[str], tuple[int, int]] = kernel_inode,
-) -> list[CompiledRule]:
-    """One hook's rules, in order. Slot 0 also carries ``needs``, the OR of every
-    rule's match bits: the program reads the caller's comm, exe or walks
-    directories only when some rule needs them."""
-    out: list[CompiledRule] = []
-    for r in rules:
-        match = 0
-        dirs: list[tuple[int, int, int]] = []
-        v: dict[str, Any] = {
-            "action": ACTIONS[r.action],
-            "uid": 0,
-            "cgroup_id": 0,
-            "cgroup_level": 0,
-            "comm": [0, 0],
-            "exe_dev": 0,
-            "exe_ino": 0,
-            "needs": 0,
-            "field_arg": [0] * POLICY_FIELDS,
-            "field_op": [0] * POLICY_FIELDS,
-        }
-        if r.uid is not None:
-            match |= MATCH_UID
-            v["uid"] = r.uid
-        if r.not_uid is not None:
-            match |= MATCH_NOT_UID
-            v["uid"] = r.not_uid
-        if r.comm is not None:
-            match |= MATCH_COMM
-            v["comm"] = comm_words(r.comm)
-        if r.cgroup is not None:
-            match |= MATCH_CGROUP
-            v["cgroup_id"], v["cgroup_level"] = resolve_cgroup(r.cgroup)
-        for fm in r.fields:
-            match |= MATCH_FIELD0 << fm.slot
-            v["field_arg"][fm.slot] = fm.arg
-            v["field_op"][fm.slot] = fm.op
-        if r.exe is not None:
-            match |= MATCH_EXE
-            v["exe_dev"], v["exe_ino"] = resolve_inode(r.exe)
-        for kind, prefixes, any_bit, prefix_bit in (
-            (DIR_KIND_EXE, r.exe_prefix, MATCH_EXE_ANY, MATCH_EXE_PREFIX),
-            (DIR_KIND_FILE, r.path_prefix, MATCH_FILE_ANY, MATCH_FILE_PREFIX),
-        ):
-            if not prefixes:
-                continue
-            if "/" in prefixes or any(os.path.normpath(p) == "/" for p in prefixes):
-                # d_parent walks end at each filesystem's root: "/" is "any file" instead.
-                match |= any_bit
-                continue
-            match |= prefix_bit
-            dirs += [(kind, *resolve_inode(p)) for p in prefixes]
-        v["match"] = match
-        v["number"] = len(out) + 1  # the slot + 1: the event's `rule`
-        out.append(CompiledRule(v, dirs))
-    if out:
-        needs = 0
-        for c in out:
-            needs |= c.values["match"]
-        out[0].values["needs"] = needs
-    return out

@@ -3,7 +3,10 @@
 Adding a hook is adding those two files; nothing here names a hook. The .c file
 holds the LSM_PROBE and the event struct (the layout); the .yaml sidecar says how
 the event is named (MESSAGE_ID), shown (MESSAGE template, PRIORITY) and decoded
-(per-field types), and which options the program reads from the krsid_options map.
+(per-field types), which options the program reads from the krsid_options map and
+which values it offers to policy rules. Every number shared with C comes from
+include/krsid.h through the catalog's contract (krsid.catalog.contract), and each
+sidecar ``slot:`` is checked against its program's ``#define`` here.
 """
 
 from __future__ import annotations
@@ -15,14 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from krsid.catalog.contract import (
+    OPTION_DEFINE_MARK,
+    POLICY_DEFINE_MARK,
+    Contract,
+    action_enum_mismatch,
+    parse_contract,
+    slot_mismatches,
+)
 from krsid.errors import CatalogError, ConfigError
 from krsid.pipeline.layout import EventLayout, Member, parse_event_struct, read_text
-from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml
+from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml, shown
 
 HOOK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MESSAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-FIELD_TYPES = ("int", "hex", "string", "strings", "ipv4", "ipv6", "errno", "flags", "enum", "bool", "hidden")
+# rule: the __u32 rule number a program writes (slot + 1, 0 = none); the pipeline turns
+# it into the rule's name (a string) before any sink sees the event.
+FIELD_TYPES = ("int", "hex", "string", "strings", "ipv4", "ipv6", "errno", "flags", "enum", "bool", "hidden", "rule")
 # Types read from a char[N] member; the others read an integer member.
 BYTES_FIELD_TYPES = ("string", "strings", "ipv6")
 # daemon_tgid: not configurable; krsid writes its own process id there, so a hook can
@@ -33,9 +46,8 @@ STRING_TRANSFORMS = ("none", "basename", "basename_head")
 # bytes NUL-padded (C: struct { __u32 len; __u32 pad; __u64 head; }).
 BASENAME_HEAD = struct.Struct("<II8s")
 MAP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-OPTION_SLOTS = 8  # KRSID_OPTION_SLOTS in krsid.h
 
-# syslog priorities, as journald's PRIORITY field takes them.
+# syslog priorities, as journald's PRIORITY field takes them (index = number).
 PRIORITIES: Mapping[str, int] = {
     "emerg": 0,
     "alert": 1,
@@ -49,6 +61,64 @@ PRIORITIES: Mapping[str, int] = {
 
 HEADER_FILE = "include/krsid.h"
 HEADER_SIDECAR = "include/krsid.yaml"
+# The map of the policy's directories (exe_prefix / path_prefix), declared in krsid.h.
+DIRS_MAP = "krsid_dirs"
+
+# BCC map declarations whose size the catalog reads: macro -> (index of the map name,
+# index of max_entries) among its arguments. A map's capacity comes from its C
+# declaration, so the config check refuses what the kernel map would not hold.
+_MAP_MACROS: Mapping[str, tuple[int, int]] = {"BPF_HASH": (0, 3), "BPF_TABLE": (3, 4), "BPF_F_TABLE": (3, 4)}
+_MAP_DECL_RE = re.compile(r"\b(" + "|".join(_MAP_MACROS) + r")\s*\(([^()]*)\)")
+_C_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+_C_DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+([^\n]+?)[ \t]*$", re.M)
+_C_NUMBER_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)[uUlL]*$")
+
+
+@dataclass(frozen=True)
+class MapSize:
+    """A map's max_entries and where it was declared (for error messages)."""
+
+    entries: int
+    declared: str  # e.g. "FILE_OPEN_SET_SIZE = 1024 in file_open.c"
+
+
+def declared_map_sizes(*sources: tuple[str, str]) -> dict[str, MapSize]:
+    """Every BPF_HASH / BPF_TABLE map of these C texts ((file name, text) pairs) whose
+    max_entries is a number or a #define of one, by map name. Defines are looked up
+    in every text (a program uses krsid.h's)."""
+    texts = [(name, _C_COMMENT_RE.sub(" ", text)) for name, text in sources]
+    defines: dict[str, str] = {}
+    for _, text in texts:
+        for ident, value in _C_DEFINE_RE.findall(text):
+            defines.setdefault(ident, value.strip())
+    out: dict[str, MapSize] = {}
+    for file_name, text in texts:
+        for macro, arg_text in _MAP_DECL_RE.findall(text):
+            args = [a.strip() for a in arg_text.split(",")]
+            name_at, size_at = _MAP_MACROS[macro]
+            if len(args) <= max(name_at, size_at):
+                continue
+            size_expr = args[size_at]
+            entries = _c_number(size_expr, defines)
+            if entries is not None:
+                shown_as = size_expr if _C_NUMBER_RE.match(size_expr) else f"{size_expr} = {entries}"
+                out.setdefault(args[name_at], MapSize(entries, f"{shown_as} in {file_name}"))
+    return out
+
+
+def _c_number(expr: str, defines: Mapping[str, str], hops: int = 8) -> int | None:
+    """A C integer literal, or a macro that expands (through at most ``hops`` defines) to one."""
+    expr = expr.strip()
+    while expr.startswith("(") and expr.endswith(")"):
+        expr = expr[1:-1].strip()
+    m = _C_NUMBER_RE.match(expr)
+    if m:
+        digits = m.group(1)
+        base = 16 if digits[:2] in ("0x", "0X") else 8 if len(digits) > 1 and digits[0] == "0" else 10
+        return int(digits, base)
+    if hops and expr in defines:
+        return _c_number(defines[expr], defines, hops - 1)
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,6 +154,7 @@ class SetMap:
     name: str
     key_size: int
     transform: str = "none"
+    size: MapSize = MapSize(0, "")  # from the program's declaration; 0 entries = not known
 
     def text(self, value: str) -> str:
         """The part of value the key is made of."""
@@ -143,7 +214,15 @@ class PolicyField:
         raise ValueError(f"{self.name}: unknown value {name_or_number!r}; one of {known} or a number")
 
 
-POLICY_SLOTS = 4  # KRSID_POLICY_FIELDS
+@dataclass(frozen=True)
+class EnrichSpec:
+    """What user-space enrichment learns from a hook's events (sidecar ``enrich:``).
+
+    ``new_exe``: the string field holding the executable the process runs from this
+    event on (an exec hook: its path); "" when the hook's events change no process's image.
+    """
+
+    new_exe: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,6 +243,10 @@ class HookSpec:
     # that hook. It is never enabled on its own; it gets the hook's options and rules.
     fallback_for: str = ""
     policy_path: str = ""  # what path_prefix matches on this hook; "" = the hook has no file
+    # The program's C text as read (once) from the checked file: the compile uses this
+    # text, never the file again (which may have changed since it was checked).
+    source_text: str = ""
+    enrich: EnrichSpec = EnrichSpec()
 
     def policy_field(self, name: str) -> PolicyField:
         for f in self.policy_fields:
@@ -184,6 +267,8 @@ class Catalog:
     include_dir: Path
     header_text: str
     hooks: Mapping[str, HookSpec]
+    contract: Contract  # the constants shared with krsid.h, parsed from header_text
+    dirs_map: MapSize = MapSize(0, "")  # krsid_dirs, which holds the policy's directories
 
     def __iter__(self) -> Iterator[HookSpec]:
         return iter(self.hooks.values())
@@ -214,7 +299,8 @@ def load_catalog(programs_dir: Path) -> Catalog:
         raise CatalogError(f"{programs_dir}: programs directory does not exist")
     header_path = programs_dir / HEADER_FILE
     header_text = read_text(header_path)
-    header_fields = _header_fields(programs_dir / HEADER_SIDECAR)
+    contract = parse_contract(header_text, str(header_path))
+    header_fields = _header_fields(programs_dir / HEADER_SIDECAR, contract)
 
     sources = {p.stem: p for p in programs_dir.glob("*.c")}
     sidecars = {p.stem: p for p in programs_dir.glob("*.yaml")}
@@ -224,13 +310,16 @@ def load_catalog(programs_dir: Path) -> Catalog:
 
     hooks: dict[str, HookSpec] = {}
     for name in sorted(sources):
-        hooks[name] = _load_hook(name, sources[name], sidecars[name], header_text, header_fields)
+        hooks[name] = _load_hook(name, sources[name], sidecars[name], header_text, header_fields, contract)
     ids = [h.message_id for h in hooks.values()]
     for h in hooks.values():
         if ids.count(h.message_id) > 1:
             raise CatalogError(f"{h.sidecar}: message_id {h.message_id} is used by another hook")
     _check_fallbacks(hooks)
-    return Catalog(programs_dir, programs_dir / "include", header_text, hooks)
+    dirs_map = declared_map_sizes((HEADER_FILE, header_text)).get(DIRS_MAP)
+    if dirs_map is None:
+        raise CatalogError(f"{header_path}: declares no {DIRS_MAP} map with a numeric size")
+    return Catalog(programs_dir, programs_dir / "include", header_text, hooks, contract, dirs_map)
 
 
 def _check_fallbacks(hooks: Mapping[str, HookSpec]) -> None:
@@ -254,16 +343,39 @@ def _check_fallbacks(hooks: Mapping[str, HookSpec]) -> None:
         theirs = sorted((o.name, o.slot, o.kind) for o in primary.options)
         if mine != theirs:
             raise CatalogError(f"{where}: options must be the same as {target}'s ({theirs or 'none'})")
+        for o in h.options:
+            if o.kind != "string_set":
+                continue
+            # The fallback's maps get the values checked against the primary's maps.
+            theirs_maps = primary.option(o.name).maps
+            if sorted((m.key_size, m.transform) for m in o.maps) != sorted(
+                (m.key_size, m.transform) for m in theirs_maps
+            ) or min(m.size.entries for m in o.maps) < min(m.size.entries for m in theirs_maps):
+                raise CatalogError(f"{where}: option {o.name}: maps must have {target}'s key sizes and capacity")
         for pf in primary.policy_fields:
             if pf not in h.policy_fields:
                 raise CatalogError(f"{where}: must offer {target}'s policy field {pf.name} (same slot and values)")
 
 
-def _header_fields(path: Path) -> dict[str, dict[str, Any]]:
+# The header field that carries the policy action (KRSID_ACT_*): its enum values
+# in include/krsid.yaml must be krsid.h's.
+ACTION_FIELD = "action"
+
+
+def _header_fields(path: Path, contract: Contract) -> dict[str, dict[str, Any]]:
     doc = _load_sidecar_doc(path)
     top = _catalog_mapping(doc, doc.data, (), {"fields"})
     fields = _catalog_mapping(doc, top.get("fields"), ("fields",))
-    return {k: _catalog_mapping(doc, v, ("fields", k)) for k, v in fields.items()}
+    out = {k: _catalog_mapping(doc, v, ("fields", k)) for k, v in fields.items()}
+    action = out.get(ACTION_FIELD, {})
+    values = _catalog_mapping(doc, action.get("values"), ("fields", ACTION_FIELD, "values"))
+    why = action_enum_mismatch(values, contract)
+    if why:
+        try:
+            doc.fail(("fields", ACTION_FIELD, "values"), why)
+        except ConfigError as e:
+            raise CatalogError(str(e)) from None
+    return out
 
 
 def _load_sidecar_doc(path: Path) -> YamlDoc:
@@ -295,15 +407,22 @@ _SIDECAR_KEYS = {
     "policy",
     "fallback_for",
     "policy_path",
+    "enrich",
 }
 _POLICY_FIELD_KEYS = {"slot", "values", "values_of", "doc", "type"}
 _FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty", "length"}
 _OPTION_KEYS = {"slot", "type", "default", "doc", "maps"}
 _MAP_KEYS = {"name", "key_size", "transform"}
+_ENRICH_KEYS = {"new_exe"}
 
 
 def _load_hook(
-    name: str, source: Path, sidecar: Path, header_text: str, header_fields: dict[str, dict[str, Any]]
+    name: str,
+    source: Path,
+    sidecar: Path,
+    header_text: str,
+    header_fields: dict[str, dict[str, Any]],
+    contract: Contract,
 ) -> HookSpec:
     if not HOOK_NAME_RE.match(name):
         raise CatalogError(f"{source}: hook file names must match {HOOK_NAME_RE.pattern}")
@@ -311,6 +430,7 @@ def _load_hook(
     if not re.search(rf"\bLSM_PROBE\(\s*{name}\s*,", text):
         raise CatalogError(f"{source}: must define LSM_PROBE({name}, ...) (the file name is the hook name)")
 
+    declared_maps = declared_map_sizes((source.name, text), (HEADER_FILE, header_text))
     doc = _load_sidecar_doc(sidecar)
     try:
         top = expect_mapping(doc, doc.data, (), _SIDECAR_KEYS)
@@ -328,7 +448,11 @@ def _load_hook(
         struct_name = expect(doc, top.get("event", f"{name}_event"), ("event",), str, "a struct name")
         layout = parse_event_struct(text, struct_name, header_text, origin=str(source))
         fields = _fields(doc, layout, header_fields, expect_mapping(doc, top.get("fields"), ("fields",)))
-        options = _options(doc, expect_mapping(doc, top.get("options"), ("options",)))
+        options = _options(
+            doc, expect_mapping(doc, top.get("options"), ("options",)), source.name, declared_maps, contract
+        )
+        policy_fields = _policy_fields(doc, expect_mapping(doc, top.get("policy"), ("policy",)), fields, contract)
+        _check_slots(doc, text, source.name, options, policy_fields)
         message = expect(doc, top["message"], ("message",), str, "a string")
         known = {f.name for f in fields} | {"hook"}
         for ref in TEMPLATE_FIELD_RE.findall(message):
@@ -346,11 +470,13 @@ def _load_hook(
             fields=fields,
             options=options,
             noisy=expect(doc, top.get("noisy", False), ("noisy",), bool, "true or false"),
-            policy_fields=_policy_fields(doc, expect_mapping(doc, top.get("policy"), ("policy",)), fields),
+            policy_fields=policy_fields,
             policy_path=" ".join(
                 expect(doc, top.get("policy_path", ""), ("policy_path",), str, "what path_prefix matches").split()
             ),
             fallback_for=expect(doc, top.get("fallback_for", ""), ("fallback_for",), str, "a hook name"),
+            source_text=text,
+            enrich=_enrich(doc, expect_mapping(doc, top.get("enrich"), ("enrich",), _ENRICH_KEYS), fields),
         )
     except ConfigError as e:
         raise CatalogError(str(e)) from None
@@ -425,7 +551,38 @@ def _default_kind(member: Member) -> str:
     return "string" if member.is_string else "int"
 
 
-def _options(doc: YamlDoc, declared: dict[str, Any]) -> tuple[OptionSpec, ...]:
+def _check_slots(
+    doc: YamlDoc, text: str, source_name: str, options: tuple[OptionSpec, ...], policy: tuple[PolicyField, ...]
+) -> None:
+    """Each option's and policy field's ``slot:`` must be the slot the program reads:
+    its ``#define <HOOK>_OPT_<NAME>`` / ``<HOOK>_POLICY_<NAME>`` in the .c; and every
+    such define must be declared in the sidecar (a slot read but never written reads 0)."""
+    for section, mark, declared, what in (
+        ("options", OPTION_DEFINE_MARK, {o.name: o.slot for o in options if o.slot >= 0}, "option"),
+        ("policy", POLICY_DEFINE_MARK, {f.name: f.slot for f in policy}, "policy field"),
+    ):
+        wrong, unclaimed = slot_mismatches(text, source_name, mark, declared, what)
+        for entry, why in wrong.items():
+            doc.fail((section, entry, "slot"), why)
+        if unclaimed:
+            doc.fail((section,) if section in doc.data else (), "; ".join(unclaimed))
+
+
+def _enrich(doc: YamlDoc, declared: dict[str, Any], fields: tuple[FieldSpec, ...]) -> EnrichSpec:
+    new_exe = expect(doc, declared.get("new_exe", ""), ("enrich", "new_exe"), str, "an event field name")
+    if new_exe and not any(f.name == new_exe and f.kind == "string" for f in fields):
+        doc.fail(("enrich", "new_exe"), f"{new_exe!r} is not a string field of this hook's event")
+    return EnrichSpec(new_exe=new_exe)
+
+
+def _options(
+    doc: YamlDoc,
+    declared: dict[str, Any],
+    source_name: str,
+    maps_in_source: Mapping[str, MapSize],
+    contract: Contract,
+) -> tuple[OptionSpec, ...]:
+    option_slots = contract.option_slots
     out: list[OptionSpec] = []
     slots: set[int] = set()
     for oname, raw in declared.items():
@@ -438,13 +595,13 @@ def _options(doc: YamlDoc, declared: dict[str, Any]) -> tuple[OptionSpec, ...]:
             doc.fail((*path, "type"), f"unknown option type {kind!r}; one of {', '.join(OPTION_TYPES)}")
         text_doc = " ".join(str(spec.get("doc", "")).split())
         if kind == "string_set":
-            maps = _set_maps(doc, spec.get("maps"), (*path, "maps"))
+            maps = _set_maps(doc, spec.get("maps"), (*path, "maps"), source_name, maps_in_source)
             default = parse_string_set(doc, spec.get("default", []), (*path, "default"), maps)
             out.append(OptionSpec(oname, -1, kind, default, text_doc, maps))
             continue
-        slot = expect(doc, spec.get("slot"), (*path, "slot"), int, f"a slot number 0..{OPTION_SLOTS - 1}")
-        if not 0 <= slot < OPTION_SLOTS or slot in slots:
-            doc.fail((*path, "slot"), f"slot must be unique and within 0..{OPTION_SLOTS - 1}")
+        slot = expect(doc, spec.get("slot"), (*path, "slot"), int, f"a slot number 0..{option_slots - 1}")
+        if not 0 <= slot < option_slots or slot in slots:
+            doc.fail((*path, "slot"), f"slot must be unique and within 0..{option_slots - 1}")
         slots.add(slot)
         if kind == "daemon_tgid":
             if "default" in spec:
@@ -457,7 +614,9 @@ def _options(doc: YamlDoc, declared: dict[str, Any]) -> tuple[OptionSpec, ...]:
     return tuple(out)
 
 
-def _set_maps(doc: YamlDoc, raw: Any, path: tuple[object, ...]) -> tuple[SetMap, ...]:
+def _set_maps(
+    doc: YamlDoc, raw: Any, path: tuple[object, ...], source_name: str, maps_in_source: Mapping[str, MapSize]
+) -> tuple[SetMap, ...]:
     if not isinstance(raw, list) or not raw:
         doc.fail(path, "a string_set option needs maps: [{name: MAP, key_size: N}, ...]")
     out = []
@@ -474,43 +633,54 @@ def _set_maps(doc: YamlDoc, raw: Any, path: tuple[object, ...]) -> tuple[SetMap,
             doc.fail((*path, i, "transform"), f"one of {', '.join(STRING_TRANSFORMS)}")
         if transform == "basename_head" and size != BASENAME_HEAD.size:
             doc.fail((*path, i, "key_size"), f"basename_head keys are {BASENAME_HEAD.size} bytes")
-        out.append(SetMap(name, size, transform))
+        if name not in maps_in_source:
+            doc.fail(
+                (*path, i, "name"),
+                f"{source_name} declares no map {name} with a numeric size (BPF_HASH({name}, KEY, __u8, SIZE))",
+            )
+        out.append(SetMap(name, size, transform, maps_in_source[name]))
     return tuple(out)
 
 
 def parse_string_set(doc: YamlDoc, raw: Any, path: tuple[object, ...], maps: tuple[SetMap, ...]) -> tuple[str, ...]:
-    """A list of strings that each fit every target map's key (with its NUL)."""
+    """A list of strings that each fit every target map's key (with its NUL), and
+    that together fit every map (its declared max_entries, counted in distinct keys:
+    a full map makes the daemon's update fail, at a reload as much as at a start)."""
     if not isinstance(raw, list):
         doc.fail(path, "expected a list of strings")
-    out: list[str] = []
+    out: dict[str, None] = {}  # insertion-ordered set: a 40,000-entry list stays linear
     for i, item in enumerate(raw):
         text = expect(doc, item, (*path, i), str, "a string")
         if not text or "\0" in text:
             doc.fail((*path, i), "must be a non-empty string without NUL")
         for m in maps:
             if not m.text(text):
-                doc.fail((*path, i), f"{text!r} has an empty {m.transform} for map {m.name}")
+                doc.fail((*path, i), f"{shown(text)} has an empty {m.transform} for map {m.name}")
             if not m.fits(text):
-                doc.fail((*path, i), f"{text!r} is longer than map {m.name} allows ({m.key_size - 1} bytes)")
-        if text not in out:
-            out.append(text)
+                doc.fail((*path, i), f"{shown(text)} is longer than map {m.name} allows ({m.key_size - 1} bytes)")
+        out[text] = None
+    for m in maps:
+        if m.size.entries and len(keys := {m.key(v) for v in out}) > m.size.entries:
+            counted = f"{len(out)} entries" + (f" ({len(keys)} keys of map {m.name})" if len(keys) < len(out) else "")
+            doc.fail(path, f"{counted}; map {m.name} holds at most {m.size.entries} ({m.size.declared})")
     return tuple(out)
 
 
 def _policy_fields(
-    doc: YamlDoc, declared: dict[str, Any], event_fields: tuple[FieldSpec, ...]
+    doc: YamlDoc, declared: dict[str, Any], event_fields: tuple[FieldSpec, ...], contract: Contract
 ) -> tuple[PolicyField, ...]:
     """The values a program offers to rules. ``values_of: FIELD`` reuses an event
     field's flag/enum names; ``type: bool`` lets rules say true/false."""
+    policy_slots = contract.policy_fields
     out: list[PolicyField] = []
     slots: set[int] = set()
     by_name = {f.name: f for f in event_fields}
     for name, raw in declared.items():
         path = ("policy", name)
         spec = expect_mapping(doc, raw, path, _POLICY_FIELD_KEYS)
-        slot = expect(doc, spec.get("slot"), (*path, "slot"), int, f"a slot 0..{POLICY_SLOTS - 1}")
-        if not 0 <= slot < POLICY_SLOTS or slot in slots:
-            doc.fail((*path, "slot"), f"slot must be unique and within 0..{POLICY_SLOTS - 1}")
+        slot = expect(doc, spec.get("slot"), (*path, "slot"), int, f"a slot 0..{policy_slots - 1}")
+        if not 0 <= slot < policy_slots or slot in slots:
+            doc.fail((*path, "slot"), f"slot must be unique and within 0..{policy_slots - 1}")
         slots.add(slot)
         kind = expect(doc, spec.get("type", "int"), (*path, "type"), str, "int or bool")
         if kind not in ("int", "bool"):

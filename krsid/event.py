@@ -1,0 +1,50 @@
+"""The event every stage below the decoder passes down: what it is and how its values read.
+
+``Event`` (one decoded record), ``Value`` (what a field can hold), ``SCHEMA_VERSION``
+(of the JSON lines records) and ``text_of`` (a value as text for people). The
+pipeline creates events (pipeline.decode), completes them (pipeline.flow: rule
+name, pipeline.enrich: context) and hands them to the sinks, which only read them.
+Both stand on this module; it imports neither.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from krsid.catalog import HookSpec
+
+# What a field's value can be after decoding: int for int, str for hex/flags/enum/
+# ipv4/ipv6/errno, bytes for strings (kernel strings are bytes: binary-safe until a
+# sink decides), a tuple of bytes for strings (argv-like lists), bool for bool.
+Value = Union[int, str, bytes, bool, tuple[bytes, ...]]
+# Raised when a field changes meaning or type (README: JSON lines, schema versions).
+SCHEMA_VERSION = 2
+
+
+class Event:
+    """One decoded event. ``values`` preserves the sidecar's field order."""
+
+    __slots__ = ("hook", "seq", "spec", "values", "wallclock")
+
+    def __init__(self, spec: HookSpec, values: dict[str, Value], wallclock: float, seq: int) -> None:
+        self.spec = spec
+        self.hook = spec.name
+        self.values = values
+        self.seq = seq
+        self.wallclock = wallclock  # seconds since the epoch, from the kernel's boot clock
+
+    def __repr__(self) -> str:
+        return f"Event({self.hook}, seq={self.seq})"
+
+
+def text_of(value: Value) -> str:
+    """A value as text for people: bytes decoded, undecodable bytes as \\xNN."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, tuple):
+        return " ".join(shlex.quote(a.decode("utf-8", "backslashreplace")) for a in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

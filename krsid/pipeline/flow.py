@@ -1,0 +1,62 @@
+"""The event path, one record at a time: decode -> rule name -> enrich -> dispatch.
+
+``EventPipeline.handle`` is what the transport calls for each raw record; every
+stage it calls lies below it, and the event only goes down (to the sinks), never
+back into the daemon. What it needs from the rest of krsid comes in at
+construction: the decoder, the enricher and dispatcher, the stats it counts in,
+and a ``rule_name`` callable (the live policy's lookup), so that a reload changes
+the names without touching the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from krsid.pipeline.decode import EventDecoder
+from krsid.pipeline.dispatch import Dispatcher
+from krsid.pipeline.enrich import Enricher
+from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, PipelineStats
+
+# (hook, rule number the program wrote: 1-based, 0 = no rule) -> the rule's name, "" if none.
+RuleName = Callable[[str, int], str]
+
+
+class EventPipeline:
+    def __init__(
+        self,
+        decoder: EventDecoder,
+        rule_name: RuleName,
+        enricher: Enricher,
+        dispatcher: Dispatcher,
+        stats: PipelineStats,
+    ) -> None:
+        self.decoder = decoder
+        self.rule_name = rule_name
+        self.enricher = enricher
+        self.dispatcher = dispatcher
+        self.stats = stats
+
+    def handle(self, raw: bytes) -> None:
+        """One raw record from the event buffer, delivered to the sinks or counted as lost.
+
+        Runs inside bcc's C callback: an exception here would be printed and lost,
+        so every failure is caught and counted."""
+        try:
+            event = self.decoder.decode(raw)
+        except Exception:  # DecodeError, or a decoder bug: count it, keep polling
+            spec = self.decoder.hook_of(raw)
+            self.stats.lost[(spec.name if spec else "unknown", STAGE_DECODE)] += 1
+            return
+        rule_no = event.values.get("rule")
+        if isinstance(rule_no, int):
+            event.values["rule"] = self.rule_name(event.hook, rule_no)
+        try:
+            self.enricher.enrich(event)
+        except Exception:  # context is a bonus: deliver the event without it
+            self.stats.enrich_errors += 1
+        self.dispatcher.handle(event)
+
+    def lost(self, count: int) -> None:
+        """Records the perf buffer reports lost (overwritten before they were read);
+        the perf buffer does not say which hook wrote them."""
+        self.stats.lost[("unknown", STAGE_PERFBUF)] += count

@@ -1,0 +1,97 @@
+"""Where the policy lives in the BPF maps: two banks, switched atomically (krsid.h).
+
+``krsid_rules`` holds 2 x KRSID_MAX_HOOKS x KRSID_RULES_PER_HOOK slots:
+index = (bank * max_hooks + hook id) * rules_per_hook + slot; ``krsid_rule_hits``
+is indexed the same way. ``krsid_policy_bank[0]`` names the active bank. A hook's
+rules fill its slots from 0, followed by one empty slot (all zero) that ends the
+list. ``krsid_dirs`` maps (bank * max_hooks + hook id, kind, dev, ino) to the rule
+slots (one bit each, in 64-bit words) whose prefix matchers name that directory.
+
+This module computes what goes where; krsid.pipeline.load performs the writes
+(the only place that touches bcc), in the order :meth:`BankLayout.rule_slots` and
+:meth:`BankLayout.dir_entries` give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from krsid.errors import ProgramLoadError
+from krsid.policy.compile import CompiledRule
+
+WORD_BITS = 64
+WORD_MASK = (1 << WORD_BITS) - 1
+
+
+@dataclass(frozen=True)
+class RuleSlot:
+    """One krsid_rules (and krsid_rule_hits) entry to write: its index and members
+    (empty: the all-zero slot that ends the hook's list)."""
+
+    index: int
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One krsid_dirs entry: the key's and the leaf's members, by C member name."""
+
+    key: Mapping[str, int]
+    leaf: Mapping[str, list[int]]
+
+
+@dataclass(frozen=True)
+class BankLayout:
+    hook_ids: Mapping[str, int]  # loaded program -> hook id (index in the module)
+    max_hooks: int  # KRSID_MAX_HOOKS the module was compiled with
+    rules_per_hook: int  # KRSID_RULES_PER_HOOK
+
+    @staticmethod
+    def other(bank: int) -> int:
+        return 1 - (bank & 1)
+
+    def bank_hook(self, bank: int, hook: str) -> int:
+        return bank * self.max_hooks + self.hook_ids[hook]
+
+    def bank_of(self, bank_hook: int) -> int:
+        """The bank of a krsid_dirs key's bank_hook."""
+        return bank_hook // self.max_hooks
+
+    def rule_index(self, bank: int, hook: str, slot: int) -> int:
+        return self.bank_hook(bank, hook) * self.rules_per_hook + slot
+
+    def rule_slots(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> Iterator[RuleSlot]:
+        """The slots to write for a bank, hook by hook (in hook id order): the rules,
+        then one empty slot that ends the list (the program stops at it, so older
+        entries behind it never count). Raises ProgramLoadError, before that hook's
+        first slot, for a hook with more rules than it has slots."""
+        for hook in self.hook_ids:
+            compiled = per_hook.get(hook, ())
+            if len(compiled) > self.rules_per_hook:
+                raise ProgramLoadError(f"{hook}: {len(compiled)} rules, at most {self.rules_per_hook}")
+            for slot in range(min(len(compiled) + 1, self.rules_per_hook)):
+                values = compiled[slot].values if slot < len(compiled) else {}
+                yield RuleSlot(self.rule_index(bank, hook, slot), values)
+
+    def dir_entries(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> list[DirEntry]:
+        """The bank's krsid_dirs entries: each directory a hook's rules name, with
+        the bits of the rule slots that name it."""
+        bits: dict[tuple[int, int, int, int], int] = {}
+        for hook, compiled in per_hook.items():
+            if hook not in self.hook_ids:
+                continue
+            bank_hook = self.bank_hook(bank, hook)
+            for slot, rule in enumerate(compiled):
+                for kind, dev, ino in rule.dirs:
+                    k = (bank_hook, kind, dev, ino)
+                    bits[k] = bits.get(k, 0) | (1 << slot)
+        words = self.rules_per_hook // WORD_BITS
+        return [
+            DirEntry(
+                {"bank_hook": bank_hook, "kind": kind, "dev": dev, "ino": ino},
+                {"bits": [(mask >> (WORD_BITS * w)) & WORD_MASK for w in range(words)]},
+            )
+            for (bank_hook, kind, dev, ino), mask in bits.items()
+        ]

@@ -1,0 +1,129 @@
+"""Policy rules, compiled: Rule -> the members of one ``struct krsid_rule`` slot, plus the
+directories (``krsid_dirs`` entries) its prefix matchers name.
+
+Every code written (action, match bits, field operators, directory kinds) is the
+catalog contract's, i.e. krsid.h's; cgroup paths and files are resolved to the
+ids the kernel compares (so compiling can fail: ConfigError when one is gone).
+The leaf values are keyed by C member name; the loader writes them through a
+checked writer (krsid.pipeline.leaf) that refuses a name the struct lacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from krsid.catalog import Contract
+from krsid.errors import ConfigError
+from krsid.policy.parse import Rule
+
+
+def cgroup_id_and_level(path: str, root: Path = Path("/sys/fs/cgroup")) -> tuple[int, int]:
+    """cgroup v2 id (the directory's inode number) and depth (/ is level 0)."""
+    rel = path.strip("/")
+    try:
+        ino = os.stat(root / rel).st_ino if rel else os.stat(root).st_ino
+    except OSError as e:
+        raise ConfigError(f"cgroup {path}: {e.strerror} under {root}") from None
+    return ino, len([p for p in rel.split("/") if p])
+
+
+def kernel_inode(path: str) -> tuple[int, int]:
+    """(s_dev as the kernel holds it, inode number) of a path, symlinks followed.
+
+    stat's st_dev is the user-space encoding; the kernel's dev_t is MAJOR << 20 | MINOR.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror} (a policy rule names it)") from None
+    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
+
+
+@dataclass
+class CompiledRule:
+    """The values of one krsid_rule slot, by C member name, and the directories
+    (kind, dev, ino) its prefix matchers name (entries of krsid_dirs)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    dirs: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def comm_words(comm: str, comm_len: int) -> list[int]:
+    """The command name as krsid_rule.comm holds it: NUL-padded to comm_len
+    (KRSID_COMM_LEN) bytes, as little-endian 64-bit words."""
+    raw = comm.encode().ljust(comm_len, b"\0")
+    return [int.from_bytes(raw[i : i + 8], "little") for i in range(0, comm_len, 8)]
+
+
+def compile_rules(
+    rules: list[Rule],
+    contract: Contract,
+    *,
+    resolve_cgroup: Callable[[str], tuple[int, int]] = cgroup_id_and_level,
+    resolve_inode: Callable[[str], tuple[int, int]] = kernel_inode,
+) -> list[CompiledRule]:
+    """One hook's rules, in order. Slot 0 also carries ``needs``, the OR of every
+    rule's match bits: the program reads the caller's comm, exe or walks
+    directories only when some rule needs them."""
+    bit = contract.match
+    kind = contract.dir_kinds
+    out: list[CompiledRule] = []
+    for r in rules:
+        match = 0
+        dirs: list[tuple[int, int, int]] = []
+        v: dict[str, Any] = {
+            "action": contract.actions[r.action],
+            "uid": 0,
+            "cgroup_id": 0,
+            "cgroup_level": 0,
+            "comm": comm_words("", contract.comm_len),
+            "exe_dev": 0,
+            "exe_ino": 0,
+            "needs": 0,
+            "field_arg": [0] * contract.policy_fields,
+            "field_op": [0] * contract.policy_fields,
+        }
+        if r.uid is not None:
+            match |= bit["UID"]
+            v["uid"] = r.uid
+        if r.not_uid is not None:
+            match |= bit["NOT_UID"]
+            v["uid"] = r.not_uid
+        if r.comm is not None:
+            match |= bit["COMM"]
+            v["comm"] = comm_words(r.comm, contract.comm_len)
+        if r.cgroup is not None:
+            match |= bit["CGROUP"]
+            v["cgroup_id"], v["cgroup_level"] = resolve_cgroup(r.cgroup)
+        for fm in r.fields:
+            match |= bit["FIELD0"] << fm.slot
+            v["field_arg"][fm.slot] = fm.arg
+            v["field_op"][fm.slot] = fm.op
+        if r.exe is not None:
+            match |= bit["EXE"]
+            v["exe_dev"], v["exe_ino"] = resolve_inode(r.exe)
+        for dir_kind, prefixes, any_bit, prefix_bit in (
+            (kind["EXE"], r.exe_prefix, bit["EXE_ANY"], bit["EXE_PREFIX"]),
+            (kind["FILE"], r.path_prefix, bit["FILE_ANY"], bit["FILE_PREFIX"]),
+        ):
+            if not prefixes:
+                continue
+            if "/" in prefixes or any(os.path.normpath(p) == "/" for p in prefixes):
+                # d_parent walks end at each filesystem's root: "/" is "any file" instead.
+                match |= any_bit
+                continue
+            match |= prefix_bit
+            dirs += [(dir_kind, *resolve_inode(p)) for p in prefixes]
+        v["match"] = match
+        v["number"] = len(out) + 1  # the slot + 1: the event's `rule`
+        out.append(CompiledRule(v, dirs))
+    if out:
+        needs = 0
+        for c in out:
+            needs |= c.values["match"]
+        out[0].values["needs"] = needs
+    return out

@@ -1,0 +1,136 @@
+"""The event path stage (pipeline.flow.EventPipeline): decode -> rule name -> enrich ->
+dispatch, each failure counted at its stage and never raised into bcc's callback."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+
+from krsid.event import Event
+from krsid.pipeline.decode import EventDecoder
+from krsid.pipeline.dispatch import Dispatcher
+from krsid.pipeline.enrich import Enricher
+from krsid.pipeline.flow import EventPipeline
+from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, PipelineStats
+from tests.support.records import catalog, pack
+
+CAT = catalog()
+MPROT = CAT["file_mprotect"]
+RULES = {("file_mprotect", 2): "no-wx"}
+
+
+class CollectingSink:
+    name = "jsonl"
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def flush(self) -> Counter[str]:
+        return Counter()
+
+    def pending(self) -> int:
+        return 0
+
+    def wait_fd(self) -> int:
+        return -1
+
+    def close(self) -> Counter[str]:
+        return Counter()
+
+
+class BrokenEnricher(Enricher):
+    """/proc or /sys/fs/cgroup misbehaving in a way the enricher does not expect."""
+
+    def enrich(self, event: Event) -> None:
+        raise PermissionError(13, "Permission denied", "/proc/1/exe")
+
+
+class BrokenDecoder(EventDecoder):
+    """A decoder bug: something other than DecodeError escapes decode()."""
+
+    def decode(self, raw: bytes) -> Event:
+        raise IndexError("tuple index out of range")
+
+
+def make(
+    *, enricher: Enricher | None = None, decoder: EventDecoder | None = None
+) -> tuple[EventPipeline, CollectingSink, PipelineStats, list[tuple[str, int]]]:
+    stats = PipelineStats()
+    sink = CollectingSink()
+    asked: list[tuple[str, int]] = []
+
+    def rule_name(hook: str, rule_no: int) -> str:
+        asked.append((hook, rule_no))
+        return RULES.get((hook, rule_no), "")
+
+    pipeline = EventPipeline(
+        decoder or EventDecoder({0: MPROT}, boot_to_epoch=0.0),
+        rule_name,
+        enricher or Enricher(),
+        Dispatcher([sink], stats, log=lambda _m: None),
+        stats,
+    )
+    return pipeline, sink, stats, asked
+
+
+def record(**values: object) -> bytes:
+    return pack(MPROT, 0, seq=9, tgid=os.getpid(), pid=os.getpid(), **values)
+
+
+def test_a_record_goes_down_decoded_named_and_enriched() -> None:
+    pipeline, sink, stats, asked = make()
+    pipeline.handle(record(rule=2))
+    (event,) = sink.events
+    assert event.hook == "file_mprotect" and event.seq == 9
+    assert event.values["rule"] == "no-wx" and asked == [("file_mprotect", 2)]
+    assert event.values["exe"] == os.readlink("/proc/self/exe").encode()  # enriched before dispatch
+    assert stats.events == Counter({"file_mprotect": 1}) and not stats.lost and stats.enrich_errors == 0
+
+
+def test_a_rule_number_without_a_rule_becomes_an_empty_name() -> None:
+    pipeline, sink, _stats, asked = make()
+    pipeline.handle(record(rule=0))
+    assert sink.events[0].values["rule"] == "" and asked == [("file_mprotect", 0)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "hook"),
+    [
+        pytest.param(pack(MPROT, 0)[:-1], "file_mprotect", id="short-record-of-a-known-hook"),
+        pytest.param(pack(MPROT, 7), "unknown", id="unknown-hook-id"),
+        pytest.param(b"\0" * 8, "unknown", id="shorter-than-the-header"),
+    ],
+)
+def test_a_record_that_does_not_decode_is_counted_at_decode_per_hook(raw: bytes, hook: str) -> None:
+    pipeline, sink, stats, asked = make()
+    pipeline.handle(raw)  # must not raise: it runs inside bcc's C callback
+    assert stats.lost == Counter({(hook, STAGE_DECODE): 1})
+    assert sink.events == [] and asked == [] and not stats.events
+
+
+def test_a_decoder_bug_is_counted_at_decode_not_raised() -> None:
+    pipeline, sink, stats, _asked = make(decoder=BrokenDecoder({0: MPROT}, boot_to_epoch=0.0))
+    pipeline.handle(record())
+    assert stats.lost == Counter({("file_mprotect", STAGE_DECODE): 1}) and sink.events == []
+
+
+def test_an_enrich_error_is_counted_and_the_event_still_delivered() -> None:
+    pipeline, sink, stats, _asked = make(enricher=BrokenEnricher())
+    pipeline.handle(record(rule=2))
+    pipeline.handle(record(rule=2))
+    assert stats.enrich_errors == 2
+    assert [e.values["rule"] for e in sink.events] == ["no-wx", "no-wx"]  # named, delivered
+    assert all("exe" not in e.values for e in sink.events)
+    assert stats.events == Counter({"file_mprotect": 2}) and not stats.lost
+
+
+def test_perf_buffer_losses_are_counted_without_a_hook() -> None:
+    pipeline, _sink, stats, _asked = make()
+    pipeline.lost(5)
+    pipeline.lost(2)
+    assert stats.lost == Counter({("unknown", STAGE_PERFBUF): 7})

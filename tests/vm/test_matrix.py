@@ -1,0 +1,124 @@
+"""What must hold on every kernel of the matrix (tests/vm/matrix), whatever it offers.
+
+Runs on the session daemon (every configurable hook) in the VM of one kernel. The
+other tests of the matrix selection (test_e2e.py, test_hook_*.py) were written for the
+default kernel; these check what differs between kernels: doctor, each hook either
+attached or stood in for by its fallback with the documented warning, and the
+deny-unshare policy (EPERM from userns_create, or ENOMEM from the cred_prepare
+fallback before 6.1) applied by a hot reload. The clean stop is checked by the
+session daemon's teardown (conftest.start_daemon). The facts go to the matrix result
+(tests/vm/matrix_plugin.py) when the plugin is loaded.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from tests.support.cli import run_krsid
+from tests.support.procs import run_as
+from tests.vm import matrix_plugin
+from tests.vm.conftest import ROOT, RunningDaemon, session_hooks
+from tests.vm.test_policy import Reloader
+
+pytestmark = pytest.mark.vm
+
+# A uid no other test uses: the deny rule below is scoped to it.
+DENIED_UID = 65530
+
+
+def kernel_hooks() -> set[str]:
+    from krsid.plan import kernel_hooks as hooks_of_kernel
+
+    return set(hooks_of_kernel())
+
+
+def fallback_of(hook: str) -> str | None:
+    from krsid.catalog import load_catalog
+
+    fb = load_catalog(ROOT / "programs").fallback_of(hook)
+    return fb.name if fb else None
+
+
+def test_doctor_passes_on_this_kernel(lsm_kernel: None) -> None:
+    p = run_krsid("doctor", timeout=180)
+    lines = [line for line in p.stdout.splitlines() if line.startswith("[")]
+    matrix_plugin.FACTS["doctor"] = lines
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert any(line.startswith("[ok  ] LSM program load") for line in lines), lines
+
+
+def test_every_hook_attached_or_served_by_its_fallback(daemon: RunningDaemon) -> None:
+    """A hook the kernel has is attached; one it lacks is served by its fallback with
+    exactly one warning naming the hook (or skipped with one, if it has none)."""
+    available = kernel_hooks()
+    log = daemon.log.read_text()
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
+    fallbacks: dict[str, str] = {}
+    expected_attached = []
+    for hook in session_hooks():
+        if hook in available:
+            expected_attached.append(hook)
+            continue
+        fb = fallback_of(hook)
+        named = [w for w in warnings if f"hook {hook}: this kernel has no bpf_lsm_{hook}" in w]
+        assert len(named) == 1, f"{hook} is missing on {platform.release()}: want one warning, got {named}"
+        if fb is not None and fb in available:
+            assert f"using its fallback {fb} instead" in named[0], named[0]
+            fallbacks[hook] = fb
+            expected_attached.append(fb)
+        else:
+            assert "skipping it" in named[0], named[0]
+    matrix_plugin.FACTS.update(
+        kernel_lacks=sorted(set(session_hooks()) - available),
+        attached=daemon.attached,
+        fallbacks=fallbacks,
+        warnings=warnings,
+        enabled=session_hooks(),
+    )
+    assert sorted(daemon.attached) == sorted(expected_attached), daemon.ready_status
+    n = len(expected_attached)
+    assert f"STATUS=attached {n}/{n} hooks" in daemon.ready_status, daemon.ready_status
+
+
+def test_deny_unshare_by_reload_then_restore(daemon: RunningDaemon) -> None:
+    """The shipped deny-unprivileged-userns rule, scoped to one uid, applied by a hot
+    reload: userns_create denies with EPERM; before 6.1 its fallback cred_prepare makes
+    prepare_creds() fail, so the caller sees ENOMEM. Root is not matched and keeps
+    unshare -U; after restoring the config the uid may unshare again."""
+    if "userns_create" not in daemon.hooks:
+        pytest.skip("userns_create is not in this session's KRSID_TEST_HOOKS")
+    example = yaml.safe_load((ROOT / "etc" / "policies" / "deny-unprivileged-userns.yaml").read_text())
+    (shipped,) = example["policy"]["rules"]
+    serving = "userns_create" if "userns_create" in kernel_hooks() else fallback_of("userns_create")
+    assert serving in daemon.attached, daemon.ready_status
+    want_error = "Operation not permitted" if serving == "userns_create" else "Cannot allocate memory"
+
+    reloader = Reloader(daemon)
+    cfg = yaml.safe_load(reloader.original)
+    cfg["policy"] = {"rules": [{**shipped, "match": {"uid": DENIED_UID}}]}
+    try:
+        reloader.apply(str(yaml.safe_dump(cfg)))
+        user = run_as(DENIED_UID, "unshare", "-U", "true")
+        assert user.returncode != 0 and want_error in user.stderr, (serving, user.stderr)
+        root = subprocess.run(["unshare", "-U", "true"], capture_output=True, text=True, timeout=60)
+        assert root.returncode == 0, root.stderr
+        denied = daemon.wait_events(lambda o: o["hook"] == serving and o.get("cred_uid") == DENIED_UID)
+        assert denied, f"no {serving} event for uid {DENIED_UID}"
+        verdict = "-EPERM" if serving == "userns_create" else "-ENOMEM"
+        assert {(e["action"], e["rule"]) for e in denied} == {("deny", shipped["name"])}, denied
+        assert re.fullmatch(r"-E[A-Z]+", denied[0]["verdict"]), denied[0]
+        matrix_plugin.FACTS["deny_unshare"] = {
+            "hook": serving,
+            "caller_sees": want_error,
+            "verdict": denied[0]["verdict"],
+            "expected_verdict": verdict,
+        }
+    finally:
+        reloader.apply(reloader.original)
+    again = run_as(DENIED_UID, "unshare", "-U", "true")
+    assert again.returncode == 0, f"still denied after the rule was reloaded away: {again.stderr}"

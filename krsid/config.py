@@ -18,14 +18,16 @@ from typing import Any, NoReturn
 from krsid.catalog import DIRS_MAP as DIRS_MAP_NAME
 from krsid.catalog import Catalog, load_catalog, parse_string_set
 from krsid.errors import CatalogError, ConfigError
-from krsid.policy import Policy, parse_policy
+from krsid.pipeline.transport import PERFBUF, RINGBUF
+from krsid.policy import Policy, names_root, parse_policy
 from krsid.yamldoc import MAX_DOCUMENT_CHARS, YamlDoc, expect, expect_mapping, load_yaml, one_line
 
 DEFAULT_CONFIG_PATH = Path("/etc/krsid/krsid.yaml")
 INSTALLED_PROGRAMS_DIR = Path("/usr/share/krsid/programs")
 SOURCE_PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
 HEADER_MODES = ("auto", "kernel", "btf")
-BUFFER_KINDS = ("auto", "ringbuf", "perfbuf")
+BUFFER_AUTO = "auto"  # a ring buffer where the kernel has one (5.8+), else a perf buffer
+BUFFER_KINDS = (BUFFER_AUTO, RINGBUF, PERFBUF)
 DEFAULT_WAKEUP_EVENTS = 64
 # hooks.<hook>.fallback, for hooks whose catalog has a fallback program: auto = the
 # fallback only where the kernel lacks the hook; always = the fallback even where it
@@ -80,7 +82,7 @@ class Config:
     cache_dir: Path = Path("/var/cache/krsid")
     state_dir: Path = Path("/run/krsid")
     headers: str = "auto"
-    buffer_kind: str = "auto"
+    buffer_kind: str = BUFFER_AUTO
     ringbuf_pages: int = 256
     # Every N-th event wakes the daemon; the others wait at most poll_timeout_ms.
     # 0: the kernel's default (a wake-up whenever the daemon had caught up).
@@ -295,7 +297,7 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
         cache_dir=cache_dir,
         state_dir=state_dir,
         headers=headers,
-        buffer_kind=_choice(doc, buffer, ("buffer", "kind"), "auto", BUFFER_KINDS),
+        buffer_kind=_choice(doc, buffer, ("buffer", "kind"), BUFFER_AUTO, BUFFER_KINDS),
         ringbuf_pages=pages,
         wakeup_events=wakeup_events,
         poll_timeout_ms=_int(doc, top.get("poll_timeout_ms", 200), ("poll_timeout_ms",), 1, 10_000),
@@ -327,7 +329,7 @@ def _check_policy_fits(doc: YamlDoc, policy: Policy, catalog: Catalog) -> None:
     entries: set[tuple[str, str, object]] = set()
     for i, rule in enumerate(policy.rules):
         for key, prefixes in (("exe_prefix", rule.exe_prefix), ("path_prefix", rule.path_prefix)):
-            if not prefixes or any(os.path.normpath(p) == "/" for p in prefixes):
+            if not prefixes or any(names_root(p) for p in prefixes):  # the root: no entry (ANY)
                 continue
             for directory in prefixes:
                 try:

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -49,6 +50,22 @@ log = logging.getLogger("krsid")
 
 SEQ_SAVE_INTERVAL = 5.0
 RELEASE_HEAP_AFTER_BYTES = 4 << 20  # a sink backlog this big, once drained, is handed back to the kernel
+
+
+def check_listen(host: str, port: int) -> None:
+    """SinkError now if the metrics address cannot be bound (in use, not an address of
+    this host), before the compile; serve() binds it for real after the attach."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+            s.bind((host, port))
+    except OSError as e:
+        raise listen_error(host, port, e) from None
+
+
+def listen_error(host: str, port: int, e: OSError) -> SinkError:
+    return SinkError(f"sinks.prometheus.listen: cannot listen on {host}:{port}: {e.strerror or e}")
 
 
 def build_sinks(config: Config) -> list[Sink]:
@@ -92,6 +109,8 @@ class Daemon:
         self.pipeline: EventPipeline | None = None
         self.transport: EventTransport | None = None  # the event buffer, opened by start()
         self._stop = False
+        self._seq_seeded = False
+        self._opened_sinks: list[Sink] = []
         self.stop_signal = 0  # the signal that asked for the stop (the first one)
         self._metrics_server: object | None = None
         self._seq_state = SeqState(config.state_dir / "seq")
@@ -136,6 +155,11 @@ class Daemon:
         t0 = time.monotonic()
         self._install_signal_handlers()
         require_bpf_lsm(self._bpf_lsm_check)  # before a compile of a minute that would watch nothing
+        # Destinations before the compile too: a path or port that cannot be opened is
+        # a config error now, not after a minute of compiling and attaching.
+        self._opened_sinks = self._sinks if self._sinks is not None else build_sinks(self.config)
+        if self.config.prometheus.enabled:
+            check_listen(self.config.prometheus.host, self.config.prometheus.port)
         programs = self.programs = self.build_programs()
         if self._stop:
             # A SIGTERM/SIGINT during the compile waited for it (LLVM cannot be
@@ -148,6 +172,7 @@ class Daemon:
         programs.set_options(self._hook_options(self.config))
         programs.set_limits(self._hook_limits(self.config))
         programs.seed_sequence(self._seq_state.load())
+        self._seq_seeded = True  # only now does the kernel's counter continue this boot's seq
         self._apply_policy(self.config.policy)
 
         status = self._attach(programs)
@@ -165,8 +190,7 @@ class Daemon:
             )
 
         decoder = EventDecoder({i: s for i, s in enumerate(programs.specs)})
-        sinks = self._sinks if self._sinks is not None else build_sinks(self.config)
-        self.dispatcher = Dispatcher(sinks, self.stats, log=log.warning)
+        self.dispatcher = Dispatcher(self._opened_sinks, self.stats, log=log.warning)
         self.pipeline = EventPipeline(decoder, self.policy.rule_name, self.enricher, self.dispatcher, self.stats)
         self.transport = programs.open_events(self.pipeline.handle, self.pipeline.lost)
         self.stats.perf_buffer = self.transport.reports_losses  # its loss counter is exported from the start
@@ -331,7 +355,11 @@ class Daemon:
 
         assert self.programs is not None
         registry = make_registry(KrsidCollector(self.stats, self.programs, hooks, self))
-        self._metrics_server = serve(registry, self.config.prometheus.host, self.config.prometheus.port)
+        host, port = self.config.prometheus.host, self.config.prometheus.port
+        try:
+            self._metrics_server = serve(registry, host, port)
+        except OSError as e:  # taken since check_listen, before the compile
+            raise listen_error(host, port, e) from None
         log.info("metrics on http://%s:%d/metrics", self.config.prometheus.host, self.config.prometheus.port)
 
     # -- run / stop ----------------------------------------------------------------------
@@ -411,14 +439,19 @@ class Daemon:
             if self.transport is not None:
                 with contextlib.suppress(Exception):
                     self.transport.read_pending()
-            with contextlib.suppress(Exception):
-                self._seq_state.save(self.programs.current_sequence(), clean=True)
+            if self._seq_seeded:  # else the map holds 0, not this boot's last seq
+                with contextlib.suppress(Exception):
+                    self._seq_state.save(self.programs.current_sequence(), clean=True)
             self.programs.close()
         if self._bpf_stats is not None:
             self._bpf_stats.close()
         remove_pid_file(self.pid_file)
         if self.dispatcher is not None:
             self.dispatcher.close()
+        else:  # stopped before the pipeline existed: the sinks were opened alone
+            for sink in self._opened_sinks:
+                with contextlib.suppress(Exception):
+                    sink.close()
         server = self._metrics_server
         if server is not None:
             with contextlib.suppress(Exception):

@@ -32,5 +32,7 @@ class BpfLsmInactiveError(UnsupportedKernelError):
     until a reboot with lsm=...,bpf, so systemd must not restart krsid for it (exit 3)."""
 
 
-class SinkError(KrsidError):
-    """A sink's destination cannot be opened at start (e.g. an unwritable JSON lines path)."""
+class SinkError(ConfigError):
+    """A sink's destination cannot be opened at start (an unwritable JSON lines path, a
+    metrics port in use): checked before the compile; exit 2, which the unit does not
+    retry, since restarting every 2 s with a full compile cannot fix the config."""

@@ -21,6 +21,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from krsid import __version__
+from krsid.catalog.contract import (
+    CNT_EMITTED,
+    CNT_FILTERED,
+    CNT_INVOCATIONS,
+    CNT_LOST_RINGBUF,
+    CNT_SUPPRESSED_DEDUP,
+    CNT_SUPPRESSED_RATE,
+)
 from krsid.pipeline.stats import STAGE_RINGBUF, KernelCounters, PipelineStats, loss_series
 
 
@@ -81,17 +89,17 @@ class KrsidCollector(Collector):
         for hook in self._hooks:
             k = kernel.get(hook, {})
             events.add_metric([hook], self._stats.events.get(hook, 0))
-            invocations.add_metric([hook], k.get("invocations", 0))
-            filtered.add_metric([hook], k.get("filtered", 0))
-            emitted.add_metric([hook], k.get("emitted", 0))
-            suppressed.add_metric([hook, "rate"], k.get("suppressed_rate", 0))
-            suppressed.add_metric([hook, "dedup"], k.get("suppressed_dedup", 0))
+            invocations.add_metric([hook], k.get(CNT_INVOCATIONS, 0))
+            filtered.add_metric([hook], k.get(CNT_FILTERED, 0))
+            emitted.add_metric([hook], k.get(CNT_EMITTED, 0))
+            suppressed.add_metric([hook, "rate"], k.get(CNT_SUPPRESSED_RATE, 0))
+            suppressed.add_metric([hook, "dedup"], k.get(CNT_SUPPRESSED_DEDUP, 0))
             prog.add_metric([hook], 1 if attached.get(hook) else 0)
         stats = self._stats
         declared = loss_series(self._hooks, stats.sink_names, perf_buffer=stats.perf_buffer)
         for hook, stage in declared:
             if stage == STAGE_RINGBUF:  # counted in the kernel
-                lost.add_metric([hook, stage], kernel.get(hook, {}).get("lost_ringbuf", 0))
+                lost.add_metric([hook, stage], kernel.get(hook, {}).get(CNT_LOST_RINGBUF, 0))
             else:
                 lost.add_metric([hook, stage], stats.lost.get((hook, stage), 0))
         known = set(declared)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from krsid.catalog import HookSpec
-from krsid.config import Config
+from krsid.config import BUFFER_AUTO, Config
 from krsid.errors import BpfLsmInactiveError, KrsidError, UnsupportedKernelError
 from krsid.kernel.btf import VMLINUX_BTF, lsm_hook_arity
 from krsid.kernel.headers import resolve_headers
+from krsid.pipeline.transport import PERFBUF
 
 if TYPE_CHECKING:
     from krsid.kernel.probe import Check
@@ -85,7 +86,7 @@ def require_bpf_lsm(check: Callable[[], Check] | None = None) -> None:
     if result.ok is False:
         raise BpfLsmInactiveError(
             f"BPF-LSM is not active on this kernel ({result.detail}); {result.remedy}. "
-            "See `krsid doctor` and the README's \"Enabling BPF-LSM\"."
+            'See `krsid doctor` and the README\'s "Enabling BPF-LSM".'
         )
     if result.ok is None:
         log.warning("cannot tell whether BPF-LSM is active (%s): %s", result.detail, result.remedy)
@@ -100,7 +101,7 @@ def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookS
     selected = select_hooks(config, available)
     specs = list(selected.values())
     headers = resolve_headers(config.cache_dir, prefer=config.headers)
-    use_perf = config.buffer_kind == "perfbuf" or (config.buffer_kind == "auto" and not ringbuf_available())
+    use_perf = config.buffer_kind == PERFBUF or (config.buffer_kind == BUFFER_AUTO and not ringbuf_available())
     nargs = {s.name: available[s.name] for s in specs}
     serves = {spec.name: hook for hook, spec in selected.items()}
     settings = BuildSettings(headers, nargs, config.ringbuf_pages, use_perf, wakeup_events=config.wakeup_events)

@@ -3,8 +3,9 @@
 Written once, in C: programs/include/krsid.h defines the action codes
 (KRSID_ACT_*), rule match bits (KRSID_MATCH_*), field operators (KRSID_FIELD_OP_*),
 directory kinds (KRSID_DIR_KIND_*), the sizes (KRSID_RULES_PER_HOOK,
-KRSID_POLICY_FIELDS, KRSID_OPTION_SLOTS, KRSID_COMM_LEN, KRSID_DIR_ENTRIES), the
-counter slots (enum krsid_counter) and the rule leaf (struct krsid_rule).
+KRSID_POLICY_FIELDS, KRSID_OPTION_SLOTS, KRSID_COMM_LEN) and the counter slots
+(enum krsid_counter, whose entries must be COUNTER_NAMES). The directory map's
+capacity is its declaration's (catalog.dirs_map, from the krsid_dirs BPF_HASH).
 :func:`parse_contract` reads them from the header the catalog loads, once, and
 refuses a header that lacks one Python relies on; nothing in Python restates them.
 
@@ -21,8 +22,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from krsid.csource import IDENT, c_number, parse_defines, strip_comments
 from krsid.errors import CatalogError
-from krsid.pipeline.layout import parse_defines
 
 # The names Python implements behaviour for, by group: the header must define exactly
 # these (a value may change; a name may not appear or vanish without Python code).
@@ -46,19 +47,33 @@ SIZE_NAMES = (
     "KRSID_POLICY_FIELDS",
     "KRSID_OPTION_SLOTS",
     "KRSID_COMM_LEN",
-    "KRSID_DIR_ENTRIES",
 )
 COUNTER_ENUM = "krsid_counter"
 COUNTER_PREFIX = "KRSID_CNT_"
 COUNTER_COUNT = "KRSID_CNT_SLOTS"  # the enum's last entry: how many slots there are
-RULE_STRUCT = "krsid_rule"
+
+# The counter slots, by the name Python reads them with (KRSID_CNT_<NAME upper-cased>):
+# enum krsid_counter must have exactly these entries (in any order: the enum's values
+# give the slots). Whatever reads a kernel counter (metrics, tests) uses these names,
+# so a counter renamed in C fails the catalog load instead of reading as 0.
+CNT_INVOCATIONS = "invocations"  # every call of the hook program
+CNT_EMITTED = "emitted"  # events written to the event buffer
+CNT_LOST_RINGBUF = "lost_ringbuf"  # reserve/output failed: ring buffer full
+CNT_FILTERED = "filtered"  # dropped by an in-kernel filter
+CNT_SUPPRESSED_RATE = "suppressed_rate"  # over the hook's rate limit
+CNT_SUPPRESSED_DEDUP = "suppressed_dedup"  # folded into an identical recent event
+COUNTER_NAMES = (
+    CNT_INVOCATIONS,
+    CNT_EMITTED,
+    CNT_LOST_RINGBUF,
+    CNT_FILTERED,
+    CNT_SUPPRESSED_RATE,
+    CNT_SUPPRESSED_DEDUP,
+)
 
 # In a program's .c: the define that gives an option's or a policy field's slot.
 OPTION_DEFINE_MARK = "_OPT_"
 POLICY_DEFINE_MARK = "_POLICY_"
-
-_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
-_IDENT = r"[A-Za-z_]\w*"
 
 
 @dataclass(frozen=True)
@@ -78,15 +93,13 @@ class Contract:
     policy_fields: int
     option_slots: int
     comm_len: int
-    dir_entries: int
-    counters: tuple[str, ...]  # enum krsid_counter in slot order, e.g. "lost_ringbuf"
-    rule_members: tuple[str, ...]  # struct krsid_rule's members, in order
+    counters: tuple[str, ...]  # enum krsid_counter in slot order: COUNTER_NAMES, as C orders them
 
 
 def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
     """The contract from krsid.h's text; CatalogError naming what is missing or wrong."""
-    text = _COMMENT_RE.sub(" ", header_text)
-    defines = parse_defines(text)
+    text = strip_comments(header_text)
+    defines = parse_defines(text, origin=origin)
 
     def group(prefix: str, names: Iterable[str]) -> dict[str, int]:
         found = {k[len(prefix) :]: v for k, v in defines.items() if k.startswith(prefix)}
@@ -119,9 +132,7 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
         policy_fields=defines["KRSID_POLICY_FIELDS"],
         option_slots=defines["KRSID_OPTION_SLOTS"],
         comm_len=defines["KRSID_COMM_LEN"],
-        dir_entries=defines["KRSID_DIR_ENTRIES"],
         counters=_counters(text, origin),
-        rule_members=_struct_members(text, RULE_STRUCT, origin),
     )
     if contract.rules_per_hook % 64:
         raise CatalogError(f"{origin}: KRSID_RULES_PER_HOOK must be a multiple of 64 (krsid_dir_rules words)")
@@ -129,37 +140,40 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
 
 
 def _counters(text: str, origin: str) -> tuple[str, ...]:
-    """enum krsid_counter's slot names in order; each entry must be its index."""
+    """enum krsid_counter's slot names in order; each entry must be its index, and the
+    entries must be exactly COUNTER_NAMES (plus the KRSID_CNT_SLOTS count)."""
     m = re.search(rf"\benum\s+{COUNTER_ENUM}\s*\{{([^}}]*)\}}", text)
     if not m:
         raise CatalogError(f"{origin}: no enum {COUNTER_ENUM}")
-    names: list[str] = []
+    entries: list[tuple[str, int]] = []  # (name without the prefix, lower-cased; value)
     count = -1
     for entry in (e.strip() for e in m.group(1).split(",")):
         if not entry:
             continue
-        em = re.fullmatch(rf"({_IDENT})\s*=\s*(0[xX][0-9a-fA-F]+|\d+)", entry)
-        if not em or not em.group(1).startswith(COUNTER_PREFIX):
+        em = re.fullmatch(rf"({IDENT})\s*=\s*(\S+)", entry)
+        value = c_number(em.group(2), {}, f"{origin}: enum {COUNTER_ENUM}: {entry}") if em else None
+        if em is None or value is None or not em.group(1).startswith(COUNTER_PREFIX):
             raise CatalogError(f"{origin}: enum {COUNTER_ENUM}: write each entry as {COUNTER_PREFIX}NAME = N")
-        name, value = em.group(1), int(em.group(2), 0)
-        if name == COUNTER_COUNT:
+        if em.group(1) == COUNTER_COUNT:
             count = value
-            continue
-        if value != len(names):
-            raise CatalogError(f"{origin}: enum {COUNTER_ENUM}: {name} = {value}, expected {len(names)} (in order)")
-        names.append(name[len(COUNTER_PREFIX) :].lower())
+        else:
+            entries.append((em.group(1)[len(COUNTER_PREFIX) :].lower(), value))
+    names = [name for name, _ in entries]
+    if sorted(names) != sorted(COUNTER_NAMES):
+        missing = [COUNTER_PREFIX + n.upper() for n in COUNTER_NAMES if n not in names]
+        extra = [COUNTER_PREFIX + n.upper() for n in names if n not in COUNTER_NAMES]
+        raise CatalogError(
+            f"{origin}: enum {COUNTER_ENUM} must have exactly the entries "
+            f"{', '.join(COUNTER_PREFIX + n.upper() for n in COUNTER_NAMES)} (krsid's Python reads each); "
+            f"missing: {', '.join(missing) or 'none'}, unknown: {', '.join(extra) or 'none'}"
+        )
+    for slot, (name, value) in enumerate(entries):
+        if value != slot:
+            raise CatalogError(
+                f"{origin}: enum {COUNTER_ENUM}: {COUNTER_PREFIX}{name.upper()} = {value}, expected {slot} (in order)"
+            )
     if count != len(names):
         raise CatalogError(f"{origin}: enum {COUNTER_ENUM}: {COUNTER_COUNT} must be {len(names)}, the slot count")
-    return tuple(names)
-
-
-def _struct_members(text: str, struct: str, origin: str) -> tuple[str, ...]:
-    m = re.search(rf"\bstruct\s+{struct}\s*\{{([^}}]*)\}}", text)
-    if not m:
-        raise CatalogError(f"{origin}: no definition of struct {struct}")
-    names = re.findall(rf"({_IDENT})\s*(?:\[[^\]]*\])?\s*;", m.group(1))
-    if not names:
-        raise CatalogError(f"{origin}: struct {struct} has no members")
     return tuple(names)
 
 
@@ -177,9 +191,9 @@ class SlotDefine:
     value: int
 
 
-def slot_defines(program_text: str, mark: str) -> list[SlotDefine]:
+def slot_defines(program_text: str, mark: str, origin: str = "<program>") -> list[SlotDefine]:
     """The program's numeric ``#define <PREFIX><mark><NAME> N`` lines (option or policy slots)."""
-    defines = parse_defines(_COMMENT_RE.sub(" ", program_text))
+    defines = parse_defines(program_text, origin=origin)
     return [SlotDefine(n, v) for n, v in defines.items() if mark in n]
 
 
@@ -192,7 +206,7 @@ def slot_mismatches(
     declared entry claims). A define claims entry NAME when it ends in
     ``<mark><NAME upper-cased>`` (e.g. FILE_MPROTECT_POLICY_REQPROT for reqprot).
     """
-    defines = slot_defines(program_text, mark)
+    defines = slot_defines(program_text, mark, source_name)
     claimed: set[str] = set()
     wrong: dict[str, str] = {}
     for name, slot in declared.items():

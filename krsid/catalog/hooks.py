@@ -26,6 +26,7 @@ from krsid.catalog.contract import (
     parse_contract,
     slot_mismatches,
 )
+from krsid.csource import c_number, define_values, is_literal, strip_comments
 from krsid.errors import CatalogError, ConfigError
 from krsid.pipeline.layout import EventLayout, Member, parse_event_struct, read_text
 from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml, shown
@@ -69,9 +70,6 @@ DIRS_MAP = "krsid_dirs"
 # declaration, so the config check refuses what the kernel map would not hold.
 _MAP_MACROS: Mapping[str, tuple[int, int]] = {"BPF_HASH": (0, 3), "BPF_TABLE": (3, 4), "BPF_F_TABLE": (3, 4)}
 _MAP_DECL_RE = re.compile(r"\b(" + "|".join(_MAP_MACROS) + r")\s*\(([^()]*)\)")
-_C_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
-_C_DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+([^\n]+?)[ \t]*$", re.M)
-_C_NUMBER_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)[uUlL]*$")
 
 
 @dataclass(frozen=True)
@@ -85,12 +83,12 @@ class MapSize:
 def declared_map_sizes(*sources: tuple[str, str]) -> dict[str, MapSize]:
     """Every BPF_HASH / BPF_TABLE map of these C texts ((file name, text) pairs) whose
     max_entries is a number or a #define of one, by map name. Defines are looked up
-    in every text (a program uses krsid.h's)."""
-    texts = [(name, _C_COMMENT_RE.sub(" ", text)) for name, text in sources]
+    in every text (a program uses krsid.h's); the first text's definition of a name wins."""
+    texts = [(name, strip_comments(text)) for name, text in sources]
     defines: dict[str, str] = {}
     for _, text in texts:
-        for ident, value in _C_DEFINE_RE.findall(text):
-            defines.setdefault(ident, value.strip())
+        for ident, value in define_values(text).items():
+            defines.setdefault(ident, value)
     out: dict[str, MapSize] = {}
     for file_name, text in texts:
         for macro, arg_text in _MAP_DECL_RE.findall(text):
@@ -99,26 +97,11 @@ def declared_map_sizes(*sources: tuple[str, str]) -> dict[str, MapSize]:
             if len(args) <= max(name_at, size_at):
                 continue
             size_expr = args[size_at]
-            entries = _c_number(size_expr, defines)
+            entries = c_number(size_expr, defines, f"{file_name}: max_entries of {args[name_at]}")
             if entries is not None:
-                shown_as = size_expr if _C_NUMBER_RE.match(size_expr) else f"{size_expr} = {entries}"
+                shown_as = size_expr if is_literal(size_expr) else f"{size_expr} = {entries}"
                 out.setdefault(args[name_at], MapSize(entries, f"{shown_as} in {file_name}"))
     return out
-
-
-def _c_number(expr: str, defines: Mapping[str, str], hops: int = 8) -> int | None:
-    """A C integer literal, or a macro that expands (through at most ``hops`` defines) to one."""
-    expr = expr.strip()
-    while expr.startswith("(") and expr.endswith(")"):
-        expr = expr[1:-1].strip()
-    m = _C_NUMBER_RE.match(expr)
-    if m:
-        digits = m.group(1)
-        base = 16 if digits[:2] in ("0x", "0X") else 8 if len(digits) > 1 and digits[0] == "0" else 10
-        return int(digits, base)
-    if hops and expr in defines:
-        return _c_number(defines[expr], defines, hops - 1)
-    return None
 
 
 @dataclass(frozen=True)

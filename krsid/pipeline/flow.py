@@ -15,7 +15,7 @@ from collections.abc import Callable
 from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.enrich import Enricher
-from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, PipelineStats
+from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, UNKNOWN_HOOK, PipelineStats
 
 # (hook, rule number the program wrote: 1-based, 0 = no rule) -> the rule's name, "" if none.
 RuleName = Callable[[str, int], str]
@@ -45,7 +45,7 @@ class EventPipeline:
             event = self.decoder.decode(raw)
         except Exception:  # DecodeError, or a decoder bug: count it, keep polling
             spec = self.decoder.hook_of(raw)
-            self.stats.lost[(spec.name if spec else "unknown", STAGE_DECODE)] += 1
+            self.stats.lost[(spec.name if spec else UNKNOWN_HOOK, STAGE_DECODE)] += 1
             return
         rule_no = event.values.get("rule")
         if isinstance(rule_no, int):
@@ -59,4 +59,4 @@ class EventPipeline:
     def lost(self, count: int) -> None:
         """Records the perf buffer reports lost (overwritten before they were read);
         the perf buffer does not say which hook wrote them."""
-        self.stats.lost[("unknown", STAGE_PERFBUF)] += count
+        self.stats.lost[(UNKNOWN_HOOK, STAGE_PERFBUF)] += count

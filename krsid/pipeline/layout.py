@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from krsid.csource import IDENT, parse_defines, strip_comments
 from krsid.errors import CatalogError
 
 # C integer types an event member may use: (struct format char, size).
@@ -40,10 +41,7 @@ INTEGER_TYPES: Mapping[str, tuple[str, int]] = {
 
 HEADER_MACRO = "KRSID_EVENT_HEADER"
 
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_DEFINE_RE = re.compile(rf"^\s*#\s*define\s+({_IDENT})\s+(\(?\s*[0-9xXa-fA-F]+\s*\)?)\s*(?:/[*/].*)?$")
-_MEMBER_RE = re.compile(rf"^({_IDENT})\s+({_IDENT})\s*(?:\[\s*({_IDENT}|\d+)\s*\])?$")
-_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
+_MEMBER_RE = re.compile(rf"^({IDENT})\s+({IDENT})\s*(?:\[\s*({IDENT}|\d+)\s*\])?$")
 
 
 @dataclass(frozen=True)
@@ -80,16 +78,6 @@ class EventLayout:
         raise KeyError(name)
 
 
-def parse_defines(text: str) -> dict[str, int]:
-    """Numeric ``#define NAME value`` lines (array lengths, option slots)."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        m = _DEFINE_RE.match(line)
-        if m:
-            out[m.group(1)] = int(m.group(2).strip("() \t"), 0)
-    return out
-
-
 def header_members_source(header_text: str) -> str:
     """The member lines of the KRSID_EVENT_HEADER macro in krsid.h."""
     m = re.search(rf"#\s*define\s+{HEADER_MACRO}\s*\\\n((?:.*\\\n)*.*)", header_text)
@@ -105,10 +93,9 @@ def parse_event_struct(
 
     Raises CatalogError naming the file and member when the struct breaks the rules.
     """
-    body = _struct_body(_COMMENT_RE.sub("", program_text), struct_name, origin)
-    constants = parse_defines(header_text)
-    constants.update(parse_defines(program_text))
-    header = _COMMENT_RE.sub("", header_members_source(header_text))
+    body = _struct_body(strip_comments(program_text), struct_name, origin)
+    constants = parse_defines(header_text, program_text, origin=origin)
+    header = strip_comments(header_members_source(header_text))
 
     declarations: list[str] = []
     for stmt in body.split(";"):

@@ -60,7 +60,8 @@ class KernelCounters(Protocol):
     """What the loader exposes to metrics: counters kept inside the BPF programs."""
 
     def hook_counters(self) -> Mapping[str, Mapping[str, int]]:
-        """hook -> {"invocations", "emitted", "lost_ringbuf", "filtered"} summed over CPUs."""
+        """hook -> {counter: value} summed over CPUs; the counters are krsid.catalog.contract's
+        COUNTER_NAMES (CNT_EMITTED, CNT_LOST_RINGBUF, ...), the slots of enum krsid_counter."""
         ...
 
     def attached(self) -> Mapping[str, bool]:

@@ -30,17 +30,13 @@ from typing import Protocol
 # pollable fd (Sink.wait_fd() == -1), or any busy sink behind a perf buffer.
 BUSY_SINK_RETRY_MS = 10
 
+# The two buffers, by the name the config's buffer.kind gives them (krsid.config).
 RINGBUF = "ringbuf"
 PERFBUF = "perfbuf"
 
 
 class EventTransport(Protocol):
     """Where the records come from; reading one calls the record callback."""
-
-    @property
-    def kind(self) -> str:
-        """RINGBUF or PERFBUF."""
-        ...
 
     @property
     def reports_losses(self) -> bool:
@@ -60,7 +56,6 @@ class EventTransport(Protocol):
 class RingBufferTransport:
     """A BPF ring buffer: its map fd polled with the busy sinks' fds, then consumed."""
 
-    kind = RINGBUF
     reports_losses = False
 
     def __init__(self, map_fd: int, consume: Callable[[], None], poll: Callable[[int], None]) -> None:
@@ -86,7 +81,6 @@ class RingBufferTransport:
 class PerfBufferTransport:
     """Per-CPU perf buffers behind bcc's perf_buffer_poll, which waits on them alone."""
 
-    kind = PERFBUF
     reports_losses = True
 
     def __init__(self, poll: Callable[[int], None], busy_retry_ms: int = BUSY_SINK_RETRY_MS) -> None:

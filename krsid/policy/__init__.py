@@ -10,7 +10,7 @@ krsid.pipeline.load's job (it alone imports bcc), through the checked leaf write
 """
 
 from krsid.policy.banks import BankLayout, DirEntry, RuleSlot
-from krsid.policy.compile import CompiledRule, cgroup_id_and_level, comm_words, compile_rules, kernel_inode
+from krsid.policy.compile import CompiledRule, cgroup_id_and_level, comm_words, compile_rules, kernel_inode, names_root
 from krsid.policy.parse import BLOCKING_ACTIONS, FIELD_OPS, FieldMatch, Policy, Rule, parse_policy
 from krsid.policy.state import PolicyMaps, PolicyState, compile_policy
 
@@ -31,5 +31,6 @@ __all__ = [
     "compile_policy",
     "compile_rules",
     "kernel_inode",
+    "names_root",
     "parse_policy",
 ]

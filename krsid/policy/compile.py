@@ -43,6 +43,23 @@ def kernel_inode(path: str) -> tuple[int, int]:
     return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
 
 
+def names_root(path: str, root: str = "/") -> bool:
+    """True if ``path`` is the root directory, by identity (st_dev, st_ino), not by
+    spelling: "//" is the root; "/bin/.." is /usr where /bin links to usr/bin (the
+    kernel resolves ".." after the link), though os.path.normpath makes it "/".
+
+    A prefix that names the root matches every file (exe_prefix: every executable),
+    so it compiles to the match's ANY bit instead of a directory entry. A path that
+    cannot be stat'ed is not the root (the policy parser refuses it already).
+    ``root``: the directory standing for "/" (tests use a temporary one).
+    """
+    try:
+        st, root_st = os.stat(path), os.stat(root)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (root_st.st_dev, root_st.st_ino)
+
+
 @dataclass
 class CompiledRule:
     """The values of one krsid_rule slot, by C member name, and the directories
@@ -112,7 +129,7 @@ def compile_rules(
         ):
             if not prefixes:
                 continue
-            if "/" in prefixes or any(os.path.normpath(p) == "/" for p in prefixes):
+            if any(names_root(p) for p in prefixes):
                 # d_parent walks end at each filesystem's root: "/" is "any file" instead.
                 match |= any_bit
                 continue

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from krsid.catalog.contract import CNT_LOST_RINGBUF
 from krsid.config import load_config
 from krsid.daemon import Daemon
 from krsid.pipeline.stats import STAGE_DECODE
@@ -190,7 +191,7 @@ def run_load(
     finally:
         daemon.set_target(0)
         produced = daemon.programs.current_sequence() - seed
-        ringbuf_lost = daemon.programs.hook_counters()[HOOK]["lost_ringbuf"]  # the module is freed by stop()
+        ringbuf_lost = daemon.programs.hook_counters()[HOOK][CNT_LOST_RINGBUF]  # the module is freed by stop()
         daemon.stop()
         controller.join(5)
         proc.wait(5)
@@ -231,7 +232,7 @@ def _drained(daemon: Daemon, seed: int) -> bool:
     produced = daemon.programs.current_sequence() - seed
     counters = daemon.programs.hook_counters()[HOOK]
     decode_lost = sum(n for (_hook, stage), n in daemon.stats.lost.items() if stage == STAGE_DECODE)
-    consumed = sum(daemon.stats.events.values()) + decode_lost + counters["lost_ringbuf"]
+    consumed = sum(daemon.stats.events.values()) + decode_lost + counters[CNT_LOST_RINGBUF]
     return consumed >= produced and daemon.dispatcher.pending() == 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,37 @@ def complete_jsonl(path: Path) -> list[dict[str, Any]]:
         return []
     complete = path.read_bytes().split(b"\n")[:-1]
     return [json.loads(line) for line in complete if line.strip()]
+
+
+class StubSink:
+    """A configured sink with nothing behind it: takes every event, never falls behind,
+    never fails. Tests subclass it to watch the calls they care about."""
+
+    def __init__(self, name: str = "jsonl") -> None:
+        self.name = name
+
+    def emit(self, event: Event) -> None:
+        pass
+
+    def flush(self) -> Counter[str]:
+        return Counter()
+
+    def pending(self) -> int:
+        return 0
+
+    def wait_fd(self) -> int:
+        return -1
+
+    def close(self) -> Counter[str]:
+        return Counter()
+
+
+class CollectingSink(StubSink):
+    """Keeps every event it is given, in order."""
+
+    def __init__(self, name: str = "jsonl") -> None:
+        super().__init__(name)
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)

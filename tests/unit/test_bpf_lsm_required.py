@@ -14,6 +14,7 @@ from krsid.config import parse_config
 from krsid.daemon import Daemon
 from krsid.errors import BpfLsmInactiveError
 from krsid.kernel.probe import Check, lsm_active_check
+from tests.support.daemons import refusing_daemon
 from tests.support.records import PROGRAMS
 
 CATALOG = load_catalog(PROGRAMS)
@@ -53,22 +54,8 @@ def test_an_unreadable_lsm_list_only_warns(
 def test_run_exits_3_and_the_unit_does_not_restart_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import krsid.daemon
 
-    class Refusing:
-        stop_signal = 0
-
-        def __init__(self, config: object) -> None:
-            pass
-
-        def start(self) -> None:
-            raise BpfLsmInactiveError("BPF-LSM is not active on this kernel")
-
-        def run(self) -> None:
-            raise AssertionError("must not run")
-
-        def stop(self) -> None:
-            pass
-
-    monkeypatch.setattr(krsid.daemon, "Daemon", Refusing)
+    error = BpfLsmInactiveError("BPF-LSM is not active on this kernel")
+    monkeypatch.setattr(krsid.daemon, "Daemon", refusing_daemon(error))
     assert cli.main(["run", "-c", str(PROGRAMS.parent / "etc" / "krsid.yaml")]) == 3 == cli.EXIT_BPF_LSM_INACTIVE
     prevent = next(line for line in UNIT.read_text().splitlines() if line.startswith("RestartPreventExitStatus="))
     assert "3" in prevent.split("=", 1)[1].split(), prevent

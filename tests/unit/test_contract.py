@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from krsid.catalog import load_catalog, parse_contract
+from krsid.catalog.contract import COUNTER_NAMES
 from krsid.errors import CatalogError
 from krsid.policy import compile_rules
 from krsid.policy.parse import Rule
+from tests.support.csource import struct_members
 from tests.support.records import PROGRAMS
 
 HEADER = PROGRAMS / "include" / "krsid.h"
@@ -51,8 +53,9 @@ def test_the_contract_is_krsid_h_s_defines() -> None:
     assert contract.policy_fields == define("KRSID_POLICY_FIELDS")
     assert contract.option_slots == define("KRSID_OPTION_SLOTS")
     assert contract.comm_len == define("KRSID_COMM_LEN")
-    assert contract.dir_entries == define("KRSID_DIR_ENTRIES")
+    assert load_catalog(PROGRAMS).dirs_map.entries == define("KRSID_DIR_ENTRIES")
     assert contract.counters[:3] == ("invocations", "emitted", "lost_ringbuf")
+    assert set(contract.counters) == set(COUNTER_NAMES)
     slots = re.search(r"KRSID_CNT_SLOTS = (\d+)", text)
     assert slots and len(contract.counters) == int(slots.group(1))
 
@@ -73,7 +76,8 @@ def test_counter_order_follows_the_enum() -> None:
         ("#define KRSID_MATCH_COMM 0x4\n", "", "missing: KRSID_MATCH_COMM"),
         ("#define KRSID_FIELD_OP_NE 4", "#define KRSID_FIELD_OP_NE 3", "same value"),
         ("#define KRSID_ACT_AUDIT 1 ", "#define KRSID_ACT_AUDIT 0 ", "reserved for the empty rule slot"),
-        ("#define KRSID_DIR_ENTRIES 4096\n", "", "no numeric #define KRSID_DIR_ENTRIES"),
+        ("#define KRSID_OPTION_SLOTS 8\n", "", "no numeric #define KRSID_OPTION_SLOTS"),
+        ("KRSID_CNT_FILTERED = 3,", "KRSID_CNT_FILTERED = 3, KRSID_CNT_KILLED = 4,", "unknown: KRSID_CNT_KILLED"),
         (
             "#define KRSID_ACT_WOULD_DENY 4",
             "#define KRSID_ACT_WOULD_DENY 4\n#define KRSID_ACT_KILL 9",
@@ -91,13 +95,33 @@ def test_a_header_without_what_python_implements_is_refused(old: str, new: str, 
 def test_compiled_rules_write_only_members_of_struct_krsid_rule() -> None:
     """Python's member names against the C struct (the loader's writer checks them again)."""
     contract = load_catalog(PROGRAMS).contract
+    members = struct_members(HEADER.read_text(), "krsid_rule")
     rule = Rule("r", "file_mprotect", "deny", uid=1, comm="x")
     (compiled,) = compile_rules([rule], contract)
-    assert set(compiled.values) <= set(contract.rule_members)
-    assert set(contract.rule_members) - set(compiled.values) == {"reserved"}
+    assert set(compiled.values) <= set(members)
+    assert set(members) - set(compiled.values) == {"reserved"}
 
 
 # -- seeded defects: each must fail the catalog load -------------------------------------
+
+
+def test_seeded_counter_renamed_consistently_in_krsid_h(programs: Path) -> None:
+    """Defect: KRSID_CNT_LOST_RINGBUF renamed everywhere in C (it still compiles); the
+    metrics read lost_ringbuf, so krsid_events_lost{stage="ringbuf"} would stay 0."""
+    header = programs / "include" / "krsid.h"
+    text = header.read_text()
+    assert text.count("KRSID_CNT_LOST_RINGBUF") >= 2
+    header.write_text(text.replace("KRSID_CNT_LOST_RINGBUF", "KRSID_CNT_RINGBUF_FULL"))
+    with pytest.raises(CatalogError, match="missing: KRSID_CNT_LOST_RINGBUF, unknown: KRSID_CNT_RINGBUF_FULL"):
+        load_catalog(programs)
+
+
+def test_seeded_dirs_map_without_a_numeric_size(programs: Path) -> None:
+    """Defect: krsid_dirs sized by a define that is gone; the config check could not
+    refuse a policy the map would not hold."""
+    edit(programs / "include" / "krsid.h", "#define KRSID_DIR_ENTRIES 4096\n", "")
+    with pytest.raises(CatalogError, match="declares no krsid_dirs map with a numeric size"):
+        load_catalog(programs)
 
 
 def test_seeded_swapped_policy_slots_in_file_mprotect_yaml(programs: Path) -> None:

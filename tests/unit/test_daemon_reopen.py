@@ -14,10 +14,11 @@ import pytest
 from krsid.catalog import load_catalog
 from krsid.config import Config, parse_config
 from krsid.daemon import Daemon
-from krsid.event import Event
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.transport import PerfBufferTransport
+from tests.support.daemons import BPF_LSM_ACTIVE
 from tests.support.records import PROGRAMS
+from tests.support.sinks import StubSink
 
 CATALOG = load_catalog(PROGRAMS)
 
@@ -38,7 +39,7 @@ def keep_signal_handlers() -> Iterator[None]:
 
 
 def test_sigusr1_is_handled_before_the_compile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    d = Daemon(config(tmp_path), sinks=[])
+    d = Daemon(config(tmp_path), sinks=[], bpf_lsm_check=lambda: BPF_LSM_ACTIVE)
     seen = []
 
     def build_programs() -> None:
@@ -53,30 +54,19 @@ def test_sigusr1_is_handled_before_the_compile(tmp_path: Path, monkeypatch: pyte
     assert d._reopen_requested  # remembered for run()
 
 
-class RecordingSink:
-    name = "jsonl"
+class RecordingSink(StubSink):
+    """Notes its flushes and reopens, in order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[str] = []
-
-    def emit(self, event: Event) -> None:
-        pass
 
     def flush(self) -> Counter[str]:
         self.calls.append("flush")
-        return Counter()
+        return super().flush()
 
     def reopen(self) -> None:
         self.calls.append("reopen")
-
-    def pending(self) -> int:
-        return 0
-
-    def wait_fd(self) -> int:
-        return -1
-
-    def close(self) -> Counter[str]:
-        return Counter()
 
 
 class SignallingPrograms:
@@ -98,7 +88,7 @@ class SignallingPrograms:
 
 
 def test_the_poll_loop_reopens_on_sigusr1_then_flushes(tmp_path: Path) -> None:
-    d = Daemon(config(tmp_path), sinks=[])
+    d = Daemon(config(tmp_path), sinks=[], bpf_lsm_check=lambda: BPF_LSM_ACTIVE)
     sink = RecordingSink()
     d.dispatcher = Dispatcher([sink], d.stats, log=lambda _m: None)
     programs = SignallingPrograms(d)
@@ -128,7 +118,7 @@ def test_a_stop_during_the_compile_ends_start_and_run_before_anything_is_attache
 ) -> None:
     """LLVM cannot be interrupted: SIGTERM mid-compile is noted by the handler installed
     before it, and the daemon exits cleanly once the compile returns."""
-    d = Daemon(config(tmp_path), sinks=[])
+    d = Daemon(config(tmp_path), sinks=[], bpf_lsm_check=lambda: BPF_LSM_ACTIVE)
     programs = CompiledNotAttached()
 
     def build_programs() -> CompiledNotAttached:

@@ -15,32 +15,11 @@ from krsid.pipeline.enrich import Enricher
 from krsid.pipeline.flow import EventPipeline
 from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, PipelineStats
 from tests.support.records import catalog, pack
+from tests.support.sinks import CollectingSink
 
 CAT = catalog()
 MPROT = CAT["file_mprotect"]
 RULES = {("file_mprotect", 2): "no-wx"}
-
-
-class CollectingSink:
-    name = "jsonl"
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
-
-    def flush(self) -> Counter[str]:
-        return Counter()
-
-    def pending(self) -> int:
-        return 0
-
-    def wait_fd(self) -> int:
-        return -1
-
-    def close(self) -> Counter[str]:
-        return Counter()
 
 
 class BrokenEnricher(Enricher):

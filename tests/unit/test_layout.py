@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from krsid.csource import parse_defines
 from krsid.errors import CatalogError
-from krsid.pipeline.layout import layout_asserts, parse_defines, parse_event_struct
+from krsid.pipeline.layout import layout_asserts, parse_event_struct
 from tests.support.records import PROGRAMS
 
 HEADER = (PROGRAMS / "include" / "krsid.h").read_text()

@@ -2,21 +2,23 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections import Counter
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from krsid.event import Event
+from krsid.catalog import load_catalog
+from krsid.catalog.contract import CNT_EMITTED, CNT_FILTERED, CNT_INVOCATIONS, CNT_LOST_RINGBUF
 from krsid.metrics import KrsidCollector, make_registry
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
+from tests.support.records import PROGRAMS
+from tests.support.sinks import StubSink
 
 
 class FakeKernel:
     def hook_counters(self) -> dict[str, dict[str, int]]:
-        return {"file_mprotect": {"invocations": 10, "emitted": 4, "lost_ringbuf": 1, "filtered": 5}}
+        return {"file_mprotect": {CNT_INVOCATIONS: 10, CNT_EMITTED: 4, CNT_LOST_RINGBUF: 1, CNT_FILTERED: 5}}
 
     def attached(self) -> dict[str, bool]:
         return {"file_mprotect": True, "bprm_check_security": False}
@@ -58,38 +60,32 @@ def test_metric_values() -> None:
     assert ("krsid_build_info", (("version", __import__("krsid").__version__),)) in s
 
 
+def test_every_kernel_counter_of_the_contract_reaches_a_metric() -> None:
+    """Each slot of enum krsid_counter, under the name the contract gives it, shows in
+    some per-hook metric: none is read under another name (and so as 0)."""
+    counters = load_catalog(PROGRAMS).contract.counters
+    values = {name: 1000 + i for i, name in enumerate(counters)}
+
+    class Kernel(FakeKernel):
+        def hook_counters(self) -> dict[str, dict[str, int]]:
+            return {"file_mprotect": dict(values)}
+
+    text = generate_latest(make_registry(KrsidCollector(PipelineStats(), Kernel(), ["file_mprotect"])))
+    shown = {v for (_, labels), v in samples(text).items() if ("hook", "file_mprotect") in labels}
+    assert {n: v for n, v in values.items() if v not in shown} == {}
+
+
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed (Debian package prometheus)")
 def test_promtool_check_metrics_is_clean() -> None:
     p = subprocess.run(["promtool", "check", "metrics"], input=exposition(), capture_output=True, timeout=30)
     assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
 
 
-class QuietSink:
-    """A configured sink that never failed (only its name matters to the collector)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def emit(self, event: Event) -> None:
-        pass
-
-    def flush(self) -> Counter[str]:
-        return Counter()
-
-    def pending(self) -> int:
-        return 0
-
-    def wait_fd(self) -> int:
-        return -1
-
-    def close(self) -> Counter[str]:
-        return Counter()
-
-
 def fresh_exposition(*, perf_buffer: bool = False) -> bytes:
     """A daemon that just started: its sinks configured, nothing lost or failed yet."""
     stats = PipelineStats(perf_buffer=perf_buffer)
-    Dispatcher([QuietSink("journald"), QuietSink("jsonl")], stats)
+    # Configured sinks that never failed: only their names matter to the collector.
+    Dispatcher([StubSink("journald"), StubSink("jsonl")], stats)
     return generate_latest(make_registry(KrsidCollector(stats, FakeKernel(), ["bprm_check_security", "file_mprotect"])))
 
 
@@ -120,7 +116,7 @@ def test_perf_buffer_loss_series_exists_at_zero_with_a_perf_buffer() -> None:
 
 def test_counted_losses_show_in_their_declared_series_once() -> None:
     stats = PipelineStats()
-    Dispatcher([QuietSink("jsonl")], stats)
+    Dispatcher([StubSink("jsonl")], stats)
     stats.lost[("file_mprotect", "queue_jsonl")] += 3
     stats.lost[("unknown", "decode")] += 2
     stats.lost[("not_attached", "decode")] += 1  # a hook the collector was not told about

@@ -17,7 +17,7 @@ from krsid.sinks.base import Backlog, BacklogFull, SinkUnavailable
 from krsid.sinks.journald import JournaldSink, _items_of, journal_fields, native_entry, render_message
 from krsid.sinks.jsonl import JsonlSink, event_line
 from tests.support.records import catalog, pack
-from tests.support.sinks import complete_jsonl, emit_and_flush, event_record
+from tests.support.sinks import StubSink, complete_jsonl, emit_and_flush, event_record
 
 CAT = catalog()
 EXEC, MPROT = CAT["bprm_check_security"], CAT["file_mprotect"]
@@ -164,28 +164,14 @@ def test_journald_without_socket_says_so_once_and_recovers(tmp_path: Path) -> No
 
 
 def test_dispatcher_counts_failing_sinks_and_keeps_the_others() -> None:
-    class Broken:
-        name = "broken"
-
+    class Broken(StubSink):
         def emit(self, event: Event) -> None:
             raise RuntimeError("boom")
-
-        def flush(self) -> Counter[str]:
-            return Counter()
-
-        def pending(self) -> int:
-            return 0
-
-        def wait_fd(self) -> int:
-            return -1
-
-        def close(self) -> Counter[str]:
-            return Counter()
 
     out = io.StringIO()
     stats = PipelineStats()
     logs: list[str] = []
-    d = Dispatcher([Broken(), JsonlSink(stream=out)], stats, log=logs.append)
+    d = Dispatcher([Broken("broken"), JsonlSink(stream=out)], stats, log=logs.append)
     for _ in range(3):
         d.handle(exec_event())
     d.flush()

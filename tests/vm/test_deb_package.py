@@ -24,9 +24,10 @@ through nsenter into its PID 1's namespaces:
   /etc/krsid, /var/log/krsid, /var/cache/krsid, /var/lib/krsid, /run/krsid, no unit
   or enablement symlink, no catalog entry, no program attached.
 
-How the container boots is explained in tests/vm/test_systemd_nspawn.py (capabilities,
-system-call filter, its own child cgroup, basic.target); this test reuses its helpers.
-The overlay replaces its ``--volatile=yes``, which binds /usr read-only.
+The container boots as in tests/vm/test_systemd_nspawn.py, through the same
+booted_container() of tests/vm/nspawn_container.py (capabilities, system-call filter,
+its own child cgroup, basic.target; the reasons are in test_systemd_nspawn.py). The
+overlay root replaces that test's ``--volatile=yes``, which binds /usr read-only.
 
 Only inside the test VM: the overlay and the container sit on the machine's own root.
 """
@@ -52,26 +53,14 @@ import pytest
 import yaml
 
 import krsid
-from tests.vm.conftest import ROOT, free_port
-from tests.vm.test_systemd_nspawn import (
-    BOOT_TIMEOUT,
-    BPF_PROG_TYPE_LSM,
-    CGROUP_ROOT,
-    EXEC_MESSAGE_ID,
-    START_TIMEOUT,
-    Container,
-    bpf_prog_ids_of,
-    ensure_cgroup2,
-    find_container_init,
-    loaded_programs,
-    remove_cgroup,
-    stop_nspawn,
-)
+from tests.vm import nspawn_container as nspawn
+from tests.vm.conftest import ROOT, free_port, message_id
 from tests.vm.vmrun import in_vm
 
 pytestmark = pytest.mark.vm
 
 HOOK = "bprm_check_security"
+EXEC_MESSAGE_ID = message_id(HOOK)
 # Where the package puts things (debian/, the unit's *Directory= settings).
 RUNTIME_DIRS = ("/etc/krsid", "/var/log/krsid", "/var/cache/krsid", "/var/lib/krsid", "/run/krsid")
 JSONL = "/var/log/krsid/events.jsonl"
@@ -163,7 +152,7 @@ def prepare_root(root: Path, deb: Path) -> None:
 class Installed:
     """The container, and what the install left to compare the purge against."""
 
-    c: Container
+    c: nspawn.Container
     root: Path  # the container's / as the VM sees it
     deb: Path
     install: subprocess.CompletedProcess[str] | None = None
@@ -186,7 +175,7 @@ def installed(request: pytest.FixtureRequest) -> Iterator[Installed]:
             f"no Debian package at {deb}: build it on the host first with `make deb` "
             "(make test-vm does), or name one with KRSID_DEB="
         )
-    ensure_cgroup2()
+    nspawn.ensure_cgroup2()
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     tag = uuid.uuid4().hex[:10]
@@ -200,59 +189,18 @@ def installed(request: pytest.FixtureRequest) -> Iterator[Installed]:
         cleanup.callback(report)
         root = cleanup.enter_context(writable_root())
         prepare_root(root, deb)
-        cgroup = CGROUP_ROOT / f"krsid-deb-{tag}"
-        cgroup.mkdir()
-        cleanup.callback(remove_cgroup, cgroup)
-
-        console = root.parent / "console.log"
-        nspawn_argv = [
-            "systemd-nspawn",
-            f"--directory={root}",
-            "--boot",
-            "--register=no",
-            "--keep-unit",
-            "--link-journal=no",
-            f"--machine=krsid-deb-{tag}",
-            "--capability=CAP_BPF,CAP_PERFMON",
-            "--system-call-filter=bpf perf_event_open",
-            "--console=pipe",
-            "--",
-            "systemd.unit=basic.target",
-        ]
-        with console.open("wb") as out:
-            # The wrapper moves itself into the new cgroup, then becomes nspawn (same pid).
-            nspawn = subprocess.Popen(
-                ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *nspawn_argv],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        c = cleanup.enter_context(
+            nspawn.booted_container(
+                root,
+                volatile=None,
+                binds=(),
+                machine=f"krsid-deb-{tag}",
+                cgroup=nspawn.CGROUP_ROOT / f"krsid-deb-{tag}",
+                console=root.parent / "console.log",
+                timings=timings,
+                probe_dir=root / PROBE_DIR_IN_CONTAINER.lstrip("/"),
             )
-
-        def shutdown() -> None:
-            t = time.monotonic()
-            stop_nspawn(nspawn)
-            timings["container shutdown"] = time.monotonic() - t
-
-        cleanup.callback(shutdown)
-        probe_dir = root / PROBE_DIR_IN_CONTAINER.lstrip("/")
-        c = Container(nspawn, 0, console, probe_dir, "", "btf", [], timings)
-        t1 = time.monotonic()
-        try:
-            c.pid1 = find_container_init(nspawn, 120)
-        except RuntimeError:
-            pytest.fail(f"systemd-nspawn did not start the container:\n{console.read_text()[-4000:]}")
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        state = ""
-        while time.monotonic() < deadline:
-            state = c.run("systemctl", "is-system-running", "--wait", timeout=BOOT_TIMEOUT).stdout.strip()
-            if state in ("running", "degraded", "maintenance", "stopping"):
-                break
-            time.sleep(1)
-        timings["container boot"] = time.monotonic() - t1
-        if state not in ("running", "degraded"):
-            pytest.fail(f"container did not boot (state {state!r}):\n{console.read_text()[-4000:]}")
-        c.boot_state = state
+        )
 
         inst = Installed(c, root, deb)
         inst.catalog_before = c.run("journalctl", "--list-catalog", EXEC_MESSAGE_ID).stdout
@@ -284,7 +232,7 @@ def started(installed: Installed) -> Installed:
         config["sinks"]["prometheus"]["listen"] = f"127.0.0.1:{free_port()}"
         conffile.write_text(yaml.safe_dump(config))
         t = time.monotonic()
-        inst.start = c.run("systemctl", "start", "krsid", timeout=START_TIMEOUT)
+        inst.start = c.run("systemctl", "start", "krsid", timeout=nspawn.START_TIMEOUT)
         c.timings["systemctl start krsid"] = time.monotonic() - t
     if inst.start.returncode != 0:
         pytest.fail(f"systemctl start krsid failed ({inst.start.returncode}): {inst.start.stderr}\n{c.unit_log()}")
@@ -335,8 +283,8 @@ def test_packaged_unit_starts_as_shipped(started: Installed) -> None:
     assert "path=/usr/bin/krsid" in s["ExecStart"], s["ExecStart"]
     assert "header tree generated from" in c.unit_log(), c.unit_log()
     main = int(c.show("krsid", "MainPID")["MainPID"])
-    progs = bpf_prog_ids_of(c.host_pid(main))
-    started.lsm_prog_ids = {i for i, t in progs.items() if t == BPF_PROG_TYPE_LSM}
+    progs = nspawn.bpf_prog_ids_of(c.host_pid(main))
+    started.lsm_prog_ids = {i for i, t in progs.items() if t == nspawn.BPF_PROG_TYPE_LSM}
     assert started.lsm_prog_ids, progs
 
 
@@ -417,5 +365,5 @@ def test_apt_purge_leaves_nothing(started: Installed) -> None:
     listed = c.run("journalctl", "--list-catalog", EXEC_MESSAGE_ID).stdout
     assert EXEC_MESSAGE_ID not in listed, listed
     # The prerm stopped the daemon: its programs are detached.
-    still = inst.lsm_prog_ids & set(loaded_programs())
+    still = inst.lsm_prog_ids & set(nspawn.loaded_programs())
     assert not still, f"krsid's LSM programs still loaded after the purge: {sorted(still)}"

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from krsid.metrics import make_registry
 from tests.host.test_dashboards import RULES
 from tests.support.collector import full_collector
+from tests.support.metrics import metric_families
 
 HERE = Path(__file__).resolve().parent
 RULE_TESTS = HERE / "krsid-rules.test.yml"
@@ -61,7 +61,7 @@ def test_the_test_series_are_shaped_like_what_krsid_exports() -> None:
     job and instance labels Prometheus adds), so the tests exercise real series."""
     text = generate_latest(make_registry(full_collector())).decode()
     exported: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(text):
+    for family in metric_families(text):
         for sample in family.samples:
             exported[sample.name] = set(sample.labels)
     doc = yaml.safe_load(RULE_TESTS.read_text())

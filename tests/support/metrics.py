@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import cast
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
 from krsid.pipeline.stats import STAGE_DECODE, STAGE_PERFBUF, STAGE_RINGBUF, queue_stage, sink_stage
+
+# The exposition parser, typed: Debian's prometheus_client 0.16 (what a fresh venv
+# with --system-site-packages uses) has no annotations on it, newer releases do.
+metric_families = cast(Callable[[str], Iterable[Metric]], text_string_to_metric_families)
 
 
 def gap_stages(sink_name: str) -> tuple[str, ...]:

@@ -5,13 +5,13 @@ import subprocess
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from krsid.catalog import load_catalog
 from krsid.catalog.contract import CNT_EMITTED, CNT_FILTERED, CNT_INVOCATIONS, CNT_LOST_RINGBUF
 from krsid.metrics import KrsidCollector, make_registry
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
+from tests.support.metrics import metric_families
 from tests.support.records import PROGRAMS
 from tests.support.sinks import StubSink
 
@@ -38,7 +38,7 @@ def exposition() -> bytes:
 
 def samples(text: bytes | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
-    for fam in text_string_to_metric_families((text if text is not None else exposition()).decode()):
+    for fam in metric_families((text if text is not None else exposition()).decode()):
         for s in fam.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from krsid.daemon import Daemon
 from krsid.errors import KrsidError
 from krsid.kernel.probe import Check
 
@@ -27,3 +30,14 @@ def refusing_daemon(error: KrsidError) -> type:
             pass
 
     return Refusing
+
+
+def assert_refused_before_compile(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, error: type[KrsidError], match: str
+) -> None:
+    """daemon.start() raises `error` (matching `match`) without having compiled anything."""
+    compiled: list[bool] = []
+    monkeypatch.setattr(daemon, "build_programs", lambda: compiled.append(True))
+    with pytest.raises(error, match=match):
+        daemon.start()
+    assert not compiled, "start() compiled before refusing"

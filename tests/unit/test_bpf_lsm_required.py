@@ -14,7 +14,7 @@ from krsid.config import parse_config
 from krsid.daemon import Daemon
 from krsid.errors import BpfLsmInactiveError
 from krsid.kernel.probe import Check, lsm_active_check
-from tests.support.daemons import refusing_daemon
+from tests.support.daemons import assert_refused_before_compile, refusing_daemon
 from tests.support.records import PROGRAMS
 
 CATALOG = load_catalog(PROGRAMS)
@@ -30,11 +30,9 @@ def test_no_bpf_in_the_active_lsms_refuses_to_start_before_compiling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = daemon(tmp_path, lsm_active_check(["lockdown", "capability", "apparmor"], "securityfs"))
-    compiled: list[bool] = []
-    monkeypatch.setattr(d, "build_programs", lambda: compiled.append(True))
-    with pytest.raises(BpfLsmInactiveError, match=r"BPF-LSM is not active .*lsm=lockdown,apparmor,bpf"):
-        d.start()
-    assert not compiled
+    assert_refused_before_compile(
+        d, monkeypatch, BpfLsmInactiveError, r"BPF-LSM is not active .*lsm=lockdown,apparmor,bpf"
+    )
 
 
 def test_an_unreadable_lsm_list_only_warns(

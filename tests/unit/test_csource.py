@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,25 +95,25 @@ def test_check_config_only_reads_an_octal_define(programs: Path, tmp_path: Path)
     assert text.count("#define KRSID_OPTION_SLOTS 8\n") == 1
     header.write_text(text.replace("#define KRSID_OPTION_SLOTS 8\n", "#define KRSID_OPTION_SLOTS 010\n"))
     assert load_catalog(programs).contract.option_slots == 8
+    p = check_config_only(programs, tmp_path)
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def check_config_only(programs: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`krsid check --config-only` on a config that takes its programs from `programs`."""
     cfg = tmp_path / "krsid.yaml"
     cfg.write_text(
         f"state_dir: {tmp_path / 'state'}\ncache_dir: {tmp_path / 'cache'}\nprograms_dir: {programs}\n"
         "hooks:\n  file_mprotect: {}\n"
     )
-    p = run_krsid("check", "--config-only", "-c", str(cfg))
-    assert "Traceback" not in p.stderr, p.stderr
-    assert p.returncode == 0, p.stdout + p.stderr
+    return run_krsid("check", "--config-only", "-c", str(cfg))
 
 
 def test_check_config_only_names_a_bad_number(programs: Path, tmp_path: Path) -> None:
     """A define C would refuse (08 is no octal number) is a clear catalog error, not a traceback."""
     source = programs / "file_mprotect.c"
     source.write_text("#define FILE_MPROTECT_BAD_MODE 08\n" + source.read_text())
-    cfg = tmp_path / "krsid.yaml"
-    cfg.write_text(
-        f"state_dir: {tmp_path / 'state'}\ncache_dir: {tmp_path / 'cache'}\nprograms_dir: {programs}\n"
-        "hooks:\n  file_mprotect: {}\n"
-    )
-    p = run_krsid("check", "--config-only", "-c", str(cfg))
+    p = check_config_only(programs, tmp_path)
     assert "Traceback" not in p.stderr, p.stderr
     assert p.returncode != 0 and "FILE_MPROTECT_BAD_MODE 08: '08' is not a C integer" in p.stderr, p.stderr

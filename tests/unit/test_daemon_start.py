@@ -17,7 +17,7 @@ from krsid.config import Config, parse_config
 from krsid.daemon import Daemon
 from krsid.errors import SinkError
 from krsid.service import SeqState
-from tests.support.daemons import BPF_LSM_ACTIVE, refusing_daemon
+from tests.support.daemons import BPF_LSM_ACTIVE, assert_refused_before_compile, refusing_daemon
 from tests.support.records import PROGRAMS
 
 CATALOG = load_catalog(PROGRAMS)
@@ -75,11 +75,7 @@ def test_an_unopenable_jsonl_path_is_a_config_error_before_the_compile(
     (tmp_path / "file").write_text("")
     c = config(tmp_path, f"sinks: {{journald: {{enabled: false}}, jsonl: {{path: {tmp_path / 'file' / 'x.jsonl'}}}}}")
     d = Daemon(c, bpf_lsm_check=lambda: BPF_LSM_ACTIVE)
-    compiled: list[bool] = []
-    monkeypatch.setattr(d, "build_programs", lambda: compiled.append(True))
-    with pytest.raises(SinkError, match=r"sinks\.jsonl\.path: cannot open"):
-        d.start()
-    assert not compiled
+    assert_refused_before_compile(d, monkeypatch, SinkError, r"sinks\.jsonl\.path: cannot open")
 
 
 def test_a_metrics_port_in_use_is_a_config_error_before_the_compile(
@@ -92,11 +88,7 @@ def test_a_metrics_port_in_use_is_a_config_error_before_the_compile(
         off = "journald: {enabled: false}, jsonl: {enabled: false}"
         sinks = f"sinks: {{{off}, prometheus: {{listen: '127.0.0.1:{port}'}}}}"
         d = Daemon(config(tmp_path, sinks), bpf_lsm_check=lambda: BPF_LSM_ACTIVE)
-        compiled: list[bool] = []
-        monkeypatch.setattr(d, "build_programs", lambda: compiled.append(True))
-        with pytest.raises(SinkError, match=rf"sinks.prometheus.listen: cannot listen on 127.0.0.1:{port}: "):
-            d.start()
-    assert not compiled
+        assert_refused_before_compile(d, monkeypatch, SinkError, rf"cannot listen on 127\.0\.0\.1:{port}: ")
 
 
 def test_a_sink_error_exits_2_without_a_traceback(

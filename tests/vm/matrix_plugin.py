@@ -87,7 +87,11 @@ class _Recorder:
             "series": os.environ.get("KRSID_VM_SERIES", ""),
             "headers": str(session.config.getoption("--headers")),
             "exitstatus": int(exitstatus),
-            "passed": exitstatus == 0 and not counts.get("failed") and not counts.get("error"),
+            # Nothing passed (all skipped, or nothing collected) is not a pass either.
+            "passed": exitstatus == 0
+            and bool(counts.get("passed"))
+            and not counts.get("failed")
+            and not counts.get("error"),
             "counts": counts,
             "seconds": round(time.monotonic() - self.started, 1),
             "facts": FACTS,

@@ -146,8 +146,12 @@ $(DEB): $(shell find $(PKG_SOURCES) -type f -not -path '*/__pycache__/*' 2>/dev/
 	# The system's PATH: pybuild runs `python3.X` from PATH, which must be Debian's
 	# (a pyenv or venv python first on PATH has neither its modules nor its paths).
 	cd $(DEB_DIR)/src && env PATH=$(DEB_PATH) dpkg-buildpackage --build=binary --no-sign
-	env PATH=$(DEB_PATH) lintian --fail-on error --display-info $@ > $(DEB_DIR)/lintian.txt 2>&1 \
+	# lintian leaves Berkeley DB files (mldbm-elf-*) in $$TMPDIR: keep them in the build dir.
+	rm -rf $(DEB_DIR)/tmp && mkdir -p $(DEB_DIR)/tmp
+	env PATH=$(DEB_PATH) TMPDIR=$(abspath $(DEB_DIR))/tmp lintian --fail-on error --display-info $@ \
+		> $(DEB_DIR)/lintian.txt 2>&1 \
 		|| { cat $(DEB_DIR)/lintian.txt; echo "make deb: lintian reports errors" >&2; rm -f $@; exit 1; }
+	rm -rf $(DEB_DIR)/tmp
 	cat $(DEB_DIR)/lintian.txt
 	@echo "built $@"
 

@@ -320,14 +320,15 @@ def test_unit_is_enabled_and_started_and_purge_removes_runtime_dirs(deb: Path) -
     assert "interest-noawait /usr/lib/systemd/catalog" in Path("/var/lib/dpkg/info/systemd.triggers").read_text()
 
 
-def test_lintian_reports_no_error(deb: Path) -> None:
+def test_lintian_reports_no_error(deb: Path, tmp_path: Path) -> None:
+    # TMPDIR: lintian leaves Berkeley DB files (mldbm-elf-*) there; not in the machine's /tmp.
     p = subprocess.run(
         ["lintian", "--display-info", str(deb)],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
-        env={"PATH": SYSTEM_PATH},
+        env={"PATH": SYSTEM_PATH, "TMPDIR": str(tmp_path)},
     )
     tags = [line for line in p.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)]
     errors = [t for t in tags if t.startswith("E: ")]

@@ -1,6 +1,6 @@
 /* Tight syscall loops for bench/run.py: prints nanoseconds per operation.
- * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|connect|exec|fork|unshare N [PATH]
- * PATH: the file open opens / exec executes (default /etc/hostname, /bin/true).
+ * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|procmem|chmod|connect|exec|fork|unshare N [PATH]
+ * PATH: the file open opens / exec executes / chmod changes (default /etc/hostname, /bin/true).
  * Compiled by the benchmark itself (gcc -O2): Python's own overhead would hide the
  * per-call cost of the LSM programs. */
 #define _GNU_SOURCE
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,6 +73,11 @@ int main(int argc, char **argv)
             mprotect(page, 4096, PROT_READ);
         } else if (!strcmp(kind, "open")) {        /* filtered unless PATH is a sensitive path */
             close(open(path, O_RDONLY));
+        } else if (!strcmp(kind, "procmem")) {     /* write-open of its own memory: emitted by file_open */
+            close(open("/proc/self/mem", O_RDWR));
+        } else if (!strcmp(kind, "chmod")) {       /* setuid bit on and off: inode_setattr */
+            chmod(path, 04755);
+            chmod(path, 0755);
         } else if (!strcmp(kind, "connect")) {     /* UDP connect to loopback: no packet */
             int s = socket(AF_INET, SOCK_DGRAM, 0);
             connect(s, (struct sockaddr *)&sin, sizeof(sin));
@@ -93,7 +99,7 @@ int main(int argc, char **argv)
         }
     }
     double per = (now() - t0) / n;
-    int pairs = !strcmp(kind, "mprotect") || !strcmp(kind, "mprotect_rw"); /* two calls per turn */
+    int pairs = !strcmp(kind, "mprotect") || !strcmp(kind, "mprotect_rw") || !strcmp(kind, "chmod"); /* two calls per turn */
     printf("%.1f\n", pairs ? per / 2 : per);
     return 0;
 }

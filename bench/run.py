@@ -4,6 +4,8 @@
     bench/run.py compile            host: BCC compile time, per hook alone vs all as one module
     bench/run.py throughput         host: the user-space pipeline at native speed (load generator),
                                     events/s into JSON lines and journald, exact loss accounting
+    bench/run.py flood              host: priority-lane delivery under bulk floods of 1x, 10x, 100x
+                                    the drain rate: one lane / lanes / lanes + fair sharing (flood.py)
     bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
                                     start, RSS, exec-loop events/s into journald
     bench/run.py fallback           in the VM: fork/exec cost of userns_create's fallback
@@ -12,7 +14,7 @@
     bench/run.py policy             in the VM: policy cost (bench/policy_bench.py)
     bench/run.py exec               in the VM: an exec's cost split into BPF programs and consumers
     bench/run.py in-vm              inside the VM: vm, cost, exec, policy and fallback in one session
-    bench/run.py all                everything: compile + throughput here, then in-vm in the VM
+    bench/run.py all                everything: compile + throughput + flood here, then in-vm in the VM
     make bench                      = bench/run.py all
 
 Compile time is measured on the host (compile-only works there; under TCG it is
@@ -38,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import throughput  # noqa: E402
+from bench import flood, throughput  # noqa: E402
 from bench.common import build_loops, krsid_running, proc_status_mb, scrape, table  # noqa: E402
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
 from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
@@ -328,6 +330,10 @@ def bench_throughput(args: argparse.Namespace) -> None:
     throughput.bench_throughput(args, table)
 
 
+def bench_flood(args: argparse.Namespace) -> None:
+    flood.bench_flood(args, table)
+
+
 IN_VM = ("vm", "cost", "exec", "policy", "fallback")  # what `in-vm` runs, in one VM session
 
 
@@ -342,6 +348,7 @@ def bench_all(args: argparse.Namespace) -> None:
     args.hooks = sorted(CATALOG.hooks) if args.hooks == DEFAULT_HOOKS else args.hooks
     bench_compile(args)
     bench_throughput(args)
+    bench_flood(args)
     vm = [str(ROOT / "tests" / "vm" / "run"), "--timeout", "7200", "--"]
     cmd = [
         sys.executable,
@@ -357,6 +364,7 @@ def bench_all(args: argparse.Namespace) -> None:
 BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "compile": bench_compile,
     "throughput": bench_throughput,
+    "flood": bench_flood,
     "vm": bench_vm,
     "fallback": bench_fallback,
     "cost": bench_cost,
@@ -377,6 +385,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="cost: alternations of krsid / auditd / baseline")
     p.add_argument("--execs-per-run", type=int, default=60, help="exec: fork+exec calls per timed run")
     throughput.add_arguments(p)
+    flood.add_arguments(p)
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root")

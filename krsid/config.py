@@ -6,6 +6,7 @@ Every problem is one ConfigError naming file:line:column and the dotted key, so
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -18,8 +19,9 @@ from typing import Any, NoReturn
 from krsid.catalog import DIRS_MAP as DIRS_MAP_NAME
 from krsid.catalog import Catalog, load_catalog, parse_string_set
 from krsid.errors import CatalogError, ConfigError
-from krsid.pipeline.transport import PERFBUF, RINGBUF
+from krsid.pipeline.transport import LANES, PERFBUF, RINGBUF
 from krsid.policy import Policy, names_root, parse_policy
+from krsid.schema import FORMAT_KRSID, FORMATS
 from krsid.yamldoc import MAX_DOCUMENT_CHARS, YamlDoc, expect, expect_mapping, load_yaml, one_line
 
 DEFAULT_CONFIG_PATH = Path("/etc/krsid/krsid.yaml")
@@ -29,6 +31,7 @@ HEADER_MODES = ("auto", "kernel", "btf")
 BUFFER_AUTO = "auto"  # a ring buffer where the kernel has one (5.8+), else a perf buffer
 BUFFER_KINDS = (BUFFER_AUTO, RINGBUF, PERFBUF)
 DEFAULT_WAKEUP_EVENTS = 64
+MIN_PRIORITY_PAGES = 16  # buffer.priority_pages: 64 KiB, room for 16+ exec events
 # hooks.<hook>.fallback, for hooks whose catalog has a fallback program: auto = the
 # fallback only where the kernel lacks the hook; always = the fallback even where it
 # has it (one behaviour across a mixed fleet, or to test it); never = skip instead.
@@ -54,6 +57,43 @@ DEFAULT_BACKLOG_MB = 16
 
 
 @dataclass(frozen=True)
+class LaneShare:
+    """One lane's fair shares (fair_share.<lane>): a rate of 0 turns that share off."""
+
+    process_rate: int  # events/s one process (tgid) may emit per hook
+    process_burst: int  # events a quiet process may emit at once
+    uid_rate: int  # events/s one uid may emit in the lane, all its processes and hooks together
+    uid_burst: int
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.process_rate or self.uid_rate)
+
+
+@dataclass(frozen=True)
+class FairShareConfig:
+    """fair_share: how many events a single process and a single uid may emit, per lane
+    (token buckets in the kernel, krsid.h); calls over a share are folded into flood
+    summaries.
+
+    The priority lane's shares are small because its events are few by design and its
+    buffer must never fill: its bursts fit the buffer several times over. The defaults
+    were measured against busy benign work (README: Lanes and fair sharing)."""
+
+    priority: LaneShare = LaneShare(process_rate=100, process_burst=200, uid_rate=400, uid_burst=800)
+    bulk: LaneShare = LaneShare(process_rate=200, process_burst=2000, uid_rate=1000, uid_burst=5000)
+    summary_interval_ms: int = 1000  # a flood summary covers at most this long
+
+    @property
+    def enabled(self) -> bool:
+        return self.priority.enabled or self.bulk.enabled
+
+    def lane(self, name: str) -> LaneShare:
+        share: LaneShare = getattr(self, name)
+        return share
+
+
+@dataclass(frozen=True)
 class JournaldConfig:
     enabled: bool = True
     backlog_mb: int = DEFAULT_BACKLOG_MB  # encoded entries waiting for a busy journald
@@ -64,6 +104,7 @@ class JsonlConfig:
     enabled: bool = True
     path: str = "-"  # "-" is stdout
     backlog_mb: int = DEFAULT_BACKLOG_MB
+    format: str = "krsid"  # krsid | ocsf | ecs (krsid.schema.FORMATS)
 
 
 @dataclass(frozen=True)
@@ -71,6 +112,16 @@ class PrometheusConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9477
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Process identity (krsid.identity): the process table and the ancestry on exec events."""
+
+    process_table_size: int = 65536  # processes kept (LRU); the oldest are evicted
+    ancestors_depth: int = 10  # ancestors on an exec event (parent first; the walk stops at pid 1)
+    hash_max_mb: int = 512  # exe_sha256: larger binaries are not read ("too large"); 0: hashing off
+    hash_queue: int = 1024  # binaries waiting for the hash worker ("queue full" past it); 0: hashing off
 
 
 @dataclass(frozen=True)
@@ -83,7 +134,8 @@ class Config:
     state_dir: Path = Path("/run/krsid")
     headers: str = "auto"
     buffer_kind: str = BUFFER_AUTO
-    ringbuf_pages: int = 256
+    ringbuf_pages: int = 256  # the bulk lane (buffer.pages)
+    priority_pages: int = 256  # the priority lane (buffer.priority_pages)
     # Every N-th event wakes the daemon; the others wait at most poll_timeout_ms.
     # 0: the kernel's default (a wake-up whenever the daemon had caught up).
     wakeup_events: int = DEFAULT_WAKEUP_EVENTS
@@ -93,6 +145,8 @@ class Config:
     prometheus: PrometheusConfig = PrometheusConfig()
     policy: Policy = field(default_factory=Policy)
     bpf_stats: bool = False  # kernel run-time stats per hook program (costs ~20 ns per BPF run, system-wide)
+    identity: IdentityConfig = IdentityConfig()
+    fair_share: FairShareConfig = FairShareConfig()
 
     @property
     def enabled_hooks(self) -> tuple[HookConfig, ...]:
@@ -110,6 +164,8 @@ _TOP_KEYS = {
     "sinks",
     "policy",
     "bpf_stats",
+    "identity",
+    "fair_share",
 }
 
 
@@ -282,10 +338,10 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
             raise ConfigError(f"{doc.where((key,))}: {key}: {e}") from None
 
     headers = _choice(doc, top, ("headers",), "auto", HEADER_MODES)
-    buffer = expect_mapping(doc, top.get("buffer"), ("buffer",), {"kind", "pages", "wakeup_events"})
-    pages = _int(doc, buffer.get("pages", 256), ("buffer", "pages"), 1, 1 << 16)
-    if pages & (pages - 1):
-        doc.fail(("buffer", "pages"), f"must be a power of two, got {pages}")
+    buffer = expect_mapping(doc, top.get("buffer"), ("buffer",), {"kind", "pages", "priority_pages", "wakeup_events"})
+    pages = _pages(doc, buffer, "pages", 256, 1)
+    # The priority lane holds at least 16 exec events (~3 KiB each) whatever the bulk lane's size.
+    priority_pages = _pages(doc, buffer, "priority_pages", 256, MIN_PRIORITY_PAGES)
     wakeup = buffer.get("wakeup_events", DEFAULT_WAKEUP_EVENTS)
     wakeup_events = _int(doc, wakeup, ("buffer", "wakeup_events"), 0, 1 << 20)
 
@@ -299,12 +355,72 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
         headers=headers,
         buffer_kind=_choice(doc, buffer, ("buffer", "kind"), BUFFER_AUTO, BUFFER_KINDS),
         ringbuf_pages=pages,
+        priority_pages=priority_pages,
         wakeup_events=wakeup_events,
         poll_timeout_ms=_int(doc, top.get("poll_timeout_ms", 200), ("poll_timeout_ms",), 1, 10_000),
         policy=_policy(doc, top.get("policy"), catalog),
         bpf_stats=expect(doc, top.get("bpf_stats", False), ("bpf_stats",), bool, "true or false"),
+        identity=_identity(doc, top.get("identity")),
+        fair_share=_fair_share(doc, top.get("fair_share")),
         **_sinks(doc, top.get("sinks")),
     )
+
+
+def _pages(doc: YamlDoc, buffer: dict[str, Any], key: str, default: int, lowest: int) -> int:
+    pages = _int(doc, buffer.get(key, default), ("buffer", key), lowest, 1 << 16)
+    if pages & (pages - 1):
+        doc.fail(("buffer", key), f"must be a power of two, got {pages}")
+    return pages
+
+
+def _fair_share(doc: YamlDoc, raw: Any) -> FairShareConfig:
+    default = FairShareConfig()
+    body = expect_mapping(doc, raw, ("fair_share",), {*LANES, "summary_interval_ms"})
+    lanes = {lane: _lane_share(doc, body.get(lane), lane, default.lane(lane)) for lane in LANES}
+    interval = _int(doc, body.get("summary_interval_ms", 1000), ("fair_share", "summary_interval_ms"), 100, 3_600_000)
+    return FairShareConfig(summary_interval_ms=interval, **lanes)
+
+
+MAX_ANCESTORS_DEPTH = 64
+
+
+def _identity(doc: YamlDoc, raw: Any) -> IdentityConfig:
+    body = expect_mapping(
+        doc, raw, ("identity",), {"process_table_size", "ancestors_depth", "hash_max_mb", "hash_queue"}
+    )
+    default = IdentityConfig()
+    return IdentityConfig(
+        process_table_size=_int(
+            doc,
+            body.get("process_table_size", default.process_table_size),
+            ("identity", "process_table_size"),
+            1,
+            1 << 24,
+        ),
+        ancestors_depth=_int(
+            doc,
+            body.get("ancestors_depth", default.ancestors_depth),
+            ("identity", "ancestors_depth"),
+            0,
+            MAX_ANCESTORS_DEPTH,
+        ),
+        hash_max_mb=_int(doc, body.get("hash_max_mb", default.hash_max_mb), ("identity", "hash_max_mb"), 0, 1 << 20),
+        hash_queue=_int(doc, body.get("hash_queue", default.hash_queue), ("identity", "hash_queue"), 0, 1 << 20),
+    )
+
+
+def _lane_share(doc: YamlDoc, raw: Any, lane: str, default: LaneShare) -> LaneShare:
+    keys = {f.name for f in dataclasses.fields(LaneShare)}
+    body = expect_mapping(doc, raw, ("fair_share", lane), keys)
+    values = {
+        key: _int(doc, body.get(key, getattr(default, key)), ("fair_share", lane, key), 0, 10_000_000)
+        for key in sorted(keys)
+    }
+    share = LaneShare(**values)
+    for kind in ("process", "uid"):
+        if getattr(share, f"{kind}_rate") and getattr(share, f"{kind}_burst") < 1:
+            doc.fail(("fair_share", lane, f"{kind}_burst"), f"must be at least 1 while {kind}_rate is on")
+    return share
 
 
 def _policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
@@ -409,13 +525,16 @@ def _hooks(doc: YamlDoc, raw: Any, catalog: Catalog) -> tuple[HookConfig, ...]:
 def _sinks(doc: YamlDoc, raw: Any) -> dict[str, Any]:
     sinks = expect_mapping(doc, raw, ("sinks",), {"journald", "jsonl", "prometheus"})
     j = expect_mapping(doc, sinks.get("journald"), ("sinks", "journald"), {"enabled", "backlog_mb"})
-    jl = expect_mapping(doc, sinks.get("jsonl"), ("sinks", "jsonl"), {"enabled", "path", "backlog_mb"})
+    jl = expect_mapping(doc, sinks.get("jsonl"), ("sinks", "jsonl"), {"enabled", "path", "backlog_mb", "format"})
     pr = expect_mapping(doc, sinks.get("prometheus"), ("sinks", "prometheus"), {"enabled", "listen"})
     listen = expect(doc, pr.get("listen", "127.0.0.1:9477"), ("sinks", "prometheus", "listen"), str, "HOST:PORT")
     host, port = _listen(doc, listen)
     jl_path = expect(doc, jl.get("path", "-"), ("sinks", "jsonl", "path"), str, "a path or -")
     if not jl_path:
         doc.fail(("sinks", "jsonl", "path"), "must be a file path or - for stdout")
+    jl_format = expect(doc, jl.get("format", FORMAT_KRSID), ("sinks", "jsonl", "format"), str, "a format name")
+    if jl_format not in FORMATS:
+        doc.fail(("sinks", "jsonl", "format"), f"unknown format {jl_format!r}; one of {', '.join(FORMATS)}")
     return {
         "journald": JournaldConfig(
             _bool(doc, j, ("sinks", "journald", "enabled"), True),
@@ -425,6 +544,7 @@ def _sinks(doc: YamlDoc, raw: Any) -> dict[str, Any]:
             _bool(doc, jl, ("sinks", "jsonl", "enabled"), True),
             jl_path,
             _int(doc, jl.get("backlog_mb", DEFAULT_BACKLOG_MB), ("sinks", "jsonl", "backlog_mb"), 1, 4096),
+            jl_format,
         ),
         "prometheus": PrometheusConfig(_bool(doc, pr, ("sinks", "prometheus", "enabled"), True), host, port),
     }

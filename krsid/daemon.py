@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING
 
 from krsid.config import Config, load_config
 from krsid.errors import ConfigError, KrsidError, ProgramLoadError, SinkError, UnsupportedKernelError
+from krsid.identity.binary_hash import BinaryHasher
 from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.enrich import Enricher
+from krsid.pipeline.flood import FloodSweeper
 from krsid.pipeline.flow import EventPipeline
 from krsid.pipeline.stats import PipelineStats
-from krsid.pipeline.transport import BUSY_SINK_RETRY_MS, EventTransport
+from krsid.pipeline.transport import BUSY_SINK_RETRY_MS, LANES, EventTransport
 from krsid.plan import kernel_hooks, plan_build, require_bpf_lsm
 from krsid.policy import CompiledRule, Policy, PolicyState, compile_policy
 from krsid.service import Notifier, SeqState, pid_file_of, remove_pid_file, write_pid_file
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("krsid")
 
 SEQ_SAVE_INTERVAL = 5.0
+FLOOD_SWEEP_INTERVAL = 1.0  # how often the fair-share maps are read for floods gone quiet
 RELEASE_HEAP_AFTER_BYTES = 4 << 20  # a sink backlog this big, once drained, is handed back to the kernel
 
 
@@ -78,7 +81,9 @@ def build_sinks(config: Config) -> list[Sink]:
         from krsid.sinks.jsonl import JsonlSink
 
         try:
-            sinks.append(JsonlSink(config.jsonl.path, backlog_bytes=config.jsonl.backlog_mb << 20))
+            sinks.append(
+                JsonlSink(config.jsonl.path, backlog_bytes=config.jsonl.backlog_mb << 20, format=config.jsonl.format)
+            )
         except OSError as e:
             raise SinkError(f"sinks.jsonl.path: cannot open {config.jsonl.path}: {e.strerror or e}") from None
     return sinks
@@ -108,13 +113,23 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.pipeline: EventPipeline | None = None
         self.transport: EventTransport | None = None  # the event buffer, opened by start()
+        self.flood_sweeper: FloodSweeper | None = None  # writes the summaries of floods gone quiet
         self._stop = False
         self._seq_seeded = False
         self._opened_sinks: list[Sink] = []
         self.stop_signal = 0  # the signal that asked for the stop (the first one)
         self._metrics_server: object | None = None
         self._seq_state = SeqState(config.state_dir / "seq")
-        self.enricher = Enricher()
+        identity = config.identity
+        self.enricher = Enricher(
+            process_table_size=identity.process_table_size,
+            ancestors_depth=identity.ancestors_depth,
+            exec_events=any(config.catalog[h.name].enrich.new_exe for h in config.enabled_hooks),
+            # exe_sha256; the worker thread starts with the first event, stop() ends it.
+            hasher=BinaryHasher(max_bytes=identity.hash_max_mb << 20, queue_size=identity.hash_queue, start=False)
+            if identity.hash_max_mb and identity.hash_queue
+            else None,
+        )
         self.policy = PolicyState()
         self._reload_requested = False
         self._reopen_requested = False
@@ -171,6 +186,7 @@ class Daemon:
         # first event already obeys the config.
         programs.set_options(self._hook_options(self.config))
         programs.set_limits(self._hook_limits(self.config))
+        programs.set_fair_share(self.config.fair_share)
         programs.seed_sequence(self._seq_state.load())
         self._seq_seeded = True  # only now does the kernel's counter continue this boot's seq
         self._apply_policy(self.config.policy)
@@ -189,10 +205,27 @@ class Daemon:
                 "no hook could be attached:\n" + "\n".join(f"  {st.hook}: {st.error}" for st in status.values())
             )
 
-        decoder = EventDecoder({i: s for i, s in enumerate(programs.specs)})
+        hooks_by_id = dict(enumerate(programs.specs))
+        # Flood summaries carry the id one past the last hook (KRSID_FLOOD_HOOK_ID).
+        flood_id = programs.max_hooks
+        flood_spec = self.config.catalog.flood
+        assert flood_spec is not None  # load_catalog sets it
+        decoder = EventDecoder({**hooks_by_id, flood_id: flood_spec})
         self.dispatcher = Dispatcher(self._opened_sinks, self.stats, log=log.warning)
-        self.pipeline = EventPipeline(decoder, self.policy.rule_name, self.enricher, self.dispatcher, self.stats)
-        self.transport = programs.open_events(self.pipeline.handle, self.pipeline.lost)
+        pipeline = self.pipeline = EventPipeline(
+            decoder, self.policy.rule_name, self.enricher, self.dispatcher, self.stats
+        )
+        self.transport = programs.open_events({lane: pipeline.lane_handler(lane) for lane in LANES}, pipeline.lost)
+        self.flood_sweeper = FloodSweeper(
+            programs,
+            flood_spec,
+            flood_id,
+            self.config.catalog.contract,
+            pipeline.handle,
+            self.config.fair_share.summary_interval_ms * 1_000_000,
+            {i: s.name for i, s in hooks_by_id.items()},
+            self.stats.flood_summaries_written,
+        )
         self.stats.perf_buffer = self.transport.reports_losses  # its loss counter is exported from the start
         if self.config.bpf_stats:
             self._start_bpf_stats()
@@ -303,6 +336,7 @@ class Daemon:
         try:
             programs.set_options(options)
             programs.set_limits(limits)
+            programs.set_fair_share(new.fair_share)
             self._apply_policy(new.policy, compiled)
         except Exception as e:
             # Options and limits are not banked: put the running config's values back.
@@ -310,6 +344,7 @@ class Daemon:
             try:
                 programs.set_options(self._hook_options(self.config))
                 programs.set_limits(self._hook_limits(self.config))
+                programs.set_fair_share(self.config.fair_share)
             except Exception as restore_error:
                 log.critical(
                     "could not restore the previous hook options and limits (%s: %s): some may hold the "
@@ -319,6 +354,8 @@ class Daemon:
                 )
             return rejected(e, "writing the new options or rules into the BPF maps failed")
         self.config = new
+        if self.flood_sweeper is not None:
+            self.flood_sweeper.summary_ns = new.fair_share.summary_interval_ms * 1_000_000
         self.reloads["success"] += 1
         self.last_reload_success = time.time()
         n = sum(len(r) for r in self.policy.rules.values())
@@ -354,7 +391,9 @@ class Daemon:
         from krsid.metrics import KrsidCollector, make_registry, serve
 
         assert self.programs is not None
-        registry = make_registry(KrsidCollector(self.stats, self.programs, hooks, self))
+        registry = make_registry(
+            KrsidCollector(self.stats, self.programs, hooks, self, self.enricher.processes, self.enricher.hasher)
+        )
         host, port = self.config.prometheus.host, self.config.prometheus.port
         try:
             self._metrics_server = serve(registry, host, port)
@@ -392,6 +431,7 @@ class Daemon:
         self._install_signal_handlers()
         next_watchdog = 0.0
         next_save = time.monotonic() + SEQ_SAVE_INTERVAL
+        next_sweep = time.monotonic() + FLOOD_SWEEP_INTERVAL
         timeout = self.config.poll_timeout_ms
         if self.notifier.watchdog_interval:
             timeout = min(timeout, int(self.notifier.watchdog_interval * 1000))
@@ -417,6 +457,18 @@ class Daemon:
             if now >= next_save:
                 self._seq_state.save(self.programs.current_sequence(), clean=False)
                 next_save = now + SEQ_SAVE_INTERVAL
+            if now >= next_sweep:
+                self._sweep_floods()
+                next_sweep = now + FLOOD_SWEEP_INTERVAL
+
+    def _sweep_floods(self, *, everything: bool = False) -> None:
+        """Write the flood summaries the kernel could not (their key went quiet)."""
+        if self.flood_sweeper is None:
+            return
+        try:
+            self.flood_sweeper.sweep(everything=everything)
+        except Exception as e:  # a map read failing must not end the daemon; retried next time
+            log.warning("flood summaries: reading the fair-share maps failed: %s: %s", type(e).__name__, e)
 
     def _wait_and_read(self, timeout_ms: int) -> None:
         """Wait for records OR room in a busy sink, then read every record waiting.
@@ -439,6 +491,10 @@ class Daemon:
             if self.transport is not None:
                 with contextlib.suppress(Exception):
                     self.transport.read_pending()
+                self._sweep_floods(everything=True)  # a flood's last period is said before exit
+                if self.dispatcher is not None:
+                    with contextlib.suppress(Exception):
+                        self.dispatcher.flush()
             if self._seq_seeded:  # else the map holds 0, not this boot's last seq
                 with contextlib.suppress(Exception):
                     self._seq_state.save(self.programs.current_sequence(), clean=True)
@@ -456,3 +512,4 @@ class Daemon:
         if server is not None:
             with contextlib.suppress(Exception):
                 server.shutdown()  # type: ignore[attr-defined]
+        self.enricher.close()

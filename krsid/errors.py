@@ -32,6 +32,13 @@ class BpfLsmInactiveError(UnsupportedKernelError):
     until a reboot with lsm=...,bpf, so systemd must not restart krsid for it (exit 3)."""
 
 
+class BpfAtomicsMissingError(BpfLsmInactiveError):
+    """The kernel's BPF verifier has no atomic fetch-and-add (before Linux 5.12), which
+    every krsid program uses for its sequence numbers: each would be rejected after a
+    compile of a minute. Permanent until a boot into a newer kernel, so, like an
+    inactive BPF-LSM, exit 3 (cli.py maps BpfLsmInactiveError and its subclasses to it)."""
+
+
 class SinkError(ConfigError):
     """A sink's destination cannot be opened at start (an unwritable JSON lines path, a
     metrics port in use): checked before the compile; exit 2, which the unit does not

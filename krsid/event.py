@@ -10,6 +10,7 @@ Both stand on this module; it imports neither.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
@@ -18,7 +19,11 @@ if TYPE_CHECKING:
 # What a field's value can be after decoding: int for int, str for hex/flags/enum/
 # ipv4/ipv6/errno, bytes for strings (kernel strings are bytes: binary-safe until a
 # sink decides), a tuple of bytes for strings (argv-like lists), bool for bool.
-Value = Union[int, str, bytes, bool, tuple[bytes, ...]]
+# Enrichment adds one nested shape: ``ancestors``, a tuple of Records (one per
+# ancestor, flat values only).
+Scalar = Union[int, str, bytes, bool, tuple[bytes, ...]]
+Record = Mapping[str, Scalar]
+Value = Union[Scalar, tuple[Record, ...]]
 # Raised when a field changes meaning or type (README: JSON lines, schema versions).
 SCHEMA_VERSION = 2
 
@@ -44,7 +49,15 @@ def text_of(value: Value) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if isinstance(value, tuple):
-        return " ".join(shlex.quote(a.decode("utf-8", "backslashreplace")) for a in value)
+        return " ".join(
+            shlex.quote(a.decode("utf-8", "backslashreplace")) if isinstance(a, bytes) else record_text(a)
+            for a in value
+        )
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def record_text(record: Record) -> str:
+    """A nested record (an ancestor) on one line: [key=value ...], values as text_of."""
+    return "[" + " ".join(f"{k}={shlex.quote(text_of(v))}" for k, v in record.items()) + "]"

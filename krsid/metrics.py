@@ -24,12 +24,15 @@ from krsid import __version__
 from krsid.catalog.contract import (
     CNT_EMITTED,
     CNT_FILTERED,
+    CNT_FLOOD_SUMMARIES,
     CNT_INVOCATIONS,
     CNT_LOST_RINGBUF,
     CNT_SUPPRESSED_DEDUP,
+    CNT_SUPPRESSED_FLOOD,
     CNT_SUPPRESSED_RATE,
 )
 from krsid.pipeline.stats import STAGE_RINGBUF, KernelCounters, PipelineStats, loss_series
+from krsid.pipeline.transport import LANES
 
 
 class PolicyView(Protocol):
@@ -50,14 +53,38 @@ class PolicyView(Protocol):
         ...
 
 
+class ProcessTableView(Protocol):
+    """The process table's numbers (krsid.identity.table.ProcessTable)."""
+
+    evictions: int
+    proc_reads: int
+    max_entries: int
+
+    def __len__(self) -> int: ...
+
+
+class MetricSource(Protocol):
+    """A component that exposes its own metric families (krsid.identity.binary_hash.BinaryHasher)."""
+
+    def metric_families(self) -> Iterator[Metric]: ...
+
+
 class KrsidCollector(Collector):
     def __init__(
-        self, stats: PipelineStats, kernel: KernelCounters, hooks: Iterable[str], policy: PolicyView | None = None
+        self,
+        stats: PipelineStats,
+        kernel: KernelCounters,
+        hooks: Iterable[str],
+        policy: PolicyView | None = None,
+        processes: ProcessTableView | None = None,
+        hasher: MetricSource | None = None,
     ) -> None:
         self._stats = stats
         self._kernel = kernel
         self._hooks = list(hooks)
         self._policy = policy
+        self._processes = processes
+        self._hasher = hasher
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily("krsid_build_info", "krsid version; always 1", labels=["version"])
@@ -82,8 +109,15 @@ class KrsidCollector(Collector):
         )
         suppressed = CounterMetricFamily(
             "krsid_events_suppressed",
-            "Events not emitted by in-kernel noise control: reason rate (rate_limit) or dedup (dedup_window_ms)",
+            "Events not emitted by in-kernel noise control: reason rate (rate_limit), dedup (dedup_window_ms) "
+            "or flood (over a process's or uid's fair_share; told in flood summaries)",
             labels=["hook", "reason"],
+        )
+        summaries = CounterMetricFamily(
+            "krsid_flood_summaries",
+            "Flood summaries written about the hook: origin kernel (the flooding key's next call) or daemon "
+            "(the flood had gone quiet)",
+            labels=["hook", "origin"],
         )
         prog = GaugeMetricFamily("krsid_program_attached", "1 while the hook's program is attached", labels=["hook"])
         for hook in self._hooks:
@@ -94,7 +128,12 @@ class KrsidCollector(Collector):
             emitted.add_metric([hook], k.get(CNT_EMITTED, 0))
             suppressed.add_metric([hook, "rate"], k.get(CNT_SUPPRESSED_RATE, 0))
             suppressed.add_metric([hook, "dedup"], k.get(CNT_SUPPRESSED_DEDUP, 0))
+            suppressed.add_metric([hook, "flood"], k.get(CNT_SUPPRESSED_FLOOD, 0))
+            summaries.add_metric([hook, "kernel"], k.get(CNT_FLOOD_SUMMARIES, 0))
+            summaries.add_metric([hook, "daemon"], self._stats.flood_summaries_written.get(hook, 0))
             prog.add_metric([hook], 1 if attached.get(hook) else 0)
+        for kind in sorted(set(self._stats.events) - set(self._hooks)):  # flood summaries: events of no hook
+            events.add_metric([kind], self._stats.events[kind])
         stats = self._stats
         declared = loss_series(self._hooks, stats.sink_names, perf_buffer=stats.perf_buffer)
         for hook, stage in declared:
@@ -106,7 +145,8 @@ class KrsidCollector(Collector):
         for (hook, stage), n in sorted(stats.lost.items()):
             if (hook, stage) not in known:  # e.g. a hook the collector was not told about
                 lost.add_metric([hook, stage], n)
-        yield from (events, invocations, filtered, emitted, lost, suppressed, prog)
+        yield from (events, invocations, filtered, emitted, lost, suppressed, summaries, prog)
+        yield from self._lane_metrics()
 
         if self._policy is not None:
             yield from _policy_metrics(self._policy)
@@ -147,6 +187,28 @@ class KrsidCollector(Collector):
             "Events delivered without some user-space context (exe, cgroup) because looking it up failed",
             value=self._stats.enrich_errors,
         )
+        if self._processes is not None:
+            yield from _process_table_metrics(self._processes)
+        if self._hasher is not None:
+            yield from self._hasher.metric_families()
+
+    def _lane_metrics(self) -> Iterator[Metric]:
+        """Per lane (ring buffer): what the kernel wrote, what found no room, what was read.
+        Per lane, emitted = read + still in the buffer; lost counts what never got in."""
+        kernel = self._kernel.lane_counters()
+        emitted = CounterMetricFamily(
+            "krsid_lane_events_emitted", "Records the kernel wrote to the lane's ring buffer", labels=["lane"]
+        )
+        lost = CounterMetricFamily(
+            "krsid_lane_events_lost", "Records that found no room in the lane's ring buffer", labels=["lane"]
+        )
+        read = CounterMetricFamily("krsid_lane_events_read", "Records read from the lane's buffer", labels=["lane"])
+        for lane in LANES:
+            k = kernel.get(lane, {})
+            emitted.add_metric([lane], k.get("emitted", 0))
+            lost.add_metric([lane], k.get("lost", 0))
+            read.add_metric([lane], self._stats.lane_records.get(lane, 0))
+        yield from (emitted, lost, read)
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:
@@ -188,3 +250,22 @@ def _policy_metrics(policy: PolicyView) -> Iterator[Metric]:
     )
     last.add_metric([], policy.last_reload_success)
     yield from (denied, would, matched, reloads, last)
+
+
+def _process_table_metrics(table: ProcessTableView) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "krsid_process_table_entries", "Processes in krsid's process table (krsid.identity)", value=len(table)
+    )
+    yield GaugeMetricFamily(
+        "krsid_process_table_capacity", "The process table's cap (identity.process_table_size)", value=table.max_entries
+    )
+    yield CounterMetricFamily(
+        "krsid_process_table_evictions",
+        "Processes dropped from the table to stay within its cap (least recently used first)",
+        value=table.evictions,
+    )
+    yield CounterMetricFamily(
+        "krsid_process_table_proc_reads",
+        "Reads of /proc/PID for a process or ancestor the table did not know",
+        value=table.proc_reads,
+    )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from krsid.catalog import HookSpec
 from krsid.config import BUFFER_AUTO, Config
-from krsid.errors import BpfLsmInactiveError, KrsidError, UnsupportedKernelError
+from krsid.errors import BpfAtomicsMissingError, BpfLsmInactiveError, KrsidError, UnsupportedKernelError
 from krsid.kernel.btf import VMLINUX_BTF, lsm_hook_arity
 from krsid.kernel.headers import resolve_headers
 from krsid.pipeline.transport import PERFBUF
@@ -77,10 +77,12 @@ def select_hooks(config: Config, available: Mapping[str, int]) -> dict[str, Hook
     return out
 
 
-def require_bpf_lsm(check: Callable[[], Check] | None = None) -> None:
-    """Refuse to start where `bpf` is not an active LSM (BpfLsmInactiveError): the
-    programs would attach and never run. An unreadable LSM list is only a warning."""
-    from krsid.kernel.probe import bpf_lsm_active_check
+def require_bpf_lsm(check: Callable[[], Check] | None = None, atomics_check: Callable[[], Check] | None = None) -> None:
+    """Refuse to start, before the compile, on a kernel that cannot run krsid: `bpf` is
+    not an active LSM (BpfLsmInactiveError: the programs would attach and never run),
+    or the verifier has no atomic fetch-and-add (BpfAtomicsMissingError, before 5.12:
+    every program would be rejected). An unreadable LSM list is only a warning."""
+    from krsid.kernel.probe import bpf_atomics_check, bpf_lsm_active_check
 
     result = (check or bpf_lsm_active_check)()
     if result.ok is False:
@@ -90,6 +92,9 @@ def require_bpf_lsm(check: Callable[[], Check] | None = None) -> None:
         )
     if result.ok is None:
         log.warning("cannot tell whether BPF-LSM is active (%s): %s", result.detail, result.remedy)
+    atomics = (atomics_check or bpf_atomics_check)()
+    if atomics.ok is False:
+        raise BpfAtomicsMissingError(f"{atomics.detail}; {atomics.remedy}. See `krsid doctor`.")
 
 
 def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookSpec], BuildSettings, dict[str, str]]:
@@ -104,5 +109,12 @@ def plan_build(config: Config, available: Mapping[str, int]) -> tuple[list[HookS
     use_perf = config.buffer_kind == PERFBUF or (config.buffer_kind == BUFFER_AUTO and not ringbuf_available())
     nargs = {s.name: available[s.name] for s in specs}
     serves = {spec.name: hook for hook, spec in selected.items()}
-    settings = BuildSettings(headers, nargs, config.ringbuf_pages, use_perf, wakeup_events=config.wakeup_events)
+    settings = BuildSettings(
+        headers,
+        nargs,
+        config.ringbuf_pages,
+        use_perf,
+        wakeup_events=config.wakeup_events,
+        priority_pages=config.priority_pages,
+    )
     return specs, settings, serves

@@ -78,7 +78,7 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size)
         cmd != BPF_HOOK_CMD_PROG_ATTACH)
         KRSID_RETURN_FILTERED();
 
-    struct bpf_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct bpf_event));
+    struct bpf_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct bpf_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

@@ -23,18 +23,38 @@
  * Layout of args/env: the strings back to back, each followed by its NUL, then at
  * least one more NUL (the rest of the buffer is zero): "ls\0-l\0\0\0...". The
  * last string may be cut when the buffer is full (ARGS_TRUNCATED/ENV_TRUNCATED).
+ *
+ * Exec context (context, stdin_type/stdout_type/stderr_type, ld_*): what the
+ * exec looks like from the kernel, read here where user space would race (a
+ * /proc reader comes after the exec, when the fds may be gone and the memfd
+ * closed):
+ *   - fds 0, 1, 2 of the caller (task->files, before close-on-exec runs): a shell
+ *     whose stdin/stdout is a TCP socket is a reverse shell;
+ *   - the file executed: a memfd (fileless, memfd_create + fexecve), unlinked
+ *     (nlink 0: deleted after start-up or an O_TMPFILE), on tmpfs, or in a
+ *     directory every user may write to (/tmp, /var/tmp, /dev/shm);
+ *   - LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH in the new program's environment (the
+ *     caller's envp): always scanned by name, whatever the env option says; their
+ *     values (option ld_values) and no other variable.
+ * All of it is computed before the policy decision (a rule can deny on it), without
+ * data-dependent state that would make the verifier walk the rule loop more than
+ * a few times.
  */
 #include "krsid.h"
 #if KRSID_KERNEL_HEADERS
 #include <linux/binfmts.h>
 #include <linux/ptrace.h>
+#include <linux/fdtable.h>
+#include <linux/net.h>
 #endif
 
 /* Option slots, set from the config through programs/bprm_check_security.yaml. */
 #define BPRM_CHECK_SECURITY_OPT_ENV 0
+#define BPRM_CHECK_SECURITY_OPT_LD_VALUES 1
 /* Policy field slots, see bprm_check_security.yaml. */
 #define BPRM_CHECK_SECURITY_POLICY_ARGC 0
 #define BPRM_CHECK_SECURITY_POLICY_INTERPRETER 1
+#define BPRM_CHECK_SECURITY_POLICY_CONTEXT 2
 
 #define BPRM_CHECK_SECURITY_FLAG_FILENAME_TRUNCATED 0x1
 #define BPRM_CHECK_SECURITY_FLAG_INTERP_TRUNCATED 0x2
@@ -42,6 +62,72 @@
 #define BPRM_CHECK_SECURITY_FLAG_ENV_TRUNCATED 0x8
 #define BPRM_CHECK_SECURITY_FLAG_ARGS_UNAVAILABLE 0x10
 #define BPRM_CHECK_SECURITY_FLAG_ENV_UNAVAILABLE 0x20
+#define BPRM_CHECK_SECURITY_FLAG_LD_VALUE_TRUNCATED 0x40
+
+/* context: the exec's circumstances (the sidecar names the bits). */
+#define BPRM_CHECK_SECURITY_CTX_STDIN_INET 0x1     /* fd 0 is an AF_INET/AF_INET6 socket */
+#define BPRM_CHECK_SECURITY_CTX_STDOUT_INET 0x2
+#define BPRM_CHECK_SECURITY_CTX_STDERR_INET 0x4
+#define BPRM_CHECK_SECURITY_CTX_MEMFD 0x8          /* the file is a memfd ("memfd:" dentry) */
+#define BPRM_CHECK_SECURITY_CTX_DELETED 0x10       /* the file has no name left (nlink 0) */
+#define BPRM_CHECK_SECURITY_CTX_TMPFS 0x20         /* the file is on a tmpfs (s_magic) */
+#define BPRM_CHECK_SECURITY_CTX_WORLD_WRITABLE_DIR 0x40  /* its directory is o+w */
+#define BPRM_CHECK_SECURITY_CTX_LD_PRELOAD 0x80
+#define BPRM_CHECK_SECURITY_CTX_LD_AUDIT 0x100
+#define BPRM_CHECK_SECURITY_CTX_LD_LIBRARY_PATH 0x200
+#define BPRM_CHECK_SECURITY_CTX_ENV_NOT_SCANNED 0x400  /* envp not read to its end: LD_* bits may miss */
+_Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 1 &&
+                   BPRM_CHECK_SECURITY_CTX_STDERR_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 2,
+               "the stdio bits are STDIN_INET << fd");
+
+/* stdin_type/stdout_type/stderr_type: what the fd is. */
+#define BPRM_CHECK_SECURITY_FD_CLOSED 0
+#define BPRM_CHECK_SECURITY_FD_FILE 1
+#define BPRM_CHECK_SECURITY_FD_DIRECTORY 2
+#define BPRM_CHECK_SECURITY_FD_PIPE 3
+#define BPRM_CHECK_SECURITY_FD_TTY 4
+#define BPRM_CHECK_SECURITY_FD_CHAR 5
+#define BPRM_CHECK_SECURITY_FD_BLOCK 6
+#define BPRM_CHECK_SECURITY_FD_SOCKET_UNIX 7
+#define BPRM_CHECK_SECURITY_FD_SOCKET_INET 8
+#define BPRM_CHECK_SECURITY_FD_SOCKET_INET6 9
+#define BPRM_CHECK_SECURITY_FD_SOCKET_OTHER 10
+#define BPRM_CHECK_SECURITY_FD_OTHER 11  /* anonymous inodes (eventfd, epoll, ...) */
+
+/* Stable ABI numbers the BTF-generated headers lack (macros): file types
+ * (include/uapi/linux/stat.h), address families, the tmpfs magic
+ * (include/uapi/linux/magic.h), tty majors (include/uapi/linux/major.h). */
+#define BPRM_CHECK_SECURITY_S_IFMT 0170000
+#define BPRM_CHECK_SECURITY_S_IFSOCK 0140000
+#define BPRM_CHECK_SECURITY_S_IFREG 0100000
+#define BPRM_CHECK_SECURITY_S_IFBLK 0060000
+#define BPRM_CHECK_SECURITY_S_IFDIR 0040000
+#define BPRM_CHECK_SECURITY_S_IFCHR 0020000
+#define BPRM_CHECK_SECURITY_S_IFIFO 0010000
+#define BPRM_CHECK_SECURITY_S_IWOTH 0002
+#define BPRM_CHECK_SECURITY_AF_UNIX 1
+#define BPRM_CHECK_SECURITY_AF_INET 2
+#define BPRM_CHECK_SECURITY_AF_INET6 10
+#define BPRM_CHECK_SECURITY_TMPFS_MAGIC 0x01021994
+#define BPRM_CHECK_SECURITY_TTY_MAJOR 4          /* tty0.., ttyS0.. */
+#define BPRM_CHECK_SECURITY_TTYAUX_MAJOR 5       /* /dev/tty, /dev/console, /dev/ptmx */
+#define BPRM_CHECK_SECURITY_PTS_MAJOR_FIRST 136  /* UNIX98_PTY_SLAVE_MAJOR: /dev/pts/N */
+#define BPRM_CHECK_SECURITY_PTS_MAJORS 8
+#define BPRM_CHECK_SECURITY_MINORBITS 20         /* the kernel's dev_t: MAJOR << 20 | MINOR */
+
+/* Environment strings scanned for the LD_* names. Apart from the envp loop of the
+ * env option: a short body with no value the verifier must track precisely, so
+ * every iteration is walked once and every way out of the loop prunes. More
+ * strings than this set ENV_NOT_SCANNED (padding the environment is an evasion). */
+#define BPRM_CHECK_SECURITY_LD_SCAN_STRINGS 256
+/* Bytes of each LD_* value kept (option ld_values). */
+#define BPRM_CHECK_SECURITY_LD_LEN 256
+/* The first 8 bytes of a string as one little-endian word (BPF is little-endian here: x86-64). */
+#define BPRM_CHECK_SECURITY_W8(a, b, c, d, e, f, g, h)                                                      \
+    ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 | (__u64)(f) << 40 | \
+     (__u64)(g) << 48 | (__u64)(h) << 56)
+#define BPRM_CHECK_SECURITY_MEMFD_HEAD BPRM_CHECK_SECURITY_W8('m', 'e', 'm', 'f', 'd', ':', 0, 0)
+#define BPRM_CHECK_SECURITY_MEMFD_LEN 6
 
 /* Sizes of args/env. The last byte of each always stays 0, so the strings are
  * always followed by an extra NUL. */
@@ -73,6 +159,13 @@ struct bprm_check_security_event {
     char path[KRSID_PATH_LEN];
     char args[BPRM_CHECK_SECURITY_ARGS_LEN];
     char env[BPRM_CHECK_SECURITY_ENV_LEN];
+    __u32 context;
+    __u32 stdin_type;
+    __u32 stdout_type;
+    __u32 stderr_type;
+    char ld_preload[BPRM_CHECK_SECURITY_LD_LEN];
+    char ld_audit[BPRM_CHECK_SECURITY_LD_LEN];
+    char ld_library_path[BPRM_CHECK_SECURITY_LD_LEN];
 };
 
 /* The strings are gathered here first: a read at a variable offset must provably
@@ -156,29 +249,214 @@ static __always_inline void bprm_check_security_read_vec(char *buf, __u64 uvec, 
     v->used = off;
 }
 
-/* The caller's execve/execveat argv and envp pointers; 0 when there is no such
- * syscall to read them from. */
-static __always_inline int bprm_check_security_user_vectors(__u64 *argv, __u64 *envp)
+/* The caller's execve/execveat argv and envp pointers, and 1 (else 0, with both 0)
+ * when there is such a syscall to read them from. Without a branch: this runs before
+ * the policy decision, and a result the verifier knows as a constant on each path
+ * would make it walk the rule loop once per path (see krsid.h). */
+static __always_inline __u64 bprm_check_security_user_vectors(__u64 *argv, __u64 *envp)
 {
 #if defined(__x86_64__)
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    __u64 nr = 0;
+    __u64 nr = 0, si = 0, dx = 0, r10 = 0;
 
-    if (!regs)
-        return 0;
     bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax);
-    if (nr == BPRM_CHECK_SECURITY_NR_EXECVE) {
-        bpf_probe_read_kernel(argv, sizeof(*argv), &regs->si);
-        bpf_probe_read_kernel(envp, sizeof(*envp), &regs->dx);
-        return 1;
-    }
-    if (nr == BPRM_CHECK_SECURITY_NR_EXECVEAT) {
-        bpf_probe_read_kernel(argv, sizeof(*argv), &regs->dx);
-        bpf_probe_read_kernel(envp, sizeof(*envp), &regs->r10);
-        return 1;
-    }
-#endif
+    bpf_probe_read_kernel(&si, sizeof(si), &regs->si);
+    bpf_probe_read_kernel(&dx, sizeof(dx), &regs->dx);
+    bpf_probe_read_kernel(&r10, sizeof(r10), &regs->r10);
+    __u64 is_execve = krsid_nonzero(nr ^ BPRM_CHECK_SECURITY_NR_EXECVE) ^ 1;
+    __u64 is_execveat = krsid_nonzero(nr ^ BPRM_CHECK_SECURITY_NR_EXECVEAT) ^ 1;
+    *argv = (si & (0 - is_execve)) | (dx & (0 - is_execveat));
+    *envp = (dx & (0 - is_execve)) | (r10 & (0 - is_execveat));
+    return is_execve | is_execveat;
+#else
+    *argv = 0;
+    *envp = 0;
     return 0;
+#endif
+}
+
+/* What the caller's fd `fd` is (BPRM_CHECK_SECURITY_FD_*), from its fd table. */
+static __always_inline __u32 bprm_check_security_fd_type(struct file **fds, int fd)
+{
+    struct file *f = 0;
+    struct inode *inode = 0;
+    __u16 mode = 0;
+
+    /* fd 0..2 always lie inside the table: it has at least NR_OPEN_DEFAULT (64)
+     * slots (the embedded fdtab), so no max_fds check. */
+    bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+    if (!f)
+        return BPRM_CHECK_SECURITY_FD_CLOSED;
+    bpf_probe_read_kernel(&inode, sizeof(inode), &f->f_inode);
+    if (!inode)
+        return BPRM_CHECK_SECURITY_FD_OTHER;
+    bpf_probe_read_kernel(&mode, sizeof(mode), &inode->i_mode);
+    __u32 fmt = mode & BPRM_CHECK_SECURITY_S_IFMT;
+    if (fmt == BPRM_CHECK_SECURITY_S_IFSOCK) {
+        /* A sockfs file: private_data is its struct socket, ops->family its
+         * address family (struct proto_ops, linux/net.h: no net/sock.h needed). */
+        struct socket *sock = 0;
+        const struct proto_ops *ops = 0;
+        int family = 0;
+        bpf_probe_read_kernel(&sock, sizeof(sock), &f->private_data);
+        if (sock)
+            bpf_probe_read_kernel(&ops, sizeof(ops), &sock->ops);
+        if (ops)
+            bpf_probe_read_kernel(&family, sizeof(family), &ops->family);
+        if (family == BPRM_CHECK_SECURITY_AF_INET)
+            return BPRM_CHECK_SECURITY_FD_SOCKET_INET;
+        if (family == BPRM_CHECK_SECURITY_AF_INET6)
+            return BPRM_CHECK_SECURITY_FD_SOCKET_INET6;
+        if (family == BPRM_CHECK_SECURITY_AF_UNIX)
+            return BPRM_CHECK_SECURITY_FD_SOCKET_UNIX;
+        return BPRM_CHECK_SECURITY_FD_SOCKET_OTHER;
+    }
+    if (fmt == BPRM_CHECK_SECURITY_S_IFCHR) {
+        __u32 rdev = 0;
+        bpf_probe_read_kernel(&rdev, sizeof(rdev), &inode->i_rdev);
+        __u32 major = rdev >> BPRM_CHECK_SECURITY_MINORBITS;
+        if (major == BPRM_CHECK_SECURITY_TTY_MAJOR || major == BPRM_CHECK_SECURITY_TTYAUX_MAJOR ||
+            major - BPRM_CHECK_SECURITY_PTS_MAJOR_FIRST < BPRM_CHECK_SECURITY_PTS_MAJORS)
+            return BPRM_CHECK_SECURITY_FD_TTY;
+        return BPRM_CHECK_SECURITY_FD_CHAR;
+    }
+    if (fmt == BPRM_CHECK_SECURITY_S_IFREG)
+        return BPRM_CHECK_SECURITY_FD_FILE;
+    if (fmt == BPRM_CHECK_SECURITY_S_IFIFO)
+        return BPRM_CHECK_SECURITY_FD_PIPE;
+    if (fmt == BPRM_CHECK_SECURITY_S_IFDIR)
+        return BPRM_CHECK_SECURITY_FD_DIRECTORY;
+    if (fmt == BPRM_CHECK_SECURITY_S_IFBLK)
+        return BPRM_CHECK_SECURITY_FD_BLOCK;
+    return BPRM_CHECK_SECURITY_FD_OTHER;
+}
+
+/* fds 0, 1, 2 of the current task; CLOSED when it has no fd table. */
+static __always_inline void bprm_check_security_stdio(__u32 *types)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct files_struct *files = 0;
+    struct fdtable *fdt = 0;
+    struct file **fds = 0;
+
+    types[0] = BPRM_CHECK_SECURITY_FD_CLOSED;
+    types[1] = BPRM_CHECK_SECURITY_FD_CLOSED;
+    types[2] = BPRM_CHECK_SECURITY_FD_CLOSED;
+    bpf_probe_read_kernel(&files, sizeof(files), &task->files);
+    if (files)
+        bpf_probe_read_kernel(&fdt, sizeof(fdt), &files->fdt);
+    if (fdt)
+        bpf_probe_read_kernel(&fds, sizeof(fds), &fdt->fd);
+    if (!fds)
+        return;
+    types[0] = bprm_check_security_fd_type(fds, 0);
+    types[1] = bprm_check_security_fd_type(fds, 1);
+    types[2] = bprm_check_security_fd_type(fds, 2);
+}
+
+/* MEMFD / DELETED / TMPFS / WORLD_WRITABLE_DIR of the file being executed. */
+static __always_inline __u32 bprm_check_security_file_context(struct dentry *dentry)
+{
+    struct inode *inode = 0;
+    struct super_block *sb = 0;
+    struct dentry *parent = 0;
+    struct inode *dir = 0;
+    const unsigned char *name = 0;
+    __u64 head = 0;
+    __u32 len = 0, nlink = 1, dir_mode = 0;
+    __u16 mode16 = 0;
+    unsigned long magic = 0;
+
+    bpf_probe_read_kernel(&inode, sizeof(inode), &dentry->d_inode);
+    bpf_probe_read_kernel(&sb, sizeof(sb), &dentry->d_sb);
+    bpf_probe_read_kernel(&parent, sizeof(parent), &dentry->d_parent);
+    bpf_probe_read_kernel(&len, sizeof(len), &dentry->d_name.len);
+    bpf_probe_read_kernel(&name, sizeof(name), &dentry->d_name.name);
+    /* 8 bytes of the name: a name shorter than that lives inside the dentry
+     * (d_iname), so the read stays in mapped memory; a failed read leaves 0. */
+    bpf_probe_read_kernel(&head, sizeof(head), name);
+    if (inode)
+        bpf_probe_read_kernel(&nlink, sizeof(nlink), &inode->i_nlink);
+    if (sb)
+        bpf_probe_read_kernel(&magic, sizeof(magic), &sb->s_magic);
+    /* A memfd's dentry is its own parent (alloc_file_pseudo) and not a directory. */
+    if (parent)
+        bpf_probe_read_kernel(&dir, sizeof(dir), &parent->d_inode);
+    if (dir) {
+        bpf_probe_read_kernel(&mode16, sizeof(mode16), &dir->i_mode);
+        dir_mode = mode16;
+    }
+
+    __u64 is_memfd = krsid_nonzero((head & 0xffffffffffffULL) ^ BPRM_CHECK_SECURITY_MEMFD_HEAD) ^ 1;
+    is_memfd &= krsid_less(BPRM_CHECK_SECURITY_MEMFD_LEN - 1, len);
+    __u64 deleted = krsid_nonzero(nlink) ^ 1;
+    __u64 tmpfs = krsid_nonzero(magic ^ BPRM_CHECK_SECURITY_TMPFS_MAGIC) ^ 1;
+    __u64 ww_dir = krsid_nonzero((dir_mode & BPRM_CHECK_SECURITY_S_IFMT) ^ BPRM_CHECK_SECURITY_S_IFDIR) ^ 1;
+    ww_dir &= krsid_nonzero(dir_mode & BPRM_CHECK_SECURITY_S_IWOTH);
+    return (is_memfd * BPRM_CHECK_SECURITY_CTX_MEMFD) | (deleted * BPRM_CHECK_SECURITY_CTX_DELETED) |
+           (tmpfs * BPRM_CHECK_SECURITY_CTX_TMPFS) | (ww_dir * BPRM_CHECK_SECURITY_CTX_WORLD_WRITABLE_DIR);
+}
+
+/* Where the LD_* values are in the caller's memory (0 = not set), and the context bits. */
+struct bprm_check_security_ld {
+    __u64 preload;
+    __u64 audit;
+    __u64 library_path;
+    __u32 context;
+};
+
+/* keep = match ? value : keep, without a branch (match is 0 or 1). */
+static __always_inline __u64 bprm_check_security_pick(__u64 match, __u64 value, __u64 keep)
+{
+    return (keep & (match - 1)) | (value & (0 - match));
+}
+
+/*
+ * Scan the caller's envp for LD_PRELOAD=, LD_AUDIT=, LD_LIBRARY_PATH=: only the first
+ * 23 bytes of each string are read, and kept nowhere. The last occurrence wins, as
+ * in glibc's ld.so. No branch on what is read: only a failed read and the array's
+ * end leave the loop.
+ */
+static __always_inline void bprm_check_security_scan_ld(__u64 uenvp, __u64 have_vectors,
+                                                        struct bprm_check_security_ld *ld)
+{
+    __u64 words[3];
+    /* execve(path, argv, NULL) is an empty environment, fully scanned; no user
+     * vectors at all (an exec by the kernel) is an environment not scanned. */
+    __u64 complete = (krsid_nonzero(uenvp) ^ 1) & have_vectors;
+    __u64 seen = 0;
+    __u32 i;
+
+    ld->preload = 0;
+    ld->audit = 0;
+    ld->library_path = 0;
+#pragma clang loop unroll(disable)
+    for (i = 0; i < BPRM_CHECK_SECURITY_LD_SCAN_STRINGS; i++) {
+        __u64 p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), (const void *)(uenvp + (__u64)i * sizeof(p))))
+            break;
+        if (!p) {
+            complete = 1;
+            break;
+        }
+        words[0] = 0;
+        words[1] = 0;
+        words[2] = 0;
+        bpf_probe_read_user_str(words, sizeof(words), (const void *)p);
+        __u64 w0 = words[0], w1 = words[1];
+        __u64 preload = krsid_nonzero((w0 ^ BPRM_CHECK_SECURITY_W8('L', 'D', '_', 'P', 'R', 'E', 'L', 'O')) |
+                                      ((w1 & 0xffffff) ^ BPRM_CHECK_SECURITY_W8('A', 'D', '=', 0, 0, 0, 0, 0))) ^ 1;
+        __u64 audit = krsid_nonzero((w0 ^ BPRM_CHECK_SECURITY_W8('L', 'D', '_', 'A', 'U', 'D', 'I', 'T')) |
+                                    ((w1 & 0xff) ^ '=')) ^ 1;
+        __u64 libpath = krsid_nonzero((w0 ^ BPRM_CHECK_SECURITY_W8('L', 'D', '_', 'L', 'I', 'B', 'R', 'A')) |
+                                      (w1 ^ BPRM_CHECK_SECURITY_W8('R', 'Y', '_', 'P', 'A', 'T', 'H', '='))) ^ 1;
+        ld->preload = bprm_check_security_pick(preload, p + sizeof("LD_PRELOAD=") - 1, ld->preload);
+        ld->audit = bprm_check_security_pick(audit, p + sizeof("LD_AUDIT=") - 1, ld->audit);
+        ld->library_path = bprm_check_security_pick(libpath, p + sizeof("LD_LIBRARY_PATH=") - 1, ld->library_path);
+        seen |= (preload * BPRM_CHECK_SECURITY_CTX_LD_PRELOAD) | (audit * BPRM_CHECK_SECURITY_CTX_LD_AUDIT) |
+                (libpath * BPRM_CHECK_SECURITY_CTX_LD_LIBRARY_PATH);
+    }
+    ld->context = seen | ((complete ^ 1) * BPRM_CHECK_SECURITY_CTX_ENV_NOT_SCANNED);
 }
 
 LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
@@ -189,9 +467,26 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
      * path_prefix matches the file being executed (on an interpreter pass, the
      * interpreter). */
     int first_pass = bprm->interp == bprm->filename;
+
+    /* The exec context, before the decision: rules can match it. */
+    __u64 uargv = 0, uenvp = 0;
+    __u64 have_vectors = bprm_check_security_user_vectors(&uargv, &uenvp);
+    __u32 stdio[3];
+    bprm_check_security_stdio(stdio);
+    struct bprm_check_security_ld ld = {};
+    bprm_check_security_scan_ld(uenvp, have_vectors, &ld);
+    __u32 context = ld.context | bprm_check_security_file_context(bprm->file->f_path.dentry);
+#pragma unroll
+    for (int fd = 0; fd < 3; fd++) {
+        __u64 inet = krsid_nonzero(stdio[fd] ^ BPRM_CHECK_SECURITY_FD_SOCKET_INET) ^ 1;
+        inet |= krsid_nonzero(stdio[fd] ^ BPRM_CHECK_SECURITY_FD_SOCKET_INET6) ^ 1;
+        context |= inet * (BPRM_CHECK_SECURITY_CTX_STDIN_INET << fd);
+    }
+
     struct krsid_policy_input in = {};
     in.field[BPRM_CHECK_SECURITY_POLICY_ARGC] = bprm->argc;
     in.field[BPRM_CHECK_SECURITY_POLICY_INTERPRETER] = !first_pass;
+    in.field[BPRM_CHECK_SECURITY_POLICY_CONTEXT] = context;
     in.file = bprm->file->f_path.dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
@@ -203,14 +498,32 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
         KRSID_RETURN_DECISION(d.action);
 
     struct bprm_check_security_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct bprm_check_security_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct bprm_check_security_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
+    int n = 0;
     e->flags = 0;
+    e->context = context;
+    e->stdin_type = stdio[0];
+    e->stdout_type = stdio[1];
+    e->stderr_type = stdio[2];
+    /* The three values, only with ld_values: a pointer of 0 (not set, option off)
+     * fails the read, which zero-fills the buffer. */
+    __u64 want_ld = krsid_option(KRSID_HOOK_ID, BPRM_CHECK_SECURITY_OPT_LD_VALUES) != 0;
+    __u64 ld_mask = 0 - want_ld;
+    n = bpf_probe_read_user_str(e->ld_preload, sizeof(e->ld_preload), (const void *)(ld.preload & ld_mask));
+    int ld_cut = n == sizeof(e->ld_preload);
+    n = bpf_probe_read_user_str(e->ld_audit, sizeof(e->ld_audit), (const void *)(ld.audit & ld_mask));
+    ld_cut |= n == sizeof(e->ld_audit);
+    n = bpf_probe_read_user_str(e->ld_library_path, sizeof(e->ld_library_path),
+                                (const void *)(ld.library_path & ld_mask));
+    ld_cut |= n == sizeof(e->ld_library_path);
+    if (ld_cut)
+        e->flags |= BPRM_CHECK_SECURITY_FLAG_LD_VALUE_TRUNCATED;
     /* filename/interp are what the caller passed (may be relative); path is the
      * resolved absolute path of the file being executed. */
-    int n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+    n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
     if (n == sizeof(e->filename))
         e->flags |= BPRM_CHECK_SECURITY_FLAG_FILENAME_TRUNCATED;
     n = bpf_probe_read_kernel_str(e->interp, sizeof(e->interp), bprm->interp);
@@ -237,8 +550,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
     e->env_len = 0;
     e->envc = kernel_envc;  /* execve's envp count: handlers do not change it */
 
-    __u64 uargv = 0, uenvp = 0;
-    if (!bprm_check_security_user_vectors(&uargv, &uenvp)) {
+    if (!have_vectors) {
         bpf_probe_read_kernel(e->args, sizeof(e->args), zeros->data);
         e->argc = kernel_argc;
         e->flags |= BPRM_CHECK_SECURITY_FLAG_ARGS_UNAVAILABLE;

@@ -168,7 +168,7 @@ LSM_PROBE(cred_prepare, struct cred *new, const struct cred *old, gfp_t gfp)
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
 
-    struct cred_prepare_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct cred_prepare_event));
+    struct cred_prepare_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct cred_prepare_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);  /* a full buffer must not turn a deny into allow */
 

@@ -50,7 +50,7 @@ LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsi
         KRSID_RETURN_FILTERED();
 
     struct file_mprotect_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_mprotect_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_mprotect_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);  /* a full buffer must not turn a deny into allow */
 

@@ -28,10 +28,19 @@
 #define FILE_OPEN_FMODE_WRITE 0x2         /* FMODE_WRITE */
 #define FILE_OPEN_FMODE_EXEC 0x20         /* FMODE_EXEC */
 #define FILE_OPEN_O_ACCMODE 0x3           /* O_ACCMODE */
+/* FMODE_BACKING (overlayfs' internal open of the real file) is a macro: BTF does not
+ * carry it. Linux 6.14 renumbered the f_mode bits (fanotify pre-content events):
+ * FMODE_BACKING went from bit 25 to bit 24, and bit 25 became FMODE_NONOTIFY
+ * (include/linux/fs.h of Debian's 6.12.95: 1 << 25; of 7.2.13 and 7.3.4: 1 << 24).
+ * The old value would drop every FMODE_NONOTIFY open instead of the backing opens
+ * (measured in the kernel matrix on 7.2 and 7.3). Before 6.5 there are no backing
+ * files and bit 25 is unused (6.1: FMODE_NONOTIFY is bit 26): the test never matches. */
 #ifdef FMODE_BACKING
 #define FILE_OPEN_FMODE_BACKING ((__u32)FMODE_BACKING)
+#elif defined(LINUX_VERSION_CODE) && defined(KERNEL_VERSION) && LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+#define FILE_OPEN_FMODE_BACKING (1U << 24)
 #else
-#define FILE_OPEN_FMODE_BACKING (1U << 25) /* FMODE_BACKING: overlayfs' internal open of the real file */
+#define FILE_OPEN_FMODE_BACKING (1U << 25)
 #endif
 
 #define FILE_OPEN_REASON_PROC_MEM_WRITE 1
@@ -111,6 +120,13 @@ LSM_PROBE(file_open, struct file *file)
      * lower layer's path): the user's open was already seen and decided. */
     if (fmode & FILE_OPEN_FMODE_BACKING)
         KRSID_RETURN_FILTERED();
+    /* Before backing files (6.5), overlayfs opened the real file with
+     * open_with_fake_path(): the overlay's path, the real file's inode, and no flag to
+     * tell (measured on Debian's 6.1, /etc on overlayfs: every open of a lower-layer
+     * file reported twice, the second with O_NOATIME added). An open whose inode is not
+     * its path's inode is that inner open; every other open has the two equal. */
+    if (file->f_inode != dentry->d_inode)
+        KRSID_RETURN_FILTERED();
 
     /* Rules see every open, before the name filter below. */
     struct krsid_policy_input in = {};
@@ -157,7 +173,7 @@ LSM_PROBE(file_open, struct file *file)
         reason = FILE_OPEN_REASON_RULE;  /* reported because a rule matched */
     }
 
-    struct file_open_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_open_event));
+    struct file_open_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_open_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

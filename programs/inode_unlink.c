@@ -63,7 +63,7 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     if (!d.rule && !running && !krsid_option(KRSID_HOOK_ID, INODE_UNLINK_OPT_ALL))
         KRSID_RETURN_FILTERED();
 
-    struct inode_unlink_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct inode_unlink_event));
+    struct inode_unlink_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct inode_unlink_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

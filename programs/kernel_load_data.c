@@ -31,7 +31,7 @@ LSM_PROBE(kernel_load_data, int id, bool contents)
     KRSID_DROP_IF_IGNORED(d);
 
     struct kernel_load_data_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_load_data_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_load_data_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

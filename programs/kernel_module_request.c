@@ -29,7 +29,7 @@ LSM_PROBE(kernel_module_request, char *kmod_name)
     KRSID_DROP_IF_IGNORED(d);
 
     struct kernel_module_request_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_module_request_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_module_request_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

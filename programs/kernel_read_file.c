@@ -37,7 +37,7 @@ LSM_PROBE(kernel_read_file, struct file *file, enum kernel_read_file_id id, bool
     KRSID_DROP_IF_IGNORED(d);
 
     struct kernel_read_file_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_read_file_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct kernel_read_file_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

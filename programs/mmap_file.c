@@ -48,20 +48,34 @@ LSM_PROBE(mmap_file, struct file *file, unsigned long reqprot, unsigned long pro
 {
     KRSID_HOOK_PROLOGUE();
 
+    /* file is NULL for an anonymous mapping, and kernels disagree on what the verifier
+     * knows about that, so the program tests it twice (measured in the kernel matrix):
+     * - Kernels that type LSM arguments trusted but predate the upstream fix (Debian's
+     *   6.12.95; not 6.1) take `file` as never NULL: a NULL test of `file` itself is
+     *   removed as dead code, and the dereference below oopsed the kernel on the first
+     *   anonymous mmap. A copy read with bpf_probe_read_kernel is a plain number to the
+     *   verifier; its test stays.
+     * - From the upstream fix (bpf_lsm_mmap_file's file__nullable, in Debian's 7.2 and
+     *   7.3) the argument is
+     *   trusted_ptr_or_null and only a NULL test of the pointer itself allows the
+     *   dereference ("R9 invalid mem access 'trusted_ptr_or_null_'" otherwise).
+     * At run time both tests see the same value. Each dereference sits under both
+     * tests (not under a saved result, which the verifier could not connect to `file`). */
     __u64 file_addr = 0;
     bpf_probe_read_kernel(&file_addr, sizeof(file_addr), &ctx[0]);
     struct krsid_policy_input in = {};
     in.field[MMAP_FILE_POLICY_REQPROT] = reqprot;
     in.field[MMAP_FILE_POLICY_PROT] = prot;
     in.field[MMAP_FILE_POLICY_FLAGS] = flags;
-    in.file = file_addr ? file->f_path.dentry : 0;
+    if (file_addr && file)
+        in.file = file->f_path.dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
     /* Filter in the kernel: by default only mappings that will be executable. */
     if (!d.rule && krsid_option(KRSID_HOOK_ID, MMAP_FILE_OPT_EXEC_ONLY) && !((reqprot | prot) & PROT_EXEC))
         KRSID_RETURN_FILTERED();
 
-    struct mmap_file_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct mmap_file_event));
+    struct mmap_file_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct mmap_file_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
@@ -71,7 +85,7 @@ LSM_PROBE(mmap_file, struct file *file, unsigned long reqprot, unsigned long pro
     e->info = 0;
     e->path_len = 0;
     e->path[0] = 0;
-    if (file_addr) {
+    if (file_addr && file) {
         /* Absolute, relative to the caller's root; " (deleted)" appended for an
          * unlinked file. Too long (> 255 bytes) or not resolvable: the file's
          * own name (its dentry) + flag. */

@@ -42,7 +42,7 @@ LSM_PROBE(ptrace_access_check, struct task_struct *child, unsigned int mode)
         KRSID_RETURN_FILTERED();
 
     struct ptrace_access_check_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct ptrace_access_check_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct ptrace_access_check_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

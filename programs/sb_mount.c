@@ -39,7 +39,7 @@ LSM_PROBE(sb_mount, const char *dev_name, const struct path *path, const char *t
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
 
-    struct sb_mount_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct sb_mount_event));
+    struct sb_mount_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct sb_mount_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

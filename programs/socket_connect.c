@@ -105,7 +105,7 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
         KRSID_RETURN_FILTERED();
 
     struct socket_connect_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct socket_connect_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct socket_connect_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

@@ -60,7 +60,7 @@ LSM_PROBE(task_fix_setuid, struct cred *new, const struct cred *old, int flags)
         KRSID_RETURN_FILTERED();
 
     struct task_fix_setuid_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct task_fix_setuid_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct task_fix_setuid_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 

@@ -50,7 +50,7 @@ LSM_PROBE(userns_create, const struct cred *cred)
     KRSID_DROP_IF_IGNORED(d);
 
     struct userns_create_event *e =
-        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct userns_create_event));
+        krsid_event_begin(KRSID_HOOK_ID, sizeof(struct userns_create_event), d.action);
     if (!e)
         KRSID_RETURN_DECISION(d.action);  /* a full buffer must not turn a deny into allow */
 

@@ -42,6 +42,10 @@ MATCH_NAMES = (
 )
 FIELD_OP_NAMES = ("ALL", "ANY", "EQ", "NE")
 DIR_KIND_NAMES = ("FILE", "EXE")
+LANE_NAMES = ("PRIORITY", "BULK")  # KRSID_LANE_*: the ring buffers, by the sidecar's `lane:`
+LANE_COUNTER_NAMES = ("EMITTED", "LOST")  # KRSID_LANESTAT_*: per-lane slots of krsid_lane_counters
+FLOOD_SCOPE_NAMES = ("PROCESS", "UID")  # KRSID_FLOOD_SCOPE_*: whose fair share a flood exceeded
+FLOOD_ORIGIN_NAMES = ("KERNEL", "DAEMON")  # KRSID_FLOOD_ORIGIN_*: who wrote a flood summary
 SIZE_NAMES = (
     "KRSID_RULES_PER_HOOK",
     "KRSID_POLICY_FIELDS",
@@ -62,6 +66,8 @@ CNT_LOST_RINGBUF = "lost_ringbuf"  # reserve/output failed: ring buffer full
 CNT_FILTERED = "filtered"  # dropped by an in-kernel filter
 CNT_SUPPRESSED_RATE = "suppressed_rate"  # over the hook's rate limit
 CNT_SUPPRESSED_DEDUP = "suppressed_dedup"  # folded into an identical recent event
+CNT_SUPPRESSED_FLOOD = "suppressed_flood"  # over its process's or uid's fair share
+CNT_FLOOD_SUMMARIES = "flood_summaries"  # summary records the kernel wrote about the hook's floods
 COUNTER_NAMES = (
     CNT_INVOCATIONS,
     CNT_EMITTED,
@@ -69,6 +75,8 @@ COUNTER_NAMES = (
     CNT_FILTERED,
     CNT_SUPPRESSED_RATE,
     CNT_SUPPRESSED_DEDUP,
+    CNT_SUPPRESSED_FLOOD,
+    CNT_FLOOD_SUMMARIES,
 )
 
 # In a program's .c: the define that gives an option's or a policy field's slot.
@@ -94,6 +102,10 @@ class Contract:
     option_slots: int
     comm_len: int
     counters: tuple[str, ...]  # enum krsid_counter in slot order: COUNTER_NAMES, as C orders them
+    lanes: Mapping[str, int]  # "priority"/"bulk" -> KRSID_LANE_*
+    lane_counters: Mapping[str, int]  # "emitted"/"lost" -> KRSID_LANESTAT_* slot
+    flood_scopes: Mapping[int, str]  # KRSID_FLOOD_SCOPE_* -> "process"/"uid"
+    flood_origins: Mapping[int, str]  # KRSID_FLOOD_ORIGIN_* -> "kernel"/"daemon"
 
 
 def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
@@ -133,7 +145,13 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
         option_slots=defines["KRSID_OPTION_SLOTS"],
         comm_len=defines["KRSID_COMM_LEN"],
         counters=_counters(text, origin),
+        lanes={n.lower(): v for n, v in group("KRSID_LANE_", LANE_NAMES).items()},
+        lane_counters={n.lower(): v for n, v in group("KRSID_LANESTAT_", LANE_COUNTER_NAMES).items()},
+        flood_scopes={v: n.lower() for n, v in group("KRSID_FLOOD_SCOPE_", FLOOD_SCOPE_NAMES).items()},
+        flood_origins={v: n.lower() for n, v in group("KRSID_FLOOD_ORIGIN_", FLOOD_ORIGIN_NAMES).items()},
     )
+    if sorted(contract.lanes.values()) != list(range(len(LANE_NAMES))):
+        raise CatalogError(f"{origin}: KRSID_LANE_* must number the lanes 0..{len(LANE_NAMES) - 1}")
     if contract.rules_per_hook % 64:
         raise CatalogError(f"{origin}: KRSID_RULES_PER_HOOK must be a multiple of 64 (krsid_dir_rules words)")
     return contract

@@ -36,7 +36,22 @@ MESSAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # rule: the __u32 rule number a program writes (slot + 1, 0 = none); the pipeline turns
 # it into the rule's name (a string) before any sink sees the event.
-FIELD_TYPES = ("int", "hex", "string", "strings", "ipv4", "ipv6", "errno", "flags", "enum", "bool", "hidden", "rule")
+# "hook": a hook id, shown as the hook's name (the flood summary's flooded_hook).
+FIELD_TYPES = (
+    "int",
+    "hex",
+    "string",
+    "strings",
+    "ipv4",
+    "ipv6",
+    "errno",
+    "flags",
+    "enum",
+    "bool",
+    "hidden",
+    "rule",
+    "hook",
+)
 # Types read from a char[N] member; the others read an integer member.
 BYTES_FIELD_TYPES = ("string", "strings", "ipv6")
 # daemon_tgid: not configurable; krsid writes its own process id there, so a hook can
@@ -62,6 +77,10 @@ PRIORITIES: Mapping[str, int] = {
 
 HEADER_FILE = "include/krsid.h"
 HEADER_SIDECAR = "include/krsid.yaml"
+# The flood summary record (struct krsid_flood_event in krsid.h): an event type that no
+# hook program emits by itself (krsid_fair_share_admit writes it), presented like a hook.
+FLOOD_EVENT = "flood"
+FLOOD_SIDECAR = "include/flood.yaml"
 # The map of the policy's directories (exe_prefix / path_prefix), declared in krsid.h.
 DIRS_MAP = "krsid_dirs"
 
@@ -230,9 +249,18 @@ class HookSpec:
     # text, never the file again (which may have changed since it was checked).
     source_text: str = ""
     enrich: EnrichSpec = EnrichSpec()
+    # The ring buffer its events take (krsid.h: lanes): "priority", or "bulk" for the
+    # high-volume hooks. Deny and would-deny events take the priority lane whatever this says.
+    lane: str = "priority"
 
     def policy_field(self, name: str) -> PolicyField:
         for f in self.policy_fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
             if f.name == name:
                 return f
         raise KeyError(name)
@@ -252,6 +280,7 @@ class Catalog:
     hooks: Mapping[str, HookSpec]
     contract: Contract  # the constants shared with krsid.h, parsed from header_text
     dirs_map: MapSize = MapSize(0, "")  # krsid_dirs, which holds the policy's directories
+    flood: HookSpec | None = None  # the flood summary event type (FLOOD_EVENT); set by load_catalog
 
     def __iter__(self) -> Iterator[HookSpec]:
         return iter(self.hooks.values())
@@ -261,6 +290,11 @@ class Catalog:
 
     def __getitem__(self, name: str) -> HookSpec:
         return self.hooks[name]
+
+    @property
+    def event_types(self) -> tuple[HookSpec, ...]:
+        """Every kind of event the daemon can deliver: the hooks', then the flood summary."""
+        return (*self.hooks.values(), *((self.flood,) if self.flood is not None else ()))
 
     @property
     def configurable(self) -> tuple[str, ...]:
@@ -302,7 +336,14 @@ def load_catalog(programs_dir: Path) -> Catalog:
     dirs_map = declared_map_sizes((HEADER_FILE, header_text)).get(DIRS_MAP)
     if dirs_map is None:
         raise CatalogError(f"{header_path}: declares no {DIRS_MAP} map with a numeric size")
-    return Catalog(programs_dir, programs_dir / "include", header_text, hooks, contract, dirs_map)
+    flood = _load_hook(FLOOD_EVENT, header_path, programs_dir / FLOOD_SIDECAR, header_text, header_fields, contract)
+    for field_name, wanted in (("scope", contract.flood_scopes), ("origin", contract.flood_origins)):
+        declared = {v: k for k, v in flood.field(field_name).values}
+        if declared != dict(wanted):
+            raise CatalogError(f"{flood.sidecar}: {field_name} values {declared} differ from krsid.h's {dict(wanted)}")
+    if flood.message_id in ids:
+        raise CatalogError(f"{flood.sidecar}: message_id {flood.message_id} is used by a hook")
+    return Catalog(programs_dir, programs_dir / "include", header_text, hooks, contract, dirs_map, flood)
 
 
 def _check_fallbacks(hooks: Mapping[str, HookSpec]) -> None:
@@ -391,6 +432,7 @@ _SIDECAR_KEYS = {
     "fallback_for",
     "policy_path",
     "enrich",
+    "lane",
 }
 _POLICY_FIELD_KEYS = {"slot", "values", "values_of", "doc", "type"}
 _FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty", "length"}
@@ -410,7 +452,9 @@ def _load_hook(
     if not HOOK_NAME_RE.match(name):
         raise CatalogError(f"{source}: hook file names must match {HOOK_NAME_RE.pattern}")
     text = read_text(source)
-    if not re.search(rf"\bLSM_PROBE\(\s*{name}\s*,", text):
+    # The flood event type's struct lives in krsid.h, which has no probe and no slots.
+    is_header = source.name == Path(HEADER_FILE).name
+    if not is_header and not re.search(rf"\bLSM_PROBE\(\s*{name}\s*,", text):
         raise CatalogError(f"{source}: must define LSM_PROBE({name}, ...) (the file name is the hook name)")
 
     declared_maps = declared_map_sizes((source.name, text), (HEADER_FILE, header_text))
@@ -435,7 +479,8 @@ def _load_hook(
             doc, expect_mapping(doc, top.get("options"), ("options",)), source.name, declared_maps, contract
         )
         policy_fields = _policy_fields(doc, expect_mapping(doc, top.get("policy"), ("policy",)), fields, contract)
-        _check_slots(doc, text, source.name, options, policy_fields)
+        if not is_header:
+            _check_slots(doc, text, source.name, options, policy_fields)
         message = expect(doc, top["message"], ("message",), str, "a string")
         known = {f.name for f in fields} | {"hook"}
         for ref in TEMPLATE_FIELD_RE.findall(message):
@@ -460,9 +505,17 @@ def _load_hook(
             fallback_for=expect(doc, top.get("fallback_for", ""), ("fallback_for",), str, "a hook name"),
             source_text=text,
             enrich=_enrich(doc, expect_mapping(doc, top.get("enrich"), ("enrich",), _ENRICH_KEYS), fields),
+            lane=_lane(doc, top.get("lane", "priority"), contract),
         )
     except ConfigError as e:
         raise CatalogError(str(e)) from None
+
+
+def _lane(doc: YamlDoc, raw: Any, contract: Contract) -> str:
+    lane = expect(doc, raw, ("lane",), str, "a lane name")
+    if lane not in contract.lanes:
+        doc.fail(("lane",), f"unknown lane {lane!r}; one of {', '.join(contract.lanes)}")
+    return lane
 
 
 def _fields(

@@ -18,12 +18,15 @@ Two measured traps shape this module (see the project notes):
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
+import logging
 import os
 import platform
 import re
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +34,14 @@ from pathlib import Path
 from krsid.errors import HeaderError, UnsupportedKernelError
 from krsid.kernel.btf import VMLINUX_BTF
 
+log = logging.getLogger("krsid")
+
 BTF_CFLAGS: tuple[str, ...] = ("-ffine-grained-bitfield-accesses",)
 MIN_BPFTOOL = (7, 2)
 BPFTOOL_FALLBACK_DIRS = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/sbin"))
 # Bump when the generated tree changes, so trees cached by an older krsid are
 # replaced instead of silently reused.
-TREE_FORMAT = 1
+TREE_FORMAT = 2  # 2: kconfig.h defines the BPF helper ids BCC knows and the kernel lacks
 STAMP = ".krsid-tree"
 
 _BPFTOOL_HINT = (
@@ -159,6 +164,63 @@ def bcc_environment(src: HeaderSource) -> dict[str, str]:
     return {}
 
 
+# ------------------------------------------------- BPF helper ids BCC names
+# BCC's helpers.h (embedded in libbcc) declares every helper of the uapi bpf.h BCC was
+# built with, as `(void *)BPF_FUNC_<name>`. With kernel headers those names come from
+# BCC's own copy of that bpf.h; in a BTF tree they come from the kernel's
+# enum bpf_func_id, which on an older kernel lacks the newer ones (6.1 has no
+# BPF_FUNC_cgrp_storage_get, 6.2+, named by BCC 0.26), and every compile fails. The
+# ids are append-only upstream, so defining the missing names with BCC's values is
+# exact; a program calling one of them is still refused by the kernel's verifier.
+# Both lists are read, not restated: BCC's from the ___BPF_FUNC_MAPPER in libbcc
+# (`FN(cgrp_storage_get, 210, ##ctx)`, the form of uapi bpf.h since 6.1), the kernel's
+# from vmlinux.h.
+_BCC_HELPER_ENTRY = re.compile(rb"\bFN\((\w+), (\d+), ##ctx\)")
+_KERNEL_HELPER_ENTRY = re.compile(r"\bBPF_FUNC_(\w+) = (\d+)")
+_LIBBCC_GLOB = "libbcc.so*"
+
+
+def _library_dirs() -> list[Path]:
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = [Path("/usr/lib") / multiarch] if multiarch else []
+    return dirs + [Path(d) for d in ("/usr/lib64", "/usr/lib", "/usr/local/lib", "/usr/local/lib64")]
+
+
+def find_libbcc(maps: Path = Path("/proc/self/maps"), library_dirs: list[Path] | None = None) -> Path | None:
+    """The libbcc BCC compiles with: the one already mapped into this process if BCC
+    is loaded, else the first libbcc.so* in the system library directories."""
+    with contextlib.suppress(OSError):
+        for line in maps.read_text().splitlines():
+            fields = line.split(maxsplit=5)  # address perms offset dev inode path
+            if len(fields) == 6 and re.search(r"/libbcc\.so[.\d]*$", fields[5]):
+                return Path(fields[5])
+    for d in library_dirs if library_dirs is not None else _library_dirs():
+        for candidate in sorted(glob.glob(str(d / _LIBBCC_GLOB))):
+            if re.search(r"/libbcc\.so[.\d]*$", candidate) and Path(candidate).is_file():
+                return Path(candidate)
+    return None
+
+
+def bcc_helper_ids(library: Path | None) -> dict[str, int]:
+    """Helper name -> id from the uapi bpf.h embedded in libbcc; {} if unreadable."""
+    if library is None:
+        return {}
+    try:
+        blob = library.read_bytes()
+    except OSError as exc:
+        log.debug("cannot read %s for BPF helper ids: %s", library, exc.strerror)
+        return {}
+    return {m[1].decode(): int(m[2]) for m in _BCC_HELPER_ENTRY.finditer(blob)}
+
+
+def missing_helper_defines(vmlinux_h: str, bcc_ids: dict[str, int]) -> str:
+    """`#define BPF_FUNC_<name> <id>` for each helper BCC knows and the kernel's enum
+    bpf_func_id (in vmlinux.h) lacks, ordered by id; '' when none is missing."""
+    kernel_names = {m[1] for m in _KERNEL_HELPER_ENTRY.finditer(vmlinux_h)}
+    missing = sorted((helper_id, name) for name, helper_id in bcc_ids.items() if name not in kernel_names)
+    return "".join(f"#define BPF_FUNC_{name} {helper_id}\n" for helper_id, name in missing)
+
+
 # ---------------------------------------------------------------- resolution
 def plan_headers(
     cache_dir: Path,
@@ -224,8 +286,9 @@ def _tree_complete(tree: Path) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
-def _tree_files(release: str) -> dict[str, str]:
-    """Everything in the tree except vmlinux.h (dumped by bpftool)."""
+def _tree_files(release: str, helper_defines: str = "") -> dict[str, str]:
+    """Everything in the tree except vmlinux.h (dumped by bpftool). helper_defines:
+    missing_helper_defines() of that vmlinux.h, placed right after its include."""
     page_size = os.sysconf("SC_PAGE_SIZE")
     page_shift = page_size.bit_length() - 1
     arch = _ARCH_DIRS.get(platform.machine(), platform.machine())
@@ -241,6 +304,9 @@ def _tree_files(release: str) -> dict[str, str]:
             "   relocations), which BCC does not process. */\n"
             "#define BPF_NO_PRESERVE_ACCESS_INDEX\n"
             '#include "../vmlinux.h"\n'
+            "/* BPF helper ids BCC's helpers.h names and this kernel's enum bpf_func_id\n"
+            "   lacks (upstream values, from libbcc). */\n"
+            f"{helper_defines}"
             "/* vmlinux.h already has every uapi bpf type; make BCC's embedded copy of\n"
             "   uapi/linux/bpf.h a no-op so they are not defined twice. */\n"
             "#define _UAPI__LINUX_BPF_H__\n"
@@ -288,7 +354,16 @@ def _build_tree(tree: Path, release: str, btf_path: Path) -> None:
         if proc.returncode != 0 or vmlinux_h.stat().st_size == 0:
             err = proc.stderr.decode(errors="replace").strip()
             raise HeaderError(f"`{bpftool} btf dump file {btf_path} format c` failed: {err}")
-        files = _tree_files(release)
+        library = find_libbcc()
+        helper_defines = missing_helper_defines(vmlinux_h.read_text(errors="replace"), bcc_helper_ids(library))
+        if helper_defines:
+            log.info(
+                "header tree for %s: %d BPF helper id(s) BCC names are not in this kernel's BTF; defined from %s",
+                release,
+                helper_defines.count("\n"),
+                library,
+            )
+        files = _tree_files(release, helper_defines)
         stamp = files.pop(STAMP)
         for rel, text in files.items():
             p = tmp / rel

@@ -3,8 +3,8 @@
 Each check answers one question with a Check.  Most reasons BPF-LSM does not work
 are invisible until a program fails to attach (or silently never runs), so the
 checks look at each layer separately: kernel config, the active LSM list, BTF,
-privileges, an actual BPF_PROG_LOAD of an LSM program, ring buffers, and the
-headers BCC will compile against.
+privileges, an actual BPF_PROG_LOAD of an LSM program, the BPF atomics every
+program uses, ring buffers, and the headers BCC will compile against.
 
 Raw bpf(2) calls go through ctypes rather than BCC: BCC may only be imported by
 krsid/pipeline/load.py, costs ~80 MB of LLVM, and its errors hide the errno and
@@ -67,6 +67,20 @@ PROG_LOAD_OFFSETS = {
 MAP_CREATE_OFFSETS = {"map_type": 0, "key_size": 4, "value_size": 8, "max_entries": 12}
 # r0 = 0; exit  -- the smallest valid program; an LSM program returning 0 allows.
 TINY_PROG = bytes.fromhex("b7000000000000009500000000000000")
+# r1 = 0; *(u64 *)(r10 - 8) = r1; r1 = 1; r1 = atomic_fetch_add((u64 *)(r10 - 8), r1);
+# r0 = 0; exit. The fourth instruction is BPF_STX|BPF_ATOMIC|BPF_DW (0xdb) with imm
+# BPF_ADD|BPF_FETCH (0x01): what clang emits for __sync_fetch_and_add whose result is
+# used, as in krsid_next_seq (krsid.h), in every program. Linux 5.12 added BPF_FETCH;
+# older verifiers know only BPF_XADD (imm 0) and refuse it ("BPF_STX uses reserved
+# fields" on Debian 11's 5.10), so every krsid program would be rejected after the
+# compile. Loading this as a socket filter tells that in milliseconds.
+ATOMIC_FETCH_ADD_PROG = bytes.fromhex(
+    "b701000000000000" "7b1af8ff00000000" "b701000001000000" "db1af8ff01000000" "b700000000000000" "9500000000000000"
+)  # fmt: skip
+MIN_ATOMICS_KERNEL = (5, 12)
+ATOMICS_REMEDY = (
+    "boot Linux 5.12 or newer (on Debian 11, a kernel from bullseye-backports); 5.10 and older are not supported"
+)
 
 # bpf(2) differs per architecture; syscalls from 424 on share one number everywhere.
 _NR_BPF = {
@@ -193,6 +207,27 @@ def capability_check(capeff: int, release: str, memlock: int = resource.RLIM_INF
     return Check(name, True, detail, "")
 
 
+def classify_atomics_load(err: int, log: str, release: str) -> Check:
+    """The "BPF atomics" check from loading ATOMIC_FETCH_ADD_PROG: (errno, verifier
+    log). Where the load cannot tell (no privilege, no bpf()), the kernel version
+    decides: BPF_FETCH came with 5.12."""
+    name = "BPF atomics"
+    if err == 0:
+        return Check(name, True, "the verifier accepts atomic fetch-and-add (krsid's event sequence numbers)", "")
+    refused = (
+        f"kernel {release} has no BPF atomic fetch-and-add (Linux 5.12 or newer): every krsid "
+        "program uses it for its event sequence numbers and would be rejected"
+    )
+    # The verifier's reason is its last line before the "processed N insns" statistics.
+    reasons = [line for line in log.strip().splitlines() if line and not line.startswith("processed ")]
+    said = reasons[-1] if reasons else errno.errorcode.get(err, str(err))
+    if err == errno.EINVAL:
+        return Check(name, False, f"{refused} (the verifier says: {said})", ATOMICS_REMEDY)
+    if (0, 0) < kernel_version(release) < MIN_ATOMICS_KERNEL:
+        return Check(name, False, f"{refused} (by its version; the probe load failed: {said})", ATOMICS_REMEDY)
+    return Check(name, None, f"could not tell: the probe load failed ({said})", "see the checks above")
+
+
 def lsm_active_check(lsms: list[str] | None, source: str, hint: str = "") -> Check:
     """Whether 'bpf' is in the active LSM list.  lsms None: could not read it."""
     name = "bpf in active LSMs"
@@ -279,15 +314,17 @@ class BpfSyscall:
         ret = int(self._libc.syscall(ctypes.c_long(self.nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))))
         return ret, (0 if ret >= 0 else ctypes.get_errno())
 
-    def prog_load(self, prog_type: int, attach_type: int = 0, attach_btf_id: int = 0) -> tuple[int, str]:
-        """Load TINY_PROG; returns (errno, verifier log).  A loaded fd is closed."""
-        insns = ctypes.create_string_buffer(TINY_PROG, len(TINY_PROG))
+    def prog_load(
+        self, prog_type: int, attach_type: int = 0, attach_btf_id: int = 0, program: bytes = TINY_PROG
+    ) -> tuple[int, str]:
+        """Load `program` (TINY_PROG); returns (errno, verifier log).  A loaded fd is closed."""
+        insns = ctypes.create_string_buffer(program, len(program))
         lic = ctypes.create_string_buffer(b"GPL")
         log = ctypes.create_string_buffer(64 * 1024)
         attr = ctypes.create_string_buffer(ATTR_SIZE)
         o = PROG_LOAD_OFFSETS
         struct.pack_into("<I", attr, o["prog_type"], prog_type)
-        struct.pack_into("<I", attr, o["insn_cnt"], len(TINY_PROG) // 8)
+        struct.pack_into("<I", attr, o["insn_cnt"], len(program) // 8)
         struct.pack_into("<Q", attr, o["insns"], ctypes.addressof(insns))
         struct.pack_into("<Q", attr, o["license"], ctypes.addressof(lic))
         struct.pack_into("<I", attr, o["log_level"], 1)
@@ -330,6 +367,13 @@ def bpf_lsm_active_check() -> Check:
     program attaches without an error and is never called (krsid would watch nothing,
     silently)."""
     return _lsm_check(BpfSyscall(), None)
+
+
+def bpf_atomics_check(bpf: BpfSyscall | None = None, release: str | None = None) -> Check:
+    """Can this kernel's verifier run krsid's programs' atomic fetch-and-add (5.12+)?
+    The daemon asks before compiling, doctor reports it."""
+    err, log = (bpf or BpfSyscall()).prog_load(BPF_PROG_TYPE_SOCKET_FILTER, program=ATOMIC_FETCH_ADD_PROG)
+    return classify_atomics_load(err, log, release or platform.release())
 
 
 def _read_kconfig(release: str) -> tuple[dict[str, str] | None, str]:
@@ -518,6 +562,7 @@ def run_checks(
     checks.append(caps)
 
     checks.append(_load_check(bpf, btf, caps_ok=caps.ok is not False))
+    checks.append(bpf_atomics_check(bpf, release))
     checks.append(_ringbuf_check(bpf))
     checks.append(_bpftool_check(release))
     checks.append(_headers_check(cache_dir, release, btf_path))

@@ -12,6 +12,18 @@
 - ``unit``: the systemd unit derived from the cgroup path (the deepest *.service or
   *.scope component), ``container_id``: a 64-hex container id when the path carries
   one (docker, containerd/cri-o, podman, kubepods).
+- ``process_id``, ``parent_process_id``: the process instance ids
+  (krsid.identity.ids) of the process and its real parent, from the start times the
+  kernel put in the header; ``exe`` comes from the same process table
+  (krsid.identity.table), so a reused pid never lends its exe to another process.
+- ``ancestors`` (exec events only): parent, grandparent, ... as records.
+- ``exe_sha256``, ``hash_unavailable``: the sha256 of the image the process runs,
+  from krsid.identity.binary_hash (hashed in a worker thread through
+  /proc/PID/exe; the poll thread only looks up and queues). An exec event names
+  the new image: its own request (owner: process_id and the event's seq) becomes
+  the process's current image, so later events answer from the cache. The exec
+  event itself usually says "pending" (the file is hashed after the event is
+  read); a denied exec says "denied" (the process never ran the file).
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from krsid.event import Event
+from krsid.identity.binary_hash import GONE, UNREADABLE, BinaryHasher, HashAnswer
+from krsid.identity.table import DEFAULT_ANCESTORS_DEPTH, DEFAULT_MAX_ENTRIES, Process, ProcessTable
 
 UNIT_RE = re.compile(r"^[^/]+\.(?:service|scope)$")
 CONTAINER_RE = re.compile(
@@ -35,6 +49,39 @@ ENRICHED_FIELDS: tuple[tuple[str, str], ...] = (
     ("cgroup", "cgroup v2 path of cgroup_id (resolved from /sys/fs/cgroup)."),
     ("unit", "systemd unit from the cgroup path (the deepest *.service or *.scope), empty if none."),
     ("container_id", "64-hex container id when the cgroup path carries one (docker, containerd, cri-o, podman)."),
+    (
+        "process_id",
+        "Process instance id, BOOTID:START:TGID: journald's _BOOT_ID, the start time in clock ticks since boot "
+        "(start_ns // 10000000, field 22 of /proc/PID/stat) and tgid. Unique per boot across pid reuse; "
+        "unchanged by exec.",
+    ),
+    ("parent_process_id", "Process instance id of the real parent (from parent_start_ns and ppid); empty for none."),
+    (
+        "exe_sha256",
+        "sha256 (64 hex) of the image the process runs, read through /proc/PID/exe (the running inode, not what "
+        "the path names now) in a worker thread and cached per file (dev, ino, size, mtime, ctime); on an exec "
+        "event, of the new image (the file in path), while exe still names the caller's. Empty when "
+        "hash_unavailable says why.",
+    ),
+    (
+        "hash_unavailable",
+        "Why exe_sha256 is empty, else empty: pending (being hashed; the exec event itself is usually pending, "
+        "later events of the process carry the hash), too large (over identity.hash_max_mb), gone (the process "
+        "exited or runs another image, e.g. a script's first exec event, whose process runs the interpreter), "
+        "queue full (over identity.hash_queue), unreadable, changed (written while hashed), denied (an exec "
+        "krsid denied), off (identity.hash_max_mb or hash_queue is 0).",
+    ),
+)
+HASH_OFF = "off"
+HASH_DENIED = "denied"
+# Added to exec events only (hooks whose sidecar has enrich: new_exe).
+EXEC_ENRICHED_FIELDS: tuple[tuple[str, str], ...] = (
+    (
+        "ancestors",
+        "The chain that started the process: parent first, up to identity.ancestors_depth entries or pid 1; "
+        "each has process_id, pid, uid (-1 if unknown), exe and args (empty if the ancestor was gone before "
+        "krsid could read it).",
+    ),
 )
 
 
@@ -70,20 +117,72 @@ class Enricher:
         cgroup_root: Path = Path("/sys/fs/cgroup"),
         cache_size: int = 16384,
         rescan_interval: float = 1.0,
+        processes: ProcessTable | None = None,
+        process_table_size: int = DEFAULT_MAX_ENTRIES,
+        ancestors_depth: int = DEFAULT_ANCESTORS_DEPTH,
+        seed: bool = True,
+        exec_events: bool = True,
+        hasher: BinaryHasher | None = None,
     ) -> None:
+        """seed: read every process in /proc before the first event (the daemon's table).
+        exec_events: an exec hook is enabled, so a process never seen exec runs its parent's image.
+        hasher: fills exe_sha256 (None: hashing off); started on the first event, stopped by close()."""
         self._proc = proc_root
         self._cgroup_root = cgroup_root
+        if processes is None:  # (not `or`: an empty table is falsy)
+            processes = ProcessTable(proc_root=proc_root, max_entries=process_table_size, inherit_image=exec_events)
+        self.processes = processes
+        self.ancestors_depth = ancestors_depth
+        self._seed = seed
         self._exe = _Lru(cache_size)
         self._cgroups: dict[int, str] = {}
         self._cgroup_ctx: dict[int, tuple[str, str, str]] = {}  # cgroup id -> (path, unit, container id)
         self._rescan_interval = rescan_interval
         self._next_scan = 0.0
+        self.hasher = hasher
+        self._hasher_started = False
+        # Process key -> the hash owner of its current image (the exec that made it), for
+        # processes krsid saw exec; others are owned by (process_id, 0): the image seen in
+        # /proc or inherited. Bounded like the process table; a dropped owner is forgotten.
+        self._images: OrderedDict[int, tuple[str, int]] = OrderedDict()
+        self._images_cap = max(1, self.processes.max_entries)
+
+    def close(self) -> None:
+        """Stop the hash workers (the daemon's stop)."""
+        if self.hasher is not None:
+            self.hasher.close()
 
     def enrich(self, event: Event) -> None:
         v = event.values
         tgid = v.get("tgid")
-        if isinstance(tgid, int):
+        start = v.get("start_ns")
+        new_exe = event.spec.enrich.new_exe
+        proc = None
+        if type(tgid) is int and type(start) is int:
+            table = self.processes
+            if self._seed and not table.seeded:
+                table.seed()
+            exec_path = v.get(new_exe) if new_exe else None
+            proc = table.observe(
+                tgid,
+                start,
+                v.get("ppid", 0),  # type: ignore[arg-type]
+                v.get("parent_start_ns", 0),  # type: ignore[arg-type]
+                v.get("uid", -1),  # type: ignore[arg-type]
+                exec_path=exec_path if type(exec_path) is bytes else None,
+            )
+            v["exe"] = proc.exe
+            v["process_id"] = proc.process_id
+            v["parent_process_id"] = proc.parent_id
+            if new_exe:
+                v["ancestors"] = table.ancestors(proc, self.ancestors_depth)
+            answer = self._hash(tgid, proc, event, exec_path if type(exec_path) is bytes else None)
+        elif isinstance(tgid, int):
             v["exe"] = self.exe_of(tgid)
+            answer = self._hash(tgid, None, event, None)
+        else:
+            answer = HashAnswer(unavailable=HASH_OFF if self.hasher is None else GONE)
+        v["exe_sha256"], v["hash_unavailable"] = answer.sha256, answer.unavailable
         cgid = v.get("cgroup_id")
         if isinstance(cgid, int):
             ctx = self._cgroup_ctx.get(cgid)
@@ -95,11 +194,51 @@ class Enricher:
                         self._cgroup_ctx.clear()
                     self._cgroup_ctx[cgid] = ctx
             v["cgroup"], v["unit"], v["container_id"] = ctx
-        new_exe = event.spec.enrich.new_exe
         if new_exe and isinstance(tgid, int):
             new = v.get(new_exe)
-            if isinstance(new, bytes) and new:
-                self._exe.put(tgid, new)  # what this process runs from now on
+            # A denied exec leaves the process on its old image.
+            if isinstance(new, bytes) and new and v.get("action") != "deny":
+                if proc is not None:
+                    args = v.get("args")
+                    self.processes.exec(proc, new, args if isinstance(args, tuple) else None)  # type: ignore[arg-type]
+                else:
+                    self._exe.put(tgid, new)  # what this process runs from now on
+
+    def _hash(self, tgid: int, proc: Process | None, event: Event, exec_path: bytes | None) -> HashAnswer:
+        """The hash of the image the event's process runs (of the new one on an exec). Never blocks."""
+        hasher = self.hasher
+        if hasher is None:
+            return HashAnswer(unavailable=HASH_OFF)
+        if not self._hasher_started:
+            hasher.start()
+            self._hasher_started = True
+        if proc is None:  # no start time in the event: the pid alone, checked against nothing
+            return hasher.request(tgid, ("pid", tgid))
+        if exec_path is not None:
+            if event.values.get("action") == "deny":
+                return HashAnswer(unavailable=HASH_DENIED)
+            if not exec_path:  # the kernel could not name the file: nothing to check the image against
+                return HashAnswer(unavailable=UNREADABLE)
+            image = (proc.process_id, event.seq)
+            # The worker hashes /proc/PID/exe only if it names this path (the exec
+            # succeeded and no later exec replaced it).
+            answer = hasher.request(tgid, image, path=exec_path)
+            self._remember_image(proc.key, image)
+            return answer
+        current = self._images.get(proc.key)
+        if current is not None:
+            self._images.move_to_end(proc.key)
+        return hasher.request(tgid, current or (proc.process_id, 0), path=proc.exe or None)
+
+    def _remember_image(self, key: int, owner: tuple[str, int]) -> None:
+        assert self.hasher is not None
+        old = self._images.pop(key, None)
+        if old is not None:
+            self.hasher.forget(old)  # that image is no longer run by anyone
+        self._images[key] = owner
+        while len(self._images) > self._images_cap:
+            _key, dropped = self._images.popitem(last=False)
+            self.hasher.forget(dropped)
 
     def exe_of(self, tgid: int) -> bytes:
         exe = self._exe.get(tgid)

@@ -56,6 +56,17 @@ class EventPipeline:
             self.stats.enrich_errors += 1
         self.dispatcher.handle(event)
 
+    def lane_handler(self, lane: str) -> Callable[[bytes], None]:
+        """``handle`` for the records of one lane's buffer: counts what each lane delivers."""
+        counts = self.stats.lane_records
+        handle = self.handle
+
+        def handle_lane_record(raw: bytes) -> None:
+            counts[lane] += 1
+            handle(raw)
+
+        return handle_lane_record
+
     def lost(self, count: int) -> None:
         """Records the perf buffer reports lost (overwritten before they were read);
         the perf buffer does not say which hook wrote them."""

@@ -18,6 +18,7 @@ the C source, numbers from Python): no configuration string becomes C.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import errno
 import functools
@@ -31,13 +32,27 @@ from pathlib import Path
 import bcc
 
 from krsid.catalog import Catalog, HookSpec
+from krsid.config import FairShareConfig
 from krsid.errors import ProgramLoadError
 from krsid.kernel.headers import HeaderSource, bcc_environment
 from krsid.pipeline.compile_guard import ChildCompile, captured_stderr, isolated_compile
+from krsid.pipeline.flood import FloodState
 from krsid.pipeline.layout import layout_asserts
 from krsid.pipeline.leaf import write_leaf
-from krsid.pipeline.transport import EventTransport, PerfBufferTransport, RingBufferTransport
+from krsid.pipeline.transport import (
+    LANE_BULK,
+    LANE_PRIORITY,
+    EventTransport,
+    PerfBufferTransport,
+    RingBufferTransport,
+    RingLane,
+)
 from krsid.policy import BankLayout, CompiledRule
+
+# The ring buffer of each lane (krsid.h), in the order they are drained.
+LANE_MAPS = {LANE_PRIORITY: b"events", LANE_BULK: b"events_bulk"}
+# The fair-share states by scope (contract.flood_scopes' names).
+FLOOD_MAPS = {"process": b"krsid_flood_procs", "uid": b"krsid_flood_uids"}
 
 
 @dataclass(frozen=True)
@@ -52,12 +67,47 @@ class HookStatus:
 class BuildSettings:
     header_source: HeaderSource
     hook_nargs: Mapping[str, int]  # hook -> argument count on the running kernel (BTF)
-    ringbuf_pages: int = 256
+    ringbuf_pages: int = 256  # the bulk lane's ring buffer (and the perf buffer's pages per CPU)
     use_perfbuf: bool = False
     wakeup_events: int = 0  # every N-th event wakes the daemon (ring buffer); 0: the kernel's default
+    priority_pages: int = 256  # the priority lane's ring buffer
     # C appended to the module after the hook programs, for test and benchmark
     # instrumentation (the load generator); never built from configuration.
     extra_source: str = ""
+
+
+class _BulkLane:
+    """A ring buffer read in bounded batches: a libbpf ring buffer manager of its own
+    (bcc's manager reads every ring it holds to the end). The callback stops the read
+    after `limit` records by returning -1, which libbpf takes after consuming that one."""
+
+    def __init__(self, map_fd: int, handle: Callable[[bytes], None]) -> None:
+        self.fd = map_fd
+        self._handle = handle
+        self._left = 0
+        self._read = 0
+        # Kept referenced: libbpf calls it for as long as the manager lives.
+        self._callback = bcc.libbcc._RINGBUF_CB_TYPE(self._on_record)
+        self._manager = bcc.libbcc.lib.bpf_new_ringbuf(map_fd, self._callback, None)
+        if not self._manager:
+            raise ProgramLoadError("could not open the bulk lane's ring buffer")
+
+    def _on_record(self, _ctx: int, data: int, size: int) -> int:
+        self._read += 1
+        self._handle(ct.string_at(data, size))
+        self._left -= 1
+        return -1 if self._left == 0 else 0
+
+    def consume(self, limit: int) -> int:
+        """Read up to `limit` waiting records (0: all of them); returns how many were read."""
+        self._left, self._read = limit, 0
+        bcc.libbcc.lib.bpf_consume_ringbuf(self._manager)
+        return self._read
+
+    def close(self) -> None:
+        if self._manager:
+            bcc.libbcc.lib.bpf_free_ringbuf(self._manager)
+            self._manager = None
 
 
 class _ManualAttachBPF(bcc.BPF):  # type: ignore[misc]
@@ -68,7 +118,12 @@ class _ManualAttachBPF(bcc.BPF):  # type: ignore[misc]
 
 
 def module_text(
-    specs: Sequence[HookSpec], header_text: str, hook_nargs: Mapping[str, int], extra_source: str = ""
+    specs: Sequence[HookSpec],
+    header_text: str,
+    hook_nargs: Mapping[str, int],
+    extra_source: str = "",
+    *,
+    lanes: Mapping[str, int],
 ) -> str:
     """One translation unit: krsid.h, then every program with its hook id and layout proof.
 
@@ -83,13 +138,14 @@ def module_text(
             raise ProgramLoadError(f"{spec.name}: this kernel has no bpf_lsm_{spec.name}")
         parts.append(f"#define KRSID_HOOK_ID {hook_id}\n")
         parts.append(f"#define KRSID_HOOK_NARGS {int(hook_nargs[spec.name])}\n")
+        parts.append(f"#define KRSID_HOOK_LANE {lanes[spec.lane]}\n")
         parts.append(f'#line 1 "{spec.name}.c"\n')  # hook names are [a-z0-9_]: safe in a string
         # The text the catalog read from the checked file, not the file again: it may
         # have changed since (config.check_trusted checked it before it was read).
         parts.append(spec.source_text)
         parts.append("\n")
         parts.append(layout_asserts(spec.layout))
-        parts.append("#undef KRSID_HOOK_ID\n#undef KRSID_HOOK_NARGS\n")
+        parts.append("#undef KRSID_HOOK_ID\n#undef KRSID_HOOK_NARGS\n#undef KRSID_HOOK_LANE\n")
     if extra_source:
         parts += ['#line 1 "extra.c"\n', extra_source, "\n"]
     return "".join(parts)
@@ -100,7 +156,8 @@ def compile_flags(catalog: Catalog, settings: BuildSettings, hook_count: int) ->
         f"-I{catalog.include_dir}",
         *settings.header_source.cflags,
         f"-DKRSID_MAX_HOOKS={max(hook_count, 1)}",
-        f"-DKRSID_RINGBUF_PAGES={settings.ringbuf_pages}",
+        f"-DKRSID_RINGBUF_PAGES={settings.priority_pages}",
+        f"-DKRSID_BULK_RINGBUF_PAGES={settings.ringbuf_pages}",
         f"-DKRSID_USE_PERFBUF={1 if settings.use_perfbuf else 0}",
         f"-DKRSID_WAKEUP_EVENTS={int(settings.wakeup_events)}",
         # The contract's numbers (parsed from this header), asserted by the compile.
@@ -189,7 +246,9 @@ def _module_for(
 ) -> tuple[str, list[str]]:
     """The module text and compile flags for these programs; hook_count sizes the
     per-hook maps (KRSID_MAX_HOOKS), which user space indexes by hook id."""
-    text = module_text(specs, catalog.header_text, settings.hook_nargs, settings.extra_source)
+    text = module_text(
+        specs, catalog.header_text, settings.hook_nargs, settings.extra_source, lanes=catalog.contract.lanes
+    )
     return text, compile_flags(catalog, settings, hook_count)
 
 
@@ -298,6 +357,7 @@ class LoadedPrograms:
         self.compile_seconds = 0.0
         self.max_hooks = max(len(self.specs), 1)
         self._bpf: _ManualAttachBPF | None = None
+        self._bulk_lane: _BulkLane | None = None  # the bulk lane's own ring buffer manager (open_events)
 
     # -- build -------------------------------------------------------------------------
 
@@ -407,6 +467,9 @@ class LoadedPrograms:
 
     def close(self) -> None:
         """Detach everything and free the module. Also what happens on exit/kill: fail-open."""
+        if self._bulk_lane is not None:
+            self._bulk_lane.close()  # before the module: the manager holds the map's mmap
+            self._bulk_lane = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -450,6 +513,82 @@ class LoadedPrograms:
             leaf = table.Leaf()
             write_leaf(leaf, values)
             table[ct.c_int(hook_id)] = leaf
+
+    def set_fair_share(self, share: FairShareConfig) -> None:
+        """Write each lane's fair-share costs (krsid_fair_share_config[lane]); rates of 0
+        turn that share off. Costs are per key, not per CPU: a key's bucket is one map entry."""
+        table = self._require()[b"krsid_fair_share_config"]
+
+        def cost_burst(rate: int, burst: int) -> tuple[int, int]:
+            if not rate:
+                return 0, 0
+            cost = max(1, 1_000_000_000 // rate)
+            return cost, cost * max(burst, 1)
+
+        for lane, lane_no in self.catalog.contract.lanes.items():
+            lane_share = share.lane(lane)
+            proc_cost, proc_burst = cost_burst(lane_share.process_rate, lane_share.process_burst)
+            uid_cost, uid_burst = cost_burst(lane_share.uid_rate, lane_share.uid_burst)
+            leaf = table.Leaf()
+            write_leaf(
+                leaf,
+                {
+                    "proc_cost_ns": proc_cost,
+                    "proc_burst_ns": proc_burst,
+                    "uid_cost_ns": uid_cost,
+                    "uid_burst_ns": uid_burst,
+                    "summary_ns": share.summary_interval_ms * 1_000_000,
+                },
+            )
+            table[ct.c_int(lane_no)] = leaf
+
+    def flood_states(self) -> list[FloodState]:
+        """The per-process and per-uid fair-share states that hold folded calls."""
+        bpf = self._require()
+        out = []
+        for scope, map_name in FLOOD_MAPS.items():
+            table = bpf[map_name]
+            for key, value in table.items():
+                if value.pending:
+                    out.append(
+                        FloodState(
+                            scope=scope,
+                            hook_id=int(key.hook_id),
+                            key_id=int(key.id),
+                            pending=int(value.pending),
+                            first_ns=int(value.first_ns),
+                            last_ns=int(value.last_folded_ns),
+                            pid=int(value.pid),
+                            tgid=int(value.tgid),
+                            uid=int(value.uid),
+                            comm=bytes(value.comm).split(b"\0", 1)[0],
+                        )
+                    )
+        return out
+
+    def forget_flood_state(self, state: FloodState) -> None:
+        """Delete a key's state once the daemon wrote its summary (a new call starts afresh)."""
+        table = self._require()[FLOOD_MAPS[state.scope]]
+        key = table.Key()
+        key.hook_id = state.hook_id
+        key.id = state.key_id
+        with contextlib.suppress(KeyError):
+            table.__delitem__(key)
+
+    def lane_counters(self) -> dict[str, dict[str, int]]:
+        """lane -> {"emitted": records written, "lost": no room}, summed over CPUs."""
+        if self._bpf is None:
+            return {}
+        table = self._bpf[b"krsid_lane_counters"]
+        contract = self.catalog.contract
+        slots = len(contract.lane_counters)
+        return {
+            lane: {
+                name: int(table.sum(ct.c_int(lane_no * slots + slot)).value)
+                for name, slot in contract.lane_counters.items()
+            }
+            for lane, lane_no in contract.lanes.items()
+        }
 
     @staticmethod
     def _fill_set(bpf: _ManualAttachBPF, map_name: str, key_size: int, keys: list[bytes]) -> None:
@@ -553,28 +692,43 @@ class LoadedPrograms:
 
     # -- events --------------------------------------------------------------------------
 
-    def open_events(self, on_record: Callable[[bytes], None], on_lost: Callable[[int], None]) -> EventTransport:
-        """Deliver each raw record (bytes) to on_record; on_lost gets perf-buffer loss
-        counts. Returns the buffer as an EventTransport, which the poll loop drives."""
+    def open_events(
+        self, on_record: Mapping[str, Callable[[bytes], None]], on_lost: Callable[[int], None]
+    ) -> EventTransport:
+        """Deliver each raw record (bytes) to the callback of the lane it came from
+        (on_record: lane -> callback; the perf buffer is one lane, "priority"); on_lost
+        gets perf-buffer loss counts. Returns the buffers as one EventTransport, which
+        the poll loop drives: the priority lane is read first on every wake-up."""
         bpf = self._require()
         string_at = ct.string_at
         if self.settings.use_perfbuf:
+            priority = on_record[LANE_PRIORITY]
 
             def perf_cb(_cpu: int, data: int, size: int) -> None:
-                on_record(string_at(data, size))
+                priority(string_at(data, size))
 
             bpf[b"events"].open_perf_buffer(perf_cb, page_cnt=self.settings.ringbuf_pages, lost_cb=on_lost)
             return PerfBufferTransport(lambda timeout_ms: bpf.perf_buffer_poll(timeout=timeout_ms))
 
-        def ring_cb(_ctx: int, data: int, size: int) -> int:
-            on_record(string_at(data, size))
+        # The priority lane in bcc's own ring buffer manager; the bulk lane in a manager
+        # of its own, so that it can be read in bounded batches (RingBufferTransport).
+        priority = on_record[LANE_PRIORITY]
+
+        def priority_cb(_ctx: int, data: int, size: int) -> int:
+            priority(string_at(data, size))
             return 0
 
-        bpf[b"events"].open_ring_buffer(ring_cb)
+        events = bpf[LANE_MAPS[LANE_PRIORITY]]
+        events.open_ring_buffer(priority_cb)
+
+        def consume_priority(_limit: int) -> int:
+            bpf.ring_buffer_consume()
+            return 0
+
+        self._bulk_lane = _BulkLane(int(bpf[LANE_MAPS[LANE_BULK]].map_fd), on_record[LANE_BULK])
         return RingBufferTransport(
-            int(bpf[b"events"].map_fd),
-            bpf.ring_buffer_consume,
-            lambda timeout_ms: bpf.ring_buffer_poll(timeout=timeout_ms),
+            RingLane(int(events.map_fd), consume_priority),
+            RingLane(self._bulk_lane.fd, self._bulk_lane.consume),
         )
 
     def _require(self) -> _ManualAttachBPF:

@@ -48,6 +48,8 @@ def loss_series(hooks: Iterable[str], sinks: Iterable[str], *, perf_buffer: bool
 @dataclass
 class PipelineStats:
     events: Counter[str] = field(default_factory=Counter)  # hook -> events decoded
+    lane_records: Counter[str] = field(default_factory=Counter)  # lane -> records read from its buffer
+    flood_summaries_written: Counter[str] = field(default_factory=Counter)  # hook -> summaries the daemon wrote
     lost: Counter[tuple[str, str]] = field(default_factory=Counter)  # (hook, stage) -> events
     sink_errors: Counter[str] = field(default_factory=Counter)  # sink -> failed writes
     enrich_errors: int = 0  # events delivered without user-space context
@@ -58,6 +60,10 @@ class PipelineStats:
 
 class KernelCounters(Protocol):
     """What the loader exposes to metrics: counters kept inside the BPF programs."""
+
+    def lane_counters(self) -> Mapping[str, Mapping[str, int]]:
+        """lane -> {"emitted": records written, "lost": records with no room}, over CPUs."""
+        ...
 
     def hook_counters(self) -> Mapping[str, Mapping[str, int]]:
         """hook -> {counter: value} summed over CPUs; the counters are krsid.catalog.contract's

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import select
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 # How often a busy sink is retried when nothing else wakes the loop: a sink without a
@@ -33,6 +34,12 @@ BUSY_SINK_RETRY_MS = 10
 # The two buffers, by the name the config's buffer.kind gives them (krsid.config).
 RINGBUF = "ringbuf"
 PERFBUF = "perfbuf"
+
+# The lanes (krsid.h: one ring buffer each; catalog.contract.lanes has their numbers).
+# The perf buffer is one lane, reported as the priority one.
+LANE_PRIORITY = "priority"
+LANE_BULK = "bulk"
+LANES = (LANE_PRIORITY, LANE_BULK)
 
 
 class EventTransport(Protocol):
@@ -53,29 +60,53 @@ class EventTransport(Protocol):
         """Read what is already in the buffer, without waiting (at stop)."""
 
 
+# The priority lane is read in full, then at most this many bulk records, then the
+# priority lane again...: under a bulk flood that the daemon cannot keep up with, a
+# priority record waits for at most one bulk batch, never for a whole bulk buffer.
+BULK_BATCH = 256
+# Rounds per wake-up, so that the poll loop still flushes the sinks, feeds the
+# watchdog and serves signals while the bulk lane stays full.
+MAX_ROUNDS = 16
+
+
+@dataclass(frozen=True)
+class RingLane:
+    """One lane's ring buffer, as the loader opened it."""
+
+    fd: int  # the map fd: polls POLLIN while records wait
+    consume: Callable[[int], int]  # read up to N waiting records (0: all), without waiting; returns how many
+
+
 class RingBufferTransport:
-    """A BPF ring buffer: its map fd polled with the busy sinks' fds, then consumed."""
+    """The lanes' BPF ring buffers: their map fds polled with the busy sinks' fds, then
+    read priority lane first, the bulk lane in batches between (BULK_BATCH)."""
 
     reports_losses = False
 
-    def __init__(self, map_fd: int, consume: Callable[[], None], poll: Callable[[int], None]) -> None:
-        """consume: read every waiting record, without waiting (bcc's ring_buffer_consume);
-        poll: wait up to N ms, then read (bcc's ring_buffer_poll)."""
-        self._fd = map_fd
-        self._consume = consume
-        self._poll = poll
+    def __init__(self, priority: RingLane, bulk: RingLane, *, bulk_batch: int = BULK_BATCH) -> None:
+        self._priority = priority
+        self._bulk = bulk
+        self._bulk_batch = bulk_batch
 
     def wait_and_read(self, timeout_ms: int, writable_fds: Sequence[int]) -> None:
         poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
+        for fd in (self._priority.fd, self._bulk.fd):
+            poller.register(fd, select.POLLIN)
         for fd in writable_fds:
             poller.register(fd, select.POLLOUT)
         with contextlib.suppress(InterruptedError):
             poller.poll(timeout_ms)
-        self._consume()
+        self._read(MAX_ROUNDS)
 
     def read_pending(self) -> None:
-        self._poll(0)
+        self._read(MAX_ROUNDS * 4)
+
+    def _read(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self._priority.consume(0)
+            if self._bulk.consume(self._bulk_batch) < self._bulk_batch:
+                return  # the bulk lane is empty: both are read
+        self._priority.consume(0)
 
 
 class PerfBufferTransport:

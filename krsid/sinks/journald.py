@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from krsid.catalog import TEMPLATE_FIELD_RE, HookSpec
-from krsid.event import Event, Value, text_of
+from krsid.event import Event, Record, Value, text_of
 from krsid.sinks.base import DEFAULT_BACKLOG_BYTES, Backlog, SinkUnavailable
 
 # libsystemd hard-codes this path, and so does journald.
@@ -108,7 +108,65 @@ def _journal_value(v: Value) -> bytes:
         return b"%d" % v
     if isinstance(v, str):
         return v.encode("utf-8", "surrogateescape")
-    return b" ".join(_quote(a) for a in v)
+    if v and not isinstance(v[0], bytes):
+        # Records (ancestors): one line each, "process_id pid uid exe args...", every
+        # value quoted so that a newline or space in an exe or argument cannot blur lines.
+        return b"\n".join(_record_line(r) for r in v if not isinstance(r, bytes))
+    return b" ".join(_quote(a) for a in v if isinstance(a, bytes))
+
+
+def _record_line(record: Record) -> bytes:
+    out: list[bytes] = []
+    for value in record.values():
+        if isinstance(value, tuple):
+            out += [_quote(a) for a in value]
+        else:
+            out.append(_quote(_journal_value(value)) if isinstance(value, (bytes, str)) else _journal_value(value))
+    return b" ".join(out)
+
+
+_UNIT_SUFFIXES = (".service", ".scope")
+_unit_fields: dict[str, Fields] = {}
+
+
+def units_of_cgroup(path: str) -> tuple[str, str]:
+    """(system unit, user unit) of a cgroup v2 path, as journald derives _SYSTEMD_UNIT and
+    _SYSTEMD_USER_UNIT: slices are skipped, the first unit below them is the system unit;
+    below user@UID.service the same rule gives the user unit."""
+    parts = [p for p in path.split("/") if p]
+    system, user, rest = "", "", []
+    for i, part in enumerate(parts):
+        if part.endswith(".slice"):
+            continue
+        if part.endswith(_UNIT_SUFFIXES):
+            system, rest = part, parts[i + 1 :]
+        break
+    if system.startswith("user@") and system.endswith(".service"):
+        for part in rest:
+            if part.endswith(".slice"):
+                continue
+            if part.endswith(_UNIT_SUFFIXES):
+                user = part
+            break
+    return system, user
+
+
+def object_unit_fields(cgroup: str) -> Fields:
+    """OBJECT_SYSTEMD_UNIT= (and OBJECT_SYSTEMD_USER_UNIT=) of the event's process, so that
+    `journalctl -u UNIT` (and --user-unit) lists the event next to the unit's own lines:
+    journalctl matches OBJECT_SYSTEMD_UNIT= on entries from uid-0 senders. Taken from the
+    kernel's cgroup id at the hook, not from OBJECT_PID=: journald would read /proc/PID
+    when the entry arrives, by then possibly gone or another process."""
+    fields = _unit_fields.get(cgroup)
+    if fields is None:
+        system, user = units_of_cgroup(cgroup)
+        fields = [(b"OBJECT_SYSTEMD_UNIT", system.encode())] if system else []
+        if user:
+            fields.append((b"OBJECT_SYSTEMD_USER_UNIT", user.encode()))
+        if len(_unit_fields) >= 4096:  # bounded: cgroups come and go
+            _unit_fields.clear()
+        _unit_fields[cgroup] = fields
+    return fields
 
 
 _field_keys: dict[str, bytes] = {}
@@ -145,6 +203,9 @@ def journal_fields(event: Event) -> Fields:
         (k, v if type(v) is bytes else b"%d" % v if type(v) is int else _journal_value(v))
         for k, v in zip(keys, values.values())
     ]
+    cgroup = values.get("cgroup")
+    if type(cgroup) is str and cgroup:
+        fields += object_unit_fields(cgroup)
     return fields
 
 

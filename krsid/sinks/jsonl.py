@@ -15,6 +15,9 @@ A file is reopened for log rotation (see ``JsonlSink.reopen``): on request
 signal, whenever the path no longer names the open file (checked at most once a
 second). Lines are only ever written whole to one file: everything queued before
 the reopen goes to the old file, everything after to the new one.
+
+``format`` (sinks.jsonl.format) picks the record: krsid's own (``event_line``), or
+an OCSF / ECS record built by krsid.schema, encoded the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from krsid.event import SCHEMA_VERSION, Event
+from krsid.schema import FORMAT_KRSID, HostInfo, RecordBuilder, record_builder
 from krsid.sinks.base import DEFAULT_BACKLOG_BYTES, Backlog
 
 WRITE_CHUNK = 1 << 20  # bytes per write call: many lines per syscall
@@ -77,6 +81,15 @@ def event_line(event: Event) -> bytes:
     }
     record.update(event.values)
     return (_encode(record) + "\n").encode("ascii")
+
+
+def schema_line(build: RecordBuilder) -> Callable[[Event], bytes]:
+    """One JSON line per event in another schema (OCSF, ECS), encoded as event_line does."""
+
+    def line(event: Event) -> bytes:
+        return (_encode(build(event)) + "\n").encode("ascii")
+
+    return line
 
 
 class _Writer:
@@ -212,7 +225,11 @@ class JsonlSink:
         backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
         log: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        format: str = FORMAT_KRSID,
+        host: HostInfo | None = None,
     ) -> None:
+        build = record_builder(format, host)  # ValueError for an unknown format: before opening
+        self._line = event_line if build is None else schema_line(build)
         self._writer = _Writer(path, stream)
         self.backlog = Backlog(backlog_bytes)
         self.last_error = ""
@@ -225,7 +242,7 @@ class JsonlSink:
         self._reopen_failures = 0  # in a row, until a reopen works
 
     def emit(self, event: Event) -> None:
-        self.backlog.push(event.hook, event_line(event))
+        self.backlog.push(event.hook, self._line(event))
 
     def reopen(self) -> None:
         """Reopen the file at the next flush (log rotation). What is queued until then

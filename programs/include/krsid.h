@@ -101,6 +101,9 @@
  *   pid       kernel pid of the calling task (the thread id)
  *   tgid      thread group id: the process id that ps shows
  *   ppid      tgid of the real parent
+ *   start_ns         start time of the process (its group leader's start_boottime, ns
+ *                    since boot): with tgid and the boot id, the process instance id
+ *   parent_start_ns  the same for the real parent's process (identity: parent_process_id)
  */
 #define KRSID_EVENT_HEADER \
     __u64 seq; \
@@ -120,6 +123,8 @@
     __u32 action; \
     __u32 suppressed; \
     __u32 hdr_pad; \
+    __u64 start_ns; \
+    __u64 parent_start_ns; \
     char comm[KRSID_COMM_LEN]; \
     char tty[KRSID_TTY_LEN];
 
@@ -140,7 +145,9 @@ enum krsid_counter {
     KRSID_CNT_FILTERED = 3,    /* dropped by an in-kernel filter */
     KRSID_CNT_SUPPRESSED_RATE = 4,  /* over the hook's rate limit */
     KRSID_CNT_SUPPRESSED_DEDUP = 5, /* folded into an identical recent event */
-    KRSID_CNT_SLOTS = 6,
+    KRSID_CNT_SUPPRESSED_FLOOD = 6, /* over its process's or uid's fair share (krsid_fair_share) */
+    KRSID_CNT_FLOOD_SUMMARIES = 7,  /* summary records written about this hook's floods */
+    KRSID_CNT_SLOTS = 8,
 };
 
 /* Per-CPU so the hot path never contends on a cache line. */
@@ -152,6 +159,28 @@ BPF_ARRAY(krsid_seq, __u64, 1);
 
 struct krsid_header_view { KRSID_EVENT_HEADER };
 
+/*
+ * Lanes: the events that matter most for an investigation (exec, module loads,
+ * bpf(), setuid, ptrace, userns, mount, every deny and would-deny verdict, flood
+ * summaries) never share buffer space with the high-volume hooks (mprotect, mmap,
+ * open, connect): each lane is its own ring buffer with its own loss accounting,
+ * drained by the same poll loop, priority lane first. A hook's lane is its sidecar's
+ * `lane:` (the loader defines KRSID_HOOK_LANE per program). seq stays global over
+ * both lanes; order is kept within a lane, not across them.
+ * The perf buffer (KRSID_USE_PERFBUF) has one lane: both names are the same buffer.
+ */
+#define KRSID_LANE_PRIORITY 0
+#define KRSID_LANE_BULK 1
+#define KRSID_LANES 2
+#ifndef KRSID_BULK_RINGBUF_PAGES
+#define KRSID_BULK_RINGBUF_PAGES KRSID_RINGBUF_PAGES
+#endif
+/* Per lane, per CPU: records written and records lost (no room), read by the collector. */
+#define KRSID_LANESTAT_EMITTED 0
+#define KRSID_LANESTAT_LOST 1
+#define KRSID_LANESTATS 2
+BPF_PERCPU_ARRAY(krsid_lane_counters, __u64, KRSID_LANES * KRSID_LANESTATS);
+
 #if KRSID_USE_PERFBUF
 /* Kernels < 5.8 have no BPF ring buffer: stage the event in a per-CPU scratch
  * slot and copy it out with perf_submit. */
@@ -160,13 +189,22 @@ struct krsid_scratch { char data[KRSID_SCRATCH_SIZE]; };
 BPF_PERCPU_ARRAY(krsid_scratch_map, struct krsid_scratch, 1);
 BPF_PERF_OUTPUT(events);
 #else
-BPF_RINGBUF_OUTPUT(events, KRSID_RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(events, KRSID_RINGBUF_PAGES);              /* the priority lane */
+BPF_RINGBUF_OUTPUT(events_bulk, KRSID_BULK_RINGBUF_PAGES);    /* the bulk lane */
 #endif
 
 static __always_inline void krsid_count(__u32 hook_id, __u32 slot)
 {
     int idx = hook_id * KRSID_CNT_SLOTS + slot;
     __u64 *v = krsid_counters.lookup(&idx);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline void krsid_lane_count(__u32 lane, __u32 slot)
+{
+    int idx = lane * KRSID_LANESTATS + slot;
+    __u64 *v = krsid_lane_counters.lookup(&idx);
     if (v)
         *v += 1;
 }
@@ -677,6 +715,10 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
     /* A BTF task pointer: every -> below is one load (a fault reads as 0). */
     struct task_struct *task = bpf_get_current_task_btf();
     h->ppid = task->real_parent->tgid;
+    /* Start times of the group leaders, not of the threads: a process's id must not
+     * depend on which of its threads acts (de_thread copies the leader's on exec). */
+    h->start_ns = task->group_leader->start_boottime;
+    h->parent_start_ns = task->real_parent->group_leader->start_boottime;
     h->euid = task->cred->euid.val;
     h->auid = task->loginuid.val;
     h->sessionid = task->sessionid;
@@ -690,6 +732,17 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
     struct signal_struct *sig = 0;
     bpf_probe_read_kernel(&parent, sizeof(parent), &task->real_parent);
     bpf_probe_read_kernel(&h->ppid, sizeof(h->ppid), &parent->tgid);
+    struct task_struct *leader = 0;
+    h->start_ns = 0;
+    h->parent_start_ns = 0;
+    bpf_probe_read_kernel(&leader, sizeof(leader), &task->group_leader);
+    if (leader)
+        bpf_probe_read_kernel(&h->start_ns, sizeof(h->start_ns), &leader->start_boottime);
+    leader = 0;
+    if (parent)
+        bpf_probe_read_kernel(&leader, sizeof(leader), &parent->group_leader);
+    if (leader)
+        bpf_probe_read_kernel(&h->parent_start_ns, sizeof(h->parent_start_ns), &leader->start_boottime);
     bpf_probe_read_kernel(&cred, sizeof(cred), &task->cred);
     bpf_probe_read_kernel(&h->euid, sizeof(h->euid), &cred->euid.val);
     bpf_probe_read_kernel(&h->auid, sizeof(h->auid), &task->loginuid.val);
@@ -706,15 +759,255 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
 }
 
 /*
+ * Fair sharing (on by default; the config's fair_share section, one set of numbers
+ * per lane): no single uid can take more than its share of a lane, all hooks
+ * together, and no single process (tgid) more than its share of one hook, so an
+ * unprivileged flood cannot crowd out everyone else's events. Each (lane, uid) and
+ * (hook, tgid) has a token bucket kept as time credit (as krsid_limit's): an event
+ * costs cost_ns, credit grows with time up to burst_ns. A call over its share is
+ * not emitted; it is counted (KRSID_CNT_SUPPRESSED_FLOOD) and folded into a pending
+ * summary of its (hook, tgid) or (hook, uid). The flood is itself a signal: a summary
+ * record (struct krsid_flood_event, priority lane) says who flooded which hook, how
+ * many calls were folded and from when to when. The kernel writes it from a folded
+ * call once the summary period (summary_ns) is over; the last period of a flood that
+ * went quiet is written by the daemon (krsid/pipeline/flood.py reads
+ * krsid_flood_procs/_uids). Uid entries live in their own map, so a fork flood that
+ * churns the per-process LRU cannot evict its uid's bucket.
+ */
+#define KRSID_FLOOD_SCOPE_PROCESS 1
+#define KRSID_FLOOD_SCOPE_UID 2
+#define KRSID_FLOOD_ORIGIN_KERNEL 0
+#define KRSID_FLOOD_ORIGIN_DAEMON 1
+#define KRSID_FLOOD_PROCS 16384
+#define KRSID_FLOOD_UIDS 4096
+/* krsid_flood_uids holds two kinds of entries: a uid's bucket for a whole lane, keyed
+ * (KRSID_FLOOD_LANE_KEY + lane, uid), and its folded calls per hook, keyed (hook, uid). */
+#define KRSID_FLOOD_LANE_KEY 0x10000
+
+struct krsid_fair_share {
+    __u64 proc_cost_ns;   /* 1e9 / (events per second per process); 0 = off */
+    __u64 proc_burst_ns;
+    __u64 uid_cost_ns;    /* 1e9 / (events per second per uid); 0 = off */
+    __u64 uid_burst_ns;
+    __u64 summary_ns;     /* a flood summary covers at most this long */
+};
+struct krsid_flood_key {
+    __u32 hook_id;
+    __u32 id;             /* tgid or uid */
+};
+struct krsid_flood_state {
+    __u64 credit_ns;      /* bucket entries: the token bucket */
+    __u64 last_ns;        /* the key's last call */
+    __u64 pending;        /* calls folded since the last summary (atomic adds) */
+    __u64 first_ns;       /* the first of them (boot clock, as ktime_ns), 0 = none */
+    __u64 last_folded_ns; /* the latest of them */
+    __u32 pid;            /* who made the first folded call of the period */
+    __u32 tgid;
+    __u32 uid;
+    __u32 pad;
+    char comm[KRSID_COMM_LEN];
+};
+/* The summary record: a header (of the process the kernel wrote it from, or of the
+ * first folded call when the daemon writes it) and what was folded. Its hook_id is
+ * KRSID_MAX_HOOKS, one past the last hook: flooded_hook names the hook. */
+struct krsid_flood_event {
+    KRSID_EVENT_HEADER
+    __u64 folded;
+    __u64 first_ns;
+    __u64 last_ns;
+    __u32 flooded_hook;
+    __u32 scope;
+    __u32 flood_tgid;
+    __u32 flood_uid;
+    __u32 origin;
+    __u32 flood_pad;
+    char flood_comm[KRSID_COMM_LEN];
+};
+#define KRSID_FLOOD_HOOK_ID KRSID_MAX_HOOKS
+BPF_ARRAY(krsid_fair_share_config, struct krsid_fair_share, KRSID_LANES);  /* per lane */
+BPF_TABLE("lru_hash", struct krsid_flood_key, struct krsid_flood_state, krsid_flood_procs, KRSID_FLOOD_PROCS);
+BPF_TABLE("lru_hash", struct krsid_flood_key, struct krsid_flood_state, krsid_flood_uids, KRSID_FLOOD_UIDS);
+
+/* A new key's state: a full bucket. */
+static __always_inline struct krsid_flood_state krsid_flood_fresh(__u64 now, __u64 burst)
+{
+    struct krsid_flood_state fresh = {};
+    fresh.credit_ns = burst;
+    fresh.last_ns = now;
+    return fresh;
+}
+
+/* The key's state, created on its first call (NULL only if the map refuses: the call
+ * is then admitted, fail open for visibility). One function per map: BCC rewrites
+ * map calls only when the map is named in place. */
+static __always_inline struct krsid_flood_state *krsid_flood_uid_state(struct krsid_flood_key *k, __u64 now,
+                                                                       __u64 burst)
+{
+    struct krsid_flood_state *s = krsid_flood_uids.lookup(k);
+    if (s)
+        return s;
+    struct krsid_flood_state fresh = krsid_flood_fresh(now, burst);
+    krsid_flood_uids.insert(k, &fresh);
+    return krsid_flood_uids.lookup(k);
+}
+
+static __always_inline struct krsid_flood_state *krsid_flood_proc_state(struct krsid_flood_key *k, __u64 now,
+                                                                        __u64 burst)
+{
+    struct krsid_flood_state *s = krsid_flood_procs.lookup(k);
+    if (s)
+        return s;
+    struct krsid_flood_state fresh = krsid_flood_fresh(now, burst);
+    krsid_flood_procs.insert(k, &fresh);
+    return krsid_flood_procs.lookup(k);
+}
+
+/* Take one event's credit from the bucket; 0 if it has not enough. */
+static __always_inline int krsid_share_take(struct krsid_flood_state *s, __u64 now, __u64 cost, __u64 burst)
+{
+    __u64 credit = s->credit_ns + (now - s->last_ns);
+    if (credit > burst)
+        credit = burst;
+    s->last_ns = now;
+    if (credit < cost) {
+        s->credit_ns = credit;
+        return 0;
+    }
+    s->credit_ns = credit - cost;
+    return 1;
+}
+
+/* A call over the key's share: fold it into the pending summary. The first folded
+ * call of a period names the flooder (a racing CPU may write it too: same key). */
+static __always_inline void krsid_flood_fold(struct krsid_flood_state *s, __u64 now)
+{
+    __sync_fetch_and_add(&s->pending, 1);
+    if (!s->first_ns) {
+        __u64 pid_tgid = bpf_get_current_pid_tgid();
+        s->first_ns = now;
+        s->pid = (__u32)pid_tgid;
+        s->tgid = pid_tgid >> 32;
+        s->uid = (__u32)bpf_get_current_uid_gid();
+        bpf_get_current_comm(&s->comm, sizeof(s->comm));
+    }
+    s->last_folded_ns = now;
+}
+
+/*
+ * Write the key's pending summary if its period is over. The count is taken with an
+ * atomic subtract of what was read, so calls folded meanwhile on another CPU stay
+ * pending; with no room in the priority lane nothing is taken (retried next call).
+ */
+static __always_inline void krsid_flood_summarize(struct krsid_flood_state *s, __u32 hook_id, __u32 scope, __u64 now,
+                                                  __u64 summary_ns)
+{
+    __u64 first = s->first_ns;
+    __u64 folded = s->pending;
+    if (!folded || !first || now - first < summary_ns)
+        return;
+#if KRSID_USE_PERFBUF
+    return;  /* one lane and no reserve: the daemon writes the summaries (krsid/pipeline/flood.py) */
+#else
+    struct krsid_flood_event *e = events.ringbuf_reserve(sizeof(struct krsid_flood_event));
+    if (!e) {
+        krsid_lane_count(KRSID_LANE_PRIORITY, KRSID_LANESTAT_LOST);
+        return;
+    }
+    krsid_fill_header((struct krsid_header_view *)e, KRSID_FLOOD_HOOK_ID, krsid_next_seq());
+    e->folded = folded;
+    e->first_ns = first;
+    e->last_ns = s->last_folded_ns;
+    e->flooded_hook = hook_id;
+    e->scope = scope;
+    e->flood_tgid = s->tgid;
+    e->flood_uid = s->uid;
+    e->origin = KRSID_FLOOD_ORIGIN_KERNEL;
+    e->flood_pad = 0;
+    __builtin_memcpy(e->flood_comm, s->comm, sizeof(e->flood_comm));
+    /* Take the count first: a fold racing on another CPU between the two writes keeps
+     * its count pending (its period then starts at its own next fold). */
+    __sync_fetch_and_sub(&s->pending, folded);
+    s->first_ns = 0;
+    events.ringbuf_submit(e, 0);
+    krsid_lane_count(KRSID_LANE_PRIORITY, KRSID_LANESTAT_EMITTED);
+    krsid_count(hook_id, KRSID_CNT_FLOOD_SUMMARIES);
+#endif
+}
+
+/* A folded call: counted, added to its key's pending summary, and the summary
+ * written when its period is over. */
+static __always_inline void krsid_flood_note(struct krsid_flood_state *s, __u32 hook_id, __u32 scope, __u64 now,
+                                             __u64 summary_ns)
+{
+    krsid_count(hook_id, KRSID_CNT_SUPPRESSED_FLOOD);
+    if (!s)
+        return;
+    krsid_flood_fold(s, now);
+    krsid_flood_summarize(s, hook_id, scope, now, summary_ns);
+}
+
+/*
+ * 1 if the caller's uid has credit in this lane and its process on this hook (the
+ * credit is taken), 0 if the call is over a share (folded and counted).
+ * A uid's bucket covers the whole lane, all hooks together: flooding several hooks
+ * at once buys no more room. A process's bucket is per hook.
+ */
+static __always_inline int krsid_fair_share_admit(__u32 hook_id, __u32 lane)
+{
+    __u32 idx = lane;
+    struct krsid_fair_share *fs = krsid_fair_share_config.lookup(&idx);
+    if (!fs || !(fs->proc_cost_ns | fs->uid_cost_ns))
+        return 1;  /* off: no clock read, no map */
+    __u64 now = bpf_ktime_get_boot_ns();
+    __u32 uid = (__u32)bpf_get_current_uid_gid();
+
+    struct krsid_flood_state *u = 0;
+    if (fs->uid_cost_ns) {
+        struct krsid_flood_key bucket = {};
+        bucket.hook_id = KRSID_FLOOD_LANE_KEY + lane;
+        bucket.id = uid;
+        u = krsid_flood_uid_state(&bucket, now, fs->uid_burst_ns);
+        if (u && !krsid_share_take(u, now, fs->uid_cost_ns, fs->uid_burst_ns)) {
+            struct krsid_flood_key folds = {};
+            folds.hook_id = hook_id;
+            folds.id = uid;
+            krsid_flood_note(krsid_flood_uid_state(&folds, now, 0), hook_id, KRSID_FLOOD_SCOPE_UID, now,
+                             fs->summary_ns);
+            return 0;
+        }
+    }
+    if (fs->proc_cost_ns) {
+        struct krsid_flood_key pk = {};
+        pk.hook_id = hook_id;
+        pk.id = bpf_get_current_pid_tgid() >> 32;
+        struct krsid_flood_state *p = krsid_flood_proc_state(&pk, now, fs->proc_burst_ns);
+        if (p && !krsid_share_take(p, now, fs->proc_cost_ns, fs->proc_burst_ns)) {
+            if (u)
+                u->credit_ns += fs->uid_cost_ns;  /* not emitted: give the uid its credit back */
+            krsid_flood_note(p, hook_id, KRSID_FLOOD_SCOPE_PROCESS, now, fs->summary_ns);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
  * Start an event of `size` bytes (a struct that begins with KRSID_EVENT_HEADER):
  * takes the next sequence number, reserves ring-buffer room and fills the header.
  * The sequence number is taken BEFORE the reserve, so when the buffer is full the
  * number is burnt and the loss counted: every gap in delivered seq numbers is a
  * counted loss. Returns NULL when there is no room.
  */
-static __always_inline void *krsid_event_begin_keyed(__u32 hook_id, __u32 size, __u64 dedup_key)
+static __always_inline void *krsid_event_begin_lane(__u32 hook_id, __u32 size, __u64 dedup_key, __u32 action,
+                                                     __u32 hook_lane)
 {
     __u32 folded = 0;
+    /* Verdicts are evidence: a deny or would-deny takes the priority lane whatever the hook's. */
+    __u32 lane = hook_lane;
+    if (action == KRSID_ACT_DENY || action == KRSID_ACT_WOULD_DENY)
+        lane = KRSID_LANE_PRIORITY;
+    if (!krsid_fair_share_admit(hook_id, lane))
+        return 0;
     if (!krsid_admit(hook_id, dedup_key, &folded))
         return 0;
     __u64 seq = krsid_next_seq();
@@ -722,23 +1015,31 @@ static __always_inline void *krsid_event_begin_keyed(__u32 hook_id, __u32 size, 
     int zero = 0;
     void *p = krsid_scratch_map.lookup(&zero);
 #else
-    void *p = events.ringbuf_reserve(size);
+    void *p = 0;
+    if (lane == KRSID_LANE_BULK)
+        p = events_bulk.ringbuf_reserve(size);
+    else
+        p = events.ringbuf_reserve(size);
 #endif
     if (!p) {
         krsid_count(hook_id, KRSID_CNT_LOST_RINGBUF);
+        krsid_lane_count(lane, KRSID_LANESTAT_LOST);
         return 0;
     }
+    krsid_lane_count(lane, KRSID_LANESTAT_EMITTED);
     krsid_fill_header((struct krsid_header_view *)p, hook_id, seq);
     ((struct krsid_header_view *)p)->suppressed = folded;
     return p;
 }
 
-/* krsid_event_begin_keyed with no hook-specific key: dedup (when configured) folds
- * events of the same hook and process. Returns NULL when suppressed or no room. */
-static __always_inline void *krsid_event_begin(__u32 hook_id, __u32 size)
-{
-    return krsid_event_begin_keyed(hook_id, size, 0);
-}
+/* In a program: krsid_event_begin(KRSID_HOOK_ID, sizeof(struct <hook>_event), d.action),
+ * or krsid_event_begin_keyed(..., dedup key, d.action) to fold by a key of the hook's
+ * (dedup, when configured, folds events of the same hook, process and key). `action`
+ * is the policy's decision: it picks the lane with the program's KRSID_HOOK_LANE.
+ * Returns NULL when suppressed or no room. */
+#define krsid_event_begin_keyed(hook_id, size, dedup_key, action) \
+    krsid_event_begin_lane((hook_id), (size), (dedup_key), (action), KRSID_HOOK_LANE)
+#define krsid_event_begin(hook_id, size, action) krsid_event_begin_lane((hook_id), (size), 0, (action), KRSID_HOOK_LANE)
 
 #if !KRSID_USE_PERFBUF
 /*
@@ -750,10 +1051,15 @@ static __always_inline void *krsid_event_begin(__u32 hook_id, __u32 size)
  * so latency stays bounded and a busy system pays for one wake-up per batch.
  * Counting by seq needs no shared state: seq is already global and unique.
  */
-static __always_inline __u64 krsid_wakeup_flags(void *ev)
+static __always_inline __u64 krsid_wakeup_flags(void *ev, __u32 hook_lane)
 {
+    struct krsid_header_view *h = ev;
+    /* The priority lane is low-volume by design: its records wake the daemon as the
+     * kernel decides (at once when it has caught up), never wait for a batch. */
+    if (hook_lane == KRSID_LANE_PRIORITY || h->action == KRSID_ACT_DENY || h->action == KRSID_ACT_WOULD_DENY)
+        return 0;
 #if KRSID_WAKEUP_EVENTS > 0
-    if (((struct krsid_header_view *)ev)->seq % KRSID_WAKEUP_EVENTS == 0)
+    if (h->seq % KRSID_WAKEUP_EVENTS == 0)
         return KRSID_RB_FORCE_WAKEUP;
     return KRSID_RB_NO_WAKEUP;
 #else
@@ -763,7 +1069,7 @@ static __always_inline __u64 krsid_wakeup_flags(void *ev)
 #endif
 
 /* Hand the event to user space (ring buffer) or copy it out (perf buffer). */
-static __always_inline void krsid_event_submit(void *ctx, __u32 hook_id, void *ev, __u32 size)
+static __always_inline void krsid_event_submit_lane(void *ctx, __u32 hook_id, void *ev, __u32 size, __u32 hook_lane)
 {
 #if KRSID_USE_PERFBUF
     if (events.perf_submit(ctx, ev, size) == 0)
@@ -771,10 +1077,12 @@ static __always_inline void krsid_event_submit(void *ctx, __u32 hook_id, void *e
     else
         krsid_count(hook_id, KRSID_CNT_LOST_RINGBUF);
 #else
-    events.ringbuf_submit(ev, krsid_wakeup_flags(ev));
+    events.ringbuf_submit(ev, krsid_wakeup_flags(ev, hook_lane));
     krsid_count(hook_id, KRSID_CNT_EMITTED);
 #endif
 }
+/* Macros, so that KRSID_HOOK_LANE is the calling program's (the loader defines it per program). */
+#define krsid_event_submit(ctx, hook_id, ev, size) krsid_event_submit_lane((ctx), (hook_id), (ev), (size), KRSID_HOOK_LANE)
 
 /* The dentry's own name (no directory): usable on every hook, unlike bpf_d_path. */
 static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct dentry *d)

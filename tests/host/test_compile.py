@@ -107,7 +107,9 @@ def test_map_calls_in_an_included_header_are_caught_before_load(
     from krsid.pipeline import load
 
     real = load.module_text
-    monkeypatch.setattr(load, "module_text", lambda specs, header, nargs, extra="": real(specs, "", nargs, extra))
+    monkeypatch.setattr(
+        load, "module_text", lambda specs, header, nargs, extra="", **kw: real(specs, "", nargs, extra, **kw)
+    )
     with pytest.raises(ProgramLoadError, match="indirect call"):
         load.compile_only(CATALOG, list(CATALOG), settings)
 

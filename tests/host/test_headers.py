@@ -534,3 +534,16 @@ def test_linux_version_code_rejects_garbage() -> None:
 )
 def test_parse_bpftool_version(text: str, version: tuple[int, int, int] | None) -> None:
     assert parse_bpftool_version(text) == version
+
+
+def test_every_helper_id_bccs_helpers_h_names_can_be_derived() -> None:
+    """The tree defines the BPF_FUNC_* ids the kernel's BTF lacks from the uapi bpf.h
+    embedded in the same libbcc as helpers.h: every id helpers.h names is there (6.1's
+    BTF lacks BPF_FUNC_cgrp_storage_get/_delete, which BCC 0.26's helpers.h names)."""
+    library = headers.find_libbcc()
+    assert library is not None, "no libbcc.so* (the host tier needs BCC)"
+    named = set(re.findall(rb"\(void \*\) ?BPF_FUNC_(\w+)", library.read_bytes()))
+    ids = headers.bcc_helper_ids(library)
+    assert len(named) > 150, f"helpers.h not found in {library}: {len(named)} names"
+    assert {n.decode() for n in named} <= set(ids), sorted({n.decode() for n in named} - set(ids))
+    assert (ids["cgrp_storage_get"], ids["cgrp_storage_delete"]) == (210, 211)

@@ -83,6 +83,13 @@ def test_unit_is_a_notify_service_with_watchdog_and_rate_limits() -> None:
     assert caps and {"CAP_BPF", "CAP_PERFMON"} <= set(caps.group(1).split())
 
 
+def test_unit_runs_the_auditor_ahead_of_ordinary_processes() -> None:
+    """CPU-bound floods must not starve the daemon into losing events (tests/vm/test_flood.py
+    runs it at this nice value): a negative Nice=, like auditd's priority_boost."""
+    nice = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("Nice=")]
+    assert len(nice) == 1 and int(nice[0]) < 0, nice
+
+
 def test_unit_leaves_host_tmp_and_home_visible_to_path_rules() -> None:
     """Policy path rules resolve /tmp and /home in the daemon's mount namespace: a
     private /tmp or a hidden /home would make them silently never match a host process

@@ -12,6 +12,9 @@ class NoKernel:
     def hook_counters(self) -> dict[str, dict[str, int]]:
         return {}
 
+    def lane_counters(self) -> dict[str, dict[str, int]]:
+        return {}
+
     def attached(self) -> dict[str, bool]:
         return {}
 

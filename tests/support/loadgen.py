@@ -12,6 +12,13 @@ file_mprotect record into krsid's ring buffer.
       + lost in the ring buffer (kernel counter) + lost decoding
       + lost in the sink's queue + lost writing to the sink (daemon counters)
 and that every missing seq is one of those counted losses, with no duplicates.
+
+With ``priority_per_s``, a second driver process stands in for the events that
+matter most: each of its getppid() calls emits one marked record
+(``PRIORITY_FILE``) into the lane ``priority_lane`` names, while the first driver
+floods the bulk lane. The BPF side counts, per driver, the calls, the records
+written, those lost for want of room and those suppressed (``LoadResult.targets``);
+the output says how many of each driver's records arrived (``LoadResult.arrived``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +40,7 @@ from krsid.catalog.contract import CNT_LOST_RINGBUF
 from krsid.config import load_config
 from krsid.daemon import Daemon
 from krsid.pipeline.stats import STAGE_DECODE
+from krsid.pipeline.transport import LANE_BULK, LANE_PRIORITY
 from tests.support.metrics import gap_stages
 from tests.support.sinks import complete_jsonl
 
@@ -43,12 +51,25 @@ HERE = Path(__file__).resolve().parent
 BPF_SOURCE = HERE / "loadgen.bpf.c"
 DRIVER_SOURCE = HERE / "loadgen_driver.c"
 HOOK = "file_mprotect"  # the records the generator emits; the only hook compiled
+# The drivers, as loadgen.bpf.c numbers them (loadgen_counts), and how their records
+# are told apart in the output (the `file` field).
+FLOOD, PRIORITY = "flood", "priority"
+TARGET_FILES = {FLOOD: "libloadgen-jit-cache.so", PRIORITY: "libloadgen-priority.so"}
+PRIORITY_FILE = TARGET_FILES[PRIORITY]
+# loadgen_counts' slots per driver (LOADGEN_CALLS ... LOADGEN_SUPPRESSED).
+OUTCOMES = ("calls", "emitted", "lost", "suppressed")
+LANE_NUMBERS = {LANE_PRIORITY: 0, LANE_BULK: 1}  # KRSID_LANE_* in krsid.h
 
 
 def build_driver(workdir: Path) -> Path:
     exe = workdir / "loadgen-driver"
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(DRIVER_SOURCE)], check=True)
     return exe
+
+
+def getppid_number(driver: Path) -> int:
+    """getppid's syscall number on this architecture (the driver is C: it knows)."""
+    return int(subprocess.run([str(driver), "--getppid-nr"], capture_output=True, text=True, check=True).stdout)
 
 
 class LoadgenDaemon(Daemon):
@@ -72,10 +93,49 @@ class LoadgenDaemon(Daemon):
         ctl: Any = self.programs.table("loadgen_ctl")
         ctl[ct.c_int(0)] = ct.c_uint64(tgid)
 
+    def set_priority_target(self, tgid: int, *, lane: str = LANE_PRIORITY, getppid_nr: int = 0) -> None:
+        """Make tgid's getppid() calls emit marked records into `lane` (tgid 0: off)."""
+        import ctypes as ct
+
+        assert self.programs is not None
+        ctl: Any = self.programs.table("loadgen_ctl")
+        ctl[ct.c_int(3)] = ct.c_uint64(getppid_nr)
+        ctl[ct.c_int(2)] = ct.c_uint64(LANE_NUMBERS[lane])
+        ctl[ct.c_int(1)] = ct.c_uint64(tgid)
+
+    def target_counts(self) -> dict[str, dict[str, int]]:
+        """driver -> {calls, emitted, lost, suppressed}, summed over CPUs."""
+        import ctypes as ct
+
+        assert self.programs is not None
+        counts: Any = self.programs.table("loadgen_counts")
+        return {
+            target: {
+                outcome: int(counts.sum(ct.c_int(target_no * len(OUTCOMES) + slot)).value)
+                for slot, outcome in enumerate(OUTCOMES)
+            }
+            for target_no, target in enumerate((FLOOD, PRIORITY))
+        }
+
+
+# One driver process makes every call: fair sharing would fold nearly all of it. The
+# load tests measure the pipeline, so it is off unless a test turns it on.
+FAIR_SHARE_OFF: Mapping[str, Any] = {lane: {"process_rate": 0, "uid_rate": 0} for lane in ("priority", "bulk")}
+
 
 def write_config(
-    workdir: Path, *, sinks: tuple[str, ...], ringbuf_pages: int, backlog_mb: int, jsonl_path: str
+    workdir: Path,
+    *,
+    sinks: tuple[str, ...],
+    ringbuf_pages: int,
+    backlog_mb: int,
+    jsonl_path: str,
+    fair_share: Mapping[str, Any] = FAIR_SHARE_OFF,
+    priority_pages: int | None = None,
 ) -> Path:
+    buffer: dict[str, object] = {"kind": "ringbuf", "pages": ringbuf_pages}
+    if priority_pages is not None:
+        buffer["priority_pages"] = priority_pages
     cfg = workdir / "krsid-load.yaml"
     cfg.write_text(
         yaml.safe_dump(
@@ -83,8 +143,9 @@ def write_config(
                 "headers": "auto",
                 "cache_dir": str(workdir / "cache"),
                 "state_dir": str(workdir / "state"),
-                "buffer": {"kind": "ringbuf", "pages": ringbuf_pages},
+                "buffer": buffer,
                 "hooks": {HOOK: {"exec_only": True}},
+                "fair_share": dict(fair_share),
                 "sinks": {
                     "journald": {"enabled": "journald" in sinks, "backlog_mb": backlog_mb},
                     "jsonl": {"enabled": "jsonl" in sinks, "path": jsonl_path, "backlog_mb": backlog_mb},
@@ -108,6 +169,14 @@ class LoadResult:
     missing: dict[str, int] = field(default_factory=dict)  # sink -> seqs absent from its output
     duplicates: dict[str, int] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
+    kernel: dict[str, int] = field(default_factory=dict)  # the hook's kernel counters at the end
+    flood_summaries: list[dict[str, Any]] = field(default_factory=list)  # in the JSON lines output
+    # Per driver (FLOOD, PRIORITY), counted in the kernel: calls, emitted, lost, suppressed.
+    targets: dict[str, dict[str, int]] = field(default_factory=dict)
+    arrived: Counter[str] = field(default_factory=Counter)  # driver -> its records in the JSON lines output
+    lanes: dict[str, dict[str, int]] = field(default_factory=dict)  # lane -> {emitted, lost} (krsid.h)
+    lane_records: dict[str, int] = field(default_factory=dict)  # lane -> records the daemon read from it
+    priority_calls: int = 0  # getppid() calls the priority driver reports
 
     def counted_lost(self, sink: str) -> int:
         return sum(self.lost[stage] for stage in gap_stages(sink))
@@ -143,16 +212,30 @@ def run_load(
     read_jsonl: Callable[[], list[int]] | None = None,
     during: Callable[[LoadgenDaemon], None] | None = None,
     drain_timeout: float = 60.0,
+    fair_share: Mapping[str, Any] = FAIR_SHARE_OFF,
+    priority_per_s: float = 0,
+    priority_lane: str = LANE_PRIORITY,
+    priority_pages: int | None = None,
 ) -> LoadResult:
     """Run the real daemon under generated load; return the balanced books.
 
     ``during`` runs in a helper thread while the driver runs (e.g. to stall a sink).
+    ``priority_per_s`` > 0 runs the priority driver alongside for the same time, its
+    records into ``priority_lane`` (LANE_BULK: one lane for all, krsid before lanes).
     Must be called from the main thread (the daemon installs signal handlers).
     """
     jsonl = jsonl_path or workdir / "events.jsonl"
     if not jsonl.exists() or jsonl.is_file():
         jsonl.write_bytes(b"")  # fresh output per run
-    cfg = write_config(workdir, sinks=sinks, ringbuf_pages=ringbuf_pages, backlog_mb=backlog_mb, jsonl_path=str(jsonl))
+    cfg = write_config(
+        workdir,
+        sinks=sinks,
+        ringbuf_pages=ringbuf_pages,
+        backlog_mb=backlog_mb,
+        jsonl_path=str(jsonl),
+        fair_share=fair_share,
+        priority_pages=priority_pages,
+    )
     logs: list[str] = []
     daemon = LoadgenDaemon(load_config(cfg))
     daemon.start()
@@ -163,13 +246,22 @@ def run_load(
         [str(driver), str(events_per_s), str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     daemon.set_target(proc.pid)
+    drivers = [proc]
+    prio: subprocess.Popen[str] | None = None
+    if priority_per_s > 0:
+        prio = subprocess.Popen(
+            [str(driver), str(priority_per_s), str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        daemon.set_priority_target(prio.pid, lane=priority_lane, getppid_nr=getppid_number(driver))
+        drivers.append(prio)
     marks: dict[str, float] = {}
 
     def control() -> None:
         try:
             if during is not None:
                 during(daemon)
-            proc.wait()
+            for p in drivers:
+                p.wait()
             deadline = time.monotonic() + drain_timeout
             while time.monotonic() < deadline:
                 if _drained(daemon, seed):
@@ -180,23 +272,33 @@ def run_load(
         finally:
             daemon.request_stop()
 
-    assert proc.stdin is not None
     marks["start"], marks["cpu_start"] = time.monotonic(), _cpu_seconds()
-    proc.stdin.write("g")
-    proc.stdin.close()
+    for p in drivers:
+        assert p.stdin is not None
+        p.stdin.write("g")
+        p.stdin.close()
     controller = threading.Thread(target=control, daemon=True)
     controller.start()
     try:
         daemon.run()
     finally:
         daemon.set_target(0)
+        daemon.set_priority_target(0)
         produced = daemon.programs.current_sequence() - seed
-        ringbuf_lost = daemon.programs.hook_counters()[HOOK][CNT_LOST_RINGBUF]  # the module is freed by stop()
+        kernel = dict(daemon.programs.hook_counters()[HOOK])  # the module is freed by stop()
+        ringbuf_lost = kernel[CNT_LOST_RINGBUF]
+        targets = daemon.target_counts()
+        lanes = daemon.programs.lane_counters()
         daemon.stop()
         controller.join(5)
-        proc.wait(5)
+        for p in drivers:
+            p.wait(5)
     assert proc.stdout is not None
     calls = int(proc.stdout.read().strip() or 0)
+    priority_calls = 0
+    if prio is not None:
+        assert prio.stdout is not None
+        priority_calls = int(prio.stdout.read().strip() or 0)
     lost: Counter[str] = Counter()
     for (_hook, stage), n in daemon.stats.lost.items():
         lost[stage] += n
@@ -209,9 +311,22 @@ def run_load(
         cpu_seconds=marks.get("cpu_end", _cpu_seconds()) - marks["cpu_start"],
         lost=lost,
         logs=logs,
+        kernel=kernel,
+        targets=targets,
+        lanes=lanes,
+        lane_records=dict(daemon.stats.lane_records),
+        priority_calls=priority_calls,
     )
     outputs: dict[str, Callable[[], list[int]]] = {}
-    if "jsonl" in sinks:
+    if "jsonl" in sinks and read_jsonl is None and jsonl.is_file():
+        records = complete_jsonl(jsonl)  # read once: a flood's output is large
+        result.flood_summaries = [obj for obj in records if obj["hook"] == "flood"]
+        by_file = {name: target for target, name in TARGET_FILES.items()}
+        for obj in records:
+            if obj["hook"] == HOOK and obj.get("file") in by_file:
+                result.arrived[by_file[obj["file"]]] += 1
+        outputs["jsonl"] = lambda: [obj["seq"] for obj in records]
+    elif "jsonl" in sinks:
         outputs["jsonl"] = read_jsonl or (lambda: [obj["seq"] for obj in complete_jsonl(jsonl)])
     if "journald" in sinks:
         assert journal_seqs is not None, "journald sink needs journal_seqs"

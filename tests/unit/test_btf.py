@@ -446,6 +446,7 @@ def test_run_checks_shape(tmp_path: Path) -> None:
         "BTF",
         "capabilities",
         "LSM program load",
+        "BPF atomics",
         "BPF ring buffer",
         "bpftool",
         "headers",

@@ -127,6 +127,9 @@ class FakePrograms:
     def set_limits(self, limits: Mapping[str, tuple[int, int]]) -> None:
         self.limits = limits
 
+    def set_fair_share(self, share: Any) -> None:
+        self.fair_share = share
+
 
 def fallback_daemon(cfg: Config, tmp_path: Path) -> tuple[Daemon, FakePrograms]:
     d = Daemon(cfg, sinks=[], available_hooks=lambda: OLD_KERNEL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -61,9 +62,19 @@ def record(**values: object) -> bytes:
     return pack(MPROT, 0, seq=9, tgid=os.getpid(), pid=os.getpid(), **values)
 
 
+def own_start_ns() -> int:
+    """This process's start time as the kernel header carries it (the enricher checks it against /proc)."""
+    from krsid.identity.ids import BootClock
+    from krsid.identity.procfs import parse_stat
+
+    parsed = parse_stat(Path("/proc/self/stat").read_bytes())
+    assert parsed is not None
+    return parsed[1] * BootClock(boot_id="").ns_per_tick
+
+
 def test_a_record_goes_down_decoded_named_and_enriched() -> None:
     pipeline, sink, stats, asked = make()
-    pipeline.handle(record(rule=2))
+    pipeline.handle(record(rule=2, start_ns=own_start_ns()))
     (event,) = sink.events
     assert event.hook == "file_mprotect" and event.seq == 9
     assert event.values["rule"] == "no-wx" and asked == [("file_mprotect", 2)]

@@ -681,7 +681,7 @@ def test_trusted_programs_dir_is_accepted_and_its_text_is_kept(tmp_path: Path) -
     (programs / "file_mprotect.c").write_text("#error swapped after the check\n")
     from krsid.pipeline.load import module_text
 
-    text = module_text([spec], config.catalog.header_text, {"file_mprotect": 4})
+    text = module_text([spec], config.catalog.header_text, {"file_mprotect": 4}, lanes=config.catalog.contract.lanes)
     assert checked_text in text and "swapped after the check" not in text
 
 

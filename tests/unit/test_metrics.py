@@ -23,6 +23,9 @@ class FakeKernel:
     def attached(self) -> dict[str, bool]:
         return {"file_mprotect": True, "bprm_check_security": False}
 
+    def lane_counters(self) -> dict[str, dict[str, int]]:
+        return {"priority": {"emitted": 3, "lost": 0}, "bulk": {"emitted": 4, "lost": 1}}
+
 
 def exposition() -> bytes:
     stats = PipelineStats()

@@ -75,6 +75,12 @@ class Limit(ct.Structure):
     _fields_ = [("cost_ns", ct.c_uint64), ("burst_ns", ct.c_uint64), ("window_ns", ct.c_uint64)]
 
 
+class FairShare(ct.Structure):
+    _fields_ = [
+        (name, ct.c_uint64) for name in ("proc_cost_ns", "proc_burst_ns", "uid_cost_ns", "uid_burst_ns", "summary_ns")
+    ]
+
+
 def _members(s: ct.Structure) -> dict[str, Any]:
     values = {name: getattr(s, name) for name, *_ in s._fields_}
     return {k: list(v) if isinstance(v, ct.Array) else v for k, v in values.items()}
@@ -138,6 +144,7 @@ class FakeBpf:
         for name in ("krsid_options", "krsid_policy_bank", "krsid_rule_hits"):
             self.tables[name.encode()] = FakeTable(self, name)
         self.tables[b"krsid_limits"] = FakeTable(self, "krsid_limits", leaf=Limit)
+        self.tables[b"krsid_fair_share_config"] = FakeTable(self, "krsid_fair_share_config", leaf=FairShare)
         self.tables[b"krsid_rules"] = FakeTable(self, "krsid_rules", leaf=RuleLeaf)
         self.tables[b"krsid_dirs"] = FakeTable(self, "krsid_dirs", key=DirKey, leaf=DirRules)
         for opt in CATALOG["file_open"].options:
@@ -187,6 +194,7 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
             "bank": bank,
             "options": bpf.tables[b"krsid_options"].data,
             "limits": bpf.tables[b"krsid_limits"].data,
+            "fair_share": bpf.tables[b"krsid_fair_share_config"].data,
             "sets": sets,
             "rules": rules,
             "dirs": dirs,
@@ -215,6 +223,8 @@ def config_text(tmp_path: Path, *, new: bool) -> str:
         f"  file_mprotect: {{exec_only: {'false' if new else 'true'}, rate_limit: {500 if new else 100}}}\n"
         f"  file_open: {{sensitive_paths: [{paths}], dedup_window_ms: {20 if new else 10}}}\n"
         "  bprm_check_security: {}\n"
+        f"fair_share: {{bulk: {{process_rate: {300 if new else 200}}}, "
+        f"priority: {{uid_burst: {900 if new else 800}}}}}\n"
         "policy:\n  rules:\n" + "".join(f"    - {r}\n" for r in rules)
     )
 
@@ -233,6 +243,7 @@ def running(tmp_path: Path) -> tuple[Daemon, Path]:
     daemon.serves = {h: h for h in HOOKS}
     programs.set_options(daemon._hook_options(config))
     programs.set_limits(daemon._hook_limits(config))
+    programs.set_fair_share(config.fair_share)
     daemon._apply_policy(config.policy)
     path.write_text(config_text(tmp_path, new=True))
     return daemon, path
@@ -255,6 +266,7 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     after = live_state(daemon.programs)
     assert after["bank"] != before["bank"] and after["options"] != before["options"]
     assert after["limits"] != before["limits"] and after["sets"] != before["sets"]
+    assert after["fair_share"] != before["fair_share"]
     assert len(after["sets"]["file_open_paths"]) == SET_CAPACITY
     assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"n-wx", "n-dir", "n-exec", "n-exec2"}
 
@@ -266,6 +278,7 @@ WRITE_FAILURES = [
     ("file_open_paths", 1, Injected("clear failed")),
     ("file_open_paths", SET_CAPACITY - 2, Exception(MAP_FULL)),  # midway through refilling the set
     ("krsid_limits", 2, Exception(MAP_FULL)),
+    ("krsid_fair_share_config", 1, Exception(MAP_FULL)),
     ("krsid_dirs", 1, Exception(MAP_FULL)),
     ("krsid_rules", 1, Exception(MAP_FULL)),
     ("krsid_rules", 4, RuntimeError("a bug")),

@@ -11,10 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from krsid.pipeline.transport import (
+    BULK_BATCH,
     BUSY_SINK_RETRY_MS,
+    MAX_ROUNDS,
     EventTransport,
     PerfBufferTransport,
     RingBufferTransport,
+    RingLane,
 )
 
 
@@ -29,6 +32,22 @@ class Calls:
         self.log.append(("poll", timeout_ms))
 
 
+class Lane:
+    """A lane whose buffer holds `waiting` records; reads are logged as (lane, limit, read)."""
+
+    def __init__(self, name: str, fd: int, waiting: int, log: list[tuple[str, int, int]]) -> None:
+        self.name, self.fd, self.waiting, self.log = name, fd, waiting, log
+
+    def consume(self, limit: int) -> int:
+        n = self.waiting if limit == 0 else min(limit, self.waiting)
+        self.waiting -= n
+        self.log.append((self.name, limit, n))
+        return n
+
+    def ring(self) -> RingLane:
+        return RingLane(self.fd, self.consume)
+
+
 @pytest.fixture
 def pipe() -> Iterator[tuple[int, int]]:
     r, w = os.pipe()
@@ -37,37 +56,69 @@ def pipe() -> Iterator[tuple[int, int]]:
     os.close(w)
 
 
-def test_ring_buffer_waits_for_records_then_consumes(pipe: tuple[int, int]) -> None:
+@pytest.fixture
+def quiet_fd() -> Iterator[int]:
+    r, w = os.pipe()
+    yield r
+    os.close(r)
+    os.close(w)
+
+
+def test_ring_buffers_wait_for_records_then_both_lanes_are_read(pipe: tuple[int, int], quiet_fd: int) -> None:
     records, writer = pipe
-    calls = Calls()
-    transport: EventTransport = RingBufferTransport(records, calls.consume, calls.poll)
+    log: list[tuple[str, int, int]] = []
+    priority, bulk = Lane("priority", quiet_fd, 0, log), Lane("bulk", records, 3, log)
+    transport: EventTransport = RingBufferTransport(priority.ring(), bulk.ring(), bulk_batch=512)
     assert not transport.reports_losses
     t0 = time.monotonic()
     transport.wait_and_read(150, [])
-    assert time.monotonic() - t0 >= 0.1  # nothing waiting: the timeout ran out
-    os.write(writer, b"x")  # the map fd polls POLLIN: records wait
+    assert time.monotonic() - t0 >= 0.1  # nothing polls readable: the timeout ran out
+    os.write(writer, b"x")  # the bulk lane's fd polls POLLIN: records wait
     t0 = time.monotonic()
     transport.wait_and_read(10_000, [])
     assert time.monotonic() - t0 < 5
-    assert calls.log == [("consume", -1), ("consume", -1)]
+    assert log[-2:] == [("priority", 0, 0), ("bulk", 512, 0)]
+    assert log[:2] == [("priority", 0, 0), ("bulk", 512, 3)]
 
 
-def test_ring_buffer_wakes_when_a_busy_sink_can_take_data(pipe: tuple[int, int]) -> None:
-    records, _writer = pipe
-    calls = Calls()
-    transport = RingBufferTransport(records, calls.consume, calls.poll)
+def test_a_record_in_the_priority_lane_alone_wakes_the_transport(pipe: tuple[int, int], quiet_fd: int) -> None:
+    records, writer = pipe
+    log: list[tuple[str, int, int]] = []
+    transport = RingBufferTransport(Lane("priority", records, 1, log).ring(), Lane("bulk", quiet_fd, 0, log).ring())
+    os.write(writer, b"x")
+    t0 = time.monotonic()
+    transport.wait_and_read(10_000, [])
+    assert time.monotonic() - t0 < 5
+    assert log == [("priority", 0, 1), ("bulk", BULK_BATCH, 0)]
+
+
+def test_under_a_bulk_flood_the_priority_lane_is_read_between_bulk_batches(quiet_fd: int) -> None:
+    """A full bulk lane is read in batches with the priority lane read before each: a
+    priority record never waits behind a whole bulk buffer. The rounds are bounded, so
+    the poll loop gets control back while the flood lasts."""
+    log: list[tuple[str, int, int]] = []
+    priority, bulk = Lane("priority", quiet_fd, 0, log), Lane("bulk", quiet_fd, 10**9, log)
+    RingBufferTransport(priority.ring(), bulk.ring(), bulk_batch=100).wait_and_read(0, [])
+    assert [entry[0] for entry in log] == ["priority", "bulk"] * MAX_ROUNDS + ["priority"]
+    assert all(n == 100 for lane, _limit, n in log if lane == "bulk")
+
+
+def test_ring_buffer_wakes_when_a_busy_sink_can_take_data(quiet_fd: int) -> None:
+    log: list[tuple[str, int, int]] = []
+    transport = RingBufferTransport(Lane("priority", quiet_fd, 0, log).ring(), Lane("bulk", quiet_fd, 0, log).ring())
     a, b = socket.socketpair()
     with a, b:
         t0 = time.monotonic()
         transport.wait_and_read(10_000, [a.fileno()])  # a is writable at once
         assert time.monotonic() - t0 < 5
-    assert calls.log == [("consume", -1)]
+    assert log == [("priority", 0, 0), ("bulk", BULK_BATCH, 0)]
 
 
-def test_ring_buffer_reads_what_is_pending_without_waiting(pipe: tuple[int, int]) -> None:
-    calls = Calls()
-    RingBufferTransport(pipe[0], calls.consume, calls.poll).read_pending()
-    assert calls.log == [("poll", 0)]
+def test_ring_buffer_reads_what_is_pending_without_waiting(quiet_fd: int) -> None:
+    log: list[tuple[str, int, int]] = []
+    priority, bulk = Lane("priority", quiet_fd, 2, log), Lane("bulk", quiet_fd, 700, log)
+    RingBufferTransport(priority.ring(), bulk.ring(), bulk_batch=512).read_pending()
+    assert (priority.waiting, bulk.waiting) == (0, 0)
 
 
 def test_perf_buffer_polls_alone_and_retries_busy_sinks_on_a_timer() -> None:

@@ -6,6 +6,9 @@ It does two things the ordinary VM tier does not need:
 * tests written for what the default kernel offers are skipped, with the reason, on a
   kernel that lacks it (today: the userns_create hook before 6.1; there
   tests/vm/test_matrix.py checks the cred_prepare fallback that krsid uses instead);
+* on a kernel krsid refuses (no BPF atomics before 5.12: Debian 11's 5.10) only the
+  refusal tests of tests/vm/test_matrix.py run (doctor, and `krsid run` exiting 3
+  before the compile); every other test needs a daemon and is deselected;
 * it writes one JSON result to $KRSID_MATRIX_OUT: the kernel, header mode, every test's
   outcome and duration, and the facts tests/vm/test_matrix.py recorded (hooks
   attached, fallbacks, start-up warnings, doctor's lines), from which
@@ -36,6 +39,25 @@ NEEDS_HOOK = (
 )
 
 
+# What runs on a kernel krsid refuses (no BPF atomics before 5.12): the tests that
+# check the refusal. Everything else needs a running daemon and is deselected.
+ON_A_REFUSED_KERNEL = (
+    "tests/vm/test_matrix.py::test_doctor_on_this_kernel",
+    "tests/vm/test_matrix.py::test_start_without_bpf_atomics_is_refused",
+)
+
+
+def kernel_refusal() -> str | None:
+    """Why krsid refuses to start on this kernel (its own probe), or None."""
+    try:
+        from krsid.kernel.probe import bpf_atomics_check
+
+        check = bpf_atomics_check()
+    except Exception:  # an unusable probe must not hide tests: nothing is deselected
+        return None
+    return check.detail if check.ok is False else None
+
+
 def kernel_lsm_hooks() -> set[str]:
     """LSM hooks of the running kernel (BTF bpf_lsm_*); empty if BTF cannot be read."""
     try:
@@ -54,7 +76,14 @@ class _Recorder:
         self.hooks = kernel_lsm_hooks()
 
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        refusal = kernel_refusal()
+        if refusal is not None:
+            FACTS["unsupported"] = refusal
+            kept = [item for item in items if item.nodeid in ON_A_REFUSED_KERNEL]
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = kept
+            return
         if not self.hooks:
             return
         for item in items:

@@ -38,6 +38,10 @@ def row(run: dict[str, Any]) -> str:
         if counts.get(what):
             tests += f", {counts[what]} {what}"
     verdict = "**pass**" if run.get("passed") else "**FAIL**"
+    if facts.get("unsupported"):
+        # krsid refuses this kernel at start (exit 3); the run checks that refusal.
+        hooks, fb, deny_text = "none: refused at start (exit 3)", "—", "—"
+        verdict = "**refused as documented**" if run.get("passed") else "**FAIL**"
     kernel = f"{run.get('package_version') or run['kernel']} (`{run['kernel']}`, {run.get('suite', '')})"
     return (
         f"| {kernel} | {run['headers']} | {hooks} | {fb} | {deny_text} "

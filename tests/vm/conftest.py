@@ -111,6 +111,19 @@ class RunningDaemon:
     def events(self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True) -> list[dict[str, Any]]:
         return [obj for obj in self.records() if predicate(obj)]
 
+    def seqs_by_lane(self) -> dict[str, list[int]]:
+        """Every event's seq, per lane, in delivery order. seq is global over both lanes;
+        the daemon reads each lane in order, not the two interleaved by seq (README:
+        Lanes). A verdict takes the priority lane on any hook."""
+        from krsid.catalog import load_catalog
+
+        lane_of = {s.name: s.lane for s in load_catalog(ROOT / "programs").event_types}
+        by_lane: dict[str, list[int]] = {}
+        for e in self.events():
+            lane = "priority" if e.get("action") in ("deny", "would_deny") else lane_of.get(e["hook"], "priority")
+            by_lane.setdefault(lane, []).append(e["seq"])
+        return by_lane
+
     def wait_events(
         self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 60.0
     ) -> list[dict[str, Any]]:

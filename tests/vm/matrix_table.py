@@ -43,8 +43,9 @@ def row(run: dict[str, Any]) -> str:
         hooks, fb, deny_text = "none: refused at start (exit 3)", "—", "—"
         verdict = "**refused as documented**" if run.get("passed") else "**FAIL**"
     kernel = f"{run.get('package_version') or run['kernel']} (`{run['kernel']}`, {run.get('suite', '')})"
+    whole = " (whole VM suite)" if run.get("selection") == "whole VM suite" else ""
     return (
-        f"| {kernel} | {run['headers']} | {hooks} | {fb} | {deny_text} "
+        f"| {kernel} | {run['headers']}{whole} | {hooks} | {fb} | {deny_text} "
         f"| {verdict} | {tests} | {run.get('vm_seconds', 0):.0f} s |"
     )
 

@@ -224,15 +224,7 @@ def test_bad_config_attaches_nothing(daemon: RunningDaemon, tmp_path: Path, bad:
 
 
 def test_seq_numbers_are_unique_and_increasing_per_lane(daemon: RunningDaemon) -> None:
-    """seq is global over both lanes; the daemon reads each lane in order, not the two
-    interleaved by seq (README: Lanes). A verdict takes the priority lane on any hook."""
-    from krsid.catalog import load_catalog
-
-    lane_of = {s.name: s.lane for s in load_catalog(ROOT / "programs").event_types}
-    by_lane: dict[str, list[int]] = {}
-    for e in daemon.events():
-        lane = "priority" if e.get("action") in ("deny", "would_deny") else lane_of.get(e["hook"], "priority")
-        by_lane.setdefault(lane, []).append(e["seq"])
+    by_lane = daemon.seqs_by_lane()
     seqs = [s for lane_seqs in by_lane.values() for s in lane_seqs]
     assert seqs and len(set(seqs)) == len(seqs)
     for lane, lane_seqs in by_lane.items():

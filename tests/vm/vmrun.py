@@ -308,7 +308,7 @@ def compare_debian_versions(a: str, b: str) -> int:
     return _verrevcmp(ua, ub) or _verrevcmp(ra, rb)
 
 
-def _suite() -> str:
+def default_suite() -> str:
     """Where the kernel comes from: <codename>-backports unless KRSID_VM_SUITE says."""
     if os.environ.get("KRSID_VM_SUITE"):
         return os.environ["KRSID_VM_SUITE"]
@@ -322,7 +322,7 @@ def _suite() -> str:
 
 def _apt_lists_key() -> list[list[object]]:
     """Changes whenever `apt-get update` changed what the host's apt-cache would answer."""
-    return Apt(_suite()).lists_key()
+    return Apt(default_suite()).lists_key()
 
 
 def _newest_image_package(suite: str) -> tuple[str, str] | None:
@@ -381,7 +381,7 @@ def _newest_cached(cache: Path, series: str | None = None) -> Kernel | None:
 def _resolve(cache: Path, *, refresh: bool = False) -> tuple[str, str]:
     """(image package, kernel release) to use; memoised against the apt lists because
     each apt-cache call parses all lists (~0.4 s here: there is no pkgcache.bin)."""
-    suite = _suite()
+    suite = default_suite()
     memo = cache / "resolved.json"
     key: list[object] = [suite, _apt_lists_key()]
     if not refresh:
@@ -557,7 +557,7 @@ def _header_packages(version: str, apt: Apt | None = None) -> list[str]:
     """linux-headers-<version> and, transitively, the linux-headers-*-common and
     linux-kbuild-* packages it depends on (names change with every ABI bump); [] when
     the suite has no headers for this kernel."""
-    apt = apt or Apt(_suite())
+    apt = apt or Apt(default_suite())
     first = f"linux-headers-{version}"
     if apt.dir is not None and not apt.known(first):
         return []
@@ -602,7 +602,7 @@ def _populate(tmp: Path, image_pkg: str, version: str, apt: Apt | None = None) -
     build/source (manifest "headers": false; run_in_vm refuses it unless --no-headers).
     """
     debs, root = tmp / "debs", tmp / "root"
-    apt = apt or Apt(_suite())
+    apt = apt or Apt(default_suite())
     header_pkgs = _header_packages(version, apt)
     packages = [*(_image_packages(apt, image_pkg, version) if apt.dir is not None else [image_pkg]), *header_pkgs]
     if not header_pkgs:

@@ -420,11 +420,16 @@ def test_metrics_endpoint_answers_on_localhost(started: Container) -> None:
 
 
 def test_exec_in_the_container_is_an_audit_event_in_its_journal(started: Container) -> None:
+    """The exec of a probe binary by a transient unit: krsid's event in the journal, with
+    the unit's cgroup, and in `journalctl -u UNIT` next to the unit's own lines (issue
+    12): it carries OBJECT_SYSTEMD_UNIT=<the unit> (from the kernel's cgroup id at the
+    hook), which journalctl -u matches on entries from uid-0 senders."""
     c = started
     name = f"krsid-nspawn-true-{uuid.uuid4().hex[:12]}"
     shutil.copy2("/bin/true", c.probe_dir / name)
     path = f"/srv/krsid-probe/{name}"
     unit = f"krsid-probe-{uuid.uuid4().hex[:8]}"
+    marker = f"own-line-{uuid.uuid4().hex[:8]}"
     # A transient unit of the container's systemd runs it. krsid resolves a cgroup id by
     # walking /sys/fs/cgroup at most once a second after a miss, and every nsenter'd
     # command of this test is a miss (the VM's root cgroup is outside the container's
@@ -436,7 +441,7 @@ def test_exec_in_the_container_is_an_audit_event_in_its_journal(started: Contain
         "--property=RuntimeMaxSec=90",
         "/bin/sh",
         "-c",
-        f"sleep 2 && {path} && exec sleep 60",
+        f"echo {marker}; sleep 2 && {path} && exec sleep 60",
     )
     assert p.returncode == 0, p.stderr
     try:
@@ -447,6 +452,7 @@ def test_exec_in_the_container_is_an_audit_event_in_its_journal(started: Contain
             if not found:
                 time.sleep(1)
         cgroup_ino = c.run("stat", "-c", "%i", f"/sys/fs/cgroup/system.slice/{unit}.service").stdout.strip()
+        by_unit = c.journal("-u", f"{unit}.service")
     finally:
         c.run("systemctl", "stop", unit)
     assert found, f"no bprm_check_security event for {path}:\n{c.unit_log()}"
@@ -460,6 +466,13 @@ def test_exec_in_the_container_is_an_audit_event_in_its_journal(started: Contain
     assert e["KRSID_CGROUP"] == f"/system.slice/{unit}.service", where
     assert e["KRSID_UNIT"] == f"{unit}.service", where
     assert path in e["MESSAGE"]
+    assert e["OBJECT_SYSTEMD_UNIT"] == f"{unit}.service" and e["_UID"] == "0", e  # about the unit's process
+    assert e["KRSID_PROCESS_ID"] and e["KRSID_PARENT_PROCESS_ID"], e
+    # journalctl -u: krsid's event next to the unit's own line.
+    krsid_lines = [x for x in by_unit if x.get("SYSLOG_IDENTIFIER") == "krsid" and x.get("KRSID_PATH") == path]
+    assert krsid_lines and krsid_lines[0]["MESSAGE_ID"] == EXEC_MESSAGE_ID, by_unit
+    own = [x for x in by_unit if x.get("MESSAGE") == marker]
+    assert own and own[0]["_SYSTEMD_UNIT"] == f"{unit}.service", "the unit's own line is missing from journalctl -u"
     # The journald catalog from `make install` explains the MESSAGE_ID.
     assert c.run("journalctl", "--update-catalog").returncode == 0
     explained = c.run("journalctl", "--no-pager", "-x", f"KRSID_FILENAME={path}", "-n", "1").stdout
@@ -544,48 +557,6 @@ def test_watchdog_is_armed_and_fed(started: Container) -> None:
     fed = int(later["WatchdogTimestampMonotonic"]) / 1e6
     assert fed > active_since, "no WATCHDOG=1 since READY"
     assert time.monotonic() - fed < watchdog_usec / 1e6, "the last WATCHDOG=1 is older than WatchdogSec"
-
-
-def test_journalctl_u_shows_the_event_next_to_the_units_own_lines(started: Container) -> None:
-    """`journalctl -u UNIT` lists krsid's events about the unit's processes (issue 12):
-    a transient service runs a probe binary; the exec event krsid writes carries
-    OBJECT_SYSTEMD_UNIT=<that service> (from the kernel's cgroup id at the hook), which
-    journalctl -u matches on entries from uid-0 senders, next to the service's own lines."""
-    c = started
-    name = f"krsid-unit-probe-{uuid.uuid4().hex[:8]}"
-    shutil.copy2("/bin/true", c.probe_dir / name)
-    path = f"/srv/krsid-probe/{name}"
-    unit = f"{name}.service"
-    marker = f"own-line-{uuid.uuid4().hex[:8]}"
-    # sleep 2: the enricher finds a new cgroup by a rescan at most once a second.
-    p = c.run(
-        "systemd-run",
-        f"--unit={unit}",
-        "--property=RuntimeMaxSec=90",
-        "/bin/sh",
-        "-c",
-        f"echo {marker}; sleep 2 && {path} && exec sleep 60",
-    )
-    assert p.returncode == 0, p.stderr
-    try:
-        deadline = time.monotonic() + 60
-        event: list[dict[str, Any]] = []
-        while not event and time.monotonic() < deadline:
-            entries = c.journal("-u", unit)
-            event = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "krsid" and e.get("KRSID_PATH") == path]
-            if not event:
-                time.sleep(1)
-    finally:
-        c.run("systemctl", "stop", unit)
-    assert event, f"journalctl -u {unit} has no krsid event for {path}:\n{c.unit_log()}"
-    e = event[0]
-    assert e["MESSAGE_ID"] == EXEC_MESSAGE_ID and e["_UID"] == "0"
-    assert e["_SYSTEMD_UNIT"] == "krsid.service"  # sent by krsid ...
-    assert e["OBJECT_SYSTEMD_UNIT"] == unit  # ... about a process of the probe unit
-    assert e["KRSID_UNIT"] == unit
-    assert e["KRSID_PROCESS_ID"] and e["KRSID_PARENT_PROCESS_ID"], e
-    own = [x for x in entries if x.get("MESSAGE") == marker]
-    assert own and own[0]["_SYSTEMD_UNIT"] == unit, "the unit's own line is missing from journalctl -u"
 
 
 def test_stop_detaches_every_program(started: Container) -> None:

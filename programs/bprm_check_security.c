@@ -405,6 +405,16 @@ struct bprm_check_security_ld {
     __u32 context;
 };
 
+/* The exec context once computed, laundered through this map (see the program). */
+struct bprm_check_security_context_vals {
+    __u64 preload;
+    __u64 audit;
+    __u64 library_path;
+    __u32 context;
+    __u32 stdio[3];
+};
+BPF_PERCPU_ARRAY(bprm_check_security_context_slot, struct bprm_check_security_context_vals, 1);
+
 /* keep = match ? value : keep, without a branch (match is 0 or 1). */
 static __always_inline __u64 bprm_check_security_pick(__u64 match, __u64 value, __u64 keep)
 {
@@ -471,10 +481,12 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
     /* The exec context, before the decision: rules can match it. */
     __u64 uargv = 0, uenvp = 0;
     __u64 have_vectors = bprm_check_security_user_vectors(&uargv, &uenvp);
-    __u32 stdio[3];
-    bprm_check_security_stdio(stdio);
+    /* The envp scan first: its loop is walked once per distinct state that reaches
+     * it, and the stdio types (a constant per fd and type) would multiply those. */
     struct bprm_check_security_ld ld = {};
     bprm_check_security_scan_ld(uenvp, have_vectors, &ld);
+    __u32 stdio[3];
+    bprm_check_security_stdio(stdio);
     __u32 context = ld.context | bprm_check_security_file_context(bprm->file->f_path.dentry);
 #pragma unroll
     for (int fd = 0; fd < 3; fd++) {
@@ -482,6 +494,30 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
         inet |= krsid_nonzero(stdio[fd] ^ BPRM_CHECK_SECURITY_FD_SOCKET_INET6) ^ 1;
         context |= inet * (BPRM_CHECK_SECURITY_CTX_STDIN_INET << fd);
     }
+    /* Launder the context through a map: the values read back are unknown to the
+     * verifier, so the many ways through the stdio types and the envp scan (each a
+     * distinct state of constants) become one state for the rest of the program.
+     * 6.12's verifier prunes them anyway; 6.1's walked the rest once per way and
+     * passed its 1M-instruction limit. The lookup cannot fail (array, key 0). */
+    int slot_key = 0;
+    struct bprm_check_security_context_vals *cv = bprm_check_security_context_slot.lookup(&slot_key);
+    if (!cv)
+        KRSID_RETURN_FILTERED();
+    cv->preload = ld.preload;
+    cv->audit = ld.audit;
+    cv->library_path = ld.library_path;
+    cv->context = context;
+    cv->stdio[0] = stdio[0];
+    cv->stdio[1] = stdio[1];
+    cv->stdio[2] = stdio[2];
+    asm volatile("" ::: "memory");  /* read back from the map, not from registers */
+    ld.preload = cv->preload;
+    ld.audit = cv->audit;
+    ld.library_path = cv->library_path;
+    context = cv->context;
+    stdio[0] = cv->stdio[0];
+    stdio[1] = cv->stdio[1];
+    stdio[2] = cv->stdio[2];
 
     struct krsid_policy_input in = {};
     in.field[BPRM_CHECK_SECURITY_POLICY_ARGC] = bprm->argc;

@@ -108,9 +108,14 @@ LSM_PROBE(inode_setattr, const void *idmap, struct dentry *dentry, struct iattr 
 {
     KRSID_HOOK_PROLOGUE();
 
+    /* The verifier of 7.x knows d_inode may be NULL (a negative dentry): such a call
+     * has no file to change; it is counted as filtered. */
+    struct inode *inode = dentry->d_inode;
+    if (!inode)
+        KRSID_RETURN_FILTERED();
+
     /* Without branches (see krsid_decide): every value is computed whether or not
      * the call changes it, and masked by its ATTR_* bit. */
-    struct inode *inode = dentry->d_inode;
     __u32 valid = attr->ia_valid;
     __u32 old_mode = inode->i_mode & INODE_SETATTR_PERM_BITS;
     __u32 old_uid = inode->i_uid.val, old_gid = inode->i_gid.val;

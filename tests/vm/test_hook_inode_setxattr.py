@@ -7,6 +7,7 @@ hook would run twice (overlay, then its upper layer).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -111,12 +112,14 @@ def test_trusted_is_reported_and_user_namespace_dropped_in_kernel(
         f"set:{f}:trusted.overlay.krsid:y",  # overlayfs' own namespace: off by default
         f"set:{f}:trusted.krsid-test:{value}",
     )
-    assert [r["errno"] for r in w["results"]] == [0, 0, 0], w
+    errnos = [r["errno"] for r in w["results"]]
+    # tmpfs has user.* attributes from 6.6 (EOPNOTSUPP before, e.g. 6.1).
+    assert errnos[0] in (0, errno.EOPNOTSUPP) and errnos[1:] == [0, 0], w
     events = daemon.wait_events(lambda o: o["hook"] == "inode_setxattr" and o["tgid"] == w["pid"])
     assert [(o["name"], o["namespace"], o["size"]) for o in events] == [("trusted.krsid-test", "TRUSTED", len(value))]
     assert_identity(events[0], f)
     after = metric(daemon.scrape(), "krsid_events_filtered_total", hook="inode_setxattr")
-    assert after >= before + 2
+    assert after >= before + (2 if errnos[0] == 0 else 1)
 
 
 def test_would_deny_then_deny_setcap_below_a_directory(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,9 +46,14 @@ def all_unlinks(daemon: RunningDaemon) -> bool:
 
 
 def start_sleeper(exe: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    # Popen returns once the exec has succeeded: from then on the file is write-denied.
+    # Popen returns as the exec goes ahead (vfork: when the child leaves the parent's
+    # memory), which can be just before /proc/PID/exe names the new image: wait for it.
+    # From then on the file is write-denied.
     p = subprocess.Popen([str(exe), "30"])
     procs.append(p)
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{p.pid}/exe") != str(exe) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert os.readlink(f"/proc/{p.pid}/exe") == str(exe)
     return p
 

@@ -111,10 +111,10 @@ class RunningDaemon:
     def events(self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True) -> list[dict[str, Any]]:
         return [obj for obj in self.records() if predicate(obj)]
 
-    def seqs_by_lane(self) -> dict[str, list[int]]:
-        """Every event's seq, per lane, in delivery order. seq is global over both lanes;
-        the daemon reads each lane in order, not the two interleaved by seq (README:
-        Lanes). A verdict takes the priority lane on any hook."""
+    def assert_seq_order(self) -> int:
+        """Every event's seq is unique, and increasing within its lane; returns how many.
+        seq is global over both lanes; the daemon reads each lane in order, not the two
+        interleaved by seq (README: Lanes). A verdict takes the priority lane on any hook."""
         from krsid.catalog import load_catalog
 
         lane_of = {s.name: s.lane for s in load_catalog(ROOT / "programs").event_types}
@@ -122,7 +122,11 @@ class RunningDaemon:
         for e in self.events():
             lane = "priority" if e.get("action") in ("deny", "would_deny") else lane_of.get(e["hook"], "priority")
             by_lane.setdefault(lane, []).append(e["seq"])
-        return by_lane
+        seqs = [s for lane_seqs in by_lane.values() for s in lane_seqs]
+        assert len(set(seqs)) == len(seqs), "a seq number delivered twice"
+        for lane, lane_seqs in by_lane.items():
+            assert lane_seqs == sorted(lane_seqs), f"{lane} lane out of order"
+        return len(seqs)
 
     def wait_events(
         self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 60.0

@@ -224,8 +224,4 @@ def test_bad_config_attaches_nothing(daemon: RunningDaemon, tmp_path: Path, bad:
 
 
 def test_seq_numbers_are_unique_and_increasing_per_lane(daemon: RunningDaemon) -> None:
-    by_lane = daemon.seqs_by_lane()
-    seqs = [s for lane_seqs in by_lane.values() for s in lane_seqs]
-    assert seqs and len(set(seqs)) == len(seqs)
-    for lane, lane_seqs in by_lane.items():
-        assert lane_seqs == sorted(lane_seqs), f"{lane} lane out of order"
+    assert daemon.assert_seq_order() > 0

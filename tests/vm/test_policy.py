@@ -147,10 +147,7 @@ def test_reload_under_an_exec_loop_loses_no_event(
     loop.join(300)
     events = daemon.wait_events(lambda o: o.get("filename") == str(exe), n, timeout=120)
     assert len(events) == n
-    by_lane = daemon.seqs_by_lane()
-    seqs = [s for lane_seqs in by_lane.values() for s in lane_seqs]
-    assert len(set(seqs)) == len(seqs)
-    assert all(lane_seqs == sorted(lane_seqs) for lane_seqs in by_lane.values()), "a lane out of order"
+    daemon.assert_seq_order()
     assert metric(daemon.scrape(), "krsid_events_lost_total") == lost_before
     assert re.search(r"reloaded .*: 1 policy rule", daemon.log.read_text())
 

@@ -38,6 +38,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 BOOT_TIMEOUT = 300.0  # nspawn start to "systemctl is-system-running" = running
 START_TIMEOUT = 400.0  # systemctl start krsid: a TCG compile (TimeoutStartSec=180s inside)
 INIT_TIMEOUT = 120.0  # nspawn start to the container's PID 1 existing
+# What a command run in the container sees of the environment. Not the test's own: it
+# carries PYTHONPATH=<checkout> (tests/vm/matrix sets it), and where the checkout is
+# visible inside the container, the container's python3 imported the checkout instead
+# of the package dpkg installed (seen in CI, clone under /check).
+CONTAINER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 def ensure_cgroup2() -> None:
@@ -100,6 +105,7 @@ class Container:
     def run(self, *argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["nsenter", "--target", str(self.pid1), "--all", *argv],
+            env=CONTAINER_ENV,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -31,7 +31,13 @@ int main(int argc, char **argv)
         return 2;
     const char *kind = argv[1];
     long n = atol(argv[2]);
-    const char *path = argc == 4 ? argv[3] : !strcmp(kind, "exec") ? "/bin/true" : "/etc/hostname";
+    /* open_w and rename write: their default is a scratch file of their own. */
+    int writes = !strcmp(kind, "open_w") || !strcmp(kind, "rename");
+    const char *path = argc == 4 ? argv[3] : !strcmp(kind, "exec") ? "/bin/true" : writes ? "/tmp/krsid-loops.w" : "/etc/hostname";
+    char moved[4096];
+    snprintf(moved, sizeof(moved), "%s.moved", path);
+    if (writes)
+        close(open(path, O_WRONLY | O_CREAT, 0600));
     void *page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -73,6 +79,11 @@ int main(int argc, char **argv)
             mprotect(page, 4096, PROT_READ);
         } else if (!strcmp(kind, "open")) {        /* filtered unless PATH is a sensitive path */
             close(open(path, O_RDONLY));
+        } else if (!strcmp(kind, "open_w")) {      /* a write open: file_open's watch walk, not watched */
+            close(open(path, O_WRONLY));
+        } else if (!strcmp(kind, "rename")) {      /* there and back: inode_rename's watch walks, not watched */
+            rename(path, moved);
+            rename(moved, path);
         } else if (!strcmp(kind, "procmem")) {     /* write-open of its own memory: emitted by file_open */
             close(open("/proc/self/mem", O_RDWR));
         } else if (!strcmp(kind, "chmod")) {       /* setuid bit on and off: inode_setattr */
@@ -99,7 +110,10 @@ int main(int argc, char **argv)
         }
     }
     double per = (now() - t0) / n;
-    int pairs = !strcmp(kind, "mprotect") || !strcmp(kind, "mprotect_rw") || !strcmp(kind, "chmod"); /* two calls per turn */
+    if (writes)
+        unlink(path);
+    int pairs = !strcmp(kind, "mprotect") || !strcmp(kind, "mprotect_rw") || !strcmp(kind, "chmod") ||
+                !strcmp(kind, "rename"); /* two calls per turn */
     printf("%.1f\n", pairs ? per / 2 : per);
     return 0;
 }

@@ -174,6 +174,8 @@ LOOPS = {  # kind -> (iterations, what krsid does with it by default)
     "mprotect": (20000, "file_mprotect: emitted (PROT_EXEC)"),
     "mprotect_rw": (20000, "file_mprotect: filtered in the kernel (no EXEC)"),
     "open": (20000, "file_open: filtered in the kernel (not a sensitive path)"),
+    "open_w": (20000, "file_open: the watch walk, filtered (not watched)"),
+    "rename": (5000, "inode_rename: two watch walks, filtered (not watched)"),
     "connect": (10000, "socket_connect: emitted (UDP to 127.0.0.1)"),
     "exec": (500, "bprm_check_security + others: emitted"),
 }

@@ -22,6 +22,7 @@ from krsid.errors import CatalogError, ConfigError
 from krsid.pipeline.transport import LANES, PERFBUF, RINGBUF
 from krsid.policy import Policy, names_root, parse_policy
 from krsid.schema import FORMAT_KRSID, FORMATS
+from krsid.watch import WatchConfig, parse_watch
 from krsid.yamldoc import MAX_DOCUMENT_CHARS, YamlDoc, expect, expect_mapping, load_yaml, one_line
 
 DEFAULT_CONFIG_PATH = Path("/etc/krsid/krsid.yaml")
@@ -147,6 +148,7 @@ class Config:
     bpf_stats: bool = False  # kernel run-time stats per hook program (costs ~20 ns per BPF run, system-wide)
     identity: IdentityConfig = IdentityConfig()
     fair_share: FairShareConfig = FairShareConfig()
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
     @property
     def enabled_hooks(self) -> tuple[HookConfig, ...]:
@@ -166,6 +168,7 @@ _TOP_KEYS = {
     "bpf_stats",
     "identity",
     "fair_share",
+    "watch",
 }
 
 
@@ -362,6 +365,7 @@ def parse_config(text: str, origin: str, *, catalog: Catalog | None = None) -> C
         bpf_stats=expect(doc, top.get("bpf_stats", False), ("bpf_stats",), bool, "true or false"),
         identity=_identity(doc, top.get("identity")),
         fair_share=_fair_share(doc, top.get("fair_share")),
+        watch=parse_watch(doc, top.get("watch"), catalog.contract),
         **_sinks(doc, top.get("sinks")),
     )
 

@@ -42,6 +42,7 @@ from krsid.plan import kernel_hooks, plan_build, require_bpf_lsm
 from krsid.policy import CompiledRule, Policy, PolicyState, compile_policy
 from krsid.service import Notifier, SeqState, pid_file_of, remove_pid_file, write_pid_file
 from krsid.sinks.base import Sink
+from krsid.watch import ResolvedWatch, WatchConfig, WatchTable, describe, resolve_watch
 
 if TYPE_CHECKING:
     from krsid.kernel.bpfstats import BpfStats
@@ -52,6 +53,7 @@ log = logging.getLogger("krsid")
 
 SEQ_SAVE_INTERVAL = 5.0
 FLOOD_SWEEP_INTERVAL = 1.0  # how often the fair-share maps are read for floods gone quiet
+WATCH_REFRESH_INTERVAL = 1.0  # s: re-resolve the watched paths (a replaced file is a new inode)
 RELEASE_HEAP_AFTER_BYTES = 4 << 20  # a sink backlog this big, once drained, is handed back to the kernel
 
 
@@ -131,6 +133,8 @@ class Daemon:
             else None,
         )
         self.policy = PolicyState()
+        self.watch_table = WatchTable()  # watch ids, as events carry them (append-only)
+        self._watch: ResolvedWatch | None = None  # what the kernel's watch maps hold
         self._reload_requested = False
         self._reopen_requested = False
         self.reloads: Counter[str] = Counter()  # result -> count
@@ -187,6 +191,7 @@ class Daemon:
         programs.set_options(self._hook_options(self.config))
         programs.set_limits(self._hook_limits(self.config))
         programs.set_fair_share(self.config.fair_share)
+        self._refresh_watch(self.config.watch, strict=True)
         programs.seed_sequence(self._seq_state.load())
         self._seq_seeded = True  # only now does the kernel's counter continue this boot's seq
         self._apply_policy(self.config.policy)
@@ -210,7 +215,7 @@ class Daemon:
         flood_id = programs.max_hooks
         flood_spec = self.config.catalog.flood
         assert flood_spec is not None  # load_catalog sets it
-        decoder = EventDecoder({**hooks_by_id, flood_id: flood_spec})
+        decoder = EventDecoder({**hooks_by_id, flood_id: flood_spec}, watch_entry=self.watch_table.entry)
         self.dispatcher = Dispatcher(self._opened_sinks, self.stats, log=log.warning)
         pipeline = self.pipeline = EventPipeline(
             decoder, self.policy.rule_name, self.enricher, self.dispatcher, self.stats
@@ -337,6 +342,7 @@ class Daemon:
             programs.set_options(options)
             programs.set_limits(limits)
             programs.set_fair_share(new.fair_share)
+            self._refresh_watch(new.watch, strict=True)
             self._apply_policy(new.policy, compiled)
         except Exception as e:
             # Options and limits are not banked: put the running config's values back.
@@ -345,6 +351,7 @@ class Daemon:
                 programs.set_options(self._hook_options(self.config))
                 programs.set_limits(self._hook_limits(self.config))
                 programs.set_fair_share(self.config.fair_share)
+                self._refresh_watch(self.config.watch, strict=True)
             except Exception as restore_error:
                 log.critical(
                     "could not restore the previous hook options and limits (%s: %s): some may hold the "
@@ -432,6 +439,7 @@ class Daemon:
         next_watchdog = 0.0
         next_save = time.monotonic() + SEQ_SAVE_INTERVAL
         next_sweep = time.monotonic() + FLOOD_SWEEP_INTERVAL
+        next_watch = time.monotonic() + WATCH_REFRESH_INTERVAL
         timeout = self.config.poll_timeout_ms
         if self.notifier.watchdog_interval:
             timeout = min(timeout, int(self.notifier.watchdog_interval * 1000))
@@ -460,6 +468,35 @@ class Daemon:
             if now >= next_sweep:
                 self._sweep_floods()
                 next_sweep = now + FLOOD_SWEEP_INTERVAL
+            if now >= next_watch:
+                self._refresh_watch(self.config.watch)
+                next_watch = now + WATCH_REFRESH_INTERVAL
+
+    def _refresh_watch(self, watch: WatchConfig, *, strict: bool = False) -> None:
+        """Resolve the watched paths again and write the maps if anything changed.
+
+        Run at start and at every reload (strict: a failed write raises, and the reload
+        is rejected and restores), and every WATCH_REFRESH_INTERVAL from the poll loop
+        (a failure is logged, and retried at the next refresh): a watched file that is
+        replaced (passwd writes /etc/nshadow and renames it over /etc/shadow) is a new
+        inode, and a watched directory may be created after krsid started. The
+        replacement itself is reported (inode_rename); the new inode is watched from
+        the next refresh on."""
+        assert self.programs is not None
+        resolved = resolve_watch(watch, self.watch_table)
+        if resolved == self._watch:
+            return
+        if strict or self._watch is None or resolved.missing != self._watch.missing:
+            log.info("file-integrity watch: %s", describe(resolved))
+        self._watch = None  # unknown until the write completes: the next refresh rewrites
+        try:
+            self.programs.set_watch(resolved)
+        except Exception as e:
+            if strict:
+                raise
+            log.warning("file-integrity watch: writing the maps failed: %s: %s", type(e).__name__, e)
+            return
+        self._watch = resolved
 
     def _sweep_floods(self, *, everything: bool = False) -> None:
         """Write the flood summaries the kernel could not (their key went quiet)."""

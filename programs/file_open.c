@@ -7,6 +7,9 @@
  *                   way to inject code into another process without ptrace (KRSI's
  *                   example). target_pid = the PID directory's name, parsed here.
  *   SENSITIVE_PATH  an open of a path listed in the sensitive_paths option.
+ *   WATCH           an open for writing (write access, O_TRUNC or O_CREAT) of a file
+ *                   the file-integrity watch covers (krsid_watch_find, krsid.h): by
+ *                   identity, so a hard link or bind mount reaches the same inode.
  *
  * This hook runs for every open on the machine, so the common case must be cheap:
  * one 8-byte read of the file's name (the dentry, no directories) and one lookup of
@@ -28,6 +31,8 @@
 #define FILE_OPEN_FMODE_WRITE 0x2         /* FMODE_WRITE */
 #define FILE_OPEN_FMODE_EXEC 0x20         /* FMODE_EXEC */
 #define FILE_OPEN_O_ACCMODE 0x3           /* O_ACCMODE */
+#define FILE_OPEN_O_CREAT 0x40            /* O_CREAT */
+#define FILE_OPEN_O_TRUNC 0x200           /* O_TRUNC */
 /* FMODE_BACKING (overlayfs' internal open of the real file) is a macro: BTF does not
  * carry it. Linux 6.14 renumbered the f_mode bits (fanotify pre-content events):
  * FMODE_BACKING went from bit 25 to bit 24, and bit 25 became FMODE_NONOTIFY
@@ -46,6 +51,7 @@
 #define FILE_OPEN_REASON_PROC_MEM_WRITE 1
 #define FILE_OPEN_REASON_SENSITIVE_PATH 2
 #define FILE_OPEN_REASON_RULE 3
+#define FILE_OPEN_REASON_WATCH 4
 
 /* Policy field slots, see file_open.yaml. */
 #define FILE_OPEN_POLICY_FLAGS 0
@@ -64,6 +70,8 @@ struct file_open_event {
     __u32 mode;
     __u32 target_pid;
     __u32 marks;
+    __u32 watch;
+    __u32 watch_level;
     char path[KRSID_PATH_LEN];
 };
 
@@ -167,6 +175,13 @@ LSM_PROBE(file_open, struct file *file)
                 reason = FILE_OPEN_REASON_SENSITIVE_PATH;
         }
     }
+    /* Writes only: a read is no integrity change, and reads are most opens. */
+    struct krsid_watch_hit watch = {};
+    if ((fmode & FILE_OPEN_FMODE_WRITE) || (fflags & (FILE_OPEN_O_TRUNC | FILE_OPEN_O_CREAT))) {
+        watch = krsid_watch_find(dentry);
+        if (reason == 0 && watch.id)
+            reason = FILE_OPEN_REASON_WATCH;
+    }
     if (reason == 0) {
         if (!d.rule)
             KRSID_RETURN_FILTERED();
@@ -183,6 +198,8 @@ LSM_PROBE(file_open, struct file *file)
     e->mode = fmode & (FILE_OPEN_FMODE_READ | FILE_OPEN_FMODE_WRITE | FILE_OPEN_FMODE_EXEC);
     e->target_pid = target_pid;
     e->marks = 0;
+    e->watch = watch.id;
+    e->watch_level = watch.level;
     if (reason == FILE_OPEN_REASON_SENSITIVE_PATH && buf) {
         bpf_probe_read_kernel(e->path, sizeof(e->path), buf->key.path);
     } else {

@@ -19,6 +19,9 @@
  *   OWNER      the owner or group really changes (chown to the same ids is not)
  *   TIMES_SET  atime or mtime set to an explicit value (utimensat with times,
  *              touch -d/-r, cp -p, tar, dpkg): the timestomping primitive
+ *   WATCHED_MODE  any permission change of a file the file-integrity watch covers
+ *              (chmod 0666 /etc/shadow); the watch walk (krsid_watch_find) runs
+ *              only for mode changes the filters above did not already emit
  * Truncation (ATTR_SIZE) is emitted with the option truncate, everything with all.
  *
  * The first argument is the mount's idmap since 6.3 (none before): declared as
@@ -58,6 +61,7 @@
 #define INODE_SETATTR_CHANGE_OWNER 0x2
 #define INODE_SETATTR_CHANGE_TIMES_SET 0x4
 #define INODE_SETATTR_CHANGE_TRUNCATE 0x8
+#define INODE_SETATTR_CHANGE_WATCHED_MODE 0x10
 
 #define INODE_SETATTR_DIR_LEN 128
 #define INODE_SETATTR_MINORBITS 20 /* the kernel's internal dev_t (kdev_t.h MINORBITS) */
@@ -82,6 +86,8 @@ struct inode_setattr_event {
     __u32 old_gid;
     __u32 dev_major;
     __u32 dev_minor;
+    __u32 watch;
+    __u32 watch_level;
     __u32 pad0;
     char file[KRSID_PATH_LEN];
     char dir[INODE_SETATTR_DIR_LEN];
@@ -143,14 +149,21 @@ LSM_PROBE(inode_setattr, const void *idmap, struct dentry *dentry, struct iattr 
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
+    struct krsid_watch_hit watch = {};
     if (!d.rule && !krsid_option(KRSID_HOOK_ID, INODE_SETATTR_OPT_ALL)) {
         __u32 wanted = INODE_SETATTR_CHANGE_MODE_BITS | INODE_SETATTR_CHANGE_OWNER;
         if (krsid_option(KRSID_HOOK_ID, INODE_SETATTR_OPT_TIMESTAMPS))
             wanted |= INODE_SETATTR_CHANGE_TIMES_SET;
         if (krsid_option(KRSID_HOOK_ID, INODE_SETATTR_OPT_TRUNCATE))
             wanted |= INODE_SETATTR_CHANGE_TRUNCATE;
-        if (!(changes & wanted))
-            KRSID_RETURN_FILTERED();
+        if (!(changes & wanted)) {
+            if (mode == old_mode)
+                KRSID_RETURN_FILTERED();
+            watch = krsid_watch_find(dentry);
+            if (!watch.id)
+                KRSID_RETURN_FILTERED();
+            changes |= INODE_SETATTR_CHANGE_WATCHED_MODE;
+        }
     }
 
     struct inode_setattr_event *e =
@@ -176,6 +189,8 @@ LSM_PROBE(inode_setattr, const void *idmap, struct dentry *dentry, struct iattr 
     e->old_uid = old_uid;
     e->new_gid = new_gid;
     e->old_gid = old_gid;
+    e->watch = watch.id;
+    e->watch_level = watch.level;
     e->pad0 = 0;
     krsid_read_dentry_name(e->file, sizeof(e->file), dentry);
     krsid_read_dentry_name(e->dir, sizeof(e->dir), dentry->d_parent);

@@ -16,6 +16,11 @@
  * upper layer's file that overlayfs removes in turn (i_writecount 0: filtered;
  * with `all`, a second event with running = no). With the option `all`, every
  * unlink is emitted (noisy).
+ *
+ * Also reported: the unlink of a file the file-integrity watch covers
+ * (krsid_watch_find, krsid.h): a watched file or one below a watched directory
+ * deleted (a cron job or sudoers drop-in removed after use), and watched names
+ * anywhere (.bash_history: the history a shell would leave).
  */
 #include "krsid.h"
 #if KRSID_KERNEL_HEADERS
@@ -41,6 +46,8 @@ struct inode_unlink_event {
     __u32 dev_minor;
     __s32 writecount;
     __u32 info;
+    __u32 watch;
+    __u32 watch_level;
     char name[KRSID_PATH_LEN];
 };
 
@@ -53,6 +60,7 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     if (inode)
         writecount = inode->i_writecount.counter;
     int running = writecount < 0;
+    struct krsid_watch_hit watch = krsid_watch_find(dentry);
 
     /* path_prefix matches the file being removed. */
     struct krsid_policy_input in = {};
@@ -60,7 +68,7 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
-    if (!d.rule && !running && !krsid_option(KRSID_HOOK_ID, INODE_UNLINK_OPT_ALL))
+    if (!d.rule && !running && !watch.id && !krsid_option(KRSID_HOOK_ID, INODE_UNLINK_OPT_ALL))
         KRSID_RETURN_FILTERED();
 
     struct inode_unlink_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct inode_unlink_event), d.action);
@@ -78,6 +86,8 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     }
     e->writecount = writecount;
     e->info = running ? INODE_UNLINK_INFO_RUNNING : 0;
+    e->watch = watch.id;
+    e->watch_level = watch.level;
     krsid_read_dentry_name(e->name, sizeof(e->name), dentry);
 
     KRSID_SUBMIT_AND_RETURN(e, d);

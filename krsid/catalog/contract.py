@@ -51,6 +51,10 @@ SIZE_NAMES = (
     "KRSID_POLICY_FIELDS",
     "KRSID_OPTION_SLOTS",
     "KRSID_COMM_LEN",
+    "KRSID_WATCH_FILES",
+    "KRSID_WATCH_NAMES",
+    "KRSID_WATCH_NAME_LEN",
+    "KRSID_WATCH_LEVEL_NAME",
 )
 COUNTER_ENUM = "krsid_counter"
 COUNTER_PREFIX = "KRSID_CNT_"
@@ -106,6 +110,10 @@ class Contract:
     lane_counters: Mapping[str, int]  # "emitted"/"lost" -> KRSID_LANESTAT_* slot
     flood_scopes: Mapping[int, str]  # KRSID_FLOOD_SCOPE_* -> "process"/"uid"
     flood_origins: Mapping[int, str]  # KRSID_FLOOD_ORIGIN_* -> "kernel"/"daemon"
+    watch_files: int  # capacity of krsid_watch_files (watched files and directories)
+    watch_names: int  # capacity of krsid_watch_names (watched basenames)
+    watch_name_len: int  # a basename key's bytes, NUL included
+    watch_level_name: int  # the watch_level of a match by basename
 
 
 def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
@@ -149,6 +157,10 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
         lane_counters={n.lower(): v for n, v in group("KRSID_LANESTAT_", LANE_COUNTER_NAMES).items()},
         flood_scopes={v: n.lower() for n, v in group("KRSID_FLOOD_SCOPE_", FLOOD_SCOPE_NAMES).items()},
         flood_origins={v: n.lower() for n, v in group("KRSID_FLOOD_ORIGIN_", FLOOD_ORIGIN_NAMES).items()},
+        watch_files=defines["KRSID_WATCH_FILES"],
+        watch_names=defines["KRSID_WATCH_NAMES"],
+        watch_name_len=defines["KRSID_WATCH_NAME_LEN"],
+        watch_level_name=defines["KRSID_WATCH_LEVEL_NAME"],
     )
     if sorted(contract.lanes.values()) != list(range(len(LANE_NAMES))):
         raise CatalogError(f"{origin}: KRSID_LANE_* must number the lanes 0..{len(LANE_NAMES) - 1}")

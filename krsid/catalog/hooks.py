@@ -37,6 +37,8 @@ TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # rule: the __u32 rule number a program writes (slot + 1, 0 = none); the pipeline turns
 # it into the rule's name (a string) before any sink sees the event.
 # "hook": a hook id, shown as the hook's name (the flood summary's flooded_hook).
+# "watch": a watch id (krsid_watch_find), shown as the watched path or name it stands
+# for (krsid.watch.WatchTable); "" when nothing watched matched.
 FIELD_TYPES = (
     "int",
     "hex",
@@ -51,6 +53,7 @@ FIELD_TYPES = (
     "hidden",
     "rule",
     "hook",
+    "watch",
 )
 # Types read from a char[N] member; the others read an integer member.
 BYTES_FIELD_TYPES = ("string", "strings", "ipv6")

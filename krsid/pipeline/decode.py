@@ -101,9 +101,17 @@ def _memoized(render: Callable[[int], str], size: int = 4096) -> Callable[[int],
     return cached
 
 
-def _converter(f: FieldSpec, hook_names: Mapping[int, str]) -> Callable[[object], Value]:
+def _no_watch(watch_id: int) -> str:
+    return "" if watch_id == 0 else f"unknown-{watch_id}"
+
+
+def _converter(
+    f: FieldSpec, hook_names: Mapping[int, str], watch_entry: Callable[[int], str]
+) -> Callable[[object], Value]:
     if f.kind == "hook":
         return lambda n: hook_names.get(n, f"unknown-{n}")  # type: ignore[call-overload]
+    if f.kind == "watch":
+        return watch_entry  # type: ignore[return-value]
     if f.kind == "string":
         return _c_string  # type: ignore[return-value]
     if f.kind == "strings":
@@ -132,7 +140,7 @@ class _Plan:
 
     __slots__ = ("conversions", "ktime_index", "min_size", "names", "pick", "seq_index", "sized", "spec", "unpack")
 
-    def __init__(self, spec: HookSpec, hook_names: Mapping[int, str]) -> None:
+    def __init__(self, spec: HookSpec, hook_names: Mapping[int, str], watch_entry: Callable[[int], str]) -> None:
         self.spec = spec
         self.unpack = spec.layout.unpacker.unpack_from
         self.min_size = spec.layout.size
@@ -147,7 +155,9 @@ class _Plan:
         # Integer fields come out of struct.unpack final; only the others are converted.
         # A rule field stays the rule's number here: the pipeline names the rule (flow).
         self.conversions = tuple(
-            (f.name, _converter(f, hook_names)) for f in shown if f.kind not in ("int", "rule") and not f.length
+            (f.name, _converter(f, hook_names, watch_entry))
+            for f in shown
+            if f.kind not in ("int", "rule") and not f.length
         )
         # String lists with a byte count: (field, index of the bytes, index of the count).
         self.sized = tuple((f.name, index[f.member], index[f.length]) for f in shown if f.length)
@@ -156,12 +166,19 @@ class _Plan:
 class EventDecoder:
     """Decodes records of the hooks compiled into one module, keyed by hook id."""
 
-    def __init__(self, hooks_by_id: Mapping[int, HookSpec], *, boot_to_epoch: float | None = None) -> None:
+    def __init__(
+        self,
+        hooks_by_id: Mapping[int, HookSpec],
+        *,
+        boot_to_epoch: float | None = None,
+        watch_entry: Callable[[int], str] = _no_watch,
+    ) -> None:
+        """watch_entry: a watch id -> the watched path or name (the daemon's WatchTable)."""
         for spec in hooks_by_id.values():
             if spec.layout.member("hook_id").offset != HOOK_ID_OFFSET:
                 raise ValueError(f"{spec.name}: hook_id is not at offset {HOOK_ID_OFFSET}")
         hook_names = {i: s.name for i, s in hooks_by_id.items()}
-        self._plans = {i: _Plan(s, hook_names) for i, s in hooks_by_id.items()}
+        self._plans = {i: _Plan(s, hook_names, watch_entry) for i, s in hooks_by_id.items()}
         # CLOCK_BOOTTIME -> epoch: computed once; the kernel stamps events with boot time.
         self._boot_to_epoch = (
             boot_to_epoch if boot_to_epoch is not None else time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)

@@ -48,6 +48,7 @@ from krsid.pipeline.transport import (
     RingLane,
 )
 from krsid.policy import BankLayout, CompiledRule
+from krsid.watch import ResolvedWatch
 
 # The ring buffer of each lane (krsid.h); with a perf buffer, "events" is the only one.
 LANE_MAPS = {LANE_PRIORITY: b"events", LANE_BULK: b"events_bulk"}
@@ -603,6 +604,34 @@ class LoadedPrograms:
             k = table.Key()
             ct.memmove(ct.byref(k), key, len(key))  # the rest stays zero: NUL padding
             table[k] = table.Leaf(1)
+
+    # -- the file-integrity watch ----------------------------------------------------------
+
+    def set_watch(self, resolved: ResolvedWatch) -> None:
+        """Make krsid_watch_files / krsid_watch_names hold exactly ``resolved``: new and
+        changed entries first, stale ones removed after, the entry count last, so that
+        an entry in both the old and the new watch is never absent (krsid.watch)."""
+        bpf = self._require()
+        files, names = bpf[b"krsid_watch_files"], bpf[b"krsid_watch_names"]
+        want_files = {}
+        for (dev, ino), watch_id in resolved.files.items():
+            k = files.Key()
+            write_leaf(k, {"dev": dev, "ino": ino})
+            want_files[bytes(k)] = (k, watch_id)
+        want_names = {}
+        for name, watch_id in resolved.names.items():
+            k = names.Key()
+            ct.memmove(ct.byref(k), name, min(len(name), ct.sizeof(k) - 1))  # NUL padding stays
+            want_names[bytes(k)] = (k, watch_id)
+        for table, want in ((files, want_files), (names, want_names)):
+            have = {bytes(k): k for k in table}
+            for raw, (k, watch_id) in want.items():
+                if raw not in have or int(table[have[raw]].value) != watch_id:
+                    table[k] = ct.c_uint32(watch_id)
+            for raw, k in have.items():
+                if raw not in want:
+                    del table[k]
+        bpf[b"krsid_watch_count"][ct.c_int(0)] = ct.c_uint64(len(want_files) + len(want_names))
 
     # -- policy --------------------------------------------------------------------------
 

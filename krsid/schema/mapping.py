@@ -46,6 +46,7 @@ OCSF_CLASSES: dict[str, OcsfClass] = {
             2: "Read",
             3: "Update",
             4: "Delete",
+            5: "Rename",
             6: "Set Attributes",
             7: "Set Security",
             12: "Mount",
@@ -452,6 +453,12 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     "file_open": HookMapping((Target("file_activity", 14, ("file",), ("access",), "open", FILE, {"path": "path"}),)),
     "inode_unlink": HookMapping(
         (Target("file_activity", 4, ("file",), ("deletion",), "unlink", FILE, {"name": "name", "inode": "ino"}),)
+    ),
+    "inode_rename": HookMapping(
+        (Target("file_activity", 5, ("file",), ("change",), "rename", FILE, {"name": "new_name", "inode": "ino"}),)
+    ),
+    "inode_link": HookMapping(
+        (Target("file_activity", 1, ("file",), ("creation",), "link", FILE, {"name": "new_name", "inode": "ino"}),)
     ),
     "inode_setattr": HookMapping(
         (Target("file_activity", 6, ("file",), ("change",), "setattr", FILE, {"name": "file", "inode": "ino"}),)

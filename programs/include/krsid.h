@@ -1146,4 +1146,91 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
     bpf_probe_read_kernel_str(dst, size, name);
 }
 
+/*
+ * File-integrity watch (the config's `watch:`, README: File-integrity watch).
+ *
+ * Files and directory subtrees are watched by identity, (s_dev, i_ino), as the
+ * policy's path_prefix is: the daemon resolves each configured path when it starts
+ * and at every reload, so a hard link to a watched file, a bind mount of a watched
+ * directory or a file renamed into one is still the watched inode or lies below it.
+ * Basenames (authorized_keys, .bash_history, ...) are watched anywhere, by name.
+ * The map values are the daemon's watch ids (1 + the entry's index in its
+ * append-only watch table), so an event names the configured entry that matched.
+ */
+#define KRSID_WATCH_FILES 4096        /* watched files and directories */
+#define KRSID_WATCH_NAMES 256         /* watched basenames */
+#define KRSID_WATCH_NAME_LEN 64       /* a name key, NUL-padded: names of up to 62 bytes */
+#define KRSID_WATCH_LEVEL_NAME 255    /* watch_level of a match by basename */
+
+struct krsid_watch_file_key {
+    __u32 dev;
+    __u32 pad;
+    __u64 ino;
+};
+struct krsid_watch_name_key {
+    char name[KRSID_WATCH_NAME_LEN];
+};
+BPF_HASH(krsid_watch_files, struct krsid_watch_file_key, __u32, KRSID_WATCH_FILES);
+BPF_HASH(krsid_watch_names, struct krsid_watch_name_key, __u32, KRSID_WATCH_NAMES);
+/* [0]: how many entries the two maps hold; 0 skips the walk (no watch configured). */
+BPF_ARRAY(krsid_watch_count, __u64, 1);
+
+struct krsid_watch_hit {
+    __u32 id;     /* 0: nothing watched matched */
+    __u32 level;  /* 0: d itself; N: d lies N levels below the watched directory; or LEVEL_NAME */
+};
+
+/*
+ * Whether d is watched: d itself or one of its parents (up to KRSID_DIR_DEPTH levels,
+ * on d's filesystem) is a watched inode, or d's name is a watched basename. A
+ * negative dentry (a name being created) has no inode: its parents still match.
+ */
+static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
+{
+    struct krsid_watch_hit hit = {};
+    int zero = 0;
+    __u64 *count = krsid_watch_count.lookup(&zero);
+    if (!count || *count == 0)
+        return hit;
+    struct krsid_watch_file_key k = {};
+    struct super_block *sb = 0;
+    bpf_probe_read_kernel(&sb, sizeof(sb), &d->d_sb);
+    if (sb)
+        bpf_probe_read_kernel(&k.dev, sizeof(k.dev), &sb->s_dev);
+    struct dentry *cur = d;
+#pragma clang loop unroll(disable)
+    for (__u32 level = 0; level < KRSID_DIR_DEPTH; level++) {
+        struct inode *inode = 0;
+        struct dentry *parent = 0;
+        bpf_probe_read_kernel(&inode, sizeof(inode), &cur->d_inode);
+        k.ino = 0;
+        if (inode)
+            bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &inode->i_ino);
+        if (k.ino) {
+            __u32 *id = krsid_watch_files.lookup(&k);
+            if (id) {
+                hit.id = *id;
+                hit.level = level;
+                return hit;
+            }
+        }
+        bpf_probe_read_kernel(&parent, sizeof(parent), &cur->d_parent);
+        if (!parent || parent == cur)
+            break;  /* the filesystem's root is its own parent */
+        cur = parent;
+    }
+    struct krsid_watch_name_key nk = {};
+    const unsigned char *name = 0;
+    bpf_probe_read_kernel(&name, sizeof(name), &d->d_name.name);
+    long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
+    if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
+        __u32 *id = krsid_watch_names.lookup(&nk);
+        if (id) {
+            hit.id = *id;
+            hit.level = KRSID_WATCH_LEVEL_NAME;
+        }
+    }
+    return hit;
+}
+
 #endif /* KRSID_H */

@@ -130,6 +130,9 @@ class FakePrograms:
     def set_fair_share(self, share: Any) -> None:
         self.fair_share = share
 
+    def set_watch(self, resolved: Any) -> None:
+        self.watch = resolved
+
 
 def fallback_daemon(cfg: Config, tmp_path: Path) -> tuple[Daemon, FakePrograms]:
     d = Daemon(cfg, sinks=[], available_hooks=lambda: OLD_KERNEL)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import ctypes as ct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,14 @@ class DirRules(ct.Structure):
     _fields_ = [("bits", ct.c_uint64 * (RULES_PER_HOOK // 64))]
 
 
+class WatchFileKey(ct.Structure):
+    _fields_ = [("dev", ct.c_uint32), ("pad", ct.c_uint32), ("ino", ct.c_uint64)]
+
+
+class WatchNameKey(ct.Structure):
+    _fields_ = [("name", ct.c_char * CATALOG.contract.watch_name_len)]
+
+
 class Limit(ct.Structure):
     _fields_ = [("cost_ns", ct.c_uint64), ("burst_ns", ct.c_uint64), ("window_ns", ct.c_uint64)]
 
@@ -94,6 +102,7 @@ class FakeTable:
     ):
         self.bpf, self.name, self.Key, self.Leaf, self.max_entries = bpf, name, key, leaf, max_entries
         self.data: dict[Any, Any] = {}
+        self.key_objects: dict[Any, Any] = {}  # what keys() hands back, as bcc does
 
     @staticmethod
     def _key(key: Any) -> Any:
@@ -101,6 +110,8 @@ class FakeTable:
             return bytes(key)
         if isinstance(key, DirKey):
             return (key.bank_hook, key.kind, key.dev, key.ino)
+        if isinstance(key, ct.Structure):
+            return bytes(key)
         return key.value
 
     @staticmethod
@@ -113,6 +124,7 @@ class FakeTable:
         if k not in self.data and len(self.data) >= self.max_entries:
             raise Exception(MAP_FULL)
         self.data[k] = self._value(leaf)
+        self.key_objects[k] = type(key).from_buffer_copy(key) if isinstance(key, ct.Structure) else key
 
     def __getitem__(self, key: Any) -> Any:
         return ct.c_uint64(self.data.get(self._key(key), 0))
@@ -121,8 +133,11 @@ class FakeTable:
         self.bpf.written(self.name)
         del self.data[self._key(key)]
 
-    def keys(self) -> list[DirKey]:
-        return [DirKey(bank_hook=b, kind=k, dev=d, ino=i) for b, k, d, i in self.data]
+    def keys(self) -> list[Any]:
+        return [self.key_objects[k] for k in self.data]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
 
     def clear(self) -> None:
         self.bpf.written(self.name)
@@ -147,6 +162,9 @@ class FakeBpf:
         self.tables[b"krsid_fair_share_config"] = FakeTable(self, "krsid_fair_share_config", leaf=FairShare)
         self.tables[b"krsid_rules"] = FakeTable(self, "krsid_rules", leaf=RuleLeaf)
         self.tables[b"krsid_dirs"] = FakeTable(self, "krsid_dirs", key=DirKey, leaf=DirRules)
+        self.tables[b"krsid_watch_files"] = FakeTable(self, "krsid_watch_files", key=WatchFileKey, leaf=ct.c_uint32)
+        self.tables[b"krsid_watch_names"] = FakeTable(self, "krsid_watch_names", key=WatchNameKey, leaf=ct.c_uint32)
+        self.tables[b"krsid_watch_count"] = FakeTable(self, "krsid_watch_count")
         for opt in CATALOG["file_open"].options:
             for m in opt.maps:
                 self.tables[m.name.encode()] = FakeTable(
@@ -189,6 +207,8 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
         rules[hook] = slots
     dirs = {k: v for k, v in bpf.tables[b"krsid_dirs"].data.items() if k[0] // programs.max_hooks == bank}
     sets = {m: dict(bpf.tables[m.encode()].data) for m in ("file_open_names", "file_open_paths")}
+    watch_maps = ("krsid_watch_files", "krsid_watch_names", "krsid_watch_count")
+    watch = {m: dict(bpf.tables[m.encode()].data) for m in watch_maps}
     return copy.deepcopy(
         {
             "bank": bank,
@@ -198,6 +218,7 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
             "sets": sets,
             "rules": rules,
             "dirs": dirs,
+            "watch": watch,
         }
     )
 
@@ -217,8 +238,10 @@ def config_text(tmp_path: Path, *, new: bool) -> str:
             "{name: n-exec, hook: bprm_check_security, action: audit, match: {uid: 4242}}",
             "{name: n-exec2, hook: bprm_check_security, action: deny, match: {uid: 4243}}",
         ]
+    watch_paths = ", ".join(str(tmp_path / n) for n in (("new-dir", "old-dir") if new else ("old-dir",)))
     return (
         f"state_dir: {tmp_path}/state\n"
+        f"watch: {{paths: [{watch_paths}], names: [{'new_name' if new else 'old_name'}]}}\n"
         "hooks:\n"
         f"  file_mprotect: {{exec_only: {'false' if new else 'true'}, rate_limit: {500 if new else 100}}}\n"
         f"  file_open: {{sensitive_paths: [{paths}], dedup_window_ms: {20 if new else 10}}}\n"
@@ -244,6 +267,7 @@ def running(tmp_path: Path) -> tuple[Daemon, Path]:
     programs.set_options(daemon._hook_options(config))
     programs.set_limits(daemon._hook_limits(config))
     programs.set_fair_share(config.fair_share)
+    daemon._refresh_watch(config.watch, strict=True)
     daemon._apply_policy(config.policy)
     path.write_text(config_text(tmp_path, new=True))
     return daemon, path
@@ -266,7 +290,8 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     after = live_state(daemon.programs)
     assert after["bank"] != before["bank"] and after["options"] != before["options"]
     assert after["limits"] != before["limits"] and after["sets"] != before["sets"]
-    assert after["fair_share"] != before["fair_share"]
+    assert after["fair_share"] != before["fair_share"] and after["watch"] != before["watch"]
+    assert len(after["watch"]["krsid_watch_files"]) == 2 and after["watch"]["krsid_watch_count"] == {0: 3}
     assert len(after["sets"]["file_open_paths"]) == SET_CAPACITY
     assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"n-wx", "n-dir", "n-exec", "n-exec2"}
 
@@ -280,6 +305,9 @@ WRITE_FAILURES = [
     ("krsid_limits", 2, Exception(MAP_FULL)),
     ("krsid_fair_share_config", 1, Exception(MAP_FULL)),
     ("krsid_dirs", 1, Exception(MAP_FULL)),
+    ("krsid_watch_files", 1, Exception(MAP_FULL)),
+    ("krsid_watch_names", 2, Exception(MAP_FULL)),  # the stale name's removal, after the new one
+    ("krsid_watch_count", 1, Exception("Could not update table")),
     ("krsid_rules", 1, Exception(MAP_FULL)),
     ("krsid_rules", 4, RuntimeError("a bug")),
     ("krsid_rule_hits", 3, Exception("Could not clear item")),

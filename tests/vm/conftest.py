@@ -185,6 +185,7 @@ def write_config(
     hooks: list[str],
     hook_settings: dict[str, dict[str, Any]] | None = None,
     policy: dict[str, Any] | None = None,
+    watch: dict[str, list[str]] | None = None,
 ) -> Path:
     """The session config: each hook with the options its tests need, from
     tests/vm/options/<hook>.yaml (a mapping of option: value), else defaults;
@@ -215,6 +216,8 @@ def write_config(
     }
     if policy:
         body["policy"] = policy
+    if watch:
+        body["watch"] = watch
     cfg.write_text(yaml.safe_dump(body))
     return cfg
 
@@ -257,9 +260,35 @@ def daemon(
     hooks = session_hooks()
     if not hooks:
         pytest.skip("KRSID_TEST_HOOKS names only fallback programs: the session daemon has no hook to attach")
-    cfg = write_config(tmp, headers, port, hooks)
-    with start_daemon(tmp, cfg, port, headers, hooks, others=set()) as d:
-        yield d
+    with watched_tmpfs(tmp / "watch") as watch:
+        cfg = write_config(tmp, headers, port, hooks, watch=watch)
+        with start_daemon(tmp, cfg, port, headers, hooks, others=set()) as d:
+            yield d
+
+
+# The session's file-integrity watch: the shipped lists plus a tmpfs of the session's
+# own (tests/vm/test_watch.py), so no test writes where the shipped watch looks.
+WATCHED_NAME = "krsid-watched-name"
+
+
+@contextlib.contextmanager
+def watched_tmpfs(root: Path) -> Iterator[dict[str, list[str]]]:
+    """root (a tmpfs, unmounted at the end) holds dir/ and file (watched by identity),
+    outside/ (not watched); WATCHED_NAME is watched anywhere."""
+    from krsid.watch import DEFAULT_NAMES, DEFAULT_PATHS
+
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "krsid-watch", str(root)], check=True)
+    try:
+        for d in ("dir", "outside"):
+            (root / d).mkdir()
+        (root / "file").write_text("watched\n")
+        yield {
+            "paths": [*DEFAULT_PATHS, str(root / "dir"), str(root / "file")],
+            "names": [*DEFAULT_NAMES, WATCHED_NAME],
+        }
+    finally:
+        subprocess.run(["umount", "--lazy", str(root)], check=False)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,187 @@
+"""The file-integrity watch: which files, directories and basenames krsid watches for
+writes, creation, renames, links and deletion (the config's ``watch:``).
+
+Its one home. The kernel side is krsid.h's krsid_watch_find (the maps
+krsid_watch_files, keyed by (device, inode), and krsid_watch_names, keyed by a
+NUL-padded basename); the hooks that report watched files call it (file_open for
+writes, inode_rename, inode_link, inode_unlink). Here: the config section and its
+defaults, the resolution of paths to (device, inode) and the append-only table of
+watch ids that events carry.
+
+Paths are watched by identity, as the policy's path_prefix: a hard link to a watched
+file, a bind mount of a watched directory or a file renamed into one is still the
+watched inode or lies below it. A configured path that does not exist is not an
+error (a fresh host may have no /etc/cron.d): it is logged and resolved again at the
+next reload. Names are for files anywhere (every home's authorized_keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from krsid.catalog import Contract
+from krsid.errors import ConfigError
+from krsid.policy import kernel_inode
+from krsid.yamldoc import YamlDoc, expect, expect_mapping
+
+# The shipped watch list (README: File-integrity watch), by the attacker behaviour each
+# line answers. Directories cover everything below them (16 levels, on their filesystem).
+DEFAULT_PATHS: tuple[str, ...] = (
+    # dynamic-linker preload and search path: code in every process
+    "/etc/ld.so.preload",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    # scheduled and started at boot: cron, systemd units, SysV init, rc.local
+    "/etc/crontab",
+    "/etc/cron.d",
+    "/etc/cron.hourly",
+    "/etc/cron.daily",
+    "/etc/cron.weekly",
+    "/etc/cron.monthly",
+    "/var/spool/cron",
+    "/etc/systemd/system",
+    "/etc/init.d",
+    "/etc/rc.local",
+    # accounts, privilege and authentication
+    "/etc/passwd",
+    "/etc/shadow",
+    "/etc/group",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/pam.d",
+    "/etc/security",
+    "/etc/ssh/sshd_config",
+    "/etc/ssh/sshd_config.d",
+    "/root/.ssh",
+    # shell start-up for every login
+    "/etc/profile",
+    "/etc/profile.d",
+    "/etc/bash.bashrc",
+    "/etc/environment",
+    # kernel modules, device events and kernel parameters at boot
+    "/etc/modprobe.d",
+    "/etc/modules",
+    "/etc/modules-load.d",
+    "/etc/udev/rules.d",
+    "/etc/sysctl.conf",
+    "/etc/sysctl.d",
+    # name resolution
+    "/etc/hosts",
+)
+DEFAULT_NAMES: tuple[str, ...] = (
+    # per-user persistence, in any home
+    "authorized_keys",
+    "authorized_keys2",
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".profile",
+    ".zshrc",
+    ".pam_environment",
+    # anti-forensics: history files deleted, truncated or linked to /dev/null
+    ".bash_history",
+    ".zsh_history",
+    # kernel hand-offs to user space (/proc/sys/kernel/core_pattern, a cgroup v1 release
+    # agent): proc and cgroupfs inodes are not stable, so these go by name
+    "core_pattern",
+    "release_agent",
+    # a preload file that does not exist yet has no inode to watch
+    "ld.so.preload",
+)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    paths: tuple[str, ...] = DEFAULT_PATHS
+    names: tuple[str, ...] = DEFAULT_NAMES
+
+
+def parse_watch(doc: YamlDoc, raw: Any, contract: Contract) -> WatchConfig:
+    """The ``watch:`` section: ``paths`` (absolute) and ``names`` (basenames), each
+    replacing its default list when given; ``[]`` turns that part off."""
+    body = expect_mapping(doc, raw, ("watch",), {"paths", "names"})
+    default = WatchConfig()
+    paths = _strings(doc, body.get("paths", list(default.paths)), "paths")
+    for i, p in enumerate(paths):
+        if not p.startswith("/") or "\0" in p:
+            doc.fail(("watch", "paths", i), f"must be an absolute path, got {p!r}")
+    names = _strings(doc, body.get("names", list(default.names)), "names")
+    longest = contract.watch_name_len - 2  # the key keeps a NUL, and a cut name must not match
+    for i, n in enumerate(names):
+        if not n or "/" in n or "\0" in n or n in (".", "..") or len(n.encode()) > longest:
+            doc.fail(("watch", "names", i), f"must be a file name (no '/') of 1..{longest} bytes, got {n!r}")
+    if len(paths) > contract.watch_files:
+        doc.fail(("watch", "paths"), f"at most {contract.watch_files} paths (krsid_watch_files), got {len(paths)}")
+    if len(names) > contract.watch_names:
+        doc.fail(("watch", "names"), f"at most {contract.watch_names} names (krsid_watch_names), got {len(names)}")
+    return WatchConfig(paths=tuple(dict.fromkeys(paths)), names=tuple(dict.fromkeys(names)))
+
+
+def _strings(doc: YamlDoc, raw: Any, key: str) -> list[str]:
+    items = expect(doc, raw, ("watch", key), list, "a list of strings")
+    for i, item in enumerate(items):
+        expect(doc, item, ("watch", key, i), str, "a string")
+    return list(items)
+
+
+class WatchTable:
+    """Watch ids, as the kernel's maps hold them and events carry them: 1 + an entry's
+    index, never reused. Append-only, so an event written before a reload still names
+    its entry after it; bounded by the distinct entries ever configured."""
+
+    def __init__(self) -> None:
+        self._entries: list[str] = []
+        self._ids: dict[str, int] = {}
+
+    def id_of(self, entry: str) -> int:
+        known = self._ids.get(entry)
+        if known is None:
+            self._entries.append(entry)
+            known = self._ids[entry] = len(self._entries)
+        return known
+
+    def entry(self, watch_id: int) -> str:
+        """The configured path or name behind an id; "" for 0 (nothing watched matched)."""
+        if 0 < watch_id <= len(self._entries):
+            return self._entries[watch_id - 1]
+        return "" if watch_id == 0 else f"unknown-{watch_id}"
+
+
+@dataclass(frozen=True)
+class ResolvedWatch:
+    """What goes into the kernel's maps: (dev, ino) -> id and basename key -> id."""
+
+    files: Mapping[tuple[int, int], int]
+    names: Mapping[bytes, int]
+    missing: tuple[str, ...]  # configured paths that do not exist (not watched until a reload finds them)
+
+
+def resolve_watch(watch: WatchConfig, table: WatchTable) -> ResolvedWatch:
+    files: dict[tuple[int, int], int] = {}
+    missing = []
+    for path in watch.paths:
+        try:
+            identity = kernel_inode(path)
+        except ConfigError:
+            missing.append(path)
+            continue
+        files.setdefault(identity, table.id_of(path))
+    names = {n.encode(): table.id_of(n) for n in watch.names}
+    return ResolvedWatch(files, names, tuple(missing))
+
+
+def describe(resolved: ResolvedWatch) -> str:
+    text = f"{len(resolved.files)} path(s) and {len(resolved.names)} name(s) watched"
+    if resolved.missing:
+        text += f"; not present, not watched: {', '.join(resolved.missing)}"
+    return text
+
+
+def changed_keys(old: Iterable[object], new: Iterable[object]) -> list[object]:
+    """Keys in old that new lacks: removed after the new ones are written, so a reload
+    leaves no moment in which a path watched before and after is unwatched."""
+    keep = set(new)
+    return [k for k in old if k not in keep]

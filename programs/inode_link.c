@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * inode_link: a hard link is about to be created (link, linkat, ln without -s).
+ *
+ * Reported: links that touch the file-integrity watch (krsid_watch_find, krsid.h):
+ * a second name for a watched file (ln /etc/shadow /tmp/s: the name-based
+ * sensitive_paths of file_open never sees /tmp/s; the watch still does, by inode)
+ * or a new name placed in a watched directory (ln /tmp/job /etc/cron.d/job). The
+ * file being linked is checked first, then the new name's directories. With the
+ * option all, every hard link.
+ *
+ * protected_hardlinks (fs.protected_hardlinks=1, the default) already refuses
+ * links to files the caller does not own and cannot read and write; this hook runs
+ * after that check, so what is reported here really happens.
+ */
+#include "krsid.h"
+#if KRSID_KERNEL_HEADERS
+#include <linux/fs.h>
+#include <linux/dcache.h>
+#endif
+
+/* Option slots, see inode_link.yaml. */
+#define INODE_LINK_OPT_ALL 0
+/* Policy field slots, see inode_link.yaml. */
+#define INODE_LINK_POLICY_WATCHED 0
+
+#define INODE_LINK_SIDE_NEW 1 /* the new name lies in a watched directory */
+#define INODE_LINK_SIDE_OLD 2 /* the file being linked is watched */
+
+#define INODE_LINK_MINORBITS 20
+#define INODE_LINK_MINORMASK ((1U << INODE_LINK_MINORBITS) - 1)
+#define INODE_LINK_NAME_LEN 128
+
+struct inode_link_event {
+    KRSID_EVENT_HEADER
+    __u64 ino;
+    __u32 dev_major;
+    __u32 dev_minor;
+    __u32 watch;
+    __u32 watch_level;
+    __u32 watch_side;
+    __u32 nlink;
+    char old_dir[INODE_LINK_NAME_LEN];
+    char old_name[INODE_LINK_NAME_LEN];
+    char new_dir[INODE_LINK_NAME_LEN];
+    char new_name[INODE_LINK_NAME_LEN];
+};
+
+LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)
+{
+    KRSID_HOOK_PROLOGUE();
+
+    __u32 side = INODE_LINK_SIDE_OLD;
+    struct krsid_watch_hit watch = krsid_watch_find(old_dentry);
+    if (!watch.id) {
+        watch = krsid_watch_find(new_dentry);
+        side = watch.id ? INODE_LINK_SIDE_NEW : 0;
+    }
+
+    /* path_prefix matches the file being linked (its identity and directories). */
+    struct krsid_policy_input in = {};
+    in.field[INODE_LINK_POLICY_WATCHED] = watch.id != 0;
+    in.file = old_dentry;
+    struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
+    KRSID_DROP_IF_IGNORED(d);
+    if (!d.rule && !watch.id && !krsid_option(KRSID_HOOK_ID, INODE_LINK_OPT_ALL))
+        KRSID_RETURN_FILTERED();
+
+    struct inode_link_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct inode_link_event), d.action);
+    if (!e)
+        KRSID_RETURN_DECISION(d.action);
+
+    struct inode *inode = old_dentry->d_inode;
+    e->ino = 0;
+    e->dev_major = 0;
+    e->dev_minor = 0;
+    e->nlink = 0;
+    if (inode) {
+        __u32 dev = inode->i_sb->s_dev;
+        e->ino = inode->i_ino;
+        e->dev_major = dev >> INODE_LINK_MINORBITS;
+        e->dev_minor = dev & INODE_LINK_MINORMASK;
+        e->nlink = inode->i_nlink;
+    }
+    e->watch = watch.id;
+    e->watch_level = watch.level;
+    e->watch_side = side;
+    krsid_read_dentry_name(e->old_dir, sizeof(e->old_dir), old_dentry->d_parent);
+    krsid_read_dentry_name(e->old_name, sizeof(e->old_name), old_dentry);
+    krsid_read_dentry_name(e->new_dir, sizeof(e->new_dir), new_dentry->d_parent);
+    krsid_read_dentry_name(e->new_name, sizeof(e->new_name), new_dentry);
+
+    KRSID_SUBMIT_AND_RETURN(e, d);
+}

@@ -1,0 +1,102 @@
+"""The file-integrity watch's config, identity resolution, ids and decoding (krsid.watch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from krsid.config import parse_config
+from krsid.errors import ConfigError
+from krsid.pipeline.decode import EventDecoder
+from krsid.watch import DEFAULT_NAMES, DEFAULT_PATHS, WatchConfig, WatchTable, describe, resolve_watch
+from tests.support.records import catalog, pack
+
+CAT = catalog()
+HOOKS = "hooks:\n  file_open: {}\n"
+
+
+def test_without_a_watch_section_the_shipped_lists_apply() -> None:
+    watch = parse_config(HOOKS, "t.yaml").watch
+    assert watch.paths == DEFAULT_PATHS and watch.names == DEFAULT_NAMES
+    assert "/etc/cron.d" in watch.paths and "/etc/sudoers.d" in watch.paths and "/root/.ssh" in watch.paths
+    assert "authorized_keys" in watch.names and ".bash_history" in watch.names
+
+
+def test_given_lists_replace_the_defaults_and_empty_lists_turn_them_off() -> None:
+    watch = parse_config(HOOKS + "watch:\n  paths: [/opt/app, /opt/app]\n", "t.yaml").watch
+    assert watch.paths == ("/opt/app",)  # duplicates folded
+    assert watch.names == DEFAULT_NAMES  # the other list keeps its default
+    assert parse_config(HOOKS + "watch: {paths: [], names: []}\n", "t.yaml").watch == WatchConfig((), ())
+
+
+LONG = "x" * 63
+BAD = [
+    ("watch:\n  paths: [etc/cron.d]\n", "4:11", "must be an absolute path, got 'etc/cron.d'"),
+    ("watch:\n  names: [.ssh/authorized_keys]\n", "4:11", "must be a file name (no '/') of 1..62 bytes"),
+    (f"watch:\n  names: [{LONG}]\n", "4:11", "of 1..62 bytes"),
+    ("watch:\n  names: ['..']\n", "4:11", "must be a file name"),
+    ("watch:\n  names: ['']\n", "4:11", "must be a file name"),
+    ("watch:\n  names: [1]\n", "4:11", "expected a string"),
+    ("watch:\n  paths: /etc\n", "4:10", "expected a list"),
+    ("watch:\n  pathz: []\n", "4:3", "unknown key 'pathz'"),
+    ("watch: [/etc]\n", "3:8", "expected a mapping, got a list"),
+]
+
+
+@pytest.mark.parametrize(("text", "pos", "message"), BAD)
+def test_a_bad_watch_is_a_config_error_naming_the_place(text: str, pos: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(HOOKS + text, "bad.yaml")
+    assert f"bad.yaml:{pos}:" in str(e.value)
+    assert message in str(e.value)
+
+
+def test_more_names_than_the_map_holds_is_refused() -> None:
+    names = ", ".join(f"n{i}" for i in range(CAT.contract.watch_names + 1))
+    with pytest.raises(ConfigError, match=f"at most {CAT.contract.watch_names} names"):
+        parse_config(HOOKS + f"watch:\n  names: [{names}]\n", "bad.yaml")
+
+
+def test_paths_resolve_to_the_kernels_device_and_inode(tmp_path: Path) -> None:
+    watched, other = tmp_path / "cron.d", tmp_path / "absent"
+    watched.mkdir()
+    (tmp_path / "link").symlink_to(watched)
+    table = WatchTable()
+    resolved = resolve_watch(WatchConfig((str(watched), str(other), str(tmp_path / "link")), ("x",)), table)
+    st = os.stat(watched)
+    kernel_dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
+    # The symlink is the same directory: one entry, under the first name that reached it.
+    assert resolved.files == {(kernel_dev, st.st_ino): table.id_of(str(watched))}
+    assert resolved.names == {b"x": table.id_of("x")}
+    assert resolved.missing == (str(other),)
+    assert "1 path(s) and 1 name(s) watched; not present, not watched: " + str(other) == describe(resolved)
+
+
+def test_watch_ids_are_never_reused_across_reloads() -> None:
+    table = WatchTable()
+    first = resolve_watch(WatchConfig((), ("a", "b")), table)
+    second = resolve_watch(WatchConfig((), ("b", "c")), table)
+    assert first.names == {b"a": 1, b"b": 2} and second.names == {b"b": 2, b"c": 3}
+    # An event written before the reload still names its entry.
+    assert (table.entry(1), table.entry(3), table.entry(0), table.entry(9)) == ("a", "c", "", "unknown-9")
+
+
+def test_a_watch_field_decodes_to_the_watched_entry() -> None:
+    spec = CAT["file_open"]
+    table = WatchTable()
+    watch_id = table.id_of("/etc/cron.d")
+    raw = pack(spec, 0, reason=4, access=1, flags=0x241, mode=2, watch=watch_id, watch_level=1, path="/etc/cron.d/x")
+    e = EventDecoder({0: spec}, boot_to_epoch=0.0, watch_entry=table.entry).decode(raw)
+    assert (e.values["reason"], e.values["watch"], e.values["watch_level"]) == ("WATCH", "/etc/cron.d", 1)
+    assert e.values["flags"] == "WRONLY|CREAT|TRUNC"
+    # Without a table (a tool decoding records alone) the id is not invented into a path.
+    raw0 = pack(spec, 0, reason=2, watch=0, path="/etc/shadow")
+    assert EventDecoder({0: spec}, boot_to_epoch=0.0).decode(raw0).values["watch"] == ""
+
+
+def test_the_readme_lists_the_shipped_watch() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "- paths: " + ", ".join(f"`{p}`" for p in DEFAULT_PATHS) + "\n" in readme
+    assert "- names: " + ", ".join(f"`{n}`" for n in DEFAULT_NAMES) + "\n" in readme

@@ -1,0 +1,251 @@
+"""The file-integrity watch in a VM: writes, creation, renames, hard links and deletion
+of watched files are reported with exact values (file_open, inode_rename, inode_link,
+inode_unlink), and the evasions do not work: a hard link to a watched file, a bind
+mount of a watched directory, a file renamed into one, and a watched file replaced by
+a rename (a new inode, watched again after the daemon's next refresh).
+
+Everything happens on the session's own watched tmpfs (tests/vm/conftest.py,
+watched_tmpfs): dir/ and file are watched by identity, outside/ is not, and
+WATCHED_NAME is watched anywhere. Files get unique names: the tmpfs lives as long as
+the session's daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.journald import Journal
+from tests.support.metrics import metric
+from tests.vm.conftest import WATCHED_NAME, RunningDaemon, message_id
+from tests.vm.test_policy import Reloader
+
+pytestmark = pytest.mark.vm
+REFRESH_WAIT = 3.0  # s: the daemon re-resolves watched paths every second (WATCH_REFRESH_INTERVAL)
+
+
+@pytest.fixture
+def root(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> Path:
+    for hook in ("file_open", "inode_rename", "inode_link", "inode_unlink"):
+        hook_enabled(hook)
+    paths = yaml.safe_load(daemon.config.read_text())["watch"]["paths"]
+    return Path(paths[-1]).parent  # the last two are the session's dir/ and file
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def run(*argv: str, ok: bool = True) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """Run argv; returns (its pid, the events' tgid, and its result)."""
+    p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=60)
+    done = subprocess.CompletedProcess(argv, p.returncode, out, err)
+    if ok:
+        assert p.returncode == 0, done
+    return p.pid, done
+
+
+def events_of(daemon: RunningDaemon, hook: str, pid: int, count: int = 1) -> list[dict[str, Any]]:
+    found = daemon.wait_events(lambda o: o["hook"] == hook and o["tgid"] == pid, count)
+    return sorted(found, key=lambda o: int(o["seq"]))
+
+
+def test_writes_and_creation_in_watched_places_are_reported_and_reads_are_not(
+    daemon: RunningDaemon, root: Path, journal: Journal
+) -> None:
+    watched_file, sub = root / "file", root / "dir" / unique("sub")
+    sub.mkdir()
+    reader, _ = run("cat", str(watched_file))
+    outsider, _ = run("sh", "-c", f"echo x > {root / 'outside' / unique('f')}")
+    appender, _ = run("sh", "-c", f"echo x >> {watched_file}")
+    created = sub / unique("job")
+    creator, _ = run("sh", "-c", f"echo x > {created}")
+
+    (o,) = events_of(daemon, "file_open", appender)
+    assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", str(watched_file), 0, str(watched_file))
+    assert (o["access"], o["flags"]) == ("WRONLY", "WRONLY|CREAT|APPEND|LARGEFILE")
+    (o,) = events_of(daemon, "file_open", creator)
+    assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", str(root / "dir"), 2, str(created))
+    assert o["flags"] == "WRONLY|CREAT|TRUNC|LARGEFILE"
+    # Same lane, in order: by now the read and the write outside would have arrived.
+    assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] in (reader, outsider)) == []
+
+    (j,) = journal.wait_for(lambda e: True, "KRSID_HOOK=file_open", f"KRSID_TGID={creator}")
+    assert j["MESSAGE_ID"] == message_id("file_open")
+    assert (j["KRSID_REASON"], j["KRSID_WATCH"], j["KRSID_WATCH_LEVEL"]) == ("WATCH", str(root / "dir"), "2")
+
+
+def test_a_hard_link_to_a_watched_file_is_reported_and_does_not_evade_the_watch(
+    daemon: RunningDaemon, root: Path
+) -> None:
+    watched_file, alias = root / "file", root / "outside" / unique("alias")
+    st = watched_file.stat()
+    linker, _ = run("ln", str(watched_file), str(alias))
+    (o,) = events_of(daemon, "inode_link", linker)
+    assert (o["watch"], o["watch_side"], o["watch_level"]) == (str(watched_file), "OLD", 0)
+    assert (o["old_dir"], o["old_name"], o["new_dir"], o["new_name"]) == ("/", "file", "outside", alias.name)
+    assert (o["ino"], o["nlink"], o["dev_major"], o["dev_minor"]) == (
+        st.st_ino,
+        st.st_nlink,
+        os.major(st.st_dev),
+        os.minor(st.st_dev),
+    )
+    assert (o["action"], o["comm"]) == ("audit", "ln")
+
+    # A write through the second name is a write to the watched inode.
+    writer, _ = run("sh", "-c", f"echo x >> {alias}")
+    (o,) = events_of(daemon, "file_open", writer)
+    assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", str(watched_file), 0, str(alias))
+    # And so is removing it.
+    remover, _ = run("rm", str(alias))
+    (o,) = events_of(daemon, "inode_unlink", remover)
+    assert (o["name"], o["watch"], o["watch_level"], o["running"]) == (alias.name, str(watched_file), 0, False)
+
+
+def test_a_bind_mount_of_a_watched_directory_does_not_evade_the_watch(daemon: RunningDaemon, root: Path) -> None:
+    bind = root / "outside" / unique("bind")
+    bind.mkdir()
+    subprocess.run(["mount", "--bind", str(root / "dir"), str(bind)], check=True)
+    try:
+        target = bind / unique("job")
+        writer, _ = run("sh", "-c", f"echo x > {target}")
+        (o,) = events_of(daemon, "file_open", writer)
+        # bpf_d_path names the path written through; the watch names what it is.
+        assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", str(root / "dir"), 1, str(target))
+    finally:
+        subprocess.run(["umount", str(bind)], check=True)
+
+
+def test_renames_into_over_and_out_of_watched_places_are_reported(daemon: RunningDaemon, root: Path) -> None:
+    job = root / "outside" / unique("job")
+    job.write_text("* * * * * root id\n")
+    ino = job.stat().st_ino
+    mover, _ = run("mv", str(job), str(root / "dir" / job.name))
+    (o,) = events_of(daemon, "inode_rename", mover)
+    assert (o["watch"], o["watch_side"], o["watch_level"], o["replaces"]) == (str(root / "dir"), "NEW", 1, False)
+    assert (o["old_dir"], o["old_name"], o["new_dir"], o["new_name"], o["ino"]) == (
+        "outside",
+        job.name,
+        "dir",
+        job.name,
+        ino,
+    )
+    # Moved away again: the file being moved lies in the watched directory.
+    back, _ = run("mv", str(root / "dir" / job.name), str(job))
+    (o,) = events_of(daemon, "inode_rename", back)
+    assert (o["watch"], o["watch_side"], o["watch_level"], o["new_dir"]) == (str(root / "dir"), "OLD", 1, "outside")
+    # A rename within the unwatched directory is filtered in the kernel.
+    quiet, _ = run("mv", str(job), str(job) + ".old")
+
+    # Replacing the watched file by a rename over it, as passwd does with /etc/shadow.
+    watched_file, replacement = root / "file", root / "outside" / unique("new")
+    replacement.write_text("replaced\n")
+    replacer, _ = run("mv", str(replacement), str(watched_file))
+    (o,) = events_of(daemon, "inode_rename", replacer)
+    assert (o["watch"], o["watch_side"], o["watch_level"], o["replaces"]) == (str(watched_file), "NEW", 0, True)
+    assert daemon.events(lambda e: e["hook"] == "inode_rename" and e["tgid"] == quiet) == []
+    # The file now is a new inode; the daemon watches it from its next refresh on.
+    time.sleep(REFRESH_WAIT)
+    writer, _ = run("sh", "-c", f"echo x >> {watched_file}")
+    (o,) = events_of(daemon, "file_open", writer)
+    assert (o["reason"], o["watch"], o["watch_level"]) == ("WATCH", str(watched_file), 0)
+
+
+def test_deleting_watched_files_and_names_is_reported(daemon: RunningDaemon, root: Path) -> None:
+    in_dir = root / "dir" / unique("dropin")
+    in_dir.write_text("x\n")
+    history = root / "outside" / unique("home")
+    history.mkdir()
+    (history / WATCHED_NAME).write_text("history\n")
+    remover, _ = run("rm", str(in_dir), str(history / WATCHED_NAME))
+    first, second = events_of(daemon, "inode_unlink", remover, 2)
+    assert (first["name"], first["watch"], first["watch_level"]) == (in_dir.name, str(root / "dir"), 1)
+    assert (second["name"], second["watch"], second["watch_level"]) == (WATCHED_NAME, WATCHED_NAME, 255)
+    assert first["running"] is False and second["running"] is False
+
+
+@pytest.fixture
+def policy(daemon: RunningDaemon, root: Path) -> Iterator[Reloader]:
+    r = Reloader(daemon)
+    try:
+        yield r
+    finally:
+        r.apply(r.original)
+
+
+def test_would_deny_then_deny_renames_and_links_into_the_watched_directory(
+    daemon: RunningDaemon, root: Path, policy: Reloader
+) -> None:
+    """Rules on the new hooks, scoped to the session's watched tmpfs (path_prefix)."""
+    watched_dir = root / "dir"
+
+    def rules(action: str) -> list[dict[str, Any]]:
+        match = {"path_prefix": str(watched_dir), "fields": {"watched": True}}
+        return [
+            {"name": f"rename-{action}", "hook": "inode_rename", "action": action, "match": match},
+            {"name": f"link-{action}", "hook": "inode_link", "action": action, "match": {"path_prefix": str(root)}},
+        ]
+
+    policy.apply(policy.with_rules(*rules("would_deny")))
+    a = root / "outside" / unique("a")
+    a.write_text("a\n")
+    mover, _ = run("mv", str(a), str(watched_dir / a.name))
+    (o,) = events_of(daemon, "inode_rename", mover)
+    want = ("would_deny", "rename-would_deny", "0", str(watched_dir))
+    assert (o["action"], o["rule"], o["verdict"], o["watch"]) == want
+    assert (watched_dir / a.name).exists()
+
+    policy.apply(policy.with_rules(*rules("deny")))
+    b = root / "outside" / unique("b")
+    b.write_text("b\n")
+    mover, done = run("mv", str(b), str(watched_dir / b.name), ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    assert b.exists() and not (watched_dir / b.name).exists()
+    # One rename call, or two where mv retries without RENAME_NOREPLACE: each denied.
+    denied = events_of(daemon, "inode_rename", mover)
+    assert denied and {(o["action"], o["rule"], o["verdict"], o["new_name"]) for o in denied} == {
+        ("deny", "rename-deny", "-EPERM", b.name)
+    }
+    # A rename elsewhere on the same filesystem is not the rule's.
+    run("mv", str(b), str(b) + ".moved")
+
+    linker, done = run("ln", str(root / "file"), str(root / "outside" / unique("l")), ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    (o,) = events_of(daemon, "inode_link", linker)
+    assert (o["action"], o["rule"], o["verdict"], o["watch"]) == ("deny", "link-deny", "-EPERM", str(root / "file"))
+    scrape = daemon.scrape()
+    assert metric(scrape, "krsid_denied_total", hook="inode_rename", rule="rename-deny") == len(denied)
+    assert metric(scrape, "krsid_denied_total", hook="inode_link", rule="link-deny") == 1
+    assert metric(scrape, "krsid_would_deny_total", hook="inode_rename", rule="rename-would_deny") == 1
+
+
+def test_a_permission_change_of_a_watched_file_is_reported(daemon: RunningDaemon, root: Path) -> None:
+    """inode_setattr reports only special bits, owners and timestamps on any file; on a
+    watched file every permission change (chmod 0666 /etc/shadow)."""
+    if "inode_setattr" not in daemon.attached:
+        pytest.skip("inode_setattr is not in this session's KRSID_TEST_HOOKS")
+    watched = root / "dir" / unique("conf")
+    watched.write_text("x\n")
+    watched.chmod(0o600)
+    plain = root / "outside" / unique("conf")
+    plain.write_text("x\n")
+    quiet, _ = run("chmod", "0666", str(plain))
+    changer, _ = run("chmod", "0666", str(watched))
+    (o,) = events_of(daemon, "inode_setattr", changer)
+    assert (o["changes"], o["watch"], o["watch_level"]) == ("WATCHED_MODE", str(root / "dir"), 1)
+    assert (o["old_mode"], o["mode"], o["file"], o["dir"]) == (
+        "RUSR|WUSR",
+        "RUSR|WUSR|RGRP|WGRP|ROTH|WOTH",
+        watched.name,
+        "dir",
+    )
+    assert daemon.events(lambda e: e["hook"] == "inode_setattr" and e["tgid"] == quiet) == []

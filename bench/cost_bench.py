@@ -83,6 +83,10 @@ class Loop:
 LOOPS = (
     Loop("mprotect(PROT_READ)", "mprotect_r", 4000, "", "filtered", "file_mprotect", "mprotect"),
     Loop("open+close, other file", "open", 2000, "plain", "filtered", "file_open", "open"),
+    # The file-integrity watch's walks (issue 11): a write open and a rename of an
+    # unwatched file look up every directory level up to the filesystem's root.
+    Loop("open(O_WRONLY)+close, other file", "open_w", 2000, "plain", "filtered", "file_open", "open"),
+    Loop("rename there and back, other file", "rename", 1000, "plain", "filtered", "inode_rename", "rename"),
     Loop("mprotect(PROT_READ|PROT_EXEC)", "mprotect_x", 4000, "", "emitted", "file_mprotect", "mprotect"),
     Loop("open+close, sensitive file", "open", 2000, "secret", "emitted", "file_open", "open"),
     Loop("fork+exec of /bin/true (copy)", "exec", 60, "true", "emitted", "bprm_check_security", "exec"),

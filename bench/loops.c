@@ -36,7 +36,8 @@ int main(int argc, char **argv)
     const char *path = argc == 4 ? argv[3] : !strcmp(kind, "exec") ? "/bin/true" : writes ? "/tmp/krsid-loops.w" : "/etc/hostname";
     char moved[4096];
     snprintf(moved, sizeof(moved), "%s.moved", path);
-    if (writes)
+    int scratch = writes && argc != 4; /* created here, removed at the end */
+    if (scratch)
         close(open(path, O_WRONLY | O_CREAT, 0600));
     void *page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
@@ -110,7 +111,7 @@ int main(int argc, char **argv)
         }
     }
     double per = (now() - t0) / n;
-    if (writes)
+    if (scratch)
         unlink(path);
     int pairs = !strcmp(kind, "mprotect") || !strcmp(kind, "mprotect_rw") || !strcmp(kind, "chmod") ||
                 !strcmp(kind, "rename"); /* two calls per turn */

@@ -13,7 +13,9 @@
     bench/run.py cost               in the VM: hook cost vs auditd, cold start, RSS (cost_bench.py)
     bench/run.py policy             in the VM: policy cost (bench/policy_bench.py)
     bench/run.py exec               in the VM: an exec's cost split into BPF programs and consumers
-    bench/run.py in-vm              inside the VM: vm, cost, exec, policy and fallback in one session
+    bench/run.py benign             in the VM: events per 1,000 execs of benign workloads (dpkg, a C
+                                    build, venv + pip, git, logrotate) on the shipped config (benign.py)
+    bench/run.py in-vm              inside the VM: vm, cost, exec, policy, fallback and benign in one session
     bench/run.py all                everything: compile + throughput + flood here, then in-vm in the VM
     make bench                      = bench/run.py all
 
@@ -322,6 +324,12 @@ def bench_exec(args: argparse.Namespace) -> None:
     exec_main(args)
 
 
+def bench_benign(args: argparse.Namespace) -> None:
+    from bench.benign import main as benign_main
+
+    benign_main(args)
+
+
 def bench_policy(args: argparse.Namespace) -> None:
     from bench.policy_bench import bench_policy as policy_main  # policy cost (issue 4)
 
@@ -336,7 +344,7 @@ def bench_flood(args: argparse.Namespace) -> None:
     flood.bench_flood(args, table)
 
 
-IN_VM = ("vm", "cost", "exec", "policy", "fallback")  # what `in-vm` runs, in one VM session
+IN_VM = ("vm", "cost", "exec", "policy", "fallback", "benign")  # what `in-vm` runs, in one VM session
 
 
 def bench_in_vm(args: argparse.Namespace) -> None:
@@ -372,6 +380,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "cost": bench_cost,
     "exec": bench_exec,
     "policy": bench_policy,
+    "benign": bench_benign,
     "in-vm": bench_in_vm,
     "all": bench_all,
 }

@@ -42,7 +42,7 @@ from krsid.plan import kernel_hooks, plan_build, require_bpf_lsm
 from krsid.policy import CompiledRule, Policy, PolicyState, compile_policy
 from krsid.service import Notifier, SeqState, pid_file_of, remove_pid_file, write_pid_file
 from krsid.sinks.base import Sink
-from krsid.watch import ResolvedWatch, WatchConfig, WatchTable, describe, resolve_watch
+from krsid.watch import WatchConfig, WatchState, describe, resolve_watch
 
 if TYPE_CHECKING:
     from krsid.kernel.bpfstats import BpfStats
@@ -133,8 +133,7 @@ class Daemon:
             else None,
         )
         self.policy = PolicyState()
-        self.watch_table = WatchTable()  # watch ids, as events carry them (append-only)
-        self._watch: ResolvedWatch | None = None  # what the kernel's watch maps hold
+        self.watch = WatchState()  # the file-integrity watch: ids events carry, what the maps hold
         self._reload_requested = False
         self._reopen_requested = False
         self.reloads: Counter[str] = Counter()  # result -> count
@@ -215,7 +214,7 @@ class Daemon:
         flood_id = programs.max_hooks
         flood_spec = self.config.catalog.flood
         assert flood_spec is not None  # load_catalog sets it
-        decoder = EventDecoder({**hooks_by_id, flood_id: flood_spec}, watch_entry=self.watch_table.entry)
+        decoder = EventDecoder({**hooks_by_id, flood_id: flood_spec}, watch_entry=self.watch.table.entry)
         self.dispatcher = Dispatcher(self._opened_sinks, self.stats, log=log.warning)
         pipeline = self.pipeline = EventPipeline(
             decoder, self.policy.rule_name, self.enricher, self.dispatcher, self.stats
@@ -399,7 +398,9 @@ class Daemon:
 
         assert self.programs is not None
         registry = make_registry(
-            KrsidCollector(self.stats, self.programs, hooks, self, self.enricher.processes, self.enricher.hasher)
+            KrsidCollector(
+                self.stats, self.programs, hooks, self, self.enricher.processes, self.enricher.hasher, self.watch
+            )
         )
         host, port = self.config.prometheus.host, self.config.prometheus.port
         try:
@@ -483,12 +484,13 @@ class Daemon:
         replacement itself is reported (inode_rename); the new inode is watched from
         the next refresh on."""
         assert self.programs is not None
-        resolved = resolve_watch(watch, self.watch_table)
-        if resolved == self._watch:
+        resolved = resolve_watch(watch, self.watch.table)
+        current = self.watch.current
+        if resolved == current:
             return
-        if strict or self._watch is None or resolved.missing != self._watch.missing:
+        if strict or current is None or resolved.missing != current.missing:
             log.info("file-integrity watch: %s", describe(resolved))
-        self._watch = None  # unknown until the write completes: the next refresh rewrites
+        self.watch.current = None  # unknown until the write completes: the next refresh rewrites
         try:
             self.programs.set_watch(resolved)
         except Exception as e:
@@ -496,7 +498,7 @@ class Daemon:
                 raise
             log.warning("file-integrity watch: writing the maps failed: %s: %s", type(e).__name__, e)
             return
-        self._watch = resolved
+        self.watch.current = resolved
 
     def _sweep_floods(self, *, everything: bool = False) -> None:
         """Write the flood summaries the kernel could not (their key went quiet)."""

@@ -64,7 +64,8 @@ class ProcessTableView(Protocol):
 
 
 class MetricSource(Protocol):
-    """A component that exposes its own metric families (krsid.identity.binary_hash.BinaryHasher)."""
+    """A component that exposes its own metric families (krsid.identity.binary_hash.BinaryHasher,
+    krsid.watch.WatchState)."""
 
     def metric_families(self) -> Iterator[Metric]: ...
 
@@ -78,6 +79,7 @@ class KrsidCollector(Collector):
         policy: PolicyView | None = None,
         processes: ProcessTableView | None = None,
         hasher: MetricSource | None = None,
+        watch: MetricSource | None = None,
     ) -> None:
         self._stats = stats
         self._kernel = kernel
@@ -85,6 +87,7 @@ class KrsidCollector(Collector):
         self._policy = policy
         self._processes = processes
         self._hasher = hasher
+        self._watch = watch
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily("krsid_build_info", "krsid version; always 1", labels=["version"])
@@ -191,6 +194,8 @@ class KrsidCollector(Collector):
             yield from _process_table_metrics(self._processes)
         if self._hasher is not None:
             yield from self._hasher.metric_families()
+        if self._watch is not None:
+            yield from self._watch.metric_families()
 
     def _lane_metrics(self) -> Iterator[Metric]:
         """Per lane (ring buffer): what the kernel wrote, what found no room, what was read.

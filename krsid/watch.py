@@ -17,9 +17,11 @@ next reload. Names are for files anywhere (every home's authorized_keys).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from krsid.catalog import Contract
 from krsid.errors import ConfigError
@@ -171,6 +173,31 @@ def resolve_watch(watch: WatchConfig, table: WatchTable) -> ResolvedWatch:
         files.setdefault(identity, table.id_of(path))
     names = {n.encode(): table.id_of(n) for n in watch.names}
     return ResolvedWatch(files, names, tuple(missing))
+
+
+class WatchState:
+    """The daemon's side of the watch: its ids, what the kernel's maps hold now
+    (None until the first write completes) and the metrics about it."""
+
+    def __init__(self) -> None:
+        self.table = WatchTable()
+        self.current: ResolvedWatch | None = None
+
+    def metric_families(self) -> Iterator[Metric]:
+        current = self.current
+        entries = GaugeMetricFamily(
+            "krsid_watch_entries",
+            "File-integrity watch entries in the kernel's maps: paths resolved to an inode, and names",
+            labels=["kind"],
+        )
+        entries.add_metric(["path"], len(current.files) if current else 0)
+        entries.add_metric(["name"], len(current.names) if current else 0)
+        yield entries
+        yield GaugeMetricFamily(
+            "krsid_watch_missing_paths",
+            "Configured watch paths that do not exist (not watched; looked up again every second)",
+            value=len(current.missing) if current else 0,
+        )
 
 
 def describe(resolved: ResolvedWatch) -> str:

@@ -113,7 +113,7 @@ _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_ST
 #define BPRM_CHECK_SECURITY_TTYAUX_MAJOR 5       /* /dev/tty, /dev/console, /dev/ptmx */
 #define BPRM_CHECK_SECURITY_PTS_MAJOR_FIRST 136  /* UNIX98_PTY_SLAVE_MAJOR: /dev/pts/N */
 #define BPRM_CHECK_SECURITY_PTS_MAJORS 8
-#define BPRM_CHECK_SECURITY_MINORBITS 20         /* the kernel's dev_t: MAJOR << 20 | MINOR */
+#define BPRM_CHECK_SECURITY_MINORBITS KRSID_MINORBITS
 
 /* Environment strings scanned for the LD_* names. Apart from the envp loop of the
  * env option: a short body with no value the verifier must track precisely, so

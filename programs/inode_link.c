@@ -24,11 +24,8 @@
 /* Policy field slots, see inode_link.yaml. */
 #define INODE_LINK_POLICY_WATCHED 0
 
-#define INODE_LINK_SIDE_NEW 1 /* the new name lies in a watched directory */
-#define INODE_LINK_SIDE_OLD 2 /* the file being linked is watched */
-
-#define INODE_LINK_MINORBITS 20
-#define INODE_LINK_MINORMASK ((1U << INODE_LINK_MINORBITS) - 1)
+/* watch_side: krsid_watch_find_either(old_dentry, new_dentry) - 1: the file being
+ * linked is watched, 2: the new name lies in a watched directory. */
 #define INODE_LINK_NAME_LEN 128
 
 struct inode_link_event {
@@ -50,12 +47,8 @@ LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentr
 {
     KRSID_HOOK_PROLOGUE();
 
-    __u32 side = INODE_LINK_SIDE_OLD;
-    struct krsid_watch_hit watch = krsid_watch_find(old_dentry);
-    if (!watch.id) {
-        watch = krsid_watch_find(new_dentry);
-        side = watch.id ? INODE_LINK_SIDE_NEW : 0;
-    }
+    __u32 side = 0;
+    struct krsid_watch_hit watch = krsid_watch_find_either(old_dentry, new_dentry, &side);
 
     /* path_prefix matches the file being linked (its identity and directories). */
     struct krsid_policy_input in = {};
@@ -71,24 +64,13 @@ LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentr
         KRSID_RETURN_DECISION(d.action);
 
     struct inode *inode = old_dentry->d_inode;
-    e->ino = 0;
-    e->dev_major = 0;
-    e->dev_minor = 0;
-    e->nlink = 0;
-    if (inode) {
-        __u32 dev = inode->i_sb->s_dev;
-        e->ino = inode->i_ino;
-        e->dev_major = dev >> INODE_LINK_MINORBITS;
-        e->dev_minor = dev & INODE_LINK_MINORMASK;
-        e->nlink = inode->i_nlink;
-    }
+    krsid_inode_id(inode, &e->ino, &e->dev_major, &e->dev_minor);
+    e->nlink = inode ? inode->i_nlink : 0;
     e->watch = watch.id;
     e->watch_level = watch.level;
     e->watch_side = side;
-    krsid_read_dentry_name(e->old_dir, sizeof(e->old_dir), old_dentry->d_parent);
-    krsid_read_dentry_name(e->old_name, sizeof(e->old_name), old_dentry);
-    krsid_read_dentry_name(e->new_dir, sizeof(e->new_dir), new_dentry->d_parent);
-    krsid_read_dentry_name(e->new_name, sizeof(e->new_name), new_dentry);
+    krsid_read_two_names(e->old_dir, e->old_name, e->new_dir, e->new_name, INODE_LINK_NAME_LEN, old_dentry,
+                         new_dentry);
 
     KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -32,7 +32,7 @@
 
 #define INODE_REMOVEXATTR_NAME_LEN 128
 #define INODE_REMOVEXATTR_DIR_LEN 128
-#define INODE_REMOVEXATTR_MINORBITS 20 /* the kernel's internal dev_t (kdev_t.h MINORBITS) */
+#define INODE_REMOVEXATTR_MINORBITS KRSID_MINORBITS
 #define INODE_REMOVEXATTR_MINORMASK ((1U << INODE_REMOVEXATTR_MINORBITS) - 1)
 
 /* Eight characters as the little-endian word they form in memory. */

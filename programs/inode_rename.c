@@ -28,12 +28,8 @@
 /* Policy field slots, see inode_rename.yaml. */
 #define INODE_RENAME_POLICY_WATCHED 0
 
-#define INODE_RENAME_SIDE_NEW 1 /* the destination (or the file it replaces) is watched */
-#define INODE_RENAME_SIDE_OLD 2 /* the file being moved is watched */
-
-/* The kernel's internal dev_t (include/linux/kdev_t.h, MINORBITS): a macro. */
-#define INODE_RENAME_MINORBITS 20
-#define INODE_RENAME_MINORMASK ((1U << INODE_RENAME_MINORBITS) - 1)
+/* watch_side: krsid_watch_find_either(new_dentry, old_dentry) - 1: the destination
+ * (or the file it replaces) is watched, 2: the file being moved is. */
 #define INODE_RENAME_NAME_LEN 128
 
 struct inode_rename_event {
@@ -56,12 +52,8 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct
 {
     KRSID_HOOK_PROLOGUE();
 
-    __u32 side = INODE_RENAME_SIDE_NEW;
-    struct krsid_watch_hit watch = krsid_watch_find(new_dentry);
-    if (!watch.id) {
-        watch = krsid_watch_find(old_dentry);
-        side = watch.id ? INODE_RENAME_SIDE_OLD : 0;
-    }
+    __u32 side = 0;
+    struct krsid_watch_hit watch = krsid_watch_find_either(new_dentry, old_dentry, &side);
 
     /* path_prefix matches the destination: a rule on a directory covers what is
      * moved into it (the file's new place; its parents when it is a new name). */
@@ -77,16 +69,7 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
-    struct inode *inode = old_dentry->d_inode;
-    e->ino = 0;
-    e->dev_major = 0;
-    e->dev_minor = 0;
-    if (inode) {
-        __u32 dev = inode->i_sb->s_dev;
-        e->ino = inode->i_ino;
-        e->dev_major = dev >> INODE_RENAME_MINORBITS;
-        e->dev_minor = dev & INODE_RENAME_MINORMASK;
-    }
+    krsid_inode_id(old_dentry->d_inode, &e->ino, &e->dev_major, &e->dev_minor);
     e->watch = watch.id;
     e->watch_level = watch.level;
     e->watch_side = side;
@@ -95,10 +78,8 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct
     struct inode *replaced = 0;
     bpf_probe_read_kernel(&replaced, sizeof(replaced), &new_dentry->d_inode);
     e->replaces = replaced ? 1 : 0;
-    krsid_read_dentry_name(e->old_dir, sizeof(e->old_dir), old_dentry->d_parent);
-    krsid_read_dentry_name(e->old_name, sizeof(e->old_name), old_dentry);
-    krsid_read_dentry_name(e->new_dir, sizeof(e->new_dir), new_dentry->d_parent);
-    krsid_read_dentry_name(e->new_name, sizeof(e->new_name), new_dentry);
+    krsid_read_two_names(e->old_dir, e->old_name, e->new_dir, e->new_name, INODE_RENAME_NAME_LEN, old_dentry,
+                         new_dentry);
 
     KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -64,7 +64,7 @@
 #define INODE_SETATTR_CHANGE_WATCHED_MODE 0x10
 
 #define INODE_SETATTR_DIR_LEN 128
-#define INODE_SETATTR_MINORBITS 20 /* the kernel's internal dev_t (kdev_t.h MINORBITS) */
+#define INODE_SETATTR_MINORBITS KRSID_MINORBITS
 #define INODE_SETATTR_MINORMASK ((1U << INODE_SETATTR_MINORBITS) - 1)
 
 struct inode_setattr_event {

@@ -41,7 +41,7 @@
 
 #define INODE_SETXATTR_NAME_LEN 128
 #define INODE_SETXATTR_DIR_LEN 128
-#define INODE_SETXATTR_MINORBITS 20 /* the kernel's internal dev_t (kdev_t.h MINORBITS) */
+#define INODE_SETXATTR_MINORBITS KRSID_MINORBITS
 #define INODE_SETXATTR_MINORMASK ((1U << INODE_SETXATTR_MINORBITS) - 1)
 
 /* Eight characters as the little-endian word they form in memory. */

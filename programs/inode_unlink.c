@@ -35,10 +35,6 @@
 /* Policy field slots, see inode_unlink.yaml. */
 #define INODE_UNLINK_POLICY_RUNNING 0
 
-/* The kernel's internal dev_t (include/linux/kdev_t.h, MINORBITS): a macro. */
-#define INODE_UNLINK_MINORBITS 20
-#define INODE_UNLINK_MINORMASK ((1U << INODE_UNLINK_MINORBITS) - 1)
-
 struct inode_unlink_event {
     KRSID_EVENT_HEADER
     __u64 ino;
@@ -75,15 +71,7 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
-    e->ino = 0;
-    e->dev_major = 0;
-    e->dev_minor = 0;
-    if (inode) {
-        __u32 dev = inode->i_sb->s_dev;
-        e->ino = inode->i_ino;
-        e->dev_major = dev >> INODE_UNLINK_MINORBITS;
-        e->dev_minor = dev & INODE_UNLINK_MINORMASK;
-    }
+    krsid_inode_id(inode, &e->ino, &e->dev_major, &e->dev_minor);
     e->writecount = writecount;
     e->info = running ? INODE_UNLINK_INFO_RUNNING : 0;
     e->watch = watch.id;

@@ -365,6 +365,7 @@ class JournaldSink:
     def emit(self, event: Event) -> None:
         if not self._check_socket():
             raise SinkUnavailable("no journald socket")
+        self.backlog.check_room()
         self.backlog.push(event.hook, native_entry(journal_fields(event)))
 
     def flush(self) -> Counter[str]:

@@ -242,6 +242,7 @@ class JsonlSink:
         self._reopen_failures = 0  # in a row, until a reopen works
 
     def emit(self, event: Event) -> None:
+        self.backlog.check_room()
         self.backlog.push(event.hook, self._line(event))
 
     def reopen(self) -> None:

@@ -1233,4 +1233,53 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
     return hit;
 }
 
+/* The watch hit of a hook with two dentries (rename, link): first's, else second's;
+ * *side = 1 when first matched, 2 for second, 0 for none. */
+static __always_inline struct krsid_watch_hit krsid_watch_find_either(struct dentry *first, struct dentry *second,
+                                                                      __u32 *side)
+{
+    *side = 1;
+    struct krsid_watch_hit hit = krsid_watch_find(first);
+    if (!hit.id) {
+        hit = krsid_watch_find(second);
+        *side = hit.id ? 2 : 0;
+    }
+    return hit;
+}
+
+/* The kernel's internal dev_t: MAJOR << 20 | MINOR (include/linux/kdev_t.h: macros, not in BTF). */
+#define KRSID_MINORBITS 20
+
+/* Inode number and device (as stat's st_dev major/minor) of an inode; all 0 for NULL. */
+static __always_inline void krsid_inode_id(struct inode *inode, __u64 *ino, __u32 *dev_major, __u32 *dev_minor)
+{
+    struct super_block *sb = 0;
+    __u32 dev = 0;
+    *ino = 0;
+    if (inode) {
+        bpf_probe_read_kernel(ino, sizeof(*ino), &inode->i_ino);
+        bpf_probe_read_kernel(&sb, sizeof(sb), &inode->i_sb);
+    }
+    if (sb)
+        bpf_probe_read_kernel(&dev, sizeof(dev), &sb->s_dev);
+    *dev_major = dev >> KRSID_MINORBITS;
+    *dev_minor = dev & ((1U << KRSID_MINORBITS) - 1);
+}
+
+/* Both names of a rename or link and their directories' names (the hooks have no path). */
+static __always_inline void krsid_read_two_names(char *old_dir, char *old_name, char *new_dir, char *new_name,
+                                                 __u32 size, struct dentry *old_dentry, struct dentry *new_dentry)
+{
+    struct dentry *parent = 0;
+    bpf_probe_read_kernel(&parent, sizeof(parent), &old_dentry->d_parent);
+    if (parent)
+        krsid_read_dentry_name(old_dir, size, parent);
+    krsid_read_dentry_name(old_name, size, old_dentry);
+    parent = 0;
+    bpf_probe_read_kernel(&parent, sizeof(parent), &new_dentry->d_parent);
+    if (parent)
+        krsid_read_dentry_name(new_dir, size, parent);
+    krsid_read_dentry_name(new_name, size, new_dentry);
+}
+
 #endif /* KRSID_H */

@@ -234,6 +234,45 @@ def test_a_stalled_sink_fills_its_backlog_then_counts_drops_and_recovers(tmp_pat
     assert d.take_drained_peak() == 0
 
 
+@pytest.mark.parametrize("sink_kind", ["journald", "jsonl"])
+def test_a_full_backlog_drops_before_encoding(tmp_path: Path, sink_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under overload a dropped event must cost no encoding (issue 16): once the backlog
+    is at its budget, emit refuses before the encoder runs, and counts the same loss."""
+    import krsid.sinks.journald as journald_module
+
+    sock = tmp_path / "socket"
+    sock.touch()
+    if sink_kind == "journald":
+        one = len(native_entry(journal_fields(exec_event())))
+        sink: JournaldSink | JsonlSink = JournaldSink(StallingSender(), socket_path=sock, backlog_bytes=3 * one)
+        module: object = journald_module
+        encoder = "journal_fields"
+    else:
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open, never read
+        sink = JsonlSink(str(fifo), backlog_bytes=1)
+        module, encoder = sink, "_line"  # an instance attribute: the line encoder
+    real = getattr(module, encoder)
+    calls = []
+
+    def counting(*args: object) -> object:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(module, encoder, counting)
+    stats = PipelineStats()
+    d = Dispatcher([sink], stats, log=lambda _m: None)
+    for _ in range(50):
+        d.handle(exec_event())
+    queued = sink.pending()
+    assert 1 <= queued < 50 and len(calls) == queued  # the 50 - queued refused were never encoded
+    assert stats.lost[("bprm_check_security", f"queue_{sink_kind}")] == 50 - queued
+    sink.close()
+    if sink_kind == "jsonl":
+        os.close(reader)
+
+
 def test_no_drained_peak_while_a_sink_still_holds_entries(tmp_path: Path) -> None:
     sock = tmp_path / "socket"
     sock.touch()

@@ -100,3 +100,26 @@ def test_the_readme_lists_the_shipped_watch() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "- paths: " + ", ".join(f"`{p}`" for p in DEFAULT_PATHS) + "\n" in readme
     assert "- names: " + ", ".join(f"`{n}`" for n in DEFAULT_NAMES) + "\n" in readme
+
+
+def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from krsid.watch import WatchState
+
+    state = WatchState()
+
+    class Source:
+        def collect(self) -> object:
+            return state.metric_families()
+
+    registry = CollectorRegistry()
+    registry.register(Source())  # type: ignore[arg-type]
+    before = generate_latest(registry).decode()
+    assert 'krsid_watch_entries{kind="path"} 0.0' in before and "krsid_watch_missing_paths 0.0" in before
+    (tmp_path / "d").mkdir()
+    state.current = resolve_watch(WatchConfig((str(tmp_path / "d"), str(tmp_path / "gone")), ("a", "b")), state.table)
+    after = generate_latest(registry).decode()
+    assert 'krsid_watch_entries{kind="path"} 1.0' in after and 'krsid_watch_entries{kind="name"} 2.0' in after
+    assert "krsid_watch_missing_paths 1.0" in after

@@ -248,11 +248,8 @@ def test_exec_context_in_the_journal(daemon: RunningDaemon, journal: Journal, tm
 
 @pytest.fixture
 def policy(daemon: RunningDaemon, enabled: None) -> Iterator[Reloader]:
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_deny_reverse_shell_and_memfd_exec_for_one_uid(daemon: RunningDaemon, policy: Reloader) -> None:

@@ -23,11 +23,8 @@ MESSAGE_ID = message_id("inode_removexattr")
 
 @pytest.fixture
 def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def capped_file(tmpfs_dir: Path, name: str) -> Path:

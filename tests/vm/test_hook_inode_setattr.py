@@ -63,11 +63,8 @@ def assert_identity(o: dict[str, Any], path: Path) -> None:
 
 @pytest.fixture
 def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_chmod_setuid_is_reported_with_old_and_new_mode(

@@ -43,11 +43,8 @@ def netlink_events(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict
 @pytest.fixture
 def policy(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> Iterator[Reloader]:
     hook_enabled("netlink_send")
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_auditctl_rule_add_and_delete_are_reported(

@@ -30,11 +30,8 @@ def traceme_events(daemon: RunningDaemon, child: int) -> list[dict[str, Any]]:
 @pytest.fixture
 def policy(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> Iterator[Reloader]:
     hook_enabled("ptrace_traceme")
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_traceme_names_the_parent_that_becomes_the_tracer(

@@ -39,11 +39,8 @@ def create_events(daemon: RunningDaemon, pid: int, count: int) -> list[dict[str,
 @pytest.fixture
 def policy(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> Iterator[Reloader]:
     hook_enabled("socket_create")
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_packet_raw_alg_and_xfrm_sockets_are_reported(

@@ -32,11 +32,8 @@ def listen_events(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict[
 @pytest.fixture
 def policy(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> Iterator[Reloader]:
     hook_enabled("socket_listen")
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_tcp_listeners_are_reported_with_address_and_port(

@@ -4,16 +4,24 @@
   names its caller's image, the chain up to this test process, and ids that
   /proc/PID/stat and the boot id give again;
 - pid reuse: two processes get the same pid one after the other (ns_last_pid); the
-  second is a new instance and does not inherit the first one's image.
+  second is a new instance and does not inherit the first one's image;
+- a daemon's child: a double-forked, setsid daemon (its parents gone, reparented to
+  pid 1) runs a tool: the chain is the daemon, then pid 1, as the kernel has it;
+- a container-like process: in a new PID and mount namespace and a cgroup named as
+  docker names its scopes: the global pid, the cgroup, unit and container id, and
+  the chain through unshare back to this test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -119,3 +127,83 @@ def test_metrics_show_the_process_table(daemon: RunningDaemon) -> None:
     entries = re.search(r"^krsid_process_table_entries (\S+)$", text, re.M)
     assert entries and float(entries.group(1)) > 10, text[-2000:]
     assert re.search(r"^krsid_process_table_evictions_total \S+$", text, re.M)
+
+
+DAEMON = """
+import os, subprocess, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+deadline = time.monotonic() + 10
+while os.getppid() != 1 and time.monotonic() < deadline:  # the session leader is gone: reparented
+    time.sleep(0.01)
+open(sys.argv[2], "w").write(str(os.getpid()))
+subprocess.run([sys.argv[1], "from-daemon"], check=True)
+time.sleep(60)  # alive while the test reads the event; killed by the test
+"""
+
+
+def test_chain_of_a_daemons_child(daemon: RunningDaemon, tmp_path: Path, hook_enabled: Callable[[str], None]) -> None:
+    hook_enabled(HOOK)
+    tool = unique_copy(tmp_path, "/bin/true")
+    pid_file = tmp_path / "daemon.pid"
+    python = os.path.realpath(sys.executable)
+    subprocess.run([python, "-c", DAEMON, str(tool), str(pid_file)], check=True, timeout=60)
+    try:
+        (o,) = exec_of(daemon, tool)
+        daemon_pid = int(pid_file.read_text())
+        anc = o["ancestors"]
+        assert o["ppid"] == daemon_pid and anc[0]["pid"] == daemon_pid, anc
+        assert anc[0]["exe"] == python and anc[0]["args"][:2] == [python, "-c"], anc[0]
+        assert anc[0]["process_id"] == f"{BOOT_ID}:{start_ticks(daemon_pid)}:{daemon_pid}"
+        assert o["parent_process_id"] == anc[0]["process_id"]
+        # The kernel's parent of a reparented daemon is pid 1: the chain ends there.
+        assert [a["pid"] for a in anc] == [daemon_pid, 1], anc
+        assert o["exe"] == python and o["args"] == [str(tool), "from-daemon"]
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+CONTAINER_ID = "c0ffee" + "0" * 52 + "123456"  # 64 hex digits
+
+
+def test_chain_of_a_container_like_process(
+    daemon: RunningDaemon, tmp_path: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    hook_enabled(HOOK)
+    tool = unique_copy(tmp_path, "/bin/true")
+    group = Path("/sys/fs/cgroup/krsid-test.slice") / f"docker-{CONTAINER_ID}.scope"
+    group.mkdir(parents=True)
+    try:
+
+        def enter() -> None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+        # unshare forks the namespace's pid 1 (sh), which runs the tool as its child.
+        subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", f"{tool} in-container; echo $$"],
+            check=True,
+            timeout=60,
+            preexec_fn=enter,
+            capture_output=True,
+        )
+        (o,) = exec_of(daemon, tool)
+        cgroup = f"/krsid-test.slice/docker-{CONTAINER_ID}.scope"
+        assert (o["cgroup"], o["unit"], o["container_id"]) == (cgroup, f"docker-{CONTAINER_ID}.scope", CONTAINER_ID)
+        assert o["args"] == [str(tool), "in-container"]
+        anc = o["ancestors"]
+        # Global pids throughout: sh (pid 1 in its namespace), unshare, then this test.
+        assert o["ppid"] == anc[0]["pid"] != 1 and anc[0]["exe"] in ("/usr/bin/dash", "/bin/dash"), anc[0]
+        assert anc[1]["exe"] == "/usr/bin/unshare" and anc[1]["args"][:2] == ["unshare", "--pid"], anc[1]
+        assert anc[2]["pid"] == os.getpid(), anc[2]
+        assert o["tgid"] != 2 and o["process_id"].endswith(f":{o['tgid']}")
+    finally:
+        for d in (group, group.parent):
+            for _ in range(50):  # the cgroup empties once its processes are reaped
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                    break
+                time.sleep(0.1)

@@ -38,9 +38,18 @@ def mprotect_as(comm: str) -> dict[str, Any]:
 
 
 class Reloader:
+    """Reloads the session daemon with a changed config; as a context manager, the
+    original config is reloaded on the way out (the session's later tests see it)."""
+
     def __init__(self, daemon: RunningDaemon) -> None:
         self.daemon = daemon
         self.original = daemon.config.read_text()
+
+    def __enter__(self) -> Reloader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.apply(self.original)
 
     def apply(self, text: str, *, expect_ok: bool = True) -> None:
         before = self.daemon.log.read_text().count("reload")
@@ -69,11 +78,8 @@ class Reloader:
 @pytest.fixture
 def reloader(daemon: RunningDaemon, hook_enabled: Callable[[str], None]) -> Iterator[Reloader]:
     hook_enabled("file_mprotect")
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def rule(name: str, action: str) -> dict[str, Any]:
@@ -252,11 +258,8 @@ def shared_tmpfs() -> Iterator[Path]:
 @pytest.fixture
 def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
     """Hot-reloads rules without requiring file_mprotect; restores the config after."""
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_exe_and_exe_prefix_match_the_callers_binary(

@@ -175,11 +175,8 @@ def test_deleting_watched_files_and_names_is_reported(daemon: RunningDaemon, roo
 
 @pytest.fixture
 def policy(daemon: RunningDaemon, root: Path) -> Iterator[Reloader]:
-    r = Reloader(daemon)
-    try:
+    with Reloader(daemon) as r:
         yield r
-    finally:
-        r.apply(r.original)
 
 
 def test_would_deny_then_deny_renames_and_links_into_the_watched_directory(

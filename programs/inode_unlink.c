@@ -56,7 +56,6 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     if (inode)
         writecount = inode->i_writecount.counter;
     int running = writecount < 0;
-    struct krsid_watch_hit watch = krsid_watch_find(dentry);
 
     /* path_prefix matches the file being removed. */
     struct krsid_policy_input in = {};
@@ -64,6 +63,7 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
+    struct krsid_watch_hit watch = krsid_watch_find(dentry);  /* after the policy: see inode_rename.c */
     if (!d.rule && !running && !watch.id && !krsid_option(KRSID_HOOK_ID, INODE_UNLINK_OPT_ALL))
         KRSID_RETURN_FILTERED();
 

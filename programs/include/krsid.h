@@ -1180,10 +1180,19 @@ struct krsid_watch_hit {
     __u32 level;  /* 0: d itself; N: d lies N levels below the watched directory; or LEVEL_NAME */
 };
 
+/* Per CPU, one slot: where krsid_watch_find launders its result (see there). */
+BPF_PERCPU_ARRAY(krsid_watch_result, struct krsid_watch_hit, 1);
+
 /*
  * Whether d is watched: d itself or one of its parents (up to KRSID_DIR_DEPTH levels,
  * on d's filesystem) is a watched inode, or d's name is a watched basename. A
  * negative dentry (a name being created) has no inode: its parents still match.
+ *
+ * The result goes through a per-CPU map slot on its way out: the verifier then sees
+ * unknown values instead of one constant level per loop exit, and everything after
+ * the call (the policy's 128-rule loop) is verified once, not once per level. On
+ * Debian's 6.1, inode_rename and inode_link (two calls each) were refused without it:
+ * the verifier's 1M-instruction limit (E2BIG, which BCC words as "too large").
  */
 static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
 {
@@ -1198,39 +1207,50 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
     if (sb)
         bpf_probe_read_kernel(&k.dev, sizeof(k.dev), &sb->s_dev);
     struct dentry *cur = d;
+    /* Two branches per level, no more: on 6.1 each one is a pending verifier state,
+     * and the verifier refuses a program with more than 8,192 of them (E2BIG; BCC
+     * words it as "too large"). A NULL inode or parent needs no test: the read from
+     * it fails and leaves 0, inode 0 is in no map, and a NULL cur is its own parent. */
 #pragma clang loop unroll(disable)
     for (__u32 level = 0; level < KRSID_DIR_DEPTH; level++) {
         struct inode *inode = 0;
         struct dentry *parent = 0;
         bpf_probe_read_kernel(&inode, sizeof(inode), &cur->d_inode);
         k.ino = 0;
-        if (inode)
-            bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &inode->i_ino);
-        if (k.ino) {
-            __u32 *id = krsid_watch_files.lookup(&k);
-            if (id) {
-                hit.id = *id;
-                hit.level = level;
-                return hit;
-            }
+        bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &inode->i_ino);
+        __u32 *id = krsid_watch_files.lookup(&k);
+        if (id) {
+            hit.id = *id;
+            hit.level = level;
+            break;
         }
         bpf_probe_read_kernel(&parent, sizeof(parent), &cur->d_parent);
-        if (!parent || parent == cur)
+        if (parent == cur)
             break;  /* the filesystem's root is its own parent */
         cur = parent;
     }
-    struct krsid_watch_name_key nk = {};
-    const unsigned char *name = 0;
-    bpf_probe_read_kernel(&name, sizeof(name), &d->d_name.name);
-    long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
-    if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
-        __u32 *id = krsid_watch_names.lookup(&nk);
-        if (id) {
-            hit.id = *id;
-            hit.level = KRSID_WATCH_LEVEL_NAME;
+    if (!hit.id) {
+        struct krsid_watch_name_key nk = {};
+        const unsigned char *name = 0;
+        bpf_probe_read_kernel(&name, sizeof(name), &d->d_name.name);
+        long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
+        if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
+            __u32 *id = krsid_watch_names.lookup(&nk);
+            if (id) {
+                hit.id = *id;
+                hit.level = KRSID_WATCH_LEVEL_NAME;
+            }
         }
     }
-    return hit;
+    struct krsid_watch_hit *slot = krsid_watch_result.lookup(&zero);
+    if (!slot) {
+        struct krsid_watch_hit none = {};
+        return none;
+    }
+    *slot = hit;
+    asm volatile("" ::: "memory");  /* read it back from the map, not from the registers */
+    struct krsid_watch_hit out = *slot;
+    return out;
 }
 
 /* The watch hit of a hook with two dentries (rename, link): first's, else second's;

@@ -186,7 +186,7 @@ def test_would_deny_then_deny_renames_and_links_into_the_watched_directory(
     watched_dir = root / "dir"
 
     def rules(action: str) -> list[dict[str, Any]]:
-        match = {"path_prefix": str(watched_dir), "fields": {"watched": True}}
+        match = {"path_prefix": str(watched_dir)}
         return [
             {"name": f"rename-{action}", "hook": "inode_rename", "action": action, "match": match},
             {"name": f"link-{action}", "hook": "inode_link", "action": action, "match": {"path_prefix": str(root)}},

@@ -11,13 +11,13 @@ watch ids that events carry.
 Paths are watched by identity, as the policy's path_prefix: a hard link to a watched
 file, a bind mount of a watched directory or a file renamed into one is still the
 watched inode or lies below it. A configured path that does not exist is not an
-error (a fresh host may have no /etc/cron.d): it is logged and resolved again at the
-next reload. Names are for files anywhere (every home's authorized_keys).
+error (a fresh host may have no /etc/cron.d): it is logged and looked up again every
+second (the daemon's refresh). Names are for files anywhere (every home's authorized_keys).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,7 +158,7 @@ class ResolvedWatch:
 
     files: Mapping[tuple[int, int], int]
     names: Mapping[bytes, int]
-    missing: tuple[str, ...]  # configured paths that do not exist (not watched until a reload finds them)
+    missing: tuple[str, ...]  # configured paths that do not exist (not watched until a refresh finds them)
 
 
 def resolve_watch(watch: WatchConfig, table: WatchTable) -> ResolvedWatch:
@@ -205,10 +205,3 @@ def describe(resolved: ResolvedWatch) -> str:
     if resolved.missing:
         text += f"; not present, not watched: {', '.join(resolved.missing)}"
     return text
-
-
-def changed_keys(old: Iterable[object], new: Iterable[object]) -> list[object]:
-    """Keys in old that new lacks: removed after the new ones are written, so a reload
-    leaves no moment in which a path watched before and after is unwatched."""
-    keep = set(new)
-    return [k for k in old if k not in keep]

@@ -1188,11 +1188,12 @@ BPF_PERCPU_ARRAY(krsid_watch_result, struct krsid_watch_hit, 1);
  * on d's filesystem) is a watched inode, or d's name is a watched basename. A
  * negative dentry (a name being created) has no inode: its parents still match.
  *
- * The result goes through a per-CPU map slot on its way out: the verifier then sees
- * unknown values instead of one constant level per loop exit, and everything after
- * the call (the policy's 128-rule loop) is verified once, not once per level. On
- * Debian's 6.1, inode_rename and inode_link (two calls each) were refused without it:
- * the verifier's 1M-instruction limit (E2BIG, which BCC words as "too large").
+ * The result goes through a per-CPU map slot on its way out, so that the verifier
+ * sees unknown values rather than one constant level per loop exit. That alone did
+ * not save inode_rename and inode_link (two calls each) on Debian's 6.1 when the
+ * calls came before the policy's 128-rule loop: the verifier walked that loop once
+ * per exit and stopped at 1M instructions (E2BIG, which BCC words as "too large").
+ * Callers therefore look up the watch after krsid_decide (measured: 6.1 accepts).
  */
 static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
 {

@@ -517,6 +517,7 @@ class Daemon:
         event buffer is read whatever the sinks do.
         """
         assert self.transport is not None and self.dispatcher is not None
+        self.stats.poll_wakeups += 1
         fds, timer = self.dispatcher.blocked_sinks()
         if timer:
             timeout_ms = min(timeout_ms, BUSY_SINK_RETRY_MS)

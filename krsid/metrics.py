@@ -190,6 +190,11 @@ class KrsidCollector(Collector):
             "Events delivered without some user-space context (exe, cgroup) because looking it up failed",
             value=self._stats.enrich_errors,
         )
+        yield CounterMetricFamily(
+            "krsid_poll_wakeups",
+            "Times the poll loop woke up: for records, for room in a busy sink, or on its timer",
+            value=self._stats.poll_wakeups,
+        )
         if self._processes is not None:
             yield from _process_table_metrics(self._processes)
         if self._hasher is not None:

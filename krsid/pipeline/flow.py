@@ -41,6 +41,10 @@ class EventPipeline:
 
         Runs inside bcc's C callback: an exception here would be printed and lost,
         so every failure is caught and counted."""
+        if self.dispatcher.shedding:  # every sink is full: count it, skip the work
+            spec = self.decoder.hook_of(raw)
+            self.dispatcher.shed(spec.name if spec else UNKNOWN_HOOK)
+            return
         try:
             event = self.decoder.decode(raw)
         except Exception:  # DecodeError, or a decoder bug: count it, keep polling

@@ -35,6 +35,7 @@ from krsid.catalog import Catalog, HookSpec
 from krsid.config import FairShareConfig
 from krsid.errors import ProgramLoadError
 from krsid.kernel.headers import HeaderSource, bcc_environment
+from krsid.pipeline import ringbuf
 from krsid.pipeline.compile_guard import ChildCompile, captured_stderr, isolated_compile
 from krsid.pipeline.flood import FloodState
 from krsid.pipeline.layout import layout_asserts
@@ -42,6 +43,7 @@ from krsid.pipeline.leaf import write_leaf
 from krsid.pipeline.transport import (
     LANE_BULK,
     LANE_PRIORITY,
+    LANES,
     EventTransport,
     PerfBufferTransport,
     RingBufferTransport,
@@ -54,6 +56,10 @@ from krsid.watch import ResolvedWatch
 LANE_MAPS = {LANE_PRIORITY: b"events", LANE_BULK: b"events_bulk"}
 # The fair-share states by scope (contract.flood_scopes' names).
 FLOOD_MAPS = {"process": b"krsid_flood_procs", "uid": b"krsid_flood_uids"}
+# How the ring buffers are read (LoadedPrograms.ring_reader): from their mappings, or
+# through libbpf's callback per record where the mapped reader is not safe.
+RING_READER_MAPPED = "mapped"
+RING_READER_LIBBPF = "libbpf"
 
 
 @dataclass(frozen=True)
@@ -359,6 +365,8 @@ class LoadedPrograms:
         self.max_hooks = max(len(self.specs), 1)
         self._bpf: _ManualAttachBPF | None = None
         self._bulk_lane: _BulkLane | None = None  # the bulk lane's own ring buffer manager (open_events)
+        self._ring_readers: list[ringbuf.MappedRingBuffer] = []  # both lanes' mappings (open_events)
+        self.ring_reader = ""  # how open_events reads the ring buffers: RING_READER_*
 
     # -- build -------------------------------------------------------------------------
 
@@ -471,6 +479,9 @@ class LoadedPrograms:
         if self._bulk_lane is not None:
             self._bulk_lane.close()  # before the module: the manager holds the map's mmap
             self._bulk_lane = None
+        for reader in self._ring_readers:
+            reader.close()
+        self._ring_readers = []
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -741,8 +752,25 @@ class LoadedPrograms:
             )
             return PerfBufferTransport(lambda timeout_ms: bpf.perf_buffer_poll(timeout=timeout_ms))
 
-        # The priority lane in bcc's own ring buffer manager; the bulk lane in a manager
-        # of its own, so that it can be read in bounded batches (RingBufferTransport).
+        if ringbuf.usable():
+            # Both lanes read straight from their mappings (pipeline.ringbuf): no
+            # callback per record.
+            lanes = {
+                lane: ringbuf.MappedRingBuffer(
+                    int(bpf[LANE_MAPS[lane]].map_fd), int(bpf[LANE_MAPS[lane]].max_entries), on_record[lane]
+                )
+                for lane in LANES
+            }
+            self._ring_readers = list(lanes.values())
+            self.ring_reader = RING_READER_MAPPED
+            return RingBufferTransport(
+                RingLane(lanes[LANE_PRIORITY].fd, lanes[LANE_PRIORITY].consume),
+                RingLane(lanes[LANE_BULK].fd, lanes[LANE_BULK].consume),
+            )
+
+        # Elsewhere (no TSO): libbpf's callbacks. The priority lane in bcc's own ring
+        # buffer manager; the bulk lane in a manager of its own, so that it can be read
+        # in bounded batches (RingBufferTransport).
         priority = on_record[LANE_PRIORITY]
 
         def priority_cb(_ctx: int, data: int, size: int) -> int:
@@ -757,6 +785,7 @@ class LoadedPrograms:
             return 0
 
         self._bulk_lane = _BulkLane(int(bpf[LANE_MAPS[LANE_BULK]].map_fd), on_record[LANE_BULK])
+        self.ring_reader = RING_READER_LIBBPF
         return RingBufferTransport(
             RingLane(int(events.map_fd), consume_priority),
             RingLane(self._bulk_lane.fd, self._bulk_lane.consume),

@@ -53,6 +53,7 @@ class PipelineStats:
     lost: Counter[tuple[str, str]] = field(default_factory=Counter)  # (hook, stage) -> events
     sink_errors: Counter[str] = field(default_factory=Counter)  # sink -> failed writes
     enrich_errors: int = 0  # events delivered without user-space context
+    poll_wakeups: int = 0  # times the poll loop woke up (records, a sink's room, a timer)
     backlog: dict[str, tuple[int, int]] = field(default_factory=dict)  # sink -> (entries, bytes) waiting
     sink_names: list[str] = field(default_factory=list)  # the configured sinks (set by the Dispatcher)
     perf_buffer: bool = False  # events come through a perf buffer (its losses are counted as hook "unknown")

@@ -65,6 +65,10 @@ class Backlog:
         self.max_bytes = max_bytes
         self.size = 0
 
+    def full(self) -> bool:
+        """At the budget: check_room would refuse the next entry."""
+        return self.size >= self.max_bytes and bool(self.entries)
+
     def check_room(self) -> None:
         """BacklogFull when the budget is used up: a sink calls it before encoding, so
         that under overload a dropped event costs no encoding (the dearest step of a

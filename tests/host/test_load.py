@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from krsid.pipeline import ringbuf
+from krsid.pipeline.load import RING_READER_LIBBPF, RING_READER_MAPPED
 from tests.support import loadgen
 from tests.support.journald import Journal
 
@@ -28,10 +30,17 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return loadgen.build_driver(tmp_path_factory.mktemp("loadgen"))
 
 
-def test_overload_books_balance_exactly(tmp_path: Path, driver: Path) -> None:
+@pytest.mark.parametrize("reader", [RING_READER_MAPPED, RING_READER_LIBBPF])
+def test_overload_books_balance_exactly(
+    tmp_path: Path, driver: Path, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Far above capacity (an unpaced driver into a 16-page ring buffer): most events
-    are lost in the ring buffer, every one of them is counted, none twice."""
+    are lost in the ring buffer, every one of them is counted, none twice. With both
+    ring-buffer readers: the mapped one (x86-64) and libbpf's callbacks (elsewhere)."""
+    if reader == RING_READER_LIBBPF:
+        monkeypatch.setattr(ringbuf, "usable", lambda: False)
     r = loadgen.run_load(tmp_path, driver, events_per_s=0, seconds=1.5, ringbuf_pages=16)
+    assert r.ring_reader == reader
     assert r.produced > 0 and r.delivered["jsonl"] > 0
     assert r.lost["ringbuf"] > 0, f"not an overload: {r}"
     assert r.balanced("jsonl"), r

@@ -177,6 +177,8 @@ class LoadResult:
     lanes: dict[str, dict[str, int]] = field(default_factory=dict)  # lane -> {emitted, lost} (krsid.h)
     lane_records: dict[str, int] = field(default_factory=dict)  # lane -> records the daemon read from it
     priority_calls: int = 0  # getppid() calls the priority driver reports
+    ring_reader: str = ""  # how the daemon read the ring buffers (LoadedPrograms.ring_reader)
+    poll_wakeups: int = 0  # times the daemon's poll loop woke up
 
     def counted_lost(self, sink: str) -> int:
         return sum(self.lost[stage] for stage in gap_stages(sink))
@@ -289,6 +291,7 @@ def run_load(
         ringbuf_lost = kernel[CNT_LOST_RINGBUF]
         targets = daemon.target_counts()
         lanes = daemon.programs.lane_counters()
+        ring_reader = daemon.programs.ring_reader
         daemon.stop()
         controller.join(5)
         for p in drivers:
@@ -316,6 +319,8 @@ def run_load(
         lanes=lanes,
         lane_records=dict(daemon.stats.lane_records),
         priority_calls=priority_calls,
+        ring_reader=ring_reader,
+        poll_wakeups=daemon.stats.poll_wakeups,
     )
     outputs: dict[str, Callable[[], list[int]]] = {}
     if "jsonl" in sinks and read_jsonl is None and jsonl.is_file():

@@ -124,3 +124,65 @@ def test_perf_buffer_losses_are_counted_without_a_hook() -> None:
     pipeline.lost(5)
     pipeline.lost(2)
     assert stats.lost == Counter({("unknown", STAGE_PERFBUF): 7})
+
+
+class CountingDecoder(EventDecoder):
+    def __init__(self) -> None:
+        super().__init__({0: MPROT}, boot_to_epoch=0.0)
+        self.decoded = 0
+
+    def decode(self, raw: bytes) -> Event:
+        self.decoded += 1
+        return super().decode(raw)
+
+
+def test_when_every_sink_is_full_records_are_dropped_before_decoding(tmp_path: Path) -> None:
+    """Overload sheds at the cheapest point (issue 16): once every sink refused an event
+    for a full backlog, later records are counted lost at the same queue stages without
+    being decoded, until a flush finds room again."""
+    from krsid.sinks.journald import JournaldSink
+    from tests.unit.test_sinks import StallingSender
+
+    sock = tmp_path / "socket"
+    sock.touch()
+    sender = StallingSender()
+    journald = JournaldSink(sender, socket_path=sock, backlog_bytes=1)  # one entry fills it
+    stats = PipelineStats()
+    decoder = CountingDecoder()
+    dispatcher = Dispatcher([journald], stats, log=lambda _m: None)
+    pipeline = EventPipeline(decoder, lambda _h, _n: "", Enricher(seed=False), dispatcher, stats)
+    record = pack(MPROT, 0, seq=1, pid=os.getpid(), tgid=os.getpid(), comm="t")
+    for _ in range(5):
+        pipeline.handle(record)
+    assert decoder.decoded == 2  # one queued, one refused: the rest were shed undecoded
+    assert stats.events["file_mprotect"] == 5
+    assert stats.lost[("file_mprotect", "queue_journald")] == 4
+    dispatcher.flush()  # still stalled: still full, still shedding
+    pipeline.handle(record)
+    assert decoder.decoded == 2 and stats.lost[("file_mprotect", "queue_journald")] == 5
+    sender.stalled = False
+    dispatcher.flush()  # room again: records are decoded and delivered
+    pipeline.handle(record)
+    dispatcher.flush()
+    assert decoder.decoded == 3 and len(sender.entries) == 2
+    assert stats.lost[("file_mprotect", "queue_journald")] == 5
+
+
+def test_a_sink_with_room_keeps_every_record_decoded(tmp_path: Path) -> None:
+    """Shedding needs every sink full: one full sink next to one with room changes nothing."""
+    from krsid.sinks.journald import JournaldSink
+    from tests.unit.test_sinks import StallingSender
+
+    sock = tmp_path / "socket"
+    sock.touch()
+    stats = PipelineStats()
+    decoder = CountingDecoder()
+    collecting = CollectingSink()
+    full = JournaldSink(StallingSender(), socket_path=sock, backlog_bytes=1)
+    dispatcher = Dispatcher([full, collecting], stats, log=lambda _m: None)
+    pipeline = EventPipeline(decoder, lambda _h, _n: "", Enricher(seed=False), dispatcher, stats)
+    record = pack(MPROT, 0, seq=1, pid=os.getpid(), tgid=os.getpid(), comm="t")
+    for _ in range(4):
+        pipeline.handle(record)
+    assert decoder.decoded == 4 and len(collecting.events) == 4
+    assert stats.lost[("file_mprotect", "queue_journald")] == 3

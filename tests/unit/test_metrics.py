@@ -35,6 +35,7 @@ def exposition() -> bytes:
     stats.lost[("file_mprotect", "queue_jsonl")] += 3
     stats.backlog["jsonl"] = (7, 2048)
     stats.enrich_errors = 5
+    stats.poll_wakeups = 11
     reg = make_registry(KrsidCollector(stats, FakeKernel(), ["bprm_check_security", "file_mprotect"]))
     return generate_latest(reg)
 
@@ -60,6 +61,7 @@ def test_metric_values() -> None:
     assert s[("krsid_sink_backlog_entries", (("sink", "jsonl"),))] == 7
     assert s[("krsid_sink_backlog_bytes", (("sink", "jsonl"),))] == 2048
     assert s[("krsid_enrich_errors_total", ())] == 5
+    assert s[("krsid_poll_wakeups_total", ())] == 11
     assert ("krsid_build_info", (("version", __import__("krsid").__version__),)) in s
 
 

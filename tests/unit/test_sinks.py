@@ -112,6 +112,25 @@ def test_hostile_names_in_jsonl_are_escaped_and_recoverable(name: bytes) -> None
     assert obj["filename"].encode("utf-8", "surrogateescape") == name
 
 
+@pytest.mark.parametrize("name", [*HOSTILE, "ünïcödé ✓".encode(), b""])
+def test_jsonl_lines_are_byte_for_byte_what_json_dumps_writes(name: bytes) -> None:
+    """The sink calls the C encoder directly (krsid.sinks.jsonl._compact_ascii_encoder):
+    its lines must stay exactly the stdlib's, nested ancestors, bools and bytes included."""
+    event = exec_event(name, argc=2)
+    event.values["ancestors"] = ({"pid": 1, "exe": name, "args": (name, b"-x")},)
+    event.values["flag"] = True
+    record = {"schema_version": SCHEMA_VERSION, "hook": event.hook, **event.values}
+    line = event_line(event)
+    record["time"] = json.loads(line)["time"]
+    record = {k: record[k] for k in ["schema_version", "time", "hook", *event.values]}
+
+    def text(o: object) -> str:
+        assert isinstance(o, bytes)
+        return o.decode("utf-8", "surrogateescape")
+
+    assert line == (json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=text) + "\n").encode()
+
+
 def test_jsonl_record_shape() -> None:
     r = event_record(exec_event())
     assert r["schema_version"] == SCHEMA_VERSION == 2 and r["seq"] == 5 and r["pid"] == 10

@@ -114,6 +114,24 @@ def test_ring_buffer_wakes_when_a_busy_sink_can_take_data(quiet_fd: int) -> None
     assert log == [("priority", 0, 0), ("bulk", BULK_BATCH, 0)]
 
 
+def test_a_sink_that_is_no_longer_busy_no_longer_wakes_the_transport(quiet_fd: int) -> None:
+    """The poll set lives as long as the transport: a sink fd leaves it when the sink has
+    caught up (else a writable socket would wake the loop at once, forever)."""
+    log: list[tuple[str, int, int]] = []
+    transport = RingBufferTransport(Lane("priority", quiet_fd, 0, log).ring(), Lane("bulk", quiet_fd, 0, log).ring())
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    with a, b, c, d:
+        t0 = time.monotonic()
+        transport.wait_and_read(10_000, [a.fileno(), c.fileno()])
+        transport.wait_and_read(10_000, [c.fileno()])  # a caught up, c still busy
+        assert time.monotonic() - t0 < 5
+        t0 = time.monotonic()
+        transport.wait_and_read(300, [])  # both caught up: only the lanes wake it
+        assert time.monotonic() - t0 >= 0.25
+    assert len(log) == 6
+
+
 def test_ring_buffer_reads_what_is_pending_without_waiting(quiet_fd: int) -> None:
     log: list[tuple[str, int, int]] = []
     priority, bulk = Lane("priority", quiet_fd, 2, log), Lane("bulk", quiet_fd, 700, log)

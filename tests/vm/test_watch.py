@@ -246,3 +246,33 @@ def test_a_permission_change_of_a_watched_file_is_reported(daemon: RunningDaemon
         "dir",
     )
     assert daemon.events(lambda e: e["hook"] == "inode_setattr" and e["tgid"] == quiet) == []
+
+
+STOMPED_EPOCH = 1262304000  # 2010-01-01 00:00:00 UTC
+
+
+def test_explicit_times_on_a_watched_file_are_reported_where_others_are_not(
+    daemon: RunningDaemon, root: Path, policy: Reloader
+) -> None:
+    """Without the option timestamps (the default: dpkg, tar and logrotate set explicit
+    times on every file), timestomping a watched file is still reported (WATCHED_TIMES);
+    the same on an unwatched file, and a plain touch of the watched one, are not."""
+    if "inode_setattr" not in daemon.attached:
+        pytest.skip("inode_setattr is not in this session's KRSID_TEST_HOOKS")
+    cfg = yaml.safe_load(policy.original)
+    cfg["hooks"]["inode_setattr"]["timestamps"] = False
+    policy.apply(yaml.safe_dump(cfg))
+    watched = root / "dir" / unique("job")
+    watched.write_text("* * * * * root true\n")
+    plain = root / "outside" / unique("job")
+    plain.write_text("x\n")
+    old_mtime = int(watched.stat().st_mtime)
+    quiet, _ = run("touch", "-d", f"@{STOMPED_EPOCH}", str(plain))
+    toucher, _ = run("touch", str(watched))
+    stomper, _ = run("touch", "-d", f"@{STOMPED_EPOCH}", str(watched))
+    (o,) = events_of(daemon, "inode_setattr", stomper)
+    assert (o["changes"], o["watch"], o["watch_level"]) == ("TIMES_SET|WATCHED_TIMES", str(root / "dir"), 1)
+    assert (o["mtime"], o["atime"], o["file"], o["dir"]) == (STOMPED_EPOCH, STOMPED_EPOCH, watched.name, "dir")
+    assert o["old_mtime"] >= old_mtime and o["valid"] == "ATIME|MTIME|CTIME|ATIME_SET|MTIME_SET|TIMES_SET"
+    quiet_ones = {quiet, toucher}
+    assert daemon.events(lambda e: e["hook"] == "inode_setattr" and e["tgid"] in quiet_ones) == []

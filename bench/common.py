@@ -55,14 +55,14 @@ def tmpfs_mounted(directory: Path, size: str) -> Iterator[Path]:
 
 
 def scrape(port: int, timeout: float = 30) -> dict[tuple[str, str], float]:
-    """krsid's labelled samples on 127.0.0.1:port: (metric name, label text) -> value."""
+    """krsid's samples on 127.0.0.1:port: (metric name, label text or "") -> value."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
         text = r.read().decode()
     out = {}
     for line in text.splitlines():
-        m = re.match(r"^(krsid_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$", line)
+        m = re.match(r"^(krsid_[a-z_]+)(?:\{([^}]*)\})? ([0-9.e+-]+)$", line)
         if m:
-            out[(m.group(1), m.group(2))] = float(m.group(3))
+            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
     return out
 
 

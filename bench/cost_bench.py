@@ -62,6 +62,7 @@ from bench.common import (  # noqa: E402
     tmpfs_mounted,
 )
 from krsid.catalog import load_catalog  # noqa: E402
+from krsid.watch import DEFAULT_NAMES, DEFAULT_PATHS  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 CATALOG = load_catalog(ROOT / "programs")
@@ -83,10 +84,16 @@ class Loop:
 LOOPS = (
     Loop("mprotect(PROT_READ)", "mprotect_r", 4000, "", "filtered", "file_mprotect", "mprotect"),
     Loop("open+close, other file", "open", 2000, "plain", "filtered", "file_open", "open"),
-    # The file-integrity watch's walks (issue 11): a write open and a rename of an
-    # unwatched file look up every directory level up to the filesystem's root.
+    # The file-integrity watch (issue 11): a write open and a rename of an unwatched
+    # file. On a filesystem with no watched path the program looks up its device only;
+    # on one with watched paths it walks every directory level up to the root ("deep":
+    # 4 directories down, next to a watched directory).
     Loop("open(O_WRONLY)+close, other file", "open_w", 2000, "plain", "filtered", "file_open", "open"),
     Loop("rename there and back, other file", "rename", 1000, "plain", "filtered", "inode_rename", "rename"),
+    Loop("open(O_WRONLY)+close, 4 dirs deep, watched fs", "open_w", 2000, "deep", "filtered", "file_open", "open"),
+    Loop(
+        "rename there and back, 4 dirs deep, watched fs", "rename", 1000, "deep", "filtered", "inode_rename", "rename"
+    ),
     Loop("mprotect(PROT_READ|PROT_EXEC)", "mprotect_x", 4000, "", "emitted", "file_mprotect", "mprotect"),
     Loop("open+close, sensitive file", "open", 2000, "secret", "emitted", "file_open", "open"),
     Loop("fork+exec of /bin/true (copy)", "exec", 60, "true", "emitted", "bprm_check_security", "exec"),
@@ -114,11 +121,18 @@ class Bench:
         self._mounts = contextlib.ExitStack()
         # tmpfs: the files the loops open and exec, auditd's log
         self.fs = self._mounts.enter_context(tmpfs_mounted(tmp / "fs", "1g"))
+        # A second tmpfs with a watched directory on it: its files pay the watch walk.
+        self.watched_fs = self._mounts.enter_context(tmpfs_mounted(tmp / "watched-fs", "16m"))
+        (self.watched_fs / "watched").mkdir()
+        deep = self.watched_fs / "a" / "b" / "c" / "d"
+        deep.mkdir(parents=True)
         self.files = {
             "secret": self.fs / "bench-secret",
             "plain": self.fs / "bench-plain",
+            "deep": deep / "bench-deep",
             "true": self.fs / "bench-true",
         }
+        self.files["deep"].write_text("deep\n")
         self.files["secret"].write_text("secret\n")
         self.files["plain"].write_text("plain\n")
         shutil.copy2("/bin/true", self.files["true"])
@@ -147,6 +161,7 @@ class Bench:
             "state_dir": str(self.tmp / "state"),
             "buffer": shipped.get("buffer", {}),
             "hooks": hooks,
+            "watch": {"paths": [*DEFAULT_PATHS, str(self.watched_fs / "watched")], "names": list(DEFAULT_NAMES)},
             "sinks": {
                 "journald": {"enabled": True},
                 "jsonl": {"enabled": True, "path": str(self.tmp / "events.jsonl")},

@@ -8,6 +8,8 @@
                                     the drain rate: one lane / lanes / lanes + fair sharing (flood.py)
     bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
                                     start, RSS, exec-loop events/s into journald
+    bench/run.py daemon             in the VM: the daemon part of vm alone, with the binary hash
+                                    cache's hit rate and what the exec events carried
     bench/run.py fallback           in the VM: fork/exec cost of userns_create's fallback
                                     (cred_prepare, which runs on every credential copy)
     bench/run.py cost               in the VM: hook cost vs auditd, cold start, RSS (cost_bench.py)
@@ -27,7 +29,9 @@ Ratios come from runs side by side in one invocation.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -154,7 +158,9 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
                 time.sleep(0.5)
             delivered = time.perf_counter() - t_loop0
             rss_after = proc_status_mb(proc.pid)["VmRSS"]
-            lost = sum(v for (name, _), v in scrape(port, timeout=10).items() if name == "krsid_events_lost_total")
+            metrics = scrape(port, timeout=10)
+            lost = sum(v for (name, _), v in metrics.items() if name == "krsid_events_lost_total")
+    hash_rows = _hash_rows(metrics, tmp / "events.jsonl", true_copy)
     table(
         f"Daemon in the VM ({args.headers} headers, {len(args.hooks)} hooks, TCG: absolute numbers are "
         "emulator-bound, compare ratios)",
@@ -168,8 +174,42 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:
             ["exec loop slowdown (attached / not)", f"{with_krsid / without:.2f}x"],
             [f"events in journald ({got}/{n}) by", f"{delivered:.2f} s -> {got / delivered:.0f} events/s"],
             ["events counted lost (all stages)", f"{lost:.0f}"],
+            *hash_rows,
         ],
     )
+
+
+def _hash_rows(metrics: dict[tuple[str, str], float], events: Path, binary: Path) -> list[list[str]]:
+    """How the binary hashes fared during the exec loop (issue 12): the cache's hit rate
+    over all events, and what the exec events of the loop's binary carried."""
+    requests = metrics.get(("krsid_binary_hash_requests_total", ""), 0)
+    hits = metrics.get(("krsid_binary_hash_cache_hits_total", ""), 0)
+    files = metrics.get(("krsid_binary_hash_files_total", ""), 0)
+    answers: collections.Counter[str] = collections.Counter()
+    with events.open() as f:
+        for line in f:
+            if not line.endswith("\n"):
+                continue  # a line still being written
+            o = json.loads(line)
+            if o["hook"] == "bprm_check_security" and o.get("filename") == str(binary):
+                answers["sha256" if o.get("exe_sha256") else o.get("hash_unavailable") or "none"] += 1
+    return [
+        [
+            "binary hash cache: hits / look-ups (all events)",
+            f"{hits:.0f} / {requests:.0f} ({hits / requests:.1%}); {files:.0f} files hashed" if requests else "none",
+        ],
+        [
+            f"exec events of {binary.name}: what they carried",
+            ", ".join(f"{what} {n}" for what, n in answers.most_common()) or "none",
+        ],
+    ]
+
+
+def bench_daemon_only(args: argparse.Namespace) -> None:
+    """bench_daemon alone: cold start, RSS, the exec loop and the hash cache."""
+    require_vm("daemon")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        bench_daemon(args, Path(tmpdir))
 
 
 LOOPS = {  # kind -> (iterations, what krsid does with it by default)
@@ -376,6 +416,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "throughput": bench_throughput,
     "flood": bench_flood,
     "vm": bench_vm,
+    "daemon": bench_daemon_only,
     "fallback": bench_fallback,
     "cost": bench_cost,
     "exec": bench_exec,

@@ -60,6 +60,7 @@ Table = Callable[[str, list[str], list[Row]], None]
 def bench_throughput(args: argparse.Namespace, table: Table) -> None:
     rows: list[Row] = []
     overload: list[Row] = []
+    identity: list[Row] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         driver = loadgen.build_driver(tmp)
@@ -69,6 +70,11 @@ def bench_throughput(args: argparse.Namespace, table: Table) -> None:
             twice = loadgen.run_load(tmp, driver, events_per_s=2 * _best(jsonl, "jsonl"), seconds=args.seconds)
             rows.append(_row("JSON lines (file), 2x its best", twice, "jsonl"))
             overload.append(_overload_row("JSON lines (file)", jsonl, twice, "jsonl"))
+        if args.identity_cost:
+            with_it = loadgen.run_load(tmp, driver, events_per_s=0, seconds=args.seconds)
+            without = loadgen.run_load(tmp, driver, events_per_s=0, seconds=args.seconds, identity=False)
+            rows.append(_row("JSON lines (file), without identity", without, "jsonl"))
+            identity = [_identity_row(with_it, without)]
         if args.profile:
             _profile(tmp, driver, args.seconds)
         for qlen in args.qlens:
@@ -95,12 +101,34 @@ def bench_throughput(args: argparse.Namespace, table: Table) -> None:
         ],
         rows,
     )
+    if identity:
+        table(
+            "What process identity costs: JSON lines unpaced, with and without it, back to back "
+            "(issue 12's goal: >= 90 %)",
+            ["with identity", "without (exe and cgroup only)", "ratio", "µs per event with / without"],
+            identity,
+        )
     if overload:
         table(
             "Overload: delivered at 2x a sink's best rate, against that best (issue 16's goal: >= 95 %)",
             ["sink", "best delivered/s (offered)", "offered at 2x", "delivered/s at 2x", "ratio"],
             overload,
         )
+
+
+def _identity_row(with_it: loadgen.LoadResult, without: loadgen.LoadResult) -> Row:
+    """Process ids, the process table and ancestry, and hash answers on every event,
+    against what krsid added before them (tests/support/loadgen.WithoutIdentityEnricher)."""
+
+    def per_event(r: loadgen.LoadResult) -> float:
+        return r.cpu_seconds / max(r.delivered["jsonl"], 1) * 1e6
+
+    return [
+        f"{with_it.rate('jsonl') / 1000:.1f}k/s",
+        f"{without.rate('jsonl') / 1000:.1f}k/s",
+        f"**{with_it.rate('jsonl') / without.rate('jsonl'):.0%}**",
+        f"{per_event(with_it):.1f} / {per_event(without):.1f}",
+    ]
 
 
 def _best(runs: list[loadgen.LoadResult], sink: str) -> float:
@@ -209,3 +237,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--qlens", type=int, nargs="+", default=[10, 512])
     p.add_argument("--profile", action="store_true")
+    p.add_argument(
+        "--no-identity-cost",
+        dest="identity_cost",
+        action="store_false",
+        help="skip the JSON lines runs with and without process identity and hashes",
+    )

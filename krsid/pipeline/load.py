@@ -25,6 +25,7 @@ import functools
 import hashlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -619,11 +620,17 @@ class LoadedPrograms:
     # -- the file-integrity watch ----------------------------------------------------------
 
     def set_watch(self, resolved: ResolvedWatch) -> None:
-        """Make krsid_watch_files / krsid_watch_names hold exactly ``resolved``: new and
-        changed entries first, stale ones removed after, the entry count last, so that
-        an entry in both the old and the new watch is never absent (krsid.watch)."""
+        """Make krsid_watch_files / krsid_watch_names (and krsid_watch_devs, the devices
+        files are watched on) hold exactly ``resolved``: new and changed entries first,
+        stale ones removed after, the entry count last, so that an entry in both the old
+        and the new watch is never absent (krsid.watch). Devices go in before their files
+        and out after them, so no watched file is ever on a device the walk skips."""
         bpf = self._require()
-        files, names = bpf[b"krsid_watch_files"], bpf[b"krsid_watch_names"]
+        files, names, devs = bpf[b"krsid_watch_files"], bpf[b"krsid_watch_names"], bpf[b"krsid_watch_devs"]
+        per_dev = Counter(dev for dev, _ino in resolved.files)
+        have_devs = {int(k.value): k for k in devs}
+        for dev, count in per_dev.items():
+            devs[ct.c_uint32(dev)] = ct.c_uint32(count)
         want_files = {}
         for (dev, ino), watch_id in resolved.files.items():
             k = files.Key()
@@ -642,6 +649,9 @@ class LoadedPrograms:
             for raw, k in have.items():
                 if raw not in want:
                     del table[k]
+        for dev, k in have_devs.items():
+            if dev not in per_dev:
+                del devs[k]
         bpf[b"krsid_watch_count"][ct.c_int(0)] = ct.c_uint64(len(want_files) + len(want_names))
 
     # -- policy --------------------------------------------------------------------------

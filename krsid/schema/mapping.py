@@ -460,6 +460,9 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     "inode_link": HookMapping(
         (Target("file_activity", 1, ("file",), ("creation",), "link", FILE, {"name": "new_name", "inode": "ino"}),)
     ),
+    "inode_symlink": HookMapping(
+        (Target("file_activity", 1, ("file",), ("creation",), "symlink", FILE, {"name": "name"}),)
+    ),
     "inode_setattr": HookMapping(
         (Target("file_activity", 6, ("file",), ("change",), "setattr", FILE, {"name": "file", "inode": "ino"}),)
     ),

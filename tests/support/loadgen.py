@@ -39,6 +39,8 @@ import yaml
 from krsid.catalog.contract import CNT_LOST_RINGBUF
 from krsid.config import load_config
 from krsid.daemon import Daemon
+from krsid.event import Event
+from krsid.pipeline.enrich import Enricher
 from krsid.pipeline.stats import STAGE_DECODE
 from krsid.pipeline.transport import LANE_BULK, LANE_PRIORITY
 from tests.support.metrics import gap_stages
@@ -70,6 +72,16 @@ def build_driver(workdir: Path) -> Path:
 def getppid_number(driver: Path) -> int:
     """getppid's syscall number on this architecture (the driver is C: it knows)."""
     return int(subprocess.run([str(driver), "--getppid-nr"], capture_output=True, text=True, check=True).stdout)
+
+
+class WithoutIdentityEnricher(Enricher):
+    """What krsid added to an event before process identity (issue 12): exe (cached per
+    pid) and the cgroup context; no process table, ancestry, instance ids or hashes.
+    The throughput bench's baseline for what identity costs."""
+
+    def enrich(self, event: Event) -> None:
+        event.values.pop("start_ns", None)  # without a start time the table is not used
+        super().enrich(event)
 
 
 class LoadgenDaemon(Daemon):
@@ -218,6 +230,7 @@ def run_load(
     priority_per_s: float = 0,
     priority_lane: str = LANE_PRIORITY,
     priority_pages: int | None = None,
+    identity: bool = True,
 ) -> LoadResult:
     """Run the real daemon under generated load; return the balanced books.
 
@@ -240,6 +253,8 @@ def run_load(
     )
     logs: list[str] = []
     daemon = LoadgenDaemon(load_config(cfg))
+    if not identity:
+        daemon.enricher = WithoutIdentityEnricher(seed=False)
     daemon.start()
     assert daemon.dispatcher is not None and daemon.programs is not None
     seed = daemon.programs.current_sequence()  # seq numbers continue across runs (state_dir)

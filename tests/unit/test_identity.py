@@ -346,3 +346,33 @@ def test_a_long_fork_chain_stays_within_the_cap(tmp_path: Path) -> None:
         if isinstance(o, containers) or hasattr(o, "move_to_end"):  # OrderedDict is a dict
             stack.extend(gc.get_referents(o))
     assert len(table) == 100 and 100 <= alive <= 2 * 100, alive
+
+
+def test_100k_processes_keep_the_table_at_its_cap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 12's limit: a host with 100k processes. The seed reads each once, the
+    table holds its cap (the default, 65,536) and counts the rest as evicted; the
+    newest keep their parents, and 100k more processes seen in events change nothing."""
+    from krsid.identity import table as table_module
+    from krsid.identity.procfs import ProcInfo
+    from krsid.identity.table import DEFAULT_MAX_ENTRIES
+
+    n = 100_000
+    reads: list[int] = []
+
+    def fake_read(_root: Path, tgid: int, start_ticks: int | None = None) -> ProcInfo | None:
+        reads.append(tgid)
+        if tgid > n + 1:
+            return None  # an event's process that has already exited
+        return ProcInfo(tgid, max(1, tgid - 1), tgid, 0, b"/usr/bin/p%d" % tgid, (b"p",))
+
+    monkeypatch.setattr(table_module, "list_pids", lambda _root: list(range(2, n + 2)))
+    monkeypatch.setattr(table_module, "read_process", fake_read)
+    table = ProcessTable(proc_root=tmp_path, clock=clock())
+    assert table.seed() == n and len(reads) == n
+    assert len(table) == DEFAULT_MAX_ENTRIES and table.evictions == n - DEFAULT_MAX_ENTRIES
+    newest = table.observe(n + 1, (n + 1) * TICK_NS, n, n * TICK_NS, 0)
+    assert newest.exe == b"/usr/bin/p%d" % (n + 1) and len(reads) == n  # known: not read again
+    assert [a["pid"] for a in table.ancestors(newest, 3)] == [n, n - 1, n - 2]
+    for pid in range(n + 2, 2 * n + 2):  # 100k short-lived processes, each seen once
+        table.observe(pid, pid * TICK_NS, n + 1, (n + 1) * TICK_NS, 0)
+    assert len(table) == DEFAULT_MAX_ENTRIES and table.evictions == 2 * n - DEFAULT_MAX_ENTRIES

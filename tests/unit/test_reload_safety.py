@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import ctypes as ct
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ class FakeBpf:
         self.tables[b"krsid_dirs"] = FakeTable(self, "krsid_dirs", key=DirKey, leaf=DirRules)
         self.tables[b"krsid_watch_files"] = FakeTable(self, "krsid_watch_files", key=WatchFileKey, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_names"] = FakeTable(self, "krsid_watch_names", key=WatchNameKey, leaf=ct.c_uint32)
+        self.tables[b"krsid_watch_devs"] = FakeTable(self, "krsid_watch_devs", key=ct.c_uint32, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_count"] = FakeTable(self, "krsid_watch_count")
         for opt in CATALOG["file_open"].options:
             for m in opt.maps:
@@ -207,7 +209,7 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
         rules[hook] = slots
     dirs = {k: v for k, v in bpf.tables[b"krsid_dirs"].data.items() if k[0] // programs.max_hooks == bank}
     sets = {m: dict(bpf.tables[m.encode()].data) for m in ("file_open_names", "file_open_paths")}
-    watch_maps = ("krsid_watch_files", "krsid_watch_names", "krsid_watch_count")
+    watch_maps = ("krsid_watch_files", "krsid_watch_names", "krsid_watch_devs", "krsid_watch_count")
     watch = {m: dict(bpf.tables[m.encode()].data) for m in watch_maps}
     return copy.deepcopy(
         {
@@ -292,6 +294,9 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     assert after["limits"] != before["limits"] and after["sets"] != before["sets"]
     assert after["fair_share"] != before["fair_share"] and after["watch"] != before["watch"]
     assert len(after["watch"]["krsid_watch_files"]) == 2 and after["watch"]["krsid_watch_count"] == {0: 3}
+    # The devices the walk runs on: exactly those of the watched files, with their counts.
+    devs = Counter(int.from_bytes(key[:4], "little") for key in after["watch"]["krsid_watch_files"])
+    assert after["watch"]["krsid_watch_devs"] == dict(devs) and sum(devs.values()) == 2
     assert len(after["sets"]["file_open_paths"]) == SET_CAPACITY
     assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"n-wx", "n-dir", "n-exec", "n-exec2"}
 
@@ -307,6 +312,7 @@ WRITE_FAILURES = [
     ("krsid_dirs", 1, Exception(MAP_FULL)),
     ("krsid_watch_files", 1, Exception(MAP_FULL)),
     ("krsid_watch_names", 2, Exception(MAP_FULL)),  # the stale name's removal, after the new one
+    ("krsid_watch_devs", 1, Exception(MAP_FULL)),
     ("krsid_watch_count", 1, Exception("Could not update table")),
     ("krsid_rules", 1, Exception(MAP_FULL)),
     ("krsid_rules", 4, RuntimeError("a bug")),

@@ -276,3 +276,66 @@ def test_explicit_times_on_a_watched_file_are_reported_where_others_are_not(
     assert o["old_mtime"] >= old_mtime and o["valid"] == "ATIME|MTIME|CTIME|ATIME_SET|MTIME_SET|TIMES_SET"
     quiet_ones = {quiet, toucher}
     assert daemon.events(lambda e: e["hook"] == "inode_setattr" and e["tgid"] in quiet_ones) == []
+
+
+def test_symlinks_into_watched_places_are_reported_and_others_are_not(
+    daemon: RunningDaemon, root: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """A symlink placed in a watched directory (how `systemctl enable` plants a unit) or
+    under a watched name is reported with its name, directory and target text; a
+    symlink elsewhere, even one pointing at a watched file, is not."""
+    hook_enabled("inode_symlink")
+    wants = root / "dir" / unique("multi-user.target.wants")
+    wants.mkdir()
+    unit = root / "outside" / unique("evil.service")
+    unit.write_text("[Service]\nExecStart=/bin/true\n")
+    planter, _ = run("ln", "-s", str(unit), str(wants / unit.name))
+    namer, _ = run("ln", "-s", "../relative/target", str(root / "outside" / WATCHED_NAME))
+    quiet, _ = run("ln", "-s", str(root / "file"), str(root / "outside" / unique("to-watched")))
+
+    (o,) = events_of(daemon, "inode_symlink", planter)
+    assert (o["dir"], o["name"], o["target"]) == (wants.name, unit.name, str(unit))
+    assert (o["watch"], o["watch_level"], o["action"]) == (str(root / "dir"), 2, "audit")
+    assert o["dir_ino"] == wants.stat().st_ino
+    assert (o["dev_major"], o["dev_minor"]) == (os.major(wants.stat().st_dev), os.minor(wants.stat().st_dev))
+    (o,) = events_of(daemon, "inode_symlink", namer)
+    assert (o["dir"], o["name"], o["target"]) == ("outside", WATCHED_NAME, "../relative/target")
+    assert (o["watch"], o["watch_level"]) == (WATCHED_NAME, 255)
+    # Same lane, in order: by now the unwatched symlink's event would have arrived.
+    assert daemon.events(lambda e: e["hook"] == "inode_symlink" and e["tgid"] == quiet) == []
+
+
+def test_would_deny_then_deny_symlinks_into_the_watched_directory(
+    daemon: RunningDaemon, root: Path, policy: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    hook_enabled("inode_symlink")
+    watched_dir = root / "dir"
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "name": f"symlink-{action}",
+            "hook": "inode_symlink",
+            "action": action,
+            "match": {"path_prefix": str(watched_dir)},
+        }
+
+    policy.apply(policy.with_rules(rule("would_deny")))
+    first = watched_dir / unique("l")
+    linker, _ = run("ln", "-s", "/bin/true", str(first))
+    (o,) = events_of(daemon, "inode_symlink", linker)
+    assert (o["action"], o["rule"], o["verdict"], o["name"]) == ("would_deny", "symlink-would_deny", "0", first.name)
+    assert first.is_symlink()
+
+    policy.apply(policy.with_rules(rule("deny")))
+    second = watched_dir / unique("l")
+    denied, done = run("ln", "-s", "/bin/true", str(second), ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    assert not second.is_symlink()
+    (o,) = events_of(daemon, "inode_symlink", denied)
+    assert (o["action"], o["rule"], o["verdict"], o["name"]) == ("deny", "symlink-deny", "-EPERM", second.name)
+    # Outside the rule's directory: allowed, and not reported (nothing watched there).
+    elsewhere, _ = run("ln", "-s", "/bin/true", str(root / "outside" / unique("l")))
+    assert daemon.events(lambda e: e["hook"] == "inode_symlink" and e["tgid"] == elsewhere) == []
+    scrape = daemon.scrape()
+    assert metric(scrape, "krsid_denied_total", hook="inode_symlink", rule="symlink-deny") == 1
+    assert metric(scrape, "krsid_would_deny_total", hook="inode_symlink", rule="symlink-would_deny") == 1

@@ -65,11 +65,13 @@ def test_stalled_jsonl_reader_never_stalls_the_poller(tmp_path: Path, driver: Pa
     def reader() -> None:
         fd = os.open(fifo, os.O_RDONLY)  # opened at once (the writer needs a reader), read later
         reader_go.wait()
-        buf = b""
+        # Joined once at the end: `buf += chunk` copied the whole buffer (MBs) for every
+        # 64 KiB chunk, holding the GIL, which starved the daemon's poll thread (same process).
+        chunks = []
         with os.fdopen(fd, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 16), b""):
-                buf += chunk
-        seqs.extend(json.loads(line)["seq"] for line in buf.splitlines() if line.strip())
+                chunks.append(chunk)
+        seqs.extend(json.loads(line)["seq"] for line in b"".join(chunks).splitlines() if line.strip())
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()

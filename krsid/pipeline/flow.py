@@ -39,8 +39,9 @@ class EventPipeline:
     def handle(self, raw: bytes) -> None:
         """One raw record from the event buffer, delivered to the sinks or counted as lost.
 
-        Runs inside bcc's C callback: an exception here would be printed and lost,
-        so every failure is caught and counted."""
+        Runs for every record the transport reads, inside bcc's C callback where
+        libbpf reads the buffer: an exception there would be printed and lost, so every
+        failure is caught and counted."""
         if self.dispatcher.shedding:  # every sink is full: count it, skip the work
             spec = self.decoder.hook_of(raw)
             self.dispatcher.shed(spec.name if spec else UNKNOWN_HOOK)

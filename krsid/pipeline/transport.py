@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import select
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,14 +30,6 @@ from typing import Protocol
 # How often a busy sink is retried when nothing else wakes the loop: a sink without a
 # pollable fd (Sink.wait_fd() == -1), or any busy sink behind a perf buffer.
 BUSY_SINK_RETRY_MS = 10
-
-# How long a busy sink that woke the loop alone gets to take more entries before it is
-# refilled: ~3 entries of journald's work (~30 µs each), well under the ~300 µs its
-# 10-slot queue holds. Measured (bench/run.py throughput, journald with 10 slots, 20k and
-# 42k events/s): wake-ups per 1,000 events 550 without, 96 with 100 µs, 85 with 150 µs;
-# 150 µs already let journald run dry at times (2x overload delivered 94-95 % of the
-# best rate, 100 µs 98-99 %), 300 µs starved it (15k/s).
-BUSY_SINK_REFILL_DELAY = 100e-6
 
 # The two buffers, by the name the config's buffer.kind gives them (krsid.config).
 RINGBUF = "ringbuf"
@@ -112,15 +103,14 @@ class RingBufferTransport:
             for fd in wanted - self._writable:
                 self._poller.register(fd, select.POLLOUT)
             self._writable = wanted
-        ready: list[tuple[int, int]] = []
+        # No pause before refilling a sink that woke the loop alone, though a datagram
+        # socket polls writable as soon as one slot of journald's queue is free: a
+        # 100 µs pause cut wake-ups from ~550 to ~96 per 1,000 events on the host, but
+        # where journald takes ~1 ms an entry and sleeps are coarse (the emulated VM)
+        # it keeps the loop from the ring buffers; with it the VM's flood test lost a
+        # priority record.
         with contextlib.suppress(InterruptedError):
-            ready = self._poller.poll(timeout_ms)
-        if ready and wanted and all(fd in wanted for fd, _event in ready):
-            # Only a busy sink woke us: its destination has just taken one entry (a
-            # datagram socket polls writable as soon as one slot of its peer's queue is
-            # free). Let it take a few more before refilling, else every entry costs a
-            # wake-up of this loop.
-            time.sleep(BUSY_SINK_REFILL_DELAY)
+            self._poller.poll(timeout_ms)
         self._read(MAX_ROUNDS)
 
     def read_pending(self) -> None:

@@ -762,7 +762,7 @@ class LoadedPrograms:
             )
             return PerfBufferTransport(lambda timeout_ms: bpf.perf_buffer_poll(timeout=timeout_ms))
 
-        if ringbuf.usable():
+        if ringbuf.ENABLED and ringbuf.usable():
             # Both lanes read straight from their mappings (pipeline.ringbuf): no
             # callback per record.
             lanes = {
@@ -778,9 +778,10 @@ class LoadedPrograms:
                 RingLane(lanes[LANE_BULK].fd, lanes[LANE_BULK].consume),
             )
 
-        # Elsewhere (no TSO): libbpf's callbacks. The priority lane in bcc's own ring
-        # buffer manager; the bulk lane in a manager of its own, so that it can be read
-        # in bounded batches (RingBufferTransport).
+        # By default (ringbuf.ENABLED), and where the mapped reader is not safe (no TSO):
+        # libbpf's callbacks. The priority lane in bcc's own ring buffer manager; the
+        # bulk lane in a manager of its own, so that it can be read in bounded batches
+        # (RingBufferTransport).
         priority = on_record[LANE_PRIORITY]
 
         def priority_cb(_ctx: int, data: int, size: int) -> int:

@@ -40,6 +40,12 @@ _LENGTH_MASK = ~(BUSY_BIT | DISCARD_BIT) & 0xFFFFFFFF
 _POSITION = struct.Struct("Q")  # native: one aligned 8-byte load or store (see above)
 _LENGTH = struct.Struct("I")  # the header's first half; native like the kernel's u32
 
+# Off by default: with it, the VM's flood test (tests/vm/test_flood.py, run as a whole
+# file) lost a priority record in 2 of 2 runs, and with libbpf's callbacks it passed;
+# why is not known yet (the GIL shared with the hash workers is the first suspect).
+# The host tests run both readers.
+ENABLED = False
+
 # Architectures whose plain loads and stores order like acquire/release (TSO).
 _TSO_MACHINES = frozenset({"x86_64", "amd64", "AMD64"})
 

@@ -21,7 +21,8 @@ libbpf reads headers and positions with acquire loads. Python has no such loads;
 x86-64 every load is an acquire and every store a release (TSO), so plain 8-byte
 reads and writes are what libbpf's atomics compile to there. The native ``Q`` struct
 format copies the 8 bytes with one aligned memcpy (one load or store). Elsewhere
-``usable()`` is False and the loader keeps libbpf's callbacks (pipeline.load).
+``usable()`` is False and the loader keeps libbpf's callbacks (pipeline.load); it
+keeps them everywhere while ``ENABLED`` is False (see there).
 """
 
 from __future__ import annotations

@@ -163,6 +163,12 @@ struct bprm_check_security_event {
     __u32 stdin_type;
     __u32 stdout_type;
     __u32 stderr_type;
+    __u32 dev_major;
+    __u32 dev_minor;
+    __u64 ino;
+    __u64 size;
+    __s64 mtime_ns;
+    __s64 ctime_ns;
     char ld_preload[BPRM_CHECK_SECURITY_LD_LEN];
     char ld_audit[BPRM_CHECK_SECURITY_LD_LEN];
     char ld_library_path[BPRM_CHECK_SECURITY_LD_LEN];
@@ -544,6 +550,17 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
     e->stdin_type = stdio[0];
     e->stdout_type = stdio[1];
     e->stderr_type = stdio[2];
+    /* The file's identity as stat shows it: user space looks its hash up by this key
+     * (a binary run before answers on the exec event itself) and, when the process
+     * is gone before it can be read, hashes the path only if it is still this file.
+     * Straight-line reads: no state for the verifier to multiply. */
+    struct inode *inode = bprm->file->f_inode;
+    krsid_inode_id(inode, &e->ino, &e->dev_major, &e->dev_minor);
+    e->size = 0;
+    bpf_probe_read_kernel(&e->size, sizeof(e->size), &inode->i_size);
+    struct krsid_inode_times times = krsid_inode_times(inode);
+    e->mtime_ns = times.mtime_sec * 1000000000LL + times.mtime_nsec;
+    e->ctime_ns = times.ctime_sec * 1000000000LL + times.ctime_nsec;
     /* The three values, only with ld_values: a pointer of 0 (not set, option off)
      * fails the read, which zero-fills the buffer. */
     __u64 want_ld = krsid_option(KRSID_HOOK_ID, BPRM_CHECK_SECURITY_OPT_LD_VALUES) != 0;

@@ -100,19 +100,6 @@ struct inode_setattr_event {
     char dir[INODE_SETATTR_DIR_LEN];
 };
 
-/* The inode's mtime in seconds: a timespec64 until 6.5, __i_mtime in 6.6-6.10,
- * i_mtime_sec since 6.11. */
-static __always_inline __s64 inode_setattr_old_mtime(struct inode *inode)
-{
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
-    return inode->i_mtime_sec;
-#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
-    return inode->__i_mtime.tv_sec;
-#else
-    return inode->i_mtime.tv_sec;
-#endif
-}
-
 #if KRSID_HOOK_NARGS == 2
 LSM_PROBE(inode_setattr, struct dentry *dentry, struct iattr *attr)
 #else
@@ -190,7 +177,7 @@ LSM_PROBE(inode_setattr, const void *idmap, struct dentry *dentry, struct iattr 
     e->size = (valid & INODE_SETATTR_ATTR_SIZE) ? attr->ia_size : 0;
     e->atime = (valid & INODE_SETATTR_ATTR_ATIME) ? attr->ia_atime.tv_sec : 0;
     e->mtime = (valid & INODE_SETATTR_ATTR_MTIME) ? attr->ia_mtime.tv_sec : 0;
-    e->old_mtime = inode_setattr_old_mtime(inode);
+    e->old_mtime = krsid_inode_times(inode).mtime_sec;
     e->valid = valid;
     e->changes = changes;
     e->mode = mode;

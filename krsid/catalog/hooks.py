@@ -225,9 +225,14 @@ class EnrichSpec:
 
     ``new_exe``: the string field holding the executable the process runs from this
     event on (an exec hook: its path); "" when the hook's events change no process's image.
+    ``new_exe_file``: the integer fields that identify that file as stat shows it, in
+    the order dev_major, dev_minor, ino, size, mtime_ns, ctime_ns (empty: none): the
+    binary-hash cache's key, so that an exec of a binary hashed before carries its
+    hash at once.
     """
 
     new_exe: str = ""
+    new_exe_file: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -441,7 +446,9 @@ _POLICY_FIELD_KEYS = {"slot", "values", "values_of", "doc", "type"}
 _FIELD_KEYS = {"type", "doc", "values", "zero", "member", "mask", "empty", "length"}
 _OPTION_KEYS = {"slot", "type", "default", "doc", "maps"}
 _MAP_KEYS = {"name", "key_size", "transform"}
-_ENRICH_KEYS = {"new_exe"}
+_ENRICH_KEYS = {"new_exe", "new_exe_file"}
+# What each name in enrich.new_exe_file stands for, in order.
+NEW_EXE_FILE_PARTS = ("dev_major", "dev_minor", "ino", "size", "mtime_ns", "ctime_ns")
 
 
 def _load_hook(
@@ -611,7 +618,18 @@ def _enrich(doc: YamlDoc, declared: dict[str, Any], fields: tuple[FieldSpec, ...
     new_exe = expect(doc, declared.get("new_exe", ""), ("enrich", "new_exe"), str, "an event field name")
     if new_exe and not any(f.name == new_exe and f.kind == "string" for f in fields):
         doc.fail(("enrich", "new_exe"), f"{new_exe!r} is not a string field of this hook's event")
-    return EnrichSpec(new_exe=new_exe)
+    path = ("enrich", "new_exe_file")
+    file_fields = expect(doc, declared.get("new_exe_file", []), path, list, "a list of event field names")
+    if file_fields:
+        if not new_exe:
+            doc.fail(path, "needs new_exe: it names the identity of that file")
+        if len(file_fields) != len(NEW_EXE_FILE_PARTS):
+            doc.fail(path, f"needs {len(NEW_EXE_FILE_PARTS)} fields, in this order: {', '.join(NEW_EXE_FILE_PARTS)}")
+        ints = {f.name for f in fields if f.kind == "int"}
+        for i, name in enumerate(file_fields):
+            if not isinstance(name, str) or name not in ints:
+                doc.fail((*path, i), f"{shown(name)} is not an integer field of this hook's event")
+    return EnrichSpec(new_exe=new_exe, new_exe_file=tuple(file_fields))
 
 
 def _options(

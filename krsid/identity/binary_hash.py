@@ -19,10 +19,13 @@ A slow file (FUSE, NFS) stalls only the worker: requests keep answering from the
 cache or "pending"/"queue full" at once. The open uses O_NONBLOCK, so a FIFO
 never blocks even the worker.
 
-Where the kernel can send the file's identity with the exec event (dev, ino,
-size, mtime, ctime of bprm->file), ``request(..., key=...)`` answers a cached
-binary on the exec event itself; without it the first event of a process is
-"pending" and later ones carry the hash.
+The kernel sends the executed file's identity with the exec event (dev, ino,
+size, mtime, ctime of bprm->file): ``request(..., key=...)`` then answers a
+binary hashed before on the exec event itself, and the worker, besides
+/proc/PID/exe, may hash the exec's path (in the process's root, then in ours)
+if the file found there has that very key: a process that exited at once, or a
+script whose process runs its interpreter, still has its file hashed. A new
+binary's exec event says "pending"; later events of the process carry the hash.
 """
 
 from __future__ import annotations
@@ -89,6 +92,20 @@ class _Lru(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._d)
+
+
+def _open_regular(path: bytes) -> int:
+    """Open ``path`` for reading only if it is a regular file. The name first gets an
+    O_PATH descriptor, which opens nothing (a device node named there by now would
+    act on open: a tape rewinds); only a regular file is then opened for reading,
+    through that descriptor, so the file checked is the file read."""
+    pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(pfd).st_mode):
+            raise OSError(f"not a regular file: {path!r}")
+        return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    finally:
+        os.close(pfd)
 
 
 def key_of(st: os.stat_result) -> FileKey:
@@ -254,6 +271,17 @@ class BinaryHasher:
                     self.stats.skipped[answer.unavailable] += 1
 
     def _hash(self, job: _Job) -> tuple[HashAnswer, FileKey | None]:
+        if job.key is not None:
+            verified = self._hash_verified(job)
+            if verified is not None:
+                return verified
+            if job.path is None:
+                return HashAnswer(unavailable=GONE), None  # the process runs another file
+            # No file found with the kernel's identity: a filesystem whose stat shows
+            # other numbers than the inode has (overlayfs, btrfs subvolumes), or the
+            # file changed since. What the process runs, if it runs the path (as
+            # without a key):
+            job = _Job(job.pid, job.owner, None, job.path)
         # An exec event is written at bprm_check_security, before the exec commits
         # the new image: read right away, /proc/PID/exe may still name the old one.
         # Wait a little for the exec (in the worker only) before saying "gone".
@@ -266,6 +294,35 @@ class BinaryHasher:
             return HashAnswer(unavailable=GONE), None
         return answer, key
 
+    def _hash_verified(self, job: _Job) -> tuple[HashAnswer, FileKey | None] | None:
+        """Hash the first of the process's image, the path in its root, the path in
+        ours, that is the file the kernel named (job.key); None if none is.
+
+        Matching the key (device, inode, size, mtime, ctime; ctime no user can set)
+        makes a path as good as /proc/PID/exe: the file is the one the kernel saw,
+        unchanged. So a process that exited before the worker got to it still has
+        its binary hashed, and a script (whose process runs the interpreter) too."""
+        pid_dir = f"{self._proc}/{job.pid}"
+        tries: list[Callable[[], int]] = [lambda: self._open(pid_dir)]
+        if job.path:
+            path = job.path
+            tries.append(lambda: _open_regular(f"{pid_dir}/root".encode() + path))
+            tries.append(lambda: _open_regular(path))
+        for opener in tries:
+            try:
+                fd = opener()
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and key_of(st) == job.key:
+                    return self._digest(fd, st)
+            except OSError:
+                return HashAnswer(unavailable=UNREADABLE), None
+            finally:
+                os.close(fd)
+        return None
+
     def _hash_once(self, job: _Job) -> tuple[HashAnswer, FileKey | None]:
         try:
             fd = self._open(f"{self._proc}/{job.pid}")
@@ -275,41 +332,44 @@ class BinaryHasher:
             return HashAnswer(unavailable=UNREADABLE), None
         try:
             st = os.fstat(fd)
-            key = key_of(st)
-            if job.key is not None and job.key != key:
-                return HashAnswer(unavailable=GONE), None  # the process runs another image by now
             if job.path is not None and not self._runs_path(job.pid, job.path):
                 return HashAnswer(unavailable=_NOT_YET), None
             if not stat.S_ISREG(st.st_mode):
                 return HashAnswer(unavailable=UNREADABLE), None
-            with self._lock:
-                cached = self._by_key.get(key)
-            if cached is not None:
-                return cached, key
-            if st.st_size > self.max_bytes:
-                return HashAnswer(unavailable=TOO_LARGE), key
-            started = time.monotonic()
-            digest = hashlib.sha256()
-            done = 0
-            while True:
-                chunk = os.read(fd, READ_CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                done += len(chunk)
-                if done > self.max_bytes:  # grew while read
-                    return HashAnswer(unavailable=CHANGED), None
-            if key_of(os.fstat(fd)) != key:
-                return HashAnswer(unavailable=CHANGED), None
-            with self._lock:
-                self.stats.hashed_files += 1
-                self.stats.hashed_bytes += done
-                self.stats.hash_seconds += time.monotonic() - started
-            return HashAnswer(sha256=digest.hexdigest()), key
+            return self._digest(fd, st)
         except OSError:
             return HashAnswer(unavailable=UNREADABLE), None
         finally:
             os.close(fd)
+
+    def _digest(self, fd: int, st: os.stat_result) -> tuple[HashAnswer, FileKey | None]:
+        """sha256 of the regular file open at fd (st: its fstat), or the cache's answer
+        for its key. Raises OSError on a failed read."""
+        key = key_of(st)
+        with self._lock:
+            cached = self._by_key.get(key)
+        if cached is not None:
+            return cached, key
+        if st.st_size > self.max_bytes:
+            return HashAnswer(unavailable=TOO_LARGE), key
+        started = time.monotonic()
+        digest = hashlib.sha256()
+        done = 0
+        while True:
+            chunk = os.read(fd, READ_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            done += len(chunk)
+            if done > self.max_bytes:  # grew while read
+                return HashAnswer(unavailable=CHANGED), None
+        if key_of(os.fstat(fd)) != key:
+            return HashAnswer(unavailable=CHANGED), None
+        with self._lock:
+            self.stats.hashed_files += 1
+            self.stats.hashed_bytes += done
+            self.stats.hash_seconds += time.monotonic() - started
+        return HashAnswer(sha256=digest.hexdigest()), key
 
     # --- metrics ---
 

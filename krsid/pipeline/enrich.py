@@ -22,8 +22,10 @@
   /proc/PID/exe; the poll thread only looks up and queues). An exec event names
   the new image: its own request (owner: process_id and the event's seq) becomes
   the process's current image, so later events answer from the cache. The exec
-  event itself usually says "pending" (the file is hashed after the event is
-  read); a denied exec says "denied" (the process never ran the file).
+  event carries the file's identity from the kernel (enrich.new_exe_file), the
+  cache's key: a binary hashed before answers on the exec event itself; a new one
+  says "pending" (hashed after the event is read); a denied exec says "denied"
+  (the process never ran the file).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from krsid.event import Event
-from krsid.identity.binary_hash import GONE, UNREADABLE, BinaryHasher, HashAnswer
+from krsid.identity.binary_hash import GONE, UNREADABLE, BinaryHasher, FileKey, HashAnswer
 from krsid.identity.table import DEFAULT_ANCESTORS_DEPTH, DEFAULT_MAX_ENTRIES, Process, ProcessTable
 
 UNIT_RE = re.compile(r"^[^/]+\.(?:service|scope)$")
@@ -60,14 +62,17 @@ ENRICHED_FIELDS: tuple[tuple[str, str], ...] = (
         "exe_sha256",
         "sha256 (64 hex) of the image the process runs, read through /proc/PID/exe (the running inode, not what "
         "the path names now) in a worker thread and cached per file (dev, ino, size, mtime, ctime); on an exec "
-        "event, of the new image (the file in path), while exe still names the caller's. Empty when "
-        "hash_unavailable says why.",
+        "event, of the new image (the file in path), while exe still names the caller's: a binary hashed before "
+        "answers on the exec event itself (looked up by the file's identity from the kernel), and the file of a "
+        "process gone before the worker got to it is hashed through its path if it is still that very file. "
+        "Empty when hash_unavailable says why.",
     ),
     (
         "hash_unavailable",
-        "Why exe_sha256 is empty, else empty: pending (being hashed; the exec event itself is usually pending, "
-        "later events of the process carry the hash), too large (over identity.hash_max_mb), gone (the process "
-        "exited or runs another image, e.g. a script's first exec event, whose process runs the interpreter), "
+        "Why exe_sha256 is empty, else empty: pending (being hashed: the first exec of a binary new to krsid; "
+        "later events of the process, and later execs of the file, carry the hash), too large (over "
+        "identity.hash_max_mb), gone (the process exited or runs another image and its path no longer holds "
+        "the file the kernel named), "
         "queue full (over identity.hash_queue), unreadable, changed (written while hashed), denied (an exec "
         "krsid denied), off (identity.hash_max_mb or hash_queue is 0).",
     ),
@@ -83,6 +88,27 @@ EXEC_ENRICHED_FIELDS: tuple[tuple[str, str], ...] = (
         "krsid could read it).",
     ),
 )
+
+
+def exec_file_key(event: Event) -> FileKey | None:
+    """The executed file's identity as ``os.fstat`` would show it (key_of), from the
+    fields the sidecar names in enrich.new_exe_file; None without them (or inode 0:
+    the kernel could not read the file)."""
+    names = event.spec.enrich.new_exe_file
+    if not names:
+        return None
+    v = event.values
+    parts = [v.get(name) for name in names]
+    if not all(type(p) is int for p in parts):
+        return None
+    major, minor, ino, size, mtime_ns, ctime_ns = parts  # NEW_EXE_FILE_PARTS
+    if not ino:
+        return None
+    try:
+        dev = os.makedev(major, minor)  # type: ignore[arg-type]
+    except (OverflowError, ValueError):
+        return None
+    return (dev, ino, size, mtime_ns, ctime_ns)  # type: ignore[return-value]
 
 
 def unit_of(cgroup: str) -> str:
@@ -220,9 +246,12 @@ class Enricher:
             if not exec_path:  # the kernel could not name the file: nothing to check the image against
                 return HashAnswer(unavailable=UNREADABLE)
             image = (proc.process_id, event.seq)
-            # The worker hashes /proc/PID/exe only if it names this path (the exec
-            # succeeded and no later exec replaced it).
-            answer = hasher.request(tgid, image, path=exec_path)
+            # With the file's identity from the kernel, a binary hashed before answers
+            # now, and the worker can hash the path of a process already gone (only
+            # while it is still that file). Without it, the worker hashes
+            # /proc/PID/exe only if it names this path (the exec succeeded and no
+            # later exec replaced it).
+            answer = hasher.request(tgid, image, key=exec_file_key(event), path=exec_path)
             self._remember_image(proc.key, image)
             return answer
         current = self._images.get(proc.key)

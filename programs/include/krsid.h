@@ -1294,6 +1294,50 @@ static __always_inline void krsid_inode_id(struct inode *inode, __u64 *ino, __u3
     *dev_minor = dev & ((1U << KRSID_MINORBITS) - 1);
 }
 
+/* An inode's mtime and ctime (seconds, nanoseconds), as stat reports them. The
+ * members moved three times: timespec64 i_mtime/i_ctime until 6.5, __i_ctime in
+ * 6.6, __i_mtime too in 6.7-6.10, separate *_sec/*_nsec integers since 6.11. From
+ * 6.13 the top bit of i_ctime_nsec is a flag (I_CTIME_QUERIED, multigrain
+ * timestamps), masked here as inode_get_ctime_nsec() does. */
+#define KRSID_NSEC_MASK 0x3fffffff /* nanoseconds < 10^9 < 2^30 */
+struct krsid_inode_times {
+    __s64 mtime_sec;
+    __s64 ctime_sec;
+    __u32 mtime_nsec;
+    __u32 ctime_nsec;
+};
+static __always_inline struct krsid_inode_times krsid_inode_times(struct inode *inode)
+{
+    struct krsid_inode_times t = {};
+    if (!inode)
+        return t;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+    bpf_probe_read_kernel(&t.mtime_sec, sizeof(t.mtime_sec), &inode->i_mtime_sec);
+    bpf_probe_read_kernel(&t.mtime_nsec, sizeof(t.mtime_nsec), &inode->i_mtime_nsec);
+    bpf_probe_read_kernel(&t.ctime_sec, sizeof(t.ctime_sec), &inode->i_ctime_sec);
+    bpf_probe_read_kernel(&t.ctime_nsec, sizeof(t.ctime_nsec), &inode->i_ctime_nsec);
+#else
+    struct timespec64 m = {}, c = {};
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+    bpf_probe_read_kernel(&m, sizeof(m), &inode->__i_mtime);
+#else
+    bpf_probe_read_kernel(&m, sizeof(m), &inode->i_mtime);
+#endif
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+    bpf_probe_read_kernel(&c, sizeof(c), &inode->__i_ctime);
+#else
+    bpf_probe_read_kernel(&c, sizeof(c), &inode->i_ctime);
+#endif
+    t.mtime_sec = m.tv_sec;
+    t.mtime_nsec = m.tv_nsec;
+    t.ctime_sec = c.tv_sec;
+    t.ctime_nsec = c.tv_nsec;
+#endif
+    t.mtime_nsec &= KRSID_NSEC_MASK;
+    t.ctime_nsec &= KRSID_NSEC_MASK;
+    return t;
+}
+
 /* Both names of a rename or link and their directories' names (the hooks have no path). */
 static __always_inline void krsid_read_two_names(char *old_dir, char *old_name, char *new_dir, char *new_name,
                                                  __u32 size, struct dentry *old_dentry, struct dentry *new_dentry)

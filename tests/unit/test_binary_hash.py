@@ -215,3 +215,62 @@ def test_cached_answers_are_cheap_for_the_caller(tmp_path: Path, hasher: BinaryH
     per_request = (time.process_time() - started) / n
     print(f"cached request: {per_request * 1e6:.2f} us")
     assert per_request < 50e-6
+
+
+def test_with_the_kernels_key_a_gone_process_has_its_path_hashed(tmp_path: Path, hasher: BinaryHasher) -> None:
+    """A process that exited before the worker looked: /proc/PID/exe is gone, but the
+    exec's path still holds the very file the kernel named (same dev, ino, size,
+    mtime, ctime): that file is hashed, and the next exec of it answers at once."""
+    binary = tmp_path / "short-lived"
+    binary.write_bytes(b"\x7fELF short")
+    (tmp_path / "proc").mkdir()
+    key = key_of(binary.stat())
+    path = str(binary).encode()
+    assert answer_after_work(hasher, 31, "e1", key, path).sha256 == sha256_of(binary)
+    assert hasher.request(32, "e2", key, path).sha256 == sha256_of(binary)  # on the exec event itself
+    assert hasher.stats.hashed_files == 1
+
+
+def test_a_path_that_no_longer_holds_the_kernels_file_is_never_hashed(tmp_path: Path, hasher: BinaryHasher) -> None:
+    """The file was changed (or renamed over) after the exec and the process is gone:
+    the path now holds other bytes, whose key differs, so "gone", not a wrong hash."""
+    binary = tmp_path / "tool"
+    binary.write_bytes(b"what ran")
+    key = key_of(binary.stat())
+    other = tmp_path / "other"
+    other.write_bytes(b"what replaced it")
+    other.rename(binary)
+    (tmp_path / "proc").mkdir()
+    assert answer_after_work(hasher, 41, "x", key, str(binary).encode()) == HashAnswer(unavailable=GONE)
+    assert hasher.stats.hashed_files == 0
+    # Written in place (same inode, same size): ctime and mtime move, the key with them.
+    binary.write_bytes(b"what ran")
+    key = key_of(binary.stat())
+    time.sleep(0.01)
+    binary.write_bytes(b"what RAN")
+    assert answer_after_work(hasher, 42, "y", key, str(binary).encode()) == HashAnswer(unavailable=GONE)
+
+
+def test_a_path_is_looked_up_in_the_processs_root_first(tmp_path: Path, hasher: BinaryHasher) -> None:
+    """A container's exec names its path inside the container: /proc/PID/root/<path>."""
+    root = tmp_path / "container"
+    (root / "usr/bin").mkdir(parents=True)
+    inside = root / "usr/bin/tool"
+    inside.write_bytes(b"the container's tool")
+    proc = tmp_path / "proc"
+    (proc / "51").mkdir(parents=True)
+    (proc / "51" / "root").symlink_to(root)
+    answer = answer_after_work(hasher, 51, "c", key_of(inside.stat()), b"/usr/bin/tool")
+    assert answer.sha256 == sha256_of(inside)
+
+
+def test_a_device_or_fifo_at_the_path_is_never_opened(tmp_path: Path, hasher: BinaryHasher) -> None:
+    """The path is swapped for a FIFO (or a device) after the exec: the worker looks
+    at it through O_PATH only, so nothing blocks and nothing is opened."""
+    fifo = tmp_path / "tool"
+    os.mkfifo(fifo)
+    (tmp_path / "proc").mkdir()
+    key: FileKey = (1, 2, 3, 4, 5)
+    started = time.monotonic()
+    assert answer_after_work(hasher, 61, "f", key, str(fifo).encode()) == HashAnswer(unavailable=GONE)
+    assert time.monotonic() - started < 2.0

@@ -35,9 +35,34 @@ def start_ns_of(pid: int) -> int:
     return parsed[1] * CLOCK.ns_per_tick
 
 
-def exec_event(pid: int, start_ns: int, path: bytes, seq: int, action: str = "") -> Event:
+def file_fields(path: bytes) -> dict[str, int]:
+    """The executed file's identity as bprm_check_security sends it (enrich.new_exe_file)."""
+    st = os.stat(path)
+    return {
+        "dev_major": os.major(st.st_dev),
+        "dev_minor": os.minor(st.st_dev),
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
+
+
+def exec_event(
+    pid: int, start_ns: int, path: bytes, seq: int, action: str = "", file: dict[str, int] | None = None
+) -> Event:
     e = DECODER.decode(
-        pack(CAT["bprm_check_security"], 0, seq=seq, tgid=pid, pid=pid, ppid=os.getpid(), start_ns=start_ns, path=path)
+        pack(
+            CAT["bprm_check_security"],
+            0,
+            seq=seq,
+            tgid=pid,
+            pid=pid,
+            ppid=os.getpid(),
+            start_ns=start_ns,
+            path=path,
+            **(file or {}),
+        )
     )
     if action:
         e.values["action"] = action
@@ -145,6 +170,36 @@ def test_an_exec_the_process_does_not_run_is_gone_and_a_denied_one_says_denied(
     later = other_event(pid, start, seq=3)
     enr.enrich(later)
     assert (later.values["exe_sha256"], later.values["hash_unavailable"]) == ("", "gone")
+
+
+def test_with_the_files_identity_a_binary_seen_before_is_hashed_on_the_exec_event(hasher: BinaryHasher) -> None:
+    """Processes that exit at once (the exec benchmark's loop, a cron job's tools): the
+    first exec's file is hashed through its path (the process is gone, the file
+    still has the kernel's key); every later exec of it carries the hash itself."""
+    image = os.path.realpath("/bin/true").encode()
+    want = hashlib.sha256(Path(os.fsdecode(image)).read_bytes()).hexdigest()
+    enr = enricher(hasher)
+    answers = []
+    for seq in range(1, 4):
+        p = subprocess.Popen([image])
+        start = start_ns_of(p.pid)
+        p.wait()
+        e = exec_event(p.pid, start, image, seq=seq, file=file_fields(image))
+        enr.enrich(e)
+        answers.append((e.values["exe_sha256"], e.values["hash_unavailable"]))
+        assert hasher.wait_idle(10.0)
+    assert answers == [("", "pending"), (want, ""), (want, "")]
+    assert hasher.stats.hashed_files == 1
+    # Without the identity (a sidecar without new_exe_file), the same gone process: no hash.
+    p = subprocess.Popen([image])
+    start = start_ns_of(p.pid)
+    p.wait()
+    e = exec_event(p.pid, start, image, seq=9)
+    enr.enrich(e)
+    assert hasher.wait_idle(10.0)
+    later = other_event(p.pid, start, seq=10)
+    enr.enrich(later)
+    assert later.values["hash_unavailable"] == "gone"
 
 
 def test_hashing_off_says_off(sleeper: subprocess.Popen[bytes]) -> None:

@@ -79,3 +79,37 @@ def test_the_exec_hook_is_a_sidecar_flag(tmp_path: Path) -> None:
     y.write_text(y.read_text().replace("new_exe: path", "new_exe: nosuch"))
     with pytest.raises(CatalogError, match=r"enrich\.new_exe: 'nosuch' is not a string field"):
         load_catalog(programs)
+
+
+@pytest.mark.parametrize(
+    ("replacement", "message"),
+    [
+        ("new_exe_file: [dev_major, dev_minor, ino]", r"enrich\.new_exe_file: needs 6 fields, in this order"),
+        (
+            "new_exe_file: [dev_major, dev_minor, ino, size, mtime_ns, path]",
+            r"new_exe_file\.5: 'path' is not an integer",
+        ),
+        ("new_exe_file: [dev_major, dev_minor, ino, size, mtime_ns, {x: 1}]", r"new_exe_file\.5: .* is not an integer"),
+        ("new_exe_file: ino", r"enrich\.new_exe_file: expected a list of event field names"),
+    ],
+)
+def test_the_exec_files_identity_fields_are_checked(tmp_path: Path, replacement: str, message: str) -> None:
+    """enrich.new_exe_file names the hash cache's key: six integer fields, in order."""
+    catalog = load_catalog(PROGRAMS)
+    assert catalog["bprm_check_security"].enrich.new_exe_file == (
+        "dev_major",
+        "dev_minor",
+        "ino",
+        "size",
+        "mtime_ns",
+        "ctime_ns",
+    )
+    programs = tmp_path / "programs"
+    shutil.copytree(PROGRAMS, programs)
+    y = programs / "bprm_check_security.yaml"
+    text = y.read_text()
+    line = "new_exe_file: [dev_major, dev_minor, ino, size, mtime_ns, ctime_ns]"
+    assert line in text
+    y.write_text(text.replace(line, replacement))
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(programs)

@@ -317,7 +317,7 @@ def test_backlog_refuses_the_newest_and_keeps_order() -> None:
 def test_jsonl_to_a_pipe_nobody_reads_never_blocks(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    sink = JsonlSink(str(fifo), backlog_bytes=1 << 20)
+    sink = JsonlSink(str(fifo), backlog_bytes=4 << 20)
     n = 0
     while sink.pending() == 0 or n < 2000:  # well past the 64 KiB pipe buffer
         sink.emit(exec_event())

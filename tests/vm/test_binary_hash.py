@@ -11,6 +11,7 @@ events carry the hash.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -86,3 +87,95 @@ def test_hash_names_the_running_image_also_after_the_file_is_replaced(
         proc.wait()
     metrics = daemon.scrape()
     assert "krsid_binary_hash_files_total" in metrics
+
+
+def exec_events_of(daemon: RunningDaemon, path: Path) -> list[dict[str, Any]]:
+    return sorted(daemon.events(lambda o: o["hook"] == EXEC and o["path"] == str(path)), key=lambda o: int(o["seq"]))
+
+
+def run_until_an_exec_event_carries_a_hash(daemon: RunningDaemon, argv: list[str], path: Path) -> list[dict[str, Any]]:
+    """Run argv (a process that exits at once) until one of its new exec events for
+    path carries a hash, then twice more; all exec events of path, oldest first."""
+    before = len(exec_events_of(daemon, path))
+    runs = 0
+
+    def of_path(o: dict[str, Any]) -> bool:
+        return bool(o["hook"] == EXEC and o["path"] == str(path))
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        subprocess.run(argv, check=True)
+        runs += 1
+        found = daemon.wait_events(of_path, before + runs, timeout=20)
+        assert len(found) >= before + runs, f"{len(found)} exec events of {path} after {before}+{runs} runs"
+        if any(o["exe_sha256"] for o in exec_events_of(daemon, path)[before:]):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no exec event of {path} carried a hash: {exec_events_of(daemon, path)}")
+    for _ in range(2):
+        subprocess.run(argv, check=True)
+        runs += 1
+    found = daemon.wait_events(of_path, before + runs, timeout=20)
+    assert len(found) == before + runs, found
+    return exec_events_of(daemon, path)
+
+
+def test_a_binary_run_before_carries_its_hash_on_the_exec_event(
+    daemon: RunningDaemon, tmpfs_dir: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """Processes that exit at once (no later event to carry a hash): the exec event
+    names the file's identity (dev, ino, size, mtime, ctime, read in the kernel), the
+    first exec's file is hashed through its path while it is still that file, and
+    every later exec of it carries the hash on the exec event itself."""
+    hook_enabled(EXEC)
+    exe = tmpfs_dir / f"krsid-true-{uuid.uuid4().hex[:12]}"
+    shutil.copy2("/bin/true", exe)
+    want = sha256_of(exe)
+    st = exe.stat()
+    events = run_until_an_exec_event_carries_a_hash(daemon, [str(exe)], exe)
+    first = events[0]
+    assert (first["exe_sha256"], first["hash_unavailable"]) in ((want, ""), ("", "pending")), first
+    identity = [first[k] for k in ("dev_major", "dev_minor", "ino", "size", "mtime_ns", "ctime_ns")]
+    assert identity == [
+        os.major(st.st_dev),
+        os.minor(st.st_dev),
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    ], first
+    hashed = next(i for i, o in enumerate(events) if o["exe_sha256"])
+    # From the first hashed one on, every exec event carries the hash (the cache answers).
+    assert [(o["exe_sha256"], o["hash_unavailable"]) for o in events[hashed:]] == [(want, "")] * (
+        len(events) - hashed
+    ), events
+
+    # The file changed in place: a new identity, so no exec event carries the old hash.
+    with open(exe, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    changed = sha256_of(exe)
+    before = len(events)
+    events = run_until_an_exec_event_carries_a_hash(daemon, [str(exe)], exe)
+    assert {o["exe_sha256"] for o in events[before:]} <= {changed, ""}, events[before:]
+    assert events[-1]["exe_sha256"] == changed
+    assert events[-1]["ctime_ns"] > first["ctime_ns"]
+
+
+def test_a_scripts_own_exec_event_carries_the_scripts_hash(
+    daemon: RunningDaemon, tmpfs_dir: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """A script's first exec event names the script; its process then runs the
+    interpreter, so /proc/PID/exe never names the script: the script is hashed
+    through its path (verified by its identity), and its later runs carry that hash."""
+    hook_enabled(EXEC)
+    script = tmpfs_dir / f"krsid-script-{uuid.uuid4().hex[:12]}.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    events = run_until_an_exec_event_carries_a_hash(daemon, [str(script)], script)
+    want = sha256_of(script)
+    hashed = next(i for i, o in enumerate(events) if o["exe_sha256"])
+    assert {o["exe_sha256"] for o in events[hashed:]} == {want}, events

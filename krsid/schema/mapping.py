@@ -85,7 +85,8 @@ OCSF_CLASSES: dict[str, OcsfClass] = {
 
 # Object kinds (Target.subject): what the OCSF class's primary object and the ECS
 # fields are built from. Roles name the krsid fields that fill them.
-EXEC = "exec"  # the new image: process (OCSF) / process.executable, args (ECS); roles path, args, argc
+EXEC = "exec"  # the new image: process (OCSF) / process.executable, args (ECS); roles path, args, argc;
+# inode, size, mtime_ns (optional: the executed file's identity, OCSF process.file)
 PROCESS_SELF = "process_self"  # the caller itself is the object; role user_uid: its new uid (setuid)
 PROCESS_OTHER = "process_other"  # another process; roles pid, tid, name, uid
 FILE = "file"  # roles path | name (one of), inode, folder ("1": a directory)
@@ -414,7 +415,14 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
                 ("start",),
                 "exec",
                 EXEC,
-                {"path": "path", "args": "args", "argc": "argc"},
+                {
+                    "path": "path",
+                    "args": "args",
+                    "argc": "argc",
+                    "inode": "ino",
+                    "size": "size",
+                    "mtime_ns": "mtime_ns",
+                },
             ),
         )
     ),

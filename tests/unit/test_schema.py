@@ -239,6 +239,16 @@ def test_ocsf_exec_record_names_the_new_image_and_the_caller() -> None:
     assert rec["severity"] == "Informational" and rec["metadata"]["product"]["name"] == "krsid"
     assert rec["device"]["hostname"] == "node-1" and rec["device"]["os"]["type"] == "Linux"
     assert rec["unmapped"]["argc"] == 3 and rec["unmapped"]["hook"] == "bprm_check_security"
+    assert "uid" not in rec["process"]["file"]  # inode 0: the kernel sent no identity
+
+
+def test_ocsf_exec_record_carries_the_executed_files_identity() -> None:
+    events = [e for e in events_of(CATALOG["bprm_check_security"]) if e.values.get("ino")]
+    assert events
+    rec = _line_records("ocsf", events[:1])[0]
+    f = rec["process"]["file"]
+    assert (f["path"], f["uid"], f["size"], f["modified_time"]) == ("/usr/bin/curl", "1835117", 313992, 1733400000123)
+    assert rec["unmapped"]["ctime_ns"] == 1_764_900_000_987_654_321  # OCSF has no change time: kept, lossless
 
 
 # --- ECS --------------------------------------------------------------------------

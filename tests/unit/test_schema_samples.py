@@ -49,6 +49,16 @@ def _samples() -> dict[str, list[dict[str, Any]]]:
             {"filename": b"./tool", "interp": b"./tool", "path": b"/home/u/tool", **_strings(b"./tool", b"-x", b"")},
             {"filename": b"/usr/bin/env", "interp": b"/usr/bin/python3", "path": b"/usr/bin/python3", "flags": 0x10},
             {"path": b"/tmp/\xff\xfe-binary", **_strings(b"\xff")},  # undecodable bytes survive
+            {  # the executed file's identity (OCSF process.file uid, size, modified_time)
+                "path": b"/usr/bin/curl",
+                "dev_major": 8,
+                "dev_minor": 1,
+                "ino": 1835117,
+                "size": 313992,
+                "mtime_ns": 1_733_400_000_123_456_789,
+                "ctime_ns": 1_764_900_000_987_654_321,
+                **_strings(b"curl"),
+            },
         ],
         "task_fix_setuid": [
             {"old_uid": 1000, "new_uid": 0, "old_euid": 1000, "new_euid": 0, "flags": 1, "changed": 3},

@@ -17,6 +17,8 @@
     bench/run.py exec               in the VM: an exec's cost split into BPF programs and consumers
     bench/run.py benign             in the VM: events per 1,000 execs of benign workloads (dpkg, a C
                                     build, venv + pip, git, logrotate) on the shipped config (benign.py)
+    bench/run.py ima                in the VM: exec with IMA hashing the binary vs krsid's worker;
+                                    fs-verity on /usr/bin (ima_bench.py; loads an IMA policy: a throw-away VM)
     bench/run.py in-vm              inside the VM: vm, cost, exec, policy, fallback and benign in one session
     bench/run.py all                everything: compile + throughput + flood here, then in-vm in the VM
     make bench                      = bench/run.py all
@@ -370,6 +372,13 @@ def bench_benign(args: argparse.Namespace) -> None:
     benign_main(args)
 
 
+def bench_ima(args: argparse.Namespace) -> None:
+    require_vm("ima")
+    from bench.ima_bench import main as ima_main
+
+    ima_main(args)
+
+
 def bench_policy(args: argparse.Namespace) -> None:
     from bench.policy_bench import bench_policy as policy_main  # policy cost (issue 4)
 
@@ -422,6 +431,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "exec": bench_exec,
     "policy": bench_policy,
     "benign": bench_benign,
+    "ima": bench_ima,
     "in-vm": bench_in_vm,
     "all": bench_all,
 }

@@ -23,8 +23,11 @@ The kernel sends the executed file's identity with the exec event (dev, ino,
 size, mtime, ctime of bprm->file): ``request(..., key=...)`` then answers a
 binary hashed before on the exec event itself, and the worker, besides
 /proc/PID/exe, may hash the exec's path (in the process's root, then in ours)
-if the file found there has that very key: a process that exited at once, or a
-script whose process runs its interpreter, still has its file hashed. A new
+if the file found there has that very identity: a process that exited at once,
+or a script whose process runs its interpreter, still has its file hashed. The
+kernel's device is the file's superblock's; where stat shows another (overlayfs
+shows the layer's) the worker compares the device of the file's mount
+(mountinfo) instead. A new
 binary's exec event says "pending"; later events of the process carry the hash.
 """
 
@@ -34,6 +37,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import re
 import stat
 import threading
 import time
@@ -63,8 +67,10 @@ READ_CHUNK = 1 << 20
 EXEC_COMMIT_WAITS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.0)
 _NOT_YET = "not yet"  # internal: the process does not run the job's path (yet)
 
-# (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)
+# (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns); from the kernel, dev is the
+# superblock's device instead (see superblock_dev)
 FileKey = tuple[int, int, int, int, int]
+_MNT_ID = re.compile(rb"^mnt_id:\s*(\d+)", re.MULTILINE)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -106,6 +112,40 @@ def _open_regular(path: bytes) -> int:
         return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     finally:
         os.close(pfd)
+
+
+def superblock_dev(fd: int, mountinfo: str) -> int | None:
+    """The device number (st_dev encoding) of the superblock the open file ``fd`` lives
+    on, as the kernel's inode->i_sb->s_dev: its mount (``mnt_id`` in fdinfo) looked
+    up in ``mountinfo`` (the mount namespace the fd was opened in); None if unknown.
+
+    stat's st_dev is not always that device: overlayfs reports the layer's device
+    (the VM's root, containers), btrfs a subvolume's."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            found = _MNT_ID.search(f.read())
+        if found is None:
+            return None
+        mnt_id = found.group(1)
+        with open(mountinfo, "rb") as f:
+            for line in f:
+                fields = line.split(b" ", 3)
+                if len(fields) == 4 and fields[0] == mnt_id:
+                    major, _, minor = fields[2].partition(b":")
+                    return os.makedev(int(major), int(minor))
+    except (OSError, ValueError, OverflowError):
+        return None
+    return None
+
+
+def _same_file(fd: int, st: os.stat_result, want: FileKey, mountinfo: str) -> bool:
+    """Whether the open file (st: its fstat) is the one the kernel named (``want``)."""
+    dev, ino, size, mtime_ns, ctime_ns = want
+    if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != (ino, size, mtime_ns, ctime_ns):
+        return False
+    # The device too: a FUSE server can report any inode number and times, never
+    # another filesystem's device.
+    return st.st_dev == dev or superblock_dev(fd, mountinfo) == dev
 
 
 def key_of(st: os.stat_result) -> FileKey:
@@ -152,9 +192,11 @@ class BinaryHasher:
         cache_size: int = DEFAULT_CACHE_SIZE,
         workers: int = 1,
         opener: Callable[[str], int] | None = None,
+        own_mountinfo: str = "/proc/self/mountinfo",
         start: bool = True,
     ) -> None:
         self._proc = str(proc_root)
+        self._own_mountinfo = own_mountinfo
         self.max_bytes = max_bytes
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self._by_key: _Lru[FileKey, HashAnswer] = _Lru(cache_size)  # sha256 or a lasting reason (too large)
@@ -260,27 +302,30 @@ class BinaryHasher:
             job = self._queue.get()
             if job is None:
                 return
-            answer, key = self._hash(job)
+            answer, keys = self._hash(job)
             with self._lock:
                 self._pending.discard(job.owner)
                 if answer.unavailable != CHANGED:
                     self._by_owner.put(job.owner, answer)
-                if key is not None and (answer.sha256 or answer.unavailable == TOO_LARGE):
-                    self._by_key.put(key, answer)  # the file's own verdict: valid until it changes
+                if answer.sha256 or answer.unavailable == TOO_LARGE:
+                    for key in keys:
+                        self._by_key.put(key, answer)  # the file's own verdict: valid until it changes
                 if answer.unavailable:
                     self.stats.skipped[answer.unavailable] += 1
 
-    def _hash(self, job: _Job) -> tuple[HashAnswer, FileKey | None]:
+    def _hash(self, job: _Job) -> tuple[HashAnswer, tuple[FileKey, ...]]:
+        """The answer, and the keys it is valid for: the file's own (fstat), and the
+        kernel's (job.key) where the file was proven to be the one the kernel named."""
         if job.key is not None:
-            verified = self._hash_verified(job)
+            verified = self._hash_verified(job, job.key)
             if verified is not None:
-                return verified
+                answer, key = verified
+                return answer, (key, job.key) if key is not None else ()
             if job.path is None:
-                return HashAnswer(unavailable=GONE), None  # the process runs another file
-            # No file found with the kernel's identity: a filesystem whose stat shows
-            # other numbers than the inode has (overlayfs, btrfs subvolumes), or the
-            # file changed since. What the process runs, if it runs the path (as
-            # without a key):
+                return HashAnswer(unavailable=GONE), ()  # the process runs another file
+            # No file found with the kernel's identity (the file changed since, or a
+            # filesystem whose stat shows other numbers than its inode): what the
+            # process runs, if it runs the path (as without a key).
             job = _Job(job.pid, job.owner, None, job.path)
         # An exec event is written at bprm_check_security, before the exec commits
         # the new image: read right away, /proc/PID/exe may still name the old one.
@@ -291,31 +336,33 @@ class BinaryHasher:
                 break
             time.sleep(delay)
         if answer.unavailable == _NOT_YET:
-            return HashAnswer(unavailable=GONE), None
-        return answer, key
+            return HashAnswer(unavailable=GONE), ()
+        return answer, (key,) if key is not None else ()
 
-    def _hash_verified(self, job: _Job) -> tuple[HashAnswer, FileKey | None] | None:
+    def _hash_verified(self, job: _Job, want: FileKey) -> tuple[HashAnswer, FileKey | None] | None:
         """Hash the first of the process's image, the path in its root, the path in
-        ours, that is the file the kernel named (job.key); None if none is.
+        ours, that is the file the kernel named (``want``); None if none is.
 
-        Matching the key (device, inode, size, mtime, ctime; ctime no user can set)
-        makes a path as good as /proc/PID/exe: the file is the one the kernel saw,
-        unchanged. So a process that exited before the worker got to it still has
-        its binary hashed, and a script (whose process runs the interpreter) too."""
+        Matching the identity (inode, size, mtime, ctime: ctime no user can set, on
+        the device the kernel named) makes a path as good as /proc/PID/exe: the file
+        is the one the kernel saw, unchanged. So a process that exited before the
+        worker got to it still has its binary hashed, and a script (whose process
+        runs the interpreter) too."""
         pid_dir = f"{self._proc}/{job.pid}"
-        tries: list[Callable[[], int]] = [lambda: self._open(pid_dir)]
+        theirs = f"{pid_dir}/mountinfo"  # the mounts /proc/PID/exe and /proc/PID/root lead to
+        tries: list[tuple[Callable[[], int], str]] = [(lambda: self._open(pid_dir), theirs)]
         if job.path:
             path = job.path
-            tries.append(lambda: _open_regular(f"{pid_dir}/root".encode() + path))
-            tries.append(lambda: _open_regular(path))
-        for opener in tries:
+            tries.append((lambda: _open_regular(f"{pid_dir}/root".encode() + path), theirs))
+            tries.append((lambda: _open_regular(path), self._own_mountinfo))
+        for opener, mountinfo in tries:
             try:
                 fd = opener()
             except OSError:
                 continue
             try:
                 st = os.fstat(fd)
-                if stat.S_ISREG(st.st_mode) and key_of(st) == job.key:
+                if stat.S_ISREG(st.st_mode) and _same_file(fd, st, want, mountinfo):
                     return self._digest(fd, st)
             except OSError:
                 return HashAnswer(unavailable=UNREADABLE), None

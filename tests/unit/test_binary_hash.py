@@ -274,3 +274,46 @@ def test_a_device_or_fifo_at_the_path_is_never_opened(tmp_path: Path, hasher: Bi
     started = time.monotonic()
     assert answer_after_work(hasher, 61, "f", key, str(fifo).encode()) == HashAnswer(unavailable=GONE)
     assert time.monotonic() - started < 2.0
+
+
+def _mnt_id_of(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_bytes()
+    finally:
+        os.close(fd)
+    return next(line.split()[1] for line in info.splitlines() if line.startswith(b"mnt_id:"))
+
+
+@pytest.mark.parametrize(("mount_dev", "hashed"), [((0, 999), True), ((0, 998), False)])
+def test_the_kernels_device_is_the_superblocks_as_mountinfo_shows_it(
+    tmp_path: Path, mount_dev: tuple[int, int], hashed: bool
+) -> None:
+    """overlayfs (the VM's root, every container) reports the layer's device in stat,
+    while the kernel names the overlay's superblock: the worker then checks the
+    device of the file's mount in mountinfo. Another device is another file, however
+    equal inode, size and times are (a FUSE server can report any of those)."""
+    binary = tmp_path / "on-overlay"
+    binary.write_bytes(b"\x7fELF layered")
+    st = binary.stat()
+    kernel_dev = os.makedev(0, 999)
+    assert kernel_dev != st.st_dev
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_bytes(
+        b"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        + _mnt_id_of(binary)
+        + b" 1 %d:%d / /merged rw - overlay overlay rw\n" % mount_dev
+    )
+    (tmp_path / "proc").mkdir()
+    h = BinaryHasher(proc_root=tmp_path / "proc", own_mountinfo=str(mountinfo))
+    try:
+        key: FileKey = (kernel_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        answer = answer_after_work(h, 71, "o", key, str(binary).encode())
+        if hashed:
+            assert answer.sha256 == sha256_of(binary)
+            assert h.request(72, "o2", key, str(binary).encode()).sha256 == sha256_of(binary)  # cached by it
+        else:
+            assert answer == HashAnswer(unavailable=GONE)
+            assert h.stats.hashed_files == 0
+    finally:
+        h.close()

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from krsid.identity.binary_hash import superblock_dev
 from tests.vm.conftest import RunningDaemon
 
 pytestmark = pytest.mark.vm
@@ -121,30 +122,42 @@ def run_until_an_exec_event_carries_a_hash(daemon: RunningDaemon, argv: list[str
     return exec_events_of(daemon, path)
 
 
+@pytest.mark.parametrize("where", ["tmpfs", "overlayfs"])
 def test_a_binary_run_before_carries_its_hash_on_the_exec_event(
-    daemon: RunningDaemon, tmpfs_dir: Path, hook_enabled: Callable[[str], None]
+    daemon: RunningDaemon,
+    where: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    hook_enabled: Callable[[str], None],
 ) -> None:
     """Processes that exit at once (no later event to carry a hash): the exec event
     names the file's identity (dev, ino, size, mtime, ctime, read in the kernel), the
     first exec's file is hashed through its path while it is still that file, and
-    every later exec of it carries the hash on the exec event itself."""
+    every later exec of it carries the hash on the exec event itself. On overlayfs
+    (the guest's /tmp, as in containers) stat shows the upper layer's device where
+    the kernel names the overlay's: the worker checks the file's mount instead."""
     hook_enabled(EXEC)
-    exe = tmpfs_dir / f"krsid-true-{uuid.uuid4().hex[:12]}"
+    directory = request.getfixturevalue("tmpfs_dir") if where == "tmpfs" else tmp_path
+    fs_type = subprocess.run(["stat", "-f", "-c", "%T", str(directory)], capture_output=True, text=True).stdout
+    assert fs_type.strip() == where, fs_type
+    exe = directory / f"krsid-true-{uuid.uuid4().hex[:12]}"
     shutil.copy2("/bin/true", exe)
     want = sha256_of(exe)
     st = exe.stat()
     events = run_until_an_exec_event_carries_a_hash(daemon, [str(exe)], exe)
     first = events[0]
     assert (first["exe_sha256"], first["hash_unavailable"]) in ((want, ""), ("", "pending")), first
-    identity = [first[k] for k in ("dev_major", "dev_minor", "ino", "size", "mtime_ns", "ctime_ns")]
-    assert identity == [
-        os.major(st.st_dev),
-        os.minor(st.st_dev),
-        st.st_ino,
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-    ], first
+    identity = [first[k] for k in ("ino", "size", "mtime_ns", "ctime_ns")]
+    assert identity == [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns], first
+    # The device of the file's superblock (mountinfo's): stat's own on tmpfs; on
+    # overlayfs stat shows the layer's instead.
+    fd = os.open(exe, os.O_RDONLY)
+    try:
+        sb_dev = superblock_dev(fd, "/proc/self/mountinfo")
+    finally:
+        os.close(fd)
+    assert sb_dev is not None and (first["dev_major"], first["dev_minor"]) == (os.major(sb_dev), os.minor(sb_dev))
+    assert (sb_dev == st.st_dev) == (where == "tmpfs"), (first, st.st_dev)
     hashed = next(i for i, o in enumerate(events) if o["exe_sha256"])
     # From the first hashed one on, every exec event carries the hash (the cache answers).
     assert [(o["exe_sha256"], o["hash_unavailable"]) for o in events[hashed:]] == [(want, "")] * (

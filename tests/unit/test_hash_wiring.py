@@ -15,11 +15,11 @@ from prometheus_client import generate_latest
 from krsid.config import parse_config
 from krsid.event import Event
 from krsid.identity import BootClock, ProcessTable
-from krsid.identity.binary_hash import BinaryHasher
+from krsid.identity.binary_hash import BinaryHasher, key_of
 from krsid.identity.procfs import parse_stat
 from krsid.metrics import KrsidCollector, make_registry
 from krsid.pipeline.decode import EventDecoder
-from krsid.pipeline.enrich import Enricher
+from krsid.pipeline.enrich import Enricher, exec_file_key
 from krsid.pipeline.stats import PipelineStats
 from tests.support.records import catalog, pack
 from tests.unit.test_metrics import FakeKernel
@@ -247,3 +247,17 @@ def test_config_keys_and_the_metrics_chain() -> None:
     text = generate_latest(make_registry(KrsidCollector(PipelineStats(), FakeKernel(), ["file_mprotect"], hasher=h)))
     assert b"krsid_binary_hash_requests_total 7.0" in text
     assert b'krsid_binary_hash_skipped_total{reason="queue full"} 0.0' in text
+
+
+def test_the_exec_files_key_needs_every_part_and_an_inode() -> None:
+    """No key (the worker then checks /proc/PID/exe against the path alone) when the
+    kernel could not read the file (inode 0) or a part is missing."""
+    image = os.path.realpath("/bin/true").encode()
+    fields = file_fields(image)
+    st = os.stat(image)
+    assert exec_file_key(exec_event(1, 1, image, seq=1, file=fields)) == key_of(st)
+    assert exec_file_key(exec_event(1, 1, image, seq=2, file={**fields, "ino": 0})) is None
+    e = exec_event(1, 1, image, seq=3, file=fields)
+    del e.values["ctime_ns"]
+    assert exec_file_key(e) is None
+    assert exec_file_key(other_event(1, 1, seq=4)) is None  # a hook without enrich.new_exe_file

@@ -17,7 +17,7 @@ second (the daemon's refresh). Names are for files anywhere (every home's author
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +159,20 @@ class ResolvedWatch:
     files: Mapping[tuple[int, int], int]
     names: Mapping[bytes, int]
     missing: tuple[str, ...]  # configured paths that do not exist (not watched until a refresh finds them)
+
+
+def name_filter(names: Iterable[bytes], contract: Contract) -> dict[int, int]:
+    """The kernel's pre-filter of watched basenames (krsid.h, krsid_watch_name_filter):
+    word len * per_len + (first byte >> 6) -> its bits, 1 << (first byte & 63). A
+    name counts as its key does: cut to watch_name_len - 1 bytes."""
+    per_length = contract.watch_name_filter_per_len
+    words: dict[int, int] = {}
+    for name in names:
+        name = name[: contract.watch_name_len - 1]
+        if name:
+            word = len(name) * per_length + (name[0] >> 6)
+            words[word] = words.get(word, 0) | 1 << (name[0] & 63)
+    return words
 
 
 def resolve_watch(watch: WatchConfig, table: WatchTable) -> ResolvedWatch:

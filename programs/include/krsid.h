@@ -1178,6 +1178,14 @@ BPF_HASH(krsid_watch_files, struct krsid_watch_file_key, __u32, KRSID_WATCH_FILE
  * the walk). */
 BPF_HASH(krsid_watch_devs, __u32, __u32, KRSID_WATCH_FILES);
 BPF_HASH(krsid_watch_names, struct krsid_watch_name_key, __u32, KRSID_WATCH_NAMES);
+/* A pre-filter of the watched basenames by (length, first byte): bit (c & 63) of word
+ * len * 4 + (c >> 6) is set when a watched name is len bytes long and starts with the
+ * byte c (krsid/watch.py: name_filter; len * PER_LEN in general). A name it rules out, most names a write path
+ * sees, skips the 64-byte read, the key's hash and the lookup. */
+#define KRSID_WATCH_NAME_FILTER_PER_LEN 4 /* words per length: 4 x 64 bits, one per first byte */
+_Static_assert(KRSID_WATCH_NAME_FILTER_PER_LEN * 64 == 256, "one bit per value of the first byte");
+#define KRSID_WATCH_NAME_FILTER_WORDS (KRSID_WATCH_NAME_LEN * KRSID_WATCH_NAME_FILTER_PER_LEN)
+BPF_ARRAY(krsid_watch_name_filter, __u64, KRSID_WATCH_NAME_FILTER_WORDS);
 /* [0]: how many entries the two maps hold; 0 skips the walk (no watch configured). */
 BPF_ARRAY(krsid_watch_count, __u64, 1);
 
@@ -1238,15 +1246,27 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
         cur = parent;
     }
     if (!hit.id) {
-        struct krsid_watch_name_key nk = {};
         const unsigned char *name = 0;
+        __u32 len = 0;
+        __u8 first = 0;
+        bpf_probe_read_kernel(&len, sizeof(len), &d->d_name.len);
         bpf_probe_read_kernel(&name, sizeof(name), &d->d_name.name);
-        long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
-        if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
-            __u32 *id = krsid_watch_names.lookup(&nk);
-            if (id) {
-                hit.id = *id;
-                hit.level = KRSID_WATCH_LEVEL_NAME;
+        bpf_probe_read_kernel(&first, sizeof(first), name);
+        /* Without a branch but the map's NULL check: each one here is walked once per
+         * way out of the loop above. A length past the map reads word 0 (no name is
+         * 0 bytes long) and is ruled out by krsid_less too. */
+        __u32 word = (len & (KRSID_WATCH_NAME_LEN - 1)) * KRSID_WATCH_NAME_FILTER_PER_LEN + (first >> 6);
+        __u64 *filter = krsid_watch_name_filter.lookup(&word);
+        __u64 bits = filter ? *filter : 0;
+        if ((bits >> (first & 63)) & krsid_less(len, KRSID_WATCH_NAME_LEN)) {
+            struct krsid_watch_name_key nk = {};
+            long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
+            if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
+                __u32 *id = krsid_watch_names.lookup(&nk);
+                if (id) {
+                    hit.id = *id;
+                    hit.level = KRSID_WATCH_LEVEL_NAME;
+                }
             }
         }
     }

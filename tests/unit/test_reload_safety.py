@@ -167,6 +167,7 @@ class FakeBpf:
         self.tables[b"krsid_watch_names"] = FakeTable(self, "krsid_watch_names", key=WatchNameKey, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_devs"] = FakeTable(self, "krsid_watch_devs", key=ct.c_uint32, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_count"] = FakeTable(self, "krsid_watch_count")
+        self.tables[b"krsid_watch_name_filter"] = FakeTable(self, "krsid_watch_name_filter")
         for opt in CATALOG["file_open"].options:
             for m in opt.maps:
                 self.tables[m.name.encode()] = FakeTable(
@@ -209,7 +210,13 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
         rules[hook] = slots
     dirs = {k: v for k, v in bpf.tables[b"krsid_dirs"].data.items() if k[0] // programs.max_hooks == bank}
     sets = {m: dict(bpf.tables[m.encode()].data) for m in ("file_open_names", "file_open_paths")}
-    watch_maps = ("krsid_watch_files", "krsid_watch_names", "krsid_watch_devs", "krsid_watch_count")
+    watch_maps = (
+        "krsid_watch_files",
+        "krsid_watch_names",
+        "krsid_watch_devs",
+        "krsid_watch_count",
+        "krsid_watch_name_filter",
+    )
     watch = {m: dict(bpf.tables[m.encode()].data) for m in watch_maps}
     return copy.deepcopy(
         {
@@ -297,6 +304,11 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     # The devices the walk runs on: exactly those of the watched files, with their counts.
     devs = Counter(int.from_bytes(key[:4], "little") for key in after["watch"]["krsid_watch_files"])
     assert after["watch"]["krsid_watch_devs"] == dict(devs) and sum(devs.values()) == 2
+    # The names' pre-filter: exactly the new name's (length, first byte) bit, the old one's gone.
+    n = ord("n")
+    assert {w: v for w, v in after["watch"]["krsid_watch_name_filter"].items() if v} == {
+        len("new_name") * CATALOG.contract.watch_name_filter_per_len + (n >> 6): 1 << (n & 63)
+    }
     assert len(after["sets"]["file_open_paths"]) == SET_CAPACITY
     assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"n-wx", "n-dir", "n-exec", "n-exec2"}
 
@@ -314,6 +326,8 @@ WRITE_FAILURES = [
     ("krsid_watch_names", 2, Exception(MAP_FULL)),  # the stale name's removal, after the new one
     ("krsid_watch_devs", 1, Exception(MAP_FULL)),
     ("krsid_watch_count", 1, Exception("Could not update table")),
+    ("krsid_watch_name_filter", 1, Exception("Could not update table")),  # widening, before the names
+    ("krsid_watch_name_filter", 2, Exception("Could not update table")),  # narrowing, after them
     ("krsid_rules", 1, Exception(MAP_FULL)),
     ("krsid_rules", 4, RuntimeError("a bug")),
     ("krsid_rule_hits", 3, Exception("Could not clear item")),

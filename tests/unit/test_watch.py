@@ -10,7 +10,15 @@ import pytest
 from krsid.config import parse_config
 from krsid.errors import ConfigError
 from krsid.pipeline.decode import EventDecoder
-from krsid.watch import DEFAULT_NAMES, DEFAULT_PATHS, WatchConfig, WatchTable, describe, resolve_watch
+from krsid.watch import (
+    DEFAULT_NAMES,
+    DEFAULT_PATHS,
+    WatchConfig,
+    WatchTable,
+    describe,
+    name_filter,
+    resolve_watch,
+)
 from tests.support.records import catalog, pack
 
 CAT = catalog()
@@ -123,3 +131,23 @@ def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
     after = generate_latest(registry).decode()
     assert 'krsid_watch_entries{kind="path"} 1.0' in after and 'krsid_watch_entries{kind="name"} 2.0' in after
     assert "krsid_watch_missing_paths 1.0" in after
+
+
+def test_the_name_pre_filter_has_one_bit_per_length_and_first_byte() -> None:
+    """krsid_watch_name_filter (krsid.h): word len * per_len + (first byte >> 6), bit
+    (first byte & 63); a name the kernel would see cut counts as cut."""
+    contract = CAT.contract
+    per = contract.watch_name_filter_per_len
+    assert per * 64 == 256
+    words = name_filter([b"authorized_keys", b".bashrc", b".zshrc", "é".encode() * 3], contract)
+    a, dot, e = ord("a"), ord("."), "é".encode()[0]
+    assert words == {
+        15 * per + (a >> 6): 1 << (a & 63),
+        7 * per + (dot >> 6): 1 << (dot & 63),
+        6 * per + (dot >> 6): 1 << (dot & 63),
+        6 * per + (e >> 6): 1 << (e & 63),  # a UTF-8 name: its first byte >= 128
+    }
+    assert name_filter([b".a", b".b"], contract) == {2 * per: 1 << (dot & 63)}  # same length and first byte: one bit
+    longest = contract.watch_name_len - 1
+    assert name_filter([b"x" * (longest + 10)], contract) == {longest * per + 1: 1 << (ord("x") & 63)}
+    assert name_filter([b""], contract) == {}

@@ -51,6 +51,22 @@ def _text(o: object) -> object:
     raise TypeError(f"cannot encode {type(o).__name__} as JSON")
 
 
+class _TextCache(dict[object, object]):
+    """_text's answers by value: the encoder's ``default`` is then this dict's C-level
+    ``__getitem__``, with no Python call for a value seen before (comm, exe, a
+    process's paths repeat from event to event: ~0.35 µs of ~5 µs per line). Bounded:
+    emptied when full."""
+
+    SIZE = 2048
+
+    def __missing__(self, o: object) -> object:
+        text = _text(o)  # raises TypeError for what json cannot take, as default must
+        if len(self) >= self.SIZE:
+            self.clear()
+        self[o] = text
+        return text
+
+
 def _compact_ascii_encoder() -> Callable[[object], str]:
     """``json.dumps(o, ensure_ascii=True, separators=(",", ":"), default=_text)``.
 
@@ -61,7 +77,8 @@ def _compact_ascii_encoder() -> Callable[[object], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # a Python without the C accelerator
         return json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=_text).encode
-    encoder = make(None, _text, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    default = _TextCache().__getitem__
+    encoder = make(None, default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
     join = "".join
     return lambda o: join(encoder(o, 0))
 

@@ -13,6 +13,7 @@ from krsid.event import SCHEMA_VERSION, Event
 from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
+from krsid.sinks import jsonl
 from krsid.sinks.base import Backlog, BacklogFull, SinkUnavailable
 from krsid.sinks.journald import JournaldSink, _items_of, journal_fields, native_entry, render_message
 from krsid.sinks.jsonl import JsonlSink, event_line
@@ -129,6 +130,24 @@ def test_jsonl_lines_are_byte_for_byte_what_json_dumps_writes(name: bytes) -> No
         return o.decode("utf-8", "surrogateescape")
 
     assert line == (json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=text) + "\n").encode()
+
+
+def test_the_encoders_text_cache_changes_no_line_and_stays_bounded() -> None:
+    """The encoder's bytes -> text answers are cached by value (jsonl._TextCache): past
+    its size it starts again, every line stays what json.dumps writes, and what json
+    cannot encode is still refused."""
+    cache = jsonl._TextCache()
+    for i in range(jsonl._TextCache.SIZE * 2 + 7):
+        name = b"/tmp/f-%d-\xff" % (i % (jsonl._TextCache.SIZE + 3))
+        assert cache[name] == name.decode("utf-8", "surrogateescape")
+        assert len(cache) <= jsonl._TextCache.SIZE
+    with pytest.raises(TypeError, match="cannot encode object as JSON"):
+        cache[object()]
+    event = exec_event(b"/usr/bin/\xfe-tool")
+    assert event_line(event) == event_line(event)  # the second one from the cache
+    event.values["odd"] = object()
+    with pytest.raises(TypeError):
+        event_line(event)
 
 
 def test_jsonl_record_shape() -> None:

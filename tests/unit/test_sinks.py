@@ -145,7 +145,7 @@ def test_the_encoders_text_cache_changes_no_line_and_stays_bounded() -> None:
         cache[object()]
     event = exec_event(b"/usr/bin/\xfe-tool")
     assert event_line(event) == event_line(event)  # the second one from the cache
-    event.values["odd"] = object()
+    event.values["odd"] = object()  # type: ignore[assignment]
     with pytest.raises(TypeError):
         event_line(event)
 

@@ -19,6 +19,8 @@
                                     build, venv + pip, git, logrotate) on the shipped config (benign.py)
     bench/run.py ima                in the VM: exec with IMA hashing the binary vs krsid's worker;
                                     fs-verity on /usr/bin (ima_bench.py; loads an IMA policy: a throw-away VM)
+    bench/run.py table              in the VM: daemon RSS with a full process table (N sleeping
+                                    processes seeded at start; table_bench.py)
     bench/run.py in-vm              inside the VM: vm, cost, exec, policy, fallback and benign in one session
     bench/run.py all                everything: compile + throughput + flood here, then in-vm in the VM
     make bench                      = bench/run.py all
@@ -379,6 +381,13 @@ def bench_ima(args: argparse.Namespace) -> None:
     ima_main(args)
 
 
+def bench_table(args: argparse.Namespace) -> None:
+    require_vm("table")
+    from bench.table_bench import main as table_main
+
+    table_main(args)
+
+
 def bench_policy(args: argparse.Namespace) -> None:
     from bench.policy_bench import bench_policy as policy_main  # policy cost (issue 4)
 
@@ -432,6 +441,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "policy": bench_policy,
     "benign": bench_benign,
     "ima": bench_ima,
+    "table": bench_table,
     "in-vm": bench_in_vm,
     "all": bench_all,
 }
@@ -446,6 +456,7 @@ def main() -> None:
     p.add_argument("--execs", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2, help="cost: alternations of krsid / auditd / baseline")
     p.add_argument("--execs-per-run", type=int, default=60, help="exec: fork+exec calls per timed run")
+    p.add_argument("--table-processes", type=int, default=32768, help="table: sleeping processes krsid seeds")
     throughput.add_arguments(p)
     flood.add_arguments(p)
     args = p.parse_args()

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 from krsid.identity.ids import BootClock
 from krsid.identity.procfs import list_pids, parse_stat, read_process
@@ -42,6 +43,11 @@ ORIGIN_PROC = "proc"  # /proc/PID, checked to be the same instance
 ORIGIN_EXEC = "exec"  # an exec event of the process
 ORIGIN_PARENT = "parent"  # inherited from the parent (fork without exec)
 ORIGIN_GONE = "gone"  # gone before krsid read it, nothing known but the ids
+
+
+# Distinct exe and argv values remembered for sharing (ProcessTable._shared).
+SHARED_VALUES = 8192
+_V = TypeVar("_V", bytes, tuple[bytes, ...])
 
 
 @dataclass(slots=True)
@@ -80,6 +86,7 @@ class ProcessTable:
         self.max_entries = max(1, max_entries)
         self.inherit_image = inherit_image
         self._procs: OrderedDict[int, Process] = OrderedDict()
+        self._values: dict[object, object] = {}  # exe and argv values entries share (_shared)
         self.evictions = 0
         self.proc_reads = 0
         self.seeded = False
@@ -102,6 +109,7 @@ class ProcessTable:
         self.seeded = True
         infos = [i for i in (read_process(self._proc, pid) for pid in list_pids(self._proc)) if i is not None]
         start_of = {i.tgid: i.start_ticks for i in infos}
+        infos.sort(key=lambda i: (i.start_ticks, i.tgid))  # parents first: children share their ids
         for i in infos:
             parent_key = start_of[i.ppid] << 32 | i.ppid if i.ppid in start_of else 0
             key = i.start_ticks << 32 | i.tgid
@@ -110,7 +118,25 @@ class ProcessTable:
 
     def _new(self, key: int, parent_key: int, exe: bytes, args: tuple[bytes, ...], uid: int, origin: str) -> Process:
         pid = key & 0xFFFFFFFF
-        return Process(key, self.id_of_key(key), pid, parent_key, self.id_of_key(parent_key), exe, args, uid, origin)
+        # Values many entries hold are shared, not copied: the parent's id is its
+        # entry's string, and equal exe and argv (a service's workers, kernel
+        # threads' b"") are one object. Measured with 32k processes of one binary
+        # (a synthetic /proc on the host): 634 -> 393 bytes held per entry.
+        parent = self._procs.get(parent_key) if parent_key else None
+        parent_id = parent.process_id if parent is not None else self.id_of_key(parent_key)
+        return Process(
+            key, self.id_of_key(key), pid, parent_key, parent_id, self._shared(exe), self._shared(args), uid, origin
+        )
+
+    def _shared(self, value: _V) -> _V:
+        """The object equal to value that entries already hold, else value (kept for the next)."""
+        known = self._values.get(value)
+        if known is not None:
+            return cast(_V, known)
+        if len(self._values) >= SHARED_VALUES:
+            self._values.clear()  # what entries hold stays; only later ones share less
+        self._values[value] = value
+        return value
 
     def _put(self, p: Process) -> Process:
         procs = self._procs

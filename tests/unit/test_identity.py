@@ -228,9 +228,11 @@ def test_the_table_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
     table = ProcessTable(proc_root=tmp_path / "proc", clock=clock(), max_entries=3)
     table.seed()
     assert len(table) == 3 and table.evictions == 1
+    assert table.get(table.key_of(1 * TICK_NS, 1)) is None  # seeded oldest first: init is the one evicted
     for pid in range(1000, 1100):
         table.observe(pid, 5000 * TICK_NS, 300, 900 * TICK_NS, 0)
-    assert len(table) == 3 and table.evictions == 101 + 1  # the parent (300) is read back once
+    # One eviction per new process; the parent (300) is used by each, so it stays.
+    assert len(table) == 3 and table.evictions == 1 + 100 and table.proc_reads == 100
     young = table.observe(1099, 5000 * TICK_NS, 300, 900 * TICK_NS, 0)
     assert young.origin == ORIGIN_PARENT  # still there: the most recently used
 
@@ -376,3 +378,29 @@ def test_100k_processes_keep_the_table_at_its_cap(monkeypatch: pytest.MonkeyPatc
     for pid in range(n + 2, 2 * n + 2):  # 100k short-lived processes, each seen once
         table.observe(pid, pid * TICK_NS, n + 1, (n + 1) * TICK_NS, 0)
     assert len(table) == DEFAULT_MAX_ENTRIES and table.evictions == 2 * n - DEFAULT_MAX_ENTRIES
+
+
+def test_entries_share_equal_values_and_their_parents_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A service's workers: one exe, one argv, one parent. Each entry holds the same
+    objects (not 3 copies of each, as /proc reads give them), and a child's parent id
+    is its parent's string; values stay right past the sharing cache's bound."""
+    from krsid.identity import table as table_module
+
+    proc = tmp_path / "proc"
+    fake_process(proc, 10, 1, 5, "/usr/sbin/nginx", ["nginx: master"])
+    for pid in (11, 12, 13):
+        fake_process(proc, pid, 10, 6, "/usr/sbin/nginx", ["nginx: worker process"])
+    t = ProcessTable(proc_root=proc, clock=clock())
+    assert t.seed() == 4
+    master = t.get(t.key_of(5 * TICK_NS, 10))
+    workers = [t.get(t.key_of(6 * TICK_NS, pid)) for pid in (11, 12, 13)]
+    assert master is not None and all(w is not None for w in workers)
+    assert len({id(w.exe) for w in workers if w}) == 1 and len({id(w.args) for w in workers if w}) == 1
+    assert all(w is not None and w.parent_id is master.process_id for w in workers)
+    assert workers[0] is not None and workers[0].exe is master.exe  # b"/usr/sbin/nginx" once
+    monkeypatch.setattr(table_module, "SHARED_VALUES", 2)
+    for i in range(5):
+        value = b"/opt/tool-%d" % i
+        assert t._shared(value) == value and len(t._values) <= 2
+    p = t.observe(20, 7 * TICK_NS, 10, 5 * TICK_NS, 0)  # gone from /proc: its parent's image
+    assert p.parent_id is master.process_id and (p.exe, p.args) == (master.exe, master.args)

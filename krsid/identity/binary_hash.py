@@ -27,8 +27,8 @@ if the file found there has that very identity: a process that exited at once,
 or a script whose process runs its interpreter, still has its file hashed. The
 kernel's device is the file's superblock's; where stat shows another (overlayfs
 shows the layer's) the worker compares the device of the file's mount
-(mountinfo) instead. A new
-binary's exec event says "pending"; later events of the process carry the hash.
+(mountinfo) instead. A new binary's exec event says "pending"; later events of
+the process carry the hash.
 """
 
 from __future__ import annotations

@@ -9,12 +9,20 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def exec_loop(binary: Path, n: int) -> float:
+    """n fork+execs of binary from one shell; returns seconds."""
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do "{binary}"; i=$((i+1)); done'], check=True)
+    return time.perf_counter() - t0
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:

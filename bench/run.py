@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import flood, throughput  # noqa: E402
-from bench.common import build_loops, krsid_running, proc_status_mb, scrape, table  # noqa: E402
+from bench.common import build_loops, exec_loop, krsid_running, proc_status_mb, scrape, table  # noqa: E402
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
 from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
 from krsid.kernel.headers import HeaderSource, resolve_headers  # noqa: E402
@@ -122,13 +122,6 @@ def bench_attach(specs: list[HookSpec], src: HeaderSource) -> list[list[str]]:
         ok = all(st.attached for st in status.values())
         rows.append([name, f"{t_compile:.1f}", attach, f"{t_total:.1f}", "yes" if ok else "NO"])
     return rows
-
-
-def exec_loop(binary: Path, n: int) -> float:
-    """n fork+execs of binary from one shell; returns seconds."""
-    t0 = time.perf_counter()
-    subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do "{binary}"; i=$((i+1)); done'], check=True)
-    return time.perf_counter() - t0
 
 
 def bench_daemon(args: argparse.Namespace, tmp: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import krsid_running, proc_status_mb, scrape, table
+from bench.common import exec_loop, krsid_running, proc_status_mb, scrape, table
 from tests.support.net import free_port
 
 SLEEPERS_C = r"""
@@ -68,10 +68,6 @@ def sleepers(tmp: Path, n: int) -> Iterator[int]:
         proc.wait()
 
 
-def _exec_loop(binary: Path, n: int) -> None:
-    subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do "{binary}"; i=$((i+1)); done'], check=True)
-
-
 def _measure(tmp: Path, args: argparse.Namespace, n_sleepers: int) -> list[str]:
     port = free_port()
     cfg = tmp / f"krsid-{n_sleepers}.yaml"
@@ -102,7 +98,7 @@ def _measure(tmp: Path, args: argparse.Namespace, n_sleepers: int) -> list[str]:
                 last = entries
             seeded = time.perf_counter() - t1
             rss_seeded = proc_status_mb(proc.pid)["VmRSS"]
-            _exec_loop(true_copy, args.execs)
+            exec_loop(true_copy, args.execs)
             time.sleep(2)
             rss_after = proc_status_mb(proc.pid)["VmRSS"]
             entries_after = scrape(port, timeout=120).get(("krsid_process_table_entries", ""), 0)

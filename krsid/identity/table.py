@@ -116,13 +116,25 @@ class ProcessTable:
             self._put(self._new(key, parent_key, i.exe, i.args, i.uid, ORIGIN_PROC))
         return len(infos)
 
-    def _new(self, key: int, parent_key: int, exe: bytes, args: tuple[bytes, ...], uid: int, origin: str) -> Process:
+    def _new(
+        self,
+        key: int,
+        parent_key: int,
+        exe: bytes,
+        args: tuple[bytes, ...],
+        uid: int,
+        origin: str,
+        parent: Process | None = None,
+    ) -> Process:
+        """A new entry (not linked to its parent: parent_of does that). parent: the
+        parent's entry when the caller has it already, else it is looked up."""
         pid = key & 0xFFFFFFFF
         # Values many entries hold are shared, not copied: the parent's id is its
         # entry's string, and equal exe and argv (a service's workers, kernel
         # threads' b"") are one object. Measured with 32k processes of one binary
         # (a synthetic /proc on the host): 634 -> 393 bytes held per entry.
-        parent = self._procs.get(parent_key) if parent_key else None
+        if parent is None and parent_key:
+            parent = self._procs.get(parent_key)
         parent_id = parent.process_id if parent is not None else self.id_of_key(parent_key)
         return Process(
             key, self.id_of_key(key), pid, parent_key, parent_id, self._shared(exe), self._shared(args), uid, origin
@@ -176,7 +188,7 @@ class ProcessTable:
             uid = info.uid if info.uid != UNKNOWN_UID else uid
         elif parent is not None and self.inherit_image and parent.origin != ORIGIN_GONE:
             exe, args, origin = parent.exe, parent.args, ORIGIN_PARENT
-        p = self._new(key, parent_key, exe, args, uid, origin)
+        p = self._new(key, parent_key, exe, args, uid, origin, parent)
         p.parent = parent
         return self._put(p)
 

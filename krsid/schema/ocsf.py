@@ -202,14 +202,14 @@ class OcsfBuilder:
             # The file's identity from the kernel, where the hook sends it: the inode
             # as the File's uid (as the file hooks do), its size and modification time.
             inode = integer(v.get(r["inode"])) if "inode" in r else None
-            if inode:
+            if inode:  # 0: the kernel sent no identity
                 proc["file"]["uid"] = str(inode)
-            size = integer(v.get(r["size"])) if "size" in r else None
-            if size is not None and inode:
-                proc["file"]["size"] = size
-            mtime_ns = integer(v.get(r["mtime_ns"])) if "mtime_ns" in r else None
-            if mtime_ns is not None and inode:
-                proc["file"]["modified_time"] = mtime_ns // 1_000_000  # timestamp_t: ms
+                size = integer(v.get(r["size"])) if "size" in r else None
+                if size is not None:
+                    proc["file"]["size"] = size
+                mtime_ns = integer(v.get(r["mtime_ns"])) if "mtime_ns" in r else None
+                if mtime_ns is not None:
+                    proc["file"]["modified_time"] = mtime_ns // 1_000_000  # timestamp_t: ms
             sha = text(v.get(EXE_SHA256_FIELD))
             if sha:
                 proc["file"]["hashes"] = [{"algorithm_id": SHA256, "algorithm": "SHA-256", "value": sha}]

@@ -168,9 +168,11 @@ class Daemon:
         return programs
 
     def start(self) -> None:
-        from krsid.pipeline.load import release_free_heap
+        from krsid.pipeline.load import disable_transparent_hugepages, release_free_heap
 
         t0 = time.monotonic()
+        if not disable_transparent_hugepages():
+            log.warning("transparent huge pages stay enabled for krsid (prctl refused): RSS may grow after the compile")
         self._install_signal_handlers()
         require_bpf_lsm(self._bpf_lsm_check)  # before a compile of a minute that would watch nothing
         # Destinations before the compile too: a path or port that cannot be opened is

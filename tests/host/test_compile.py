@@ -124,6 +124,19 @@ def test_compiler_heap_is_returned_after_a_compile(settings: BuildSettings) -> N
     assert release_free_heap() is True
 
 
+def test_transparent_huge_pages_are_disabled_for_the_process() -> None:
+    """The daemon turns THP off for itself before the compile (khugepaged would
+    otherwise fold the compile's trimmed free chunks back into resident huge pages).
+    In a child, so that this test process keeps its own setting."""
+    code = (
+        "from krsid.pipeline.load import disable_transparent_hugepages as d; ok = d(); "
+        "line = [l for l in open('/proc/self/status') if l.startswith('THP_enabled:')]; "
+        "print(ok, line[0].split()[1] if line else 'absent')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split() == ["True", "0"]
+
+
 # -- a program that makes LLVM end the process -----------------------------------------
 # BCC's LLVM calls exit(1) on BPF backend errors (here: 4 KiB on the 512-byte BPF
 # stack) instead of returning them. Each run below is its own process for that reason.

@@ -60,6 +60,15 @@ def test_ready_reports_every_enabled_hook_attached(daemon: RunningDaemon) -> Non
         assert expected in log, log
 
 
+def test_daemon_memory_is_not_backed_by_transparent_huge_pages(daemon: RunningDaemon) -> None:
+    """Debian's kernels have THP "always": khugepaged would fold the compile's trimmed
+    free chunks back into resident 2 MB pages (RSS +24 MB over 1,000 exec events,
+    measured). The daemon turns THP off for itself; the kernel shows it per process."""
+    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    assert "krsid" in Path(f"/proc/{daemon.proc.pid}/cmdline").read_text()
+    assert "THP_enabled:\t0" in status, status
+
+
 def test_exec_reaches_journald_and_jsonl(
     daemon: RunningDaemon, journal: Journal, tmp_path: Path, hook_enabled: Callable[[str], None]
 ) -> None:

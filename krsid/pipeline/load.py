@@ -826,7 +826,7 @@ class LoadedPrograms:
                 RingLane(lanes[LANE_BULK].fd, lanes[LANE_BULK].consume),
             )
 
-        # By default (ringbuf.ENABLED), and where the mapped reader is not safe (no TSO):
+        # Where the mapped reader is not safe (no TSO) or is turned off (ringbuf.ENABLED):
         # libbpf's callbacks. The priority lane in bcc's own ring buffer manager; the
         # bulk lane in a manager of its own, so that it can be read in bounded batches
         # (RingBufferTransport).

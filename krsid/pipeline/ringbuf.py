@@ -44,8 +44,8 @@ _LENGTH = struct.Struct("I")  # the header's first half; native like the kernel'
 # On by default; False puts libbpf's callbacks back. It was off for a day because the
 # VM's flood test lost a priority record with it in 2 of 2 whole-file runs: the cause
 # was the consumer position written with struct.pack_into, which zero-fills before it
-# writes (see __init__). This reader costs ~10 % less CPU per event than libbpf's
-# callbacks (host throughput bench, the two alternated).
+# writes (see __init__). This reader costs 0-10 % less CPU per event than libbpf's
+# callbacks (host throughput bench, the two alternated; README: Lanes).
 ENABLED = True
 
 # Architectures whose plain loads and stores order like acquire/release (TSO).

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import bcc
 
@@ -217,6 +218,17 @@ def compile_source(text: str, header_source: HeaderSource) -> bcc.BPF:
     return _compile_or_raise(text, list(header_source.cflags), header_source, "a BPF module")
 
 
+def _libc_function(name: str, argtypes: list[type]) -> Callable[..., int] | None:
+    """The C library's function of that name, returning int; None where it has none."""
+    try:
+        fn = getattr(ct.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = argtypes
+    fn.restype = ct.c_int
+    return cast(Callable[..., int], fn)
+
+
 def release_free_heap() -> bool:
     """Return the C heap's free pages to the kernel (glibc's malloc_trim).
 
@@ -225,13 +237,8 @@ def release_free_heap() -> bool:
     (measured: ~35 MB of the ~175 MB after compiling the catalog). Returns whether
     anything was released; False also where libc has no malloc_trim (not glibc).
     """
-    try:
-        trim = ct.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes = [ct.c_size_t]
-    trim.restype = ct.c_int
-    return bool(trim(0))
+    trim = _libc_function("malloc_trim", [ct.c_size_t])
+    return trim is not None and bool(trim(0))
 
 
 PR_SET_THP_DISABLE = 41  # <linux/prctl.h>
@@ -250,13 +257,8 @@ def disable_transparent_hugepages() -> bool:
     a malloc_trim gave the 24 MB back). krsid's allocations are small and scattered:
     huge pages buy it nothing.
     """
-    try:
-        prctl = ct.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    prctl.argtypes = [ct.c_int, ct.c_ulong, ct.c_ulong, ct.c_ulong, ct.c_ulong]
-    prctl.restype = ct.c_int
-    return bool(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0)
+    prctl = _libc_function("prctl", [ct.c_int, ct.c_ulong, ct.c_ulong, ct.c_ulong, ct.c_ulong])
+    return prctl is not None and prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
 
 
 BPF_CALLX = 0x8D  # BPF_JMP | BPF_CALL | BPF_X: an indirect call, which no kernel loads

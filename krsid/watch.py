@@ -175,6 +175,17 @@ def name_filter(names: Iterable[bytes], contract: Contract) -> dict[int, int]:
     return words
 
 
+def ino_filter(files: Iterable[tuple[int, int]], contract: Contract) -> dict[int, int]:
+    """The kernel's pre-filter of watched inode numbers (krsid.h, krsid_watch_ino_filter):
+    for each (device, inode), word (ino % bits) >> 6 -> its bits, 1 << (ino % 64)."""
+    mask = contract.watch_ino_filter_bits - 1
+    words: dict[int, int] = {}
+    for _dev, ino in files:
+        bit = ino & mask
+        words[bit >> 6] = words.get(bit >> 6, 0) | 1 << (bit & 63)
+    return words
+
+
 def resolve_watch(watch: WatchConfig, table: WatchTable) -> ResolvedWatch:
     files: dict[tuple[int, int], int] = {}
     missing = []

@@ -52,7 +52,7 @@ from krsid.pipeline.transport import (
     RingLane,
 )
 from krsid.policy import BankLayout, CompiledRule
-from krsid.watch import ResolvedWatch, name_filter
+from krsid.watch import ResolvedWatch, ino_filter, name_filter
 
 # The ring buffer of each lane (krsid.h); with a perf buffer, "events" is the only one.
 LANE_MAPS = {LANE_PRIORITY: b"events", LANE_BULK: b"events_bulk"}
@@ -395,7 +395,9 @@ class LoadedPrograms:
         self._bulk_lane: _BulkLane | None = None  # the bulk lane's own ring buffer manager (open_events)
         self._ring_readers: list[ringbuf.MappedRingBuffer] = []  # both lanes' mappings (open_events)
         self.ring_reader = ""  # how open_events reads the ring buffers: RING_READER_*
-        self._name_filter: dict[int, int] = {}  # krsid_watch_name_filter's nonzero words, as written
+        # The watch's pre-filters (krsid_watch_name_filter, krsid_watch_ino_filter): map ->
+        # its nonzero words, as written.
+        self._filters: dict[bytes, dict[int, int]] = {}
 
     # -- build -------------------------------------------------------------------------
 
@@ -441,7 +443,7 @@ class LoadedPrograms:
             raise ProgramLoadError("compile failed:\n" + output.strip())
         self.compile_seconds = time.monotonic() - t0
         self._bpf = bpf
-        self._name_filter = {}  # a new module's maps are all zero
+        self._filters = {}  # a new module's maps are all zero
 
     def _leave_out_broken(self) -> bool:
         """Compile each program alone (in child processes); keep those that compile.
@@ -670,13 +672,18 @@ class LoadedPrograms:
             k = names.Key()
             ct.memmove(ct.byref(k), name, min(len(name), ct.sizeof(k) - 1))  # NUL padding stays
             want_names[bytes(k)] = (k, watch_id)
-        # The names' pre-filter (krsid_watch_name_filter) covers the old and the new
-        # names while the names change, and only the new ones after: a watched name is
-        # never ruled out by it.
+        # The pre-filters (of names, of inode numbers) cover the old and the new entries
+        # while the maps change, and only the new ones after: a watched name or inode is
+        # never ruled out by them.
         contract = self.catalog.contract
-        new_filter = name_filter(resolved.names, contract)
-        old_filter = self._name_filter
-        self._write_name_filter({w: old_filter.get(w, 0) | new_filter.get(w, 0) for w in {*old_filter, *new_filter}})
+        new_filters = {
+            b"krsid_watch_name_filter": name_filter(resolved.names, contract),
+            b"krsid_watch_ino_filter": ino_filter(resolved.files, contract),
+        }
+        for map_name, new_words in new_filters.items():
+            old_words = self._filters.get(map_name, {})
+            both = {w: old_words.get(w, 0) | new_words.get(w, 0) for w in {*old_words, *new_words}}
+            self._write_filter(map_name, both)
         for table, want in ((files, want_files), (names, want_names)):
             have = {bytes(k): k for k in table}
             for raw, (k, watch_id) in want.items():
@@ -685,24 +692,26 @@ class LoadedPrograms:
             for raw, k in have.items():
                 if raw not in want:
                     del table[k]
-        self._write_name_filter(new_filter)
+        for map_name, new_words in new_filters.items():
+            self._write_filter(map_name, new_words)
         for dev, k in have_devs.items():
             if dev not in per_dev:
                 del devs[k]
         bpf[b"krsid_watch_count"][ct.c_int(0)] = ct.c_uint64(len(want_files) + len(want_names))
 
-    def _write_name_filter(self, words: Mapping[int, int]) -> None:
-        """Make krsid_watch_name_filter hold ``words`` (absent words: 0), writing only
-        the words that change; self._name_filter follows each write."""
-        table = self._require()[b"krsid_watch_name_filter"]
-        for word in sorted({*words, *self._name_filter}):
+    def _write_filter(self, map_name: bytes, words: Mapping[int, int]) -> None:
+        """Make a pre-filter array hold ``words`` (absent words: 0), writing only the
+        words that change; self._filters follows each write."""
+        table = self._require()[map_name]
+        written = self._filters.setdefault(map_name, {})
+        for word in sorted({*words, *written}):
             value = words.get(word, 0)
-            if self._name_filter.get(word, 0) != value:
+            if written.get(word, 0) != value:
                 table[ct.c_int(word)] = ct.c_uint64(value)
                 if value:
-                    self._name_filter[word] = value
+                    written[word] = value
                 else:
-                    self._name_filter.pop(word, None)
+                    written.pop(word, None)
 
     # -- policy --------------------------------------------------------------------------
 

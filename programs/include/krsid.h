@@ -1186,6 +1186,15 @@ BPF_HASH(krsid_watch_names, struct krsid_watch_name_key, __u32, KRSID_WATCH_NAME
 _Static_assert(KRSID_WATCH_NAME_FILTER_PER_LEN * 64 == 256, "one bit per value of the first byte");
 #define KRSID_WATCH_NAME_FILTER_WORDS (KRSID_WATCH_NAME_LEN * KRSID_WATCH_NAME_FILTER_PER_LEN)
 BPF_ARRAY(krsid_watch_name_filter, __u64, KRSID_WATCH_NAME_FILTER_WORDS);
+/* A pre-filter of the watched inode numbers: bit (ino % KRSID_WATCH_INO_FILTER_BITS)
+ * is set when a watched file or directory has that inode number modulo it
+ * (krsid/watch.py: ino_filter). A level of the walk whose inode it rules out, nearly
+ * every directory above an unwatched file, costs an inlined array lookup instead of
+ * the (device, inode) key's hash and the hash map's lookup. */
+#define KRSID_WATCH_INO_FILTER_BITS 65536
+_Static_assert((KRSID_WATCH_INO_FILTER_BITS & (KRSID_WATCH_INO_FILTER_BITS - 1)) == 0, "a power of two: a mask");
+#define KRSID_WATCH_INO_FILTER_WORDS (KRSID_WATCH_INO_FILTER_BITS / 64)
+BPF_ARRAY(krsid_watch_ino_filter, __u64, KRSID_WATCH_INO_FILTER_WORDS);
 /* [0]: how many entries the two maps hold; 0 skips the walk (no watch configured). */
 BPF_ARRAY(krsid_watch_count, __u64, 1);
 
@@ -1222,9 +1231,9 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
     if (sb)
         bpf_probe_read_kernel(&k.dev, sizeof(k.dev), &sb->s_dev);
     struct dentry *cur = d;
-    /* Two branches per level, no more: on 6.1 each one is a pending verifier state,
-     * and the verifier refuses a program with more than 8,192 of them (E2BIG; BCC
-     * words it as "too large"). A NULL inode or parent needs no test: the read from
+    /* Few branches per level: on 6.1 each one is a pending verifier state, and the
+     * verifier refuses a program with more than 8,192 of them (E2BIG; BCC words it
+     * as "too large"). A NULL inode or parent needs no test: the read from
      * it fails and leaves 0, inode 0 is in no map, and a NULL cur is its own parent. */
     __u32 depth = krsid_watch_devs.lookup(&k.dev) ? KRSID_DIR_DEPTH : 0;
 #pragma clang loop unroll(disable)
@@ -1234,11 +1243,17 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
         bpf_probe_read_kernel(&inode, sizeof(inode), &cur->d_inode);
         k.ino = 0;
         bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &inode->i_ino);
-        __u32 *id = krsid_watch_files.lookup(&k);
-        if (id) {
-            hit.id = *id;
-            hit.level = level;
-            break;
+        __u32 bit = k.ino & (KRSID_WATCH_INO_FILTER_BITS - 1);
+        __u32 word = bit >> 6;
+        __u64 *filter = krsid_watch_ino_filter.lookup(&word);
+        __u64 bits = filter ? *filter : 0;
+        if ((bits >> (bit & 63)) & 1) {
+            __u32 *id = krsid_watch_files.lookup(&k);
+            if (id) {
+                hit.id = *id;
+                hit.level = level;
+                break;
+            }
         }
         bpf_probe_read_kernel(&parent, sizeof(parent), &cur->d_parent);
         if (parent == cur)

@@ -168,6 +168,7 @@ class FakeBpf:
         self.tables[b"krsid_watch_devs"] = FakeTable(self, "krsid_watch_devs", key=ct.c_uint32, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_count"] = FakeTable(self, "krsid_watch_count")
         self.tables[b"krsid_watch_name_filter"] = FakeTable(self, "krsid_watch_name_filter")
+        self.tables[b"krsid_watch_ino_filter"] = FakeTable(self, "krsid_watch_ino_filter")
         for opt in CATALOG["file_open"].options:
             for m in opt.maps:
                 self.tables[m.name.encode()] = FakeTable(
@@ -216,8 +217,10 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
         "krsid_watch_devs",
         "krsid_watch_count",
         "krsid_watch_name_filter",
+        "krsid_watch_ino_filter",
     )
-    watch = {m: dict(bpf.tables[m.encode()].data) for m in watch_maps}
+    # An array's word written back to 0 is the word never written: compared without zeros.
+    watch = {m: {k: v for k, v in bpf.tables[m.encode()].data.items() if v} for m in watch_maps}
     return copy.deepcopy(
         {
             "bank": bank,
@@ -306,9 +309,16 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     assert after["watch"]["krsid_watch_devs"] == dict(devs) and sum(devs.values()) == 2
     # The names' pre-filter: exactly the new name's (length, first byte) bit, the old one's gone.
     n = ord("n")
-    assert {w: v for w, v in after["watch"]["krsid_watch_name_filter"].items() if v} == {
+    assert after["watch"]["krsid_watch_name_filter"] == {
         len("new_name") * CATALOG.contract.watch_name_filter_per_len + (n >> 6): 1 << (n & 63)
     }
+    # The inode numbers' pre-filter: exactly the bits of the watched files' inodes.
+    mask = CATALOG.contract.watch_ino_filter_bits - 1
+    want: dict[int, int] = {}
+    for key in after["watch"]["krsid_watch_files"]:
+        bit = int.from_bytes(key[8:16], "little") & mask
+        want[bit >> 6] = want.get(bit >> 6, 0) | 1 << (bit & 63)
+    assert after["watch"]["krsid_watch_ino_filter"] == want != before["watch"]["krsid_watch_ino_filter"]
     assert len(after["sets"]["file_open_paths"]) == SET_CAPACITY
     assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"n-wx", "n-dir", "n-exec", "n-exec2"}
 
@@ -328,6 +338,7 @@ WRITE_FAILURES = [
     ("krsid_watch_count", 1, Exception("Could not update table")),
     ("krsid_watch_name_filter", 1, Exception("Could not update table")),  # widening, before the names
     ("krsid_watch_name_filter", 2, Exception("Could not update table")),  # narrowing, after them
+    ("krsid_watch_ino_filter", 1, Exception("Could not update table")),  # widening, before the files
     ("krsid_rules", 1, Exception(MAP_FULL)),
     ("krsid_rules", 4, RuntimeError("a bug")),
     ("krsid_rule_hits", 3, Exception("Could not clear item")),

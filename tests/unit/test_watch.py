@@ -16,6 +16,7 @@ from krsid.watch import (
     WatchConfig,
     WatchTable,
     describe,
+    ino_filter,
     name_filter,
     resolve_watch,
 )
@@ -151,3 +152,14 @@ def test_the_name_pre_filter_has_one_bit_per_length_and_first_byte() -> None:
     longest = contract.watch_name_len - 1
     assert name_filter([b"x" * (longest + 10)], contract) == {longest * per + 1: 1 << (ord("x") & 63)}
     assert name_filter([b""], contract) == {}
+
+
+def test_the_inode_pre_filter_has_one_bit_per_inode_number_modulo_its_size() -> None:
+    """krsid_watch_ino_filter (krsid.h): bit ino % bits, in word (ino % bits) >> 6; the
+    device plays no part (the hash map's key checks it)."""
+    bits = CAT.contract.watch_ino_filter_bits
+    assert bits & (bits - 1) == 0 and bits >= 64
+    words = ino_filter([(1, 2), (7, 2), (1, 64 + 5), (1, bits + 3)], CAT.contract)
+    assert words == {0: 1 << 2 | 1 << 3, 1: 1 << 5}
+    assert ino_filter([(1, bits - 1)], CAT.contract) == {bits // 64 - 1: 1 << 63}
+    assert ino_filter([], CAT.contract) == {}

@@ -471,6 +471,9 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     "inode_symlink": HookMapping(
         (Target("file_activity", 1, ("file",), ("creation",), "symlink", FILE, {"name": "name"}),)
     ),
+    "inode_mkdir": HookMapping(
+        (Target("file_activity", 1, ("file",), ("creation",), "mkdir", FILE, {"name": "name"}),)
+    ),
     "inode_setattr": HookMapping(
         (Target("file_activity", 6, ("file",), ("change",), "setattr", FILE, {"name": "file", "inode": "ino"}),)
     ),

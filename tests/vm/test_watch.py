@@ -1,8 +1,9 @@
-"""The file-integrity watch in a VM: writes, creation, renames, hard links and deletion
-of watched files are reported with exact values (file_open, inode_rename, inode_link,
-inode_unlink), and the evasions do not work: a hard link to a watched file, a bind
-mount of a watched directory, a file renamed into one, and a watched file replaced by
-a rename (a new inode, watched again after the daemon's next refresh).
+"""The file-integrity watch in a VM: writes, creation, renames, hard links, symlinks, new
+directories and deletion of watched files are reported with exact values (file_open,
+inode_rename, inode_link, inode_symlink, inode_mkdir, inode_unlink), and the evasions
+do not work: a hard link to a watched file, a bind mount of a watched directory, a
+file renamed into one, and a watched file replaced by a rename (a new inode, watched
+again after the daemon's next refresh).
 
 Everything happens on the session's own watched tmpfs (tests/vm/conftest.py,
 watched_tmpfs): dir/ and file are watched by identity, outside/ is not, and
@@ -339,3 +340,85 @@ def test_would_deny_then_deny_symlinks_into_the_watched_directory(
     scrape = daemon.scrape()
     assert metric(scrape, "krsid_denied_total", hook="inode_symlink", rule="symlink-deny") == 1
     assert metric(scrape, "krsid_would_deny_total", hook="inode_symlink", rule="symlink-would_deny") == 1
+
+
+MKDIR = 'import os, sys; os.umask(int(sys.argv[2], 8)); os.mkdir(sys.argv[1], int(sys.argv[3], 8))'
+
+
+def make_dir(
+    path: Path, mode: int, umask: int = 0o022, ok: bool = True
+) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """mkdir(path, mode) under a given umask, in a process of its own (the events' tgid)."""
+    return run("python3", "-c", MKDIR, str(path), f"{umask:o}", f"{mode:o}", ok=ok)
+
+
+def test_directories_made_in_watched_places_are_reported_and_others_are_not(
+    daemon: RunningDaemon, root: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """A directory made in a watched directory (a drop-in directory being staged) or
+    under a watched name is reported with its name, parent, watch and the mode the
+    kernel creates it with (after the umask); a directory made elsewhere is not."""
+    hook_enabled("inode_mkdir")
+    watched_dir = root / "dir"
+    drop_in = watched_dir / unique("ssh.service.d")
+    stager, _ = make_dir(drop_in, 0o777, umask=0o022)
+    nest = root / "outside" / unique("home")
+    nest.mkdir()
+    namer, _ = make_dir(nest / WATCHED_NAME, 0o700)
+    quiet, _ = make_dir(root / "outside" / unique("d"), 0o755)
+
+    (o,) = events_of(daemon, "inode_mkdir", stager)
+    assert (o["dir"], o["name"], o["mode"]) == ("dir", drop_in.name, "RUSR|WUSR|XUSR|RGRP|XGRP|ROTH|XOTH")
+    assert (o["watch"], o["watch_level"], o["action"], o["comm"]) == (str(watched_dir), 1, "audit", "python3")
+    st = watched_dir.stat()
+    assert (o["dir_ino"], o["dev_major"], o["dev_minor"]) == (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
+    assert drop_in.is_dir()
+    (o,) = events_of(daemon, "inode_mkdir", namer)
+    assert (o["dir"], o["name"], o["mode"]) == (nest.name, WATCHED_NAME, "RUSR|WUSR|XUSR")
+    assert (o["watch"], o["watch_level"]) == (WATCHED_NAME, 255)
+    # Same lane, in order: by now the unwatched directory's event would have arrived.
+    assert daemon.events(lambda e: e["hook"] == "inode_mkdir" and e["tgid"] == quiet) == []
+
+
+def test_would_deny_then_deny_world_writable_directories_in_the_watched_directory(
+    daemon: RunningDaemon, root: Path, policy: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    """A rule on the mode the directory gets (fields.mode) and where (path_prefix)."""
+    hook_enabled("inode_mkdir")
+    watched_dir = root / "dir"
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "name": f"mkdir-{action}",
+            "hook": "inode_mkdir",
+            "action": action,
+            "match": {"path_prefix": str(watched_dir), "fields": {"mode": {"any": ["WOTH"]}}},
+        }
+
+    policy.apply(policy.with_rules(rule("would_deny")))
+    first = watched_dir / unique("open")
+    maker, _ = make_dir(first, 0o777, umask=0)
+    (o,) = events_of(daemon, "inode_mkdir", maker)
+    assert (o["action"], o["rule"], o["verdict"], o["name"]) == ("would_deny", "mkdir-would_deny", "0", first.name)
+    assert o["mode"] == "RUSR|WUSR|XUSR|RGRP|WGRP|XGRP|ROTH|WOTH|XOTH"
+    assert first.is_dir()
+
+    policy.apply(policy.with_rules(rule("deny")))
+    second = watched_dir / unique("open")
+    denied, done = make_dir(second, 0o777, umask=0, ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    assert not second.exists()
+    (o,) = events_of(daemon, "inode_mkdir", denied)
+    assert (o["action"], o["rule"], o["verdict"], o["name"]) == ("deny", "mkdir-deny", "-EPERM", second.name)
+    # The same mode with the umask's usual bits: not world-writable, allowed; watched, so reported.
+    third = watched_dir / unique("closed")
+    allowed, _ = make_dir(third, 0o777, umask=0o022)
+    (o,) = events_of(daemon, "inode_mkdir", allowed)
+    assert (o["action"], o["rule"], o["watch"]) == ("audit", "", str(watched_dir))
+    assert third.is_dir()
+    # Outside the rule's directory: allowed, and not reported (nothing watched there).
+    elsewhere, _ = make_dir(root / "outside" / unique("open"), 0o777, umask=0)
+    assert daemon.events(lambda e: e["hook"] == "inode_mkdir" and e["tgid"] == elsewhere) == []
+    scrape = daemon.scrape()
+    assert metric(scrape, "krsid_denied_total", hook="inode_mkdir", rule="mkdir-deny") == 1
+    assert metric(scrape, "krsid_would_deny_total", hook="inode_mkdir", rule="mkdir-would_deny") == 1

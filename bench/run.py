@@ -361,6 +361,13 @@ def bench_exec(args: argparse.Namespace) -> None:
     exec_main(args)
 
 
+def bench_walk(args: argparse.Namespace) -> None:
+    require_vm("walk")
+    from bench.walk_bench import main as walk_main
+
+    walk_main(args)
+
+
 def bench_benign(args: argparse.Namespace) -> None:
     from bench.benign import main as benign_main
 
@@ -433,6 +440,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "exec": bench_exec,
     "policy": bench_policy,
     "benign": bench_benign,
+    "walk": bench_walk,
     "ima": bench_ima,
     "table": bench_table,
     "in-vm": bench_in_vm,

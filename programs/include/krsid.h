@@ -324,6 +324,44 @@ struct krsid_caller {
     __u64 has_file;      /* in->file != NULL, as a number (no ALU on pointers) */
 };
 
+/*
+ * A dentry's inode and parent, the two pointers every level of a directory walk
+ * reads, in one bpf_probe_read_kernel: struct dentry keeps d_parent and d_inode a
+ * few words apart (d_name between them), so reading the span is one helper call
+ * instead of two; a walk level's cost is mostly its helper calls (bench/run.py walk).
+ * Should a kernel ever spread them further apart, two reads. A failed read (a NULL
+ * dentry) leaves both 0.
+ */
+struct krsid_dentry_link {
+    struct inode *inode;
+    struct dentry *parent;
+};
+#define KRSID_DENTRY_PARENT_AT __builtin_offsetof(struct dentry, d_parent)
+#define KRSID_DENTRY_INODE_AT __builtin_offsetof(struct dentry, d_inode)
+#define KRSID_DENTRY_LINK_FROM \
+    (KRSID_DENTRY_PARENT_AT < KRSID_DENTRY_INODE_AT ? KRSID_DENTRY_PARENT_AT : KRSID_DENTRY_INODE_AT)
+#define KRSID_DENTRY_LINK_SPAN \
+    ((KRSID_DENTRY_PARENT_AT < KRSID_DENTRY_INODE_AT ? KRSID_DENTRY_INODE_AT : KRSID_DENTRY_PARENT_AT) + \
+     sizeof(void *) - KRSID_DENTRY_LINK_FROM)
+#define KRSID_DENTRY_LINK_SPAN_MAX 64
+
+static __always_inline struct krsid_dentry_link krsid_dentry_link(struct dentry *d)
+{
+    struct krsid_dentry_link out;
+    if (KRSID_DENTRY_LINK_SPAN <= KRSID_DENTRY_LINK_SPAN_MAX) {
+        char span[KRSID_DENTRY_LINK_SPAN <= KRSID_DENTRY_LINK_SPAN_MAX ? KRSID_DENTRY_LINK_SPAN : 8];
+        bpf_probe_read_kernel(span, sizeof(span), (char *)d + KRSID_DENTRY_LINK_FROM);
+        __builtin_memcpy(&out.inode, span + (KRSID_DENTRY_INODE_AT - KRSID_DENTRY_LINK_FROM), sizeof(out.inode));
+        __builtin_memcpy(&out.parent, span + (KRSID_DENTRY_PARENT_AT - KRSID_DENTRY_LINK_FROM), sizeof(out.parent));
+    } else {
+        out.inode = 0;
+        out.parent = 0;
+        bpf_probe_read_kernel(&out.inode, sizeof(out.inode), &d->d_inode);
+        bpf_probe_read_kernel(&out.parent, sizeof(out.parent), &d->d_parent);
+    }
+    return out;
+}
+
 /* (s_dev, i_ino) of a dentry's inode; 0, 0 when it has none. */
 static __always_inline void krsid_dentry_id(struct dentry *d, __u32 *dev, __u64 *ino)
 {
@@ -374,21 +412,18 @@ static __always_inline void krsid_dir_bits(__u32 bank_hook, __u32 kind, struct d
     bpf_probe_read_kernel(&k.dev, sizeof(k.dev), &sb->s_dev);
 #pragma clang loop unroll(disable)
     for (int level = 0; level < KRSID_DIR_DEPTH; level++) {
-        struct inode *inode = 0;
-        struct dentry *parent = 0;
-        bpf_probe_read_kernel(&inode, sizeof(inode), &d->d_inode);
+        struct krsid_dentry_link link = krsid_dentry_link(d);
         k.ino = 0;
-        if (inode)
-            bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &inode->i_ino);
+        if (link.inode)
+            bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &link.inode->i_ino);
         struct krsid_dir_rules *r = krsid_dirs.lookup(&k);
         if (r) {
             bits[0] |= r->bits[0];
             bits[1] |= r->bits[1];
         }
-        bpf_probe_read_kernel(&parent, sizeof(parent), &d->d_parent);
-        if (!parent || parent == d)
+        if (!link.parent || link.parent == d)
             break;  /* the filesystem's root is its own parent */
-        d = parent;
+        d = link.parent;
     }
 }
 
@@ -1238,11 +1273,9 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
     __u32 depth = krsid_watch_devs.lookup(&k.dev) ? KRSID_DIR_DEPTH : 0;
 #pragma clang loop unroll(disable)
     for (__u32 level = 0; level < depth && level < KRSID_DIR_DEPTH; level++) {
-        struct inode *inode = 0;
-        struct dentry *parent = 0;
-        bpf_probe_read_kernel(&inode, sizeof(inode), &cur->d_inode);
+        struct krsid_dentry_link link = krsid_dentry_link(cur);
         k.ino = 0;
-        bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &inode->i_ino);
+        bpf_probe_read_kernel(&k.ino, sizeof(k.ino), &link.inode->i_ino);
         __u32 bit = k.ino & (KRSID_WATCH_INO_FILTER_BITS - 1);
         __u32 word = bit >> 6;
         __u64 *filter = krsid_watch_ino_filter.lookup(&word);
@@ -1255,17 +1288,16 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
                 break;
             }
         }
-        bpf_probe_read_kernel(&parent, sizeof(parent), &cur->d_parent);
-        if (parent == cur)
+        if (link.parent == cur)
             break;  /* the filesystem's root is its own parent */
-        cur = parent;
+        cur = link.parent;
     }
     if (!hit.id) {
-        const unsigned char *name = 0;
-        __u32 len = 0;
+        struct qstr qname = {};  /* len and name in one read */
         __u8 first = 0;
-        bpf_probe_read_kernel(&len, sizeof(len), &d->d_name.len);
-        bpf_probe_read_kernel(&name, sizeof(name), &d->d_name.name);
+        bpf_probe_read_kernel(&qname, sizeof(qname), &d->d_name);
+        const unsigned char *name = qname.name;
+        __u32 len = qname.len;
         bpf_probe_read_kernel(&first, sizeof(first), name);
         /* Without a branch but the map's NULL check: each one here is walked once per
          * way out of the loop above. A length past the map reads word 0 (no name is

@@ -22,7 +22,6 @@
 #if KRSID_KERNEL_HEADERS
 #include <linux/fs.h>
 #include <linux/dcache.h>
-#include <linux/fs_struct.h>
 #endif
 
 /* Option slots, see inode_mkdir.yaml. */
@@ -46,23 +45,11 @@ struct inode_mkdir_event {
     char name[INODE_MKDIR_NAME_LEN];
 };
 
-/* The calling task's umask (fs_struct), 0 if it cannot be read. */
-static __always_inline __u32 inode_mkdir_umask(void)
-{
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    struct fs_struct *fs = 0;
-    int umask = 0;
-    bpf_probe_read_kernel(&fs, sizeof(fs), &task->fs);
-    if (fs)
-        bpf_probe_read_kernel(&umask, sizeof(umask), &fs->umask);
-    return umask;
-}
-
 LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode)
 {
     KRSID_HOOK_PROLOGUE();
 
-    __u32 perm = mode & ~inode_mkdir_umask() & INODE_MKDIR_PERMISSION_BITS;
+    __u32 perm = mode & ~krsid_current_umask() & INODE_MKDIR_PERMISSION_BITS;
     /* path_prefix matches the new directory's parents (the dentry is negative). */
     struct krsid_policy_input in = {};
     in.field[INODE_MKDIR_POLICY_MODE] = perm;
@@ -82,6 +69,7 @@ LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode)
     e->watch = watch.id;
     e->watch_level = watch.level;
     e->mode = perm;
+    e->pad = 0;
     struct dentry *parent = 0;
     bpf_probe_read_kernel(&parent, sizeof(parent), &dentry->d_parent);
     if (parent)

@@ -474,6 +474,9 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     "inode_mkdir": HookMapping(
         (Target("file_activity", 1, ("file",), ("creation",), "mkdir", FILE, {"name": "name"}),)
     ),
+    "inode_mknod": HookMapping(
+        (Target("file_activity", 1, ("file",), ("creation",), "mknod", FILE, {"name": "name"}),)
+    ),
     "inode_setattr": HookMapping(
         (Target("file_activity", 6, ("file",), ("change",), "setattr", FILE, {"name": "file", "inode": "ino"}),)
     ),

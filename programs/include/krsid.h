@@ -41,6 +41,7 @@
 #include <linux/sched/signal.h>
 #include <linux/tty.h>
 #include <linux/mm_types.h>
+#include <linux/fs_struct.h>
 #endif
 
 #include <linux/version.h>
@@ -1340,6 +1341,21 @@ static __always_inline struct krsid_watch_hit krsid_watch_find_either(struct den
         *side = hit.id ? 2 : 0;
     }
     return hit;
+}
+
+/* The calling task's umask (its fs_struct), 0 if it cannot be read. The hooks that
+ * create inodes (inode_mkdir, inode_mknod) get the requested mode: the umask is
+ * applied before them only on filesystems without POSIX ACLs, after them on the
+ * others (tmpfs, ext4 by default). Applying it again is the same on the first kind. */
+static __always_inline __u32 krsid_current_umask(void)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct fs_struct *fs = 0;
+    int umask = 0;
+    bpf_probe_read_kernel(&fs, sizeof(fs), &task->fs);
+    if (fs)
+        bpf_probe_read_kernel(&umask, sizeof(umask), &fs->umask);
+    return umask;
 }
 
 /* The kernel's internal dev_t: MAJOR << 20 | MINOR (include/linux/kdev_t.h: macros, not in BTF). */

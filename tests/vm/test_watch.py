@@ -1,6 +1,7 @@
 """The file-integrity watch in a VM: writes, creation, renames, hard links, symlinks, new
-directories and deletion of watched files are reported with exact values (file_open,
-inode_rename, inode_link, inode_symlink, inode_mkdir, inode_unlink), and the evasions
+directories, special files and deletion of watched files are reported with exact
+values (file_open, inode_rename, inode_link, inode_symlink, inode_mkdir, inode_mknod,
+inode_unlink; inode_mknod also reports device nodes anywhere), and the evasions
 do not work: a hard link to a watched file, a bind mount of a watched directory, a
 file renamed into one, and a watched file replaced by a rename (a new inode, watched
 again after the daemon's next refresh).
@@ -422,3 +423,77 @@ def test_would_deny_then_deny_world_writable_directories_in_the_watched_director
     scrape = daemon.scrape()
     assert metric(scrape, "krsid_denied_total", hook="inode_mkdir", rule="mkdir-deny") == 1
     assert metric(scrape, "krsid_would_deny_total", hook="inode_mkdir", rule="mkdir-would_deny") == 1
+
+
+def test_device_nodes_and_special_files_in_watched_places_are_reported(
+    daemon: RunningDaemon, root: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """A block device node and a /dev/mem node made anywhere are reported with their
+    device numbers; the null node every container gets and a FIFO outside watched
+    places are not; a FIFO in a watched directory is."""
+    hook_enabled("inode_mknod")
+    outside = root / "outside"
+    disk, mem, null, fifo = (outside / unique(n) for n in ("sda", "mem", "null", "fifo"))
+    disk_maker, _ = run("sh", "-c", f"umask 022; exec mknod {disk} b 7 0")
+    mem_maker, _ = run("mknod", "-m", "0600", str(mem), "c", "1", "1")
+    null_maker, _ = run("mknod", str(null), "c", "1", "3")
+    fifo_maker, _ = run("mkfifo", str(fifo))
+    planted = root / "dir" / unique("job")
+    planter, _ = run("mkfifo", "-m", "0600", str(planted))
+
+    (o,) = events_of(daemon, "inode_mknod", disk_maker)
+    assert (o["kind"], o["rdev_major"], o["rdev_minor"], o["name"], o["dir"]) == ("BLK", 7, 0, disk.name, "outside")
+    assert (o["mode"], o["watch"], o["watch_level"], o["kernel_thread"]) == ("RUSR|WUSR|RGRP|ROTH", "", 0, False)
+    assert (o["action"], o["comm"]) == ("audit", "mknod")
+    st = outside.stat()
+    assert (o["dir_ino"], o["dev_major"], o["dev_minor"]) == (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
+    assert disk.is_block_device()
+    (o,) = events_of(daemon, "inode_mknod", mem_maker)
+    assert (o["kind"], o["rdev_major"], o["rdev_minor"], o["mode"]) == ("CHR", 1, 1, "RUSR|WUSR")
+    (o,) = events_of(daemon, "inode_mknod", planter)
+    assert (o["kind"], o["name"], o["watch"], o["watch_level"]) == ("FIFO", planted.name, str(root / "dir"), 1)
+    assert (o["rdev_major"], o["rdev_minor"]) == (0, 0)
+    # Same lane, in order: by now the null node's and the FIFO's events would have arrived.
+    assert daemon.events(lambda e: e["hook"] == "inode_mknod" and e["tgid"] in (null_maker, fifo_maker)) == []
+    assert null.is_char_device() and fifo.is_fifo()
+
+
+def test_would_deny_then_deny_block_device_nodes(
+    daemon: RunningDaemon, root: Path, policy: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    """A rule on the file type (fields.kind) where (path_prefix) the node is made."""
+    hook_enabled("inode_mknod")
+    outside = root / "outside"
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "name": f"mknod-{action}",
+            "hook": "inode_mknod",
+            "action": action,
+            "match": {"path_prefix": str(outside), "fields": {"kind": "BLK"}},
+        }
+
+    policy.apply(policy.with_rules(rule("would_deny")))
+    first = outside / unique("sda")
+    maker, _ = run("mknod", str(first), "b", "7", "1")
+    (o,) = events_of(daemon, "inode_mknod", maker)
+    assert (o["action"], o["rule"], o["verdict"], o["name"]) == ("would_deny", "mknod-would_deny", "0", first.name)
+    assert first.is_block_device()
+
+    policy.apply(policy.with_rules(rule("deny")))
+    second = outside / unique("sda")
+    denied, done = run("mknod", str(second), "b", "7", "1", ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    assert not second.exists()
+    (o,) = events_of(daemon, "inode_mknod", denied)
+    assert (o["action"], o["rule"], o["verdict"], o["kind"]) == ("deny", "mknod-deny", "-EPERM", "BLK")
+    # Another kind there, and a block node elsewhere: allowed, as the rule says.
+    fifo = outside / unique("fifo")
+    run("mkfifo", str(fifo))
+    assert fifo.is_fifo()
+    elsewhere = root / "dir" / unique("sda")
+    run("mknod", str(elsewhere), "b", "7", "1")
+    assert elsewhere.is_block_device()
+    scrape = daemon.scrape()
+    assert metric(scrape, "krsid_denied_total", hook="inode_mknod", rule="mknod-deny") == 1
+    assert metric(scrape, "krsid_would_deny_total", hook="inode_mknod", rule="mknod-would_deny") == 1

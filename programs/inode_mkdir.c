@@ -70,11 +70,7 @@ LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode)
     e->watch_level = watch.level;
     e->mode = perm;
     e->pad = 0;
-    struct dentry *parent = 0;
-    bpf_probe_read_kernel(&parent, sizeof(parent), &dentry->d_parent);
-    if (parent)
-        krsid_read_dentry_name(e->dir, sizeof(e->dir), parent);
-    krsid_read_dentry_name(e->name, sizeof(e->name), dentry);
+    krsid_read_names(e->dir, e->name, INODE_MKDIR_NAME_LEN, dentry);
 
     KRSID_SUBMIT_AND_RETURN(e, d);
 }

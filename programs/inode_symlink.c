@@ -61,11 +61,7 @@ LSM_PROBE(inode_symlink, struct inode *dir, struct dentry *dentry, const char *o
     krsid_inode_id(dir, &e->dir_ino, &e->dev_major, &e->dev_minor);
     e->watch = watch.id;
     e->watch_level = watch.level;
-    struct dentry *parent = 0;
-    bpf_probe_read_kernel(&parent, sizeof(parent), &dentry->d_parent);
-    if (parent)
-        krsid_read_dentry_name(e->dir, sizeof(e->dir), parent);
-    krsid_read_dentry_name(e->name, sizeof(e->name), dentry);
+    krsid_read_names(e->dir, e->name, INODE_SYMLINK_NAME_LEN, dentry);
     bpf_probe_read_kernel_str(e->target, sizeof(e->target), old_name);
 
     KRSID_SUBMIT_AND_RETURN(e, d);

@@ -1421,20 +1421,22 @@ static __always_inline struct krsid_inode_times krsid_inode_times(struct inode *
     return t;
 }
 
-/* Both names of a rename or link and their directories' names (the hooks have no path). */
+/* A dentry's name and its directory's name (the inode hooks have no path). */
+static __always_inline void krsid_read_names(char *dir, char *name, __u32 size, struct dentry *d)
+{
+    struct dentry *parent = 0;
+    bpf_probe_read_kernel(&parent, sizeof(parent), &d->d_parent);
+    if (parent)
+        krsid_read_dentry_name(dir, size, parent);
+    krsid_read_dentry_name(name, size, d);
+}
+
+/* Both names of a rename or link and their directories' names. */
 static __always_inline void krsid_read_two_names(char *old_dir, char *old_name, char *new_dir, char *new_name,
                                                  __u32 size, struct dentry *old_dentry, struct dentry *new_dentry)
 {
-    struct dentry *parent = 0;
-    bpf_probe_read_kernel(&parent, sizeof(parent), &old_dentry->d_parent);
-    if (parent)
-        krsid_read_dentry_name(old_dir, size, parent);
-    krsid_read_dentry_name(old_name, size, old_dentry);
-    parent = 0;
-    bpf_probe_read_kernel(&parent, sizeof(parent), &new_dentry->d_parent);
-    if (parent)
-        krsid_read_dentry_name(new_dir, size, parent);
-    krsid_read_dentry_name(new_name, size, new_dentry);
+    krsid_read_names(old_dir, old_name, size, old_dentry);
+    krsid_read_names(new_dir, new_name, size, new_dentry);
 }
 
 #endif /* KRSID_H */

@@ -17,8 +17,8 @@ and three filtered loops (bench/loops.c) run in each: a write open and a rename
 there and back of a file 4 directories deep on a tmpfs holding a watched directory
 (the walk runs up to that filesystem's root: 6 levels), and a write open of a file
 on a tmpfs holding no watched path (the walk is skipped by the device check: the
-floor). The saturated state is written and undone with `bpftool batch`; the daemon
-writes only the words it changes, so it leaves them alone.
+floor). Each state is written whole with `bpftool batch`; the daemon writes only
+the words it changes, so it leaves them alone.
 """
 
 from __future__ import annotations
@@ -127,10 +127,10 @@ def main(args: argparse.Namespace) -> None:
             samples: dict[tuple[str, str], list[float]] = {}
             with (tmp / "krsid.log").open("w") as log, krsid_running(config, tmp / "notify", stderr=log):
                 map_id = filter_map_id()
+                filters = {"pre-filter": as_written, "saturated": dict.fromkeys(range(words), (1 << 64) - 1)}
                 for round_no in range(1, args.rounds + 1):
                     for state in STATES:
-                        saturated = dict.fromkeys(range(words), (1 << 64) - 1)
-                        write_filter(map_id, as_written if state == "pre-filter" else saturated, words, tmp)
+                        write_filter(map_id, filters[state], words, tmp)
                         for loop in LOOPS:
                             for _ in range(args.repeat):
                                 runs0, ns0 = program_ns(port, loop.hook)
@@ -139,7 +139,6 @@ def main(args: argparse.Namespace) -> None:
                                 runs1, ns1 = program_ns(port, loop.hook)
                                 samples.setdefault((loop.title, state), []).append((ns1 - ns0) / max(runs1 - runs0, 1))
                         note(f"round {round_no} {state}: done")
-                write_filter(map_id, as_written, words, tmp)
     rows = []
     floor = statistics.median(samples[(LOOPS[2].title, "pre-filter")])
 

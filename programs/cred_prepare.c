@@ -60,7 +60,6 @@
 #define CRED_PREPARE_NR32_CLONE3 435
 #define CRED_PREPARE_X32_SYSCALL_BIT 0x40000000
 #define CRED_PREPARE_TS_COMPAT 0x0002      /* thread_info.status: an ia32 syscall is running */
-#define CRED_PREPARE_PF_KTHREAD 0x00200000 /* task_struct.flags */
 #define CRED_PREPARE_CLONE_NEWUSER 0x10000000ULL
 #define CRED_PREPARE_CSIGNAL 0xffULL       /* clone(): the low byte is the exit signal */
 
@@ -88,13 +87,11 @@ static __always_inline __u32 cred_prepare_userns_syscall(__u64 *clone_flags, __u
 {
 #if defined(__x86_64__)
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    unsigned int pflags = 0;
     __u32 status = 0;
     __u64 nr = 0, arg0 = 0;
     __u32 sys = 0;
 
-    bpf_probe_read_kernel(&pflags, sizeof(pflags), &task->flags);
-    if (pflags & CRED_PREPARE_PF_KTHREAD)
+    if (krsid_current_kthread())
         return 0;  /* prepare_kernel_cred() and friends: no user syscall */
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
     if (!regs)

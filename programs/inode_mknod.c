@@ -42,7 +42,6 @@
 #define INODE_MKNOD_IFBLK 0060000
 #define INODE_MKNOD_IFIFO 0010000
 #define INODE_MKNOD_PERMISSION_BITS 07777
-#define INODE_MKNOD_PF_KTHREAD 0x00200000 /* task_struct.flags */
 /* Character devices every runtime makes in a container's /dev: mem's null (3), zero
  * (5), full (7), random (8), urandom (9); tty (5:0) and ptmx (5:2). A bit per minor. */
 #define INODE_MKNOD_MEM_MAJOR 1
@@ -90,10 +89,7 @@ LSM_PROBE(inode_mknod, struct inode *dir, struct dentry *dentry, umode_t mode, d
     /* dev is the kernel's dev_t (MAJOR << 20 | MINOR), 0 for what is not a device. */
     __u32 rdev_major = (__u32)dev >> KRSID_MINORBITS;
     __u32 rdev_minor = (__u32)dev & ((1U << KRSID_MINORBITS) - 1);
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    unsigned int pflags = 0;
-    bpf_probe_read_kernel(&pflags, sizeof(pflags), &task->flags);
-    __u32 kthread = (pflags & INODE_MKNOD_PF_KTHREAD) != 0;
+    __u32 kthread = krsid_current_kthread();
 
     /* path_prefix matches the new node's directories (the dentry is negative). */
     struct krsid_policy_input in = {};

@@ -1343,6 +1343,18 @@ static __always_inline struct krsid_watch_hit krsid_watch_find_either(struct den
     return hit;
 }
 
+/* task_struct.flags: a kernel thread (no user process behind the call). */
+#define KRSID_PF_KTHREAD 0x00200000
+
+/* 1 when the calling task is a kernel thread (0 also when its flags cannot be read). */
+static __always_inline __u32 krsid_current_kthread(void)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    unsigned int pflags = 0;
+    bpf_probe_read_kernel(&pflags, sizeof(pflags), &task->flags);
+    return (pflags & KRSID_PF_KTHREAD) != 0;
+}
+
 /* The calling task's umask (its fs_struct), 0 if it cannot be read. The hooks that
  * create inodes (inode_mkdir, inode_mknod) get the requested mode: the umask is
  * applied before them only on filesystems without POSIX ACLs, after them on the

@@ -1,5 +1,5 @@
 /* Tight syscall loops for bench/run.py: prints nanoseconds per operation.
- * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|procmem|chmod|connect|exec|fork|unshare N [PATH]
+ * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|ioctl|procmem|chmod|connect|exec|fork|unshare N [PATH]
  * PATH: the file open opens / exec executes / chmod changes (default /etc/hostname, /bin/true).
  * Compiled by the benchmark itself (gcc -O2): Python's own overhead would hide the
  * per-call cost of the LSM programs. */
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,6 +41,9 @@ int main(int argc, char **argv)
     if (scratch)
         close(open(path, O_WRONLY | O_CREAT, 0600));
     void *page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int ioctl_fd = !strcmp(kind, "ioctl") ? open(path, O_RDONLY) : -1;
+    if (!strcmp(kind, "ioctl") && ioctl_fd < 0)
+        return 1;
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (!strcmp(kind, "unshare")) {
@@ -85,6 +89,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(kind, "rename")) {      /* there and back: inode_rename's watch walks, not watched */
             rename(path, moved);
             rename(moved, path);
+        } else if (!strcmp(kind, "ioctl")) {       /* FIONREAD on PATH: file_ioctl's command check, filtered */
+            int unread = 0;
+            ioctl(ioctl_fd, FIONREAD, &unread);
         } else if (!strcmp(kind, "procmem")) {     /* write-open of its own memory: emitted by file_open */
             close(open("/proc/self/mem", O_RDWR));
         } else if (!strcmp(kind, "chmod")) {       /* setuid bit on and off: inode_setattr */

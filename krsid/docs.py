@@ -119,7 +119,9 @@ def field_reference(catalog: Catalog) -> str:
                     if isinstance(o.default, tuple)
                     else (str(bool(o.default)).lower() if o.kind == "bool" else str(o.default))
                 )
-                out.append(f"| `hooks.{spec.name}.{o.name}` | {o.kind} | `{_cell(default)}` | {_cell(o.doc)} |")
+                # A fallback's options are set on the hook it stands in for.
+                key = f"hooks.{spec.fallback_for or spec.name}.{o.name}"
+                out.append(f"| `{key}` | {o.kind} | `{_cell(default)}` | {_cell(o.doc)} |")
         if spec.policy_fields:
             out += ["", "| policy field (`match.fields`) | values | meaning |", "|---|---|---|"]
             for pf in spec.policy_fields:

@@ -403,6 +403,11 @@ _USERNS = Target(
     {"name_text": "user namespace", "kind": "User Namespace"},
 )
 
+# inode_file_setattr and its fallback file_ioctl: chattr's flags are file attributes.
+_FILE_FLAGS = Target(
+    "file_activity", 6, ("file",), ("change",), "file-flags", FILE, {"name": "file", "inode": "ino"}
+)
+
 # --- the table --------------------------------------------------------------------
 
 HOOK_MAPPINGS: dict[str, HookMapping] = {
@@ -480,6 +485,8 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     "inode_setattr": HookMapping(
         (Target("file_activity", 6, ("file",), ("change",), "setattr", FILE, {"name": "file", "inode": "ino"}),)
     ),
+    "inode_file_setattr": HookMapping((_FILE_FLAGS,)),
+    "file_ioctl": HookMapping((_FILE_FLAGS,)),  # the fallback of inode_file_setattr: same events
     "inode_setxattr": HookMapping((SETXATTR_SECURITY, SETXATTR_OTHER), _setxattr),
     "inode_removexattr": HookMapping((REMOVEXATTR_SECURITY, REMOVEXATTR_OTHER), _removexattr),
     "mmap_file": HookMapping((MMAP_MODULE, MMAP_ANON, MMAP_FILE), _mmap),

@@ -1433,6 +1433,39 @@ static __always_inline struct krsid_inode_times krsid_inode_times(struct inode *
     return t;
 }
 
+/* A file's immutable (chattr +i) and append-only (+a) flags, for inode_file_setattr
+ * and its fallback file_ioctl. The flag words are the FS_*_FL of chattr and
+ * FS_IOC_SETFLAGS (include/uapi/linux/fs.h); the inode keeps the current state as
+ * S_IMMUTABLE/S_APPEND in i_flags (include/linux/fs.h). Macros in the kernel, not in
+ * BTF: own names, so the kernel headers' definitions never clash. */
+#define KRSID_FS_IMMUTABLE_FL 0x10
+#define KRSID_FS_APPEND_FL 0x20
+#define KRSID_S_APPEND 0x4
+#define KRSID_S_IMMUTABLE 0x8
+/* What a call does to one of the two flags (the events' immutable/append_only enums). */
+#define KRSID_FLAG_UNCHANGED 0
+#define KRSID_FLAG_ADDED 1
+#define KRSID_FLAG_REMOVED 2
+
+/* The inode's current immutable/append-only state, as FS_*_FL bits; 0 for NULL. */
+static __always_inline __u32 krsid_file_attr_flags_now(struct inode *inode)
+{
+    __u32 i_flags = 0;
+    if (inode)
+        bpf_probe_read_kernel(&i_flags, sizeof(i_flags), &inode->i_flags);
+    /* S_IMMUTABLE 0x8 -> FS_IMMUTABLE_FL 0x10, S_APPEND 0x4 -> FS_APPEND_FL 0x20:
+     * shifts, no branches (the result feeds policy fields, see krsid_decide). */
+    return ((i_flags & KRSID_S_IMMUTABLE) << 1) | ((i_flags & KRSID_S_APPEND) << 3);
+}
+
+/* KRSID_FLAG_* for one flag bit going from old to new, without branches (the result
+ * is a policy field: see krsid_decide). */
+static __always_inline __u32 krsid_flag_change(__u32 old_flags, __u32 new_flags, __u32 bit)
+{
+    __u32 was = (old_flags / bit) & 1, is = (new_flags / bit) & 1;  /* bit: a power of 2 */
+    return (was ^ is) * (KRSID_FLAG_ADDED + was);
+}
+
 /* A dentry's name and its directory's name (the inode hooks have no path). */
 static __always_inline void krsid_read_names(char *dir, char *name, __u32 size, struct dentry *d)
 {

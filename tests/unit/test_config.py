@@ -18,7 +18,7 @@ def test_shipped_config_is_valid() -> None:
     assert {h.name for h in c.enabled_hooks} == set(c.catalog.configurable) - noisy
     # every hook is listed, noisy ones off; fallback programs are not hooks of their own
     assert {h.name for h in c.hooks} == set(c.catalog.configurable)
-    assert set(c.catalog.hooks) - set(c.catalog.configurable) == {"cred_prepare"}
+    assert set(c.catalog.hooks) - set(c.catalog.configurable) == {"cred_prepare", "file_ioctl"}
     assert noisy == {"mmap_file", "socket_connect"}
     assert dict(next(h for h in c.hooks if h.name == "file_mprotect").options) == {"exec_only": 1}
     assert (c.prometheus.host, c.prometheus.port) == ("127.0.0.1", 9477)

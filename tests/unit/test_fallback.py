@@ -1,4 +1,5 @@
-"""Fallback programs: cred_prepare stands in for userns_create where the kernel lacks it.
+"""Fallback programs: cred_prepare stands in for userns_create where the kernel lacks it,
+file_ioctl for inode_file_setattr (before 6.17).
 
 The kernels at hand all have userns_create, so the selection is tested here with
 injected hook lists (what kernel_hooks() reads from BTF), and the VM test forces the
@@ -154,6 +155,32 @@ def test_userns_create_rules_and_limits_go_to_the_fallback(tmp_path: Path, caplo
     assert not warnings(caplog)  # the rule's hook is served: no "does nothing" warning
     assert d._hook_limits(cfg) == {"cred_prepare": (7, 9)}
     assert d._hook_options(cfg) == {"cred_prepare": {}}
+
+
+def test_file_ioctl_stands_in_for_inode_file_setattr_with_its_fields_options_and_rules(tmp_path: Path) -> None:
+    fallback = CATALOG.fallback_of("inode_file_setattr")
+    assert fallback is not None and fallback.name == "file_ioctl"
+    assert "file_ioctl" not in CATALOG.configurable
+    primary = {f.name: f.kind for f in CATALOG["inode_file_setattr"].fields if f.kind != "hidden"}
+    fb = {f.name: f.kind for f in CATALOG["file_ioctl"].fields}
+    assert {k: fb.get(k) for k in primary} == primary and fb["cmd"] == "enum"
+    new_kernel = {"inode_file_setattr": 2, "file_ioctl": 3}
+    cfg = config(
+        "  inode_file_setattr: {all: true}\n",
+        "policy:\n  rules:\n    - name: no-plus-i\n      hook: inode_file_setattr\n      action: deny\n"
+        "      match: {fields: {immutable: ADDED}}\n",
+    )
+    assert selected(cfg, {"file_ioctl": 3}) == {"inode_file_setattr": "file_ioctl"}
+    assert selected(cfg, new_kernel) == {"inode_file_setattr": "inode_file_setattr"}
+    d = Daemon(cfg, sinks=[], available_hooks=lambda: {"file_ioctl": 3})
+    selection = select_hooks(cfg, {"file_ioctl": 3})
+    programs = FakePrograms(list(selection.values()))
+    d.programs = programs  # type: ignore[assignment]
+    d.serves = {spec.name: hook for hook, spec in selection.items()}
+    d._apply_policy(cfg.policy)
+    (rule,) = programs.policy["file_ioctl"]
+    assert rule.values["action"] == 3 and d.policy.rule_name("file_ioctl", 1) == "no-plus-i"
+    assert d._hook_options(cfg) == {"file_ioctl": {"all": True}}
 
 
 def test_reload_refuses_a_fallback_change(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ pytestmark = pytest.mark.vm
 
 NSPAWN_DIR = Path(__file__).parent / "nspawn"
 HEADERS_DROPIN = NSPAWN_DIR / "kernel-headers.conf"
-HOOKS = ("bprm_check_security", "file_mprotect")
+HOOKS = ("bprm_check_security", "file_mprotect", "inode_mkdir")
 EXEC_MESSAGE_ID = message_id("bprm_check_security")
 # The unit's CapabilityBoundingSet/AmbientCapabilities: DAC_READ_SEARCH, SYS_ADMIN,
 # SYS_RESOURCE, PERFMON, BPF.
@@ -107,7 +107,18 @@ POLICY_RULES = [
         "action": "deny",
         "match": {"exe": HOME_SHELL},
     },
+    # A policy field of a newer hook, below a directory of /home: world-writable
+    # directories made there (mode after the umask) are denied.
+    {
+        "name": "deny-world-writable-dir-in-home-probe",
+        "hook": "inode_mkdir",
+        "action": "deny",
+        "match": {"path_prefix": HOME_PROBE_DIR, "fields": {"mode": {"any": ["WOTH"]}}},
+    },
 ]
+# The file-integrity watch under the unit: a directory under /root, which the unit
+# shows read-only (ProtectHome=read-only); hidden, the watch would never match.
+WATCHED_DIR = "/root/.ssh"
 EACCES_EXIT = 126  # what sh returns when an exec it runs fails with EPERM/EACCES
 
 
@@ -184,8 +195,13 @@ def stage_install(stage: Path, headers: str, port: int) -> None:
         yaml.safe_dump(
             {
                 "headers": headers,
-                "hooks": {"bprm_check_security": {}, "file_mprotect": {"exec_only": True}},
+                "hooks": {
+                    "bprm_check_security": {},
+                    "file_mprotect": {"exec_only": True},
+                    "inode_mkdir": {},
+                },
                 "policy": {"rules": POLICY_RULES},
+                "watch": {"paths": [WATCHED_DIR], "names": []},
                 "sinks": {
                     "journald": {"enabled": True},
                     "jsonl": {"enabled": False},
@@ -303,8 +319,9 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
             )
         )
 
-        # The exe rule names a file under /home: it must exist when krsid loads the rules.
-        for argv in (("mkdir", "-p", HOME_PROBE_DIR), ("cp", "/bin/sh", HOME_SHELL)):
+        # The exe rule names a file under /home: it must exist when krsid loads the rules
+        # (and the watched directory, or krsid looks it up again every second).
+        for argv in (("mkdir", "-p", HOME_PROBE_DIR, WATCHED_DIR), ("cp", "/bin/sh", HOME_SHELL)):
             made = c.run(*argv)
             assert made.returncode == 0, made.stderr
         t2 = time.monotonic()
@@ -351,7 +368,7 @@ def test_unit_reaches_ready_with_every_hook_attached(started: Container) -> None
     assert sorted(Path(p).name for p in s["DropInPaths"].split()) == sorted(c.dropins)
 
     log = c.unit_log()
-    ready = re.search(r"krsid: INFO: ready in ([0-9.]+)s: attached 2/2 hooks", log)
+    ready = re.search(rf"krsid: INFO: ready in ([0-9.]+)s: attached {len(HOOKS)}/{len(HOOKS)} hooks", log)
     assert ready, log
     for hook in HOOKS:
         assert f"hook {hook}: attached" in log, log
@@ -480,14 +497,19 @@ def test_exec_in_the_container_is_an_audit_event_in_its_journal(started: Contain
     assert f"KRSID_FILENAME={path}: The path as passed to execve" in explained, explained
 
 
-def _denial_in_journal(c: Container, rule: str, filename: str) -> dict[str, Any]:
+def _events_in_journal(c: Container, *matches: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        found = c.journal("KRSID_HOOK=bprm_check_security", f"KRSID_RULE={rule}", f"KRSID_FILENAME={filename}")
+        found = c.journal(*matches)
         if found:
-            return found[0]
+            return found
         time.sleep(1)
-    raise AssertionError(f"no deny event of rule {rule} for {filename}:\n{c.unit_log()}")
+    raise AssertionError(f"no event {matches}:\n{c.unit_log()}")
+
+
+def _denial_in_journal(c: Container, rule: str, filename: str) -> dict[str, Any]:
+    matches = ("KRSID_HOOK=bprm_check_security", f"KRSID_RULE={rule}", f"KRSID_FILENAME={filename}")
+    return _events_in_journal(c, *matches)[0]
 
 
 def test_path_prefix_tmp_rule_denies_a_host_process_exec_from_tmp(started: Container) -> None:
@@ -524,13 +546,49 @@ def test_exe_rule_under_home_denies_what_that_binary_runs(started: Container) ->
     assert (e["KRSID_ACTION"], e["KRSID_VERDICT"]) == ("deny", "-EPERM"), e
 
 
+def test_field_rule_of_a_newer_hook_denies_below_home(started: Container) -> None:
+    """inode_mkdir's mode field and a path_prefix under /home (read-only for the unit):
+    a world-writable directory is denied there, a private one is not."""
+    c = started
+    name = f"drop-{uuid.uuid4().hex[:8]}"
+    denied = c.run("/bin/sh", "-c", f"umask 000; mkdir {HOME_PROBE_DIR}/{name}")
+    allowed = c.run("/bin/sh", "-c", f"umask 022; mkdir {HOME_PROBE_DIR}/{name}-ok")
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr, (denied.stderr, c.unit_log())
+    assert allowed.returncode == 0, allowed.stderr
+    (e,) = _events_in_journal(c, "KRSID_HOOK=inode_mkdir", "KRSID_RULE=deny-world-writable-dir-in-home-probe")
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_NAME"], e["KRSID_DIR"]) == (
+        "deny",
+        "-EPERM",
+        name,
+        Path(HOME_PROBE_DIR).name,
+    ), e
+    assert e["KRSID_MODE"] == "RUSR|WUSR|XUSR|RGRP|WGRP|XGRP|ROTH|WOTH|XOTH", e
+
+
+def test_watch_under_root_reports_what_is_made_there(started: Container) -> None:
+    """The watch resolves /root/.ssh in the unit's own mount namespace (inode_mkdir
+    reports directories made in a watched directory; file_open, inode_rename and the
+    others look the watch up the same way)."""
+    c = started
+    name = f"keys-{uuid.uuid4().hex[:8]}"
+    p = c.run("mkdir", f"{WATCHED_DIR}/{name}")
+    assert p.returncode == 0, p.stderr
+    (e,) = _events_in_journal(c, "KRSID_HOOK=inode_mkdir", f"KRSID_NAME={name}")
+    assert (e["KRSID_ACTION"], e["KRSID_WATCH"], e["KRSID_WATCH_LEVEL"], e["KRSID_DIR"]) == (
+        "audit",
+        WATCHED_DIR,
+        "1",
+        ".ssh",
+    ), e
+
+
 def test_systemctl_reload_keeps_the_unit_and_its_rules(started: Container) -> None:
     c = started
     before = c.show("krsid", "MainPID", "NRestarts")
     p = c.run("systemctl", "reload", "krsid", timeout=120)
     assert p.returncode == 0, p.stderr + c.unit_log()
     deadline = time.monotonic() + 60
-    while "reloaded /etc/krsid/krsid.yaml: 2 policy rule(s) active" not in c.unit_log():
+    while f"reloaded /etc/krsid/krsid.yaml: {len(POLICY_RULES)} policy rule(s) active" not in c.unit_log():
         assert time.monotonic() < deadline, c.unit_log()
         time.sleep(1)
     after = c.show("krsid", "MainPID", "NRestarts", "ActiveState")

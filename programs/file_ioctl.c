@@ -103,17 +103,16 @@ LSM_PROBE(file_ioctl, struct file *file, unsigned int cmd, unsigned long arg)
 
     struct inode *inode = file->f_inode;
     struct dentry *dentry = file->f_path.dentry;
-    __u32 old_flags = krsid_file_attr_flags_now(inode);
-    __u32 immutable = krsid_flag_change(old_flags, new_flags, KRSID_FS_IMMUTABLE_FL);
-    __u32 append_only = krsid_flag_change(old_flags, new_flags, KRSID_FS_APPEND_FL);
+    struct krsid_file_attr_change change = krsid_file_attr_change(inode, new_flags);
 
     struct krsid_policy_input in = {};
-    in.field[FILE_IOCTL_POLICY_IMMUTABLE] = immutable;
-    in.field[FILE_IOCTL_POLICY_APPEND_ONLY] = append_only;
+    in.field[FILE_IOCTL_POLICY_IMMUTABLE] = change.immutable;
+    in.field[FILE_IOCTL_POLICY_APPEND_ONLY] = change.append_only;
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
-    if (!d.rule && !immutable && !append_only && !krsid_option(KRSID_HOOK_ID, FILE_IOCTL_OPT_ALL))
+    if (!d.rule && !change.immutable && !change.append_only &&
+        !krsid_option(KRSID_HOOK_ID, FILE_IOCTL_OPT_ALL))
         KRSID_RETURN_FILTERED();
 
     struct file_ioctl_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_ioctl_event), d.action);
@@ -122,8 +121,8 @@ LSM_PROBE(file_ioctl, struct file *file, unsigned int cmd, unsigned long arg)
 
     krsid_inode_id(inode, &e->ino, &e->dev_major, &e->dev_minor);
     e->flags = new_flags;
-    e->immutable = immutable;
-    e->append_only = append_only;
+    e->immutable = change.immutable;
+    e->append_only = change.append_only;
     e->cmd = is_setflags * FILE_IOCTL_CMD_SETFLAGS + is_fssetxattr * FILE_IOCTL_CMD_FSSETXATTR;
     krsid_read_names(e->dir, e->file, FILE_IOCTL_NAME_LEN, dentry);
 

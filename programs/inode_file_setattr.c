@@ -57,17 +57,16 @@ LSM_PROBE(inode_file_setattr, struct dentry *dentry, struct file_kattr *fa)
     bpf_probe_read_kernel(&new_flags, sizeof(new_flags), &fa->flags);
     struct inode *inode = 0;
     bpf_probe_read_kernel(&inode, sizeof(inode), &dentry->d_inode);
-    __u32 old_flags = krsid_file_attr_flags_now(inode);
-    __u32 immutable = krsid_flag_change(old_flags, new_flags, KRSID_FS_IMMUTABLE_FL);
-    __u32 append_only = krsid_flag_change(old_flags, new_flags, KRSID_FS_APPEND_FL);
+    struct krsid_file_attr_change change = krsid_file_attr_change(inode, new_flags);
 
     struct krsid_policy_input in = {};
-    in.field[INODE_FILE_SETATTR_POLICY_IMMUTABLE] = immutable;
-    in.field[INODE_FILE_SETATTR_POLICY_APPEND_ONLY] = append_only;
+    in.field[INODE_FILE_SETATTR_POLICY_IMMUTABLE] = change.immutable;
+    in.field[INODE_FILE_SETATTR_POLICY_APPEND_ONLY] = change.append_only;
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
-    if (!d.rule && !immutable && !append_only && !krsid_option(KRSID_HOOK_ID, INODE_FILE_SETATTR_OPT_ALL))
+    if (!d.rule && !change.immutable && !change.append_only &&
+        !krsid_option(KRSID_HOOK_ID, INODE_FILE_SETATTR_OPT_ALL))
         KRSID_RETURN_FILTERED();
 
     struct inode_file_setattr_event *e =
@@ -77,8 +76,8 @@ LSM_PROBE(inode_file_setattr, struct dentry *dentry, struct file_kattr *fa)
 
     krsid_inode_id(inode, &e->ino, &e->dev_major, &e->dev_minor);
     e->flags = new_flags;
-    e->immutable = immutable;
-    e->append_only = append_only;
+    e->immutable = change.immutable;
+    e->append_only = change.append_only;
     e->pad = 0;
     krsid_read_names(e->dir, e->file, INODE_FILE_SETATTR_NAME_LEN, dentry);
 

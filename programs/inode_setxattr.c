@@ -10,8 +10,10 @@
  * counted as filtered in the kernel: the name's first 8 bytes decide, no string is
  * copied for a dropped call. overlayfs' own trusted.overlay.* attributes, which the
  * kernel sets on every copy-up in a container's writable layer, are dropped too
- * unless the option overlayfs is on. POSIX ACLs (system.posix_acl_*) no longer come
- * here since 6.2 (they have their own hook, inode_set_acl).
+ * unless the option overlayfs is on. POSIX ACLs (system.posix_acl_access and
+ * _default) are emitted too: they come here only before 6.2, from when they have
+ * their own hook (inode_set_acl, which reads their entries); here only the name and
+ * size are known.
  *
  * The hook has no path (bpf_d_path is not allowed on it): the event carries the
  * file's name, its parent directory's name and (device, inode), and rules can still
@@ -63,9 +65,10 @@ struct inode_setxattr_event {
 };
 
 /* The namespace of an xattr name from its first 24 bytes (NUL-padded), whether it
- * is exactly security.capability and whether it is overlayfs' own (trusted.overlay.*);
- * without branches (see krsid_decide). */
-static __always_inline __u32 inode_setxattr_namespace(const __u64 *w, __u64 *is_capability, __u64 *is_overlay)
+ * is exactly security.capability, whether it is overlayfs' own (trusted.overlay.*) and
+ * whether it is a POSIX ACL (system.posix_acl_*); without branches (see krsid_decide). */
+static __always_inline __u32 inode_setxattr_namespace(const __u64 *w, __u64 *is_capability, __u64 *is_overlay,
+                                                      __u64 *is_acl)
 {
     __u64 sec = (krsid_nonzero(w[0] ^ INODE_SETXATTR_W('s', 'e', 'c', 'u', 'r', 'i', 't', 'y')) |
                  krsid_nonzero((w[1] & 0xff) ^ '.')) ^ 1;
@@ -74,6 +77,9 @@ static __always_inline __u32 inode_setxattr_namespace(const __u64 *w, __u64 *is_
     __u64 system =
         krsid_nonzero((w[0] & 0xffffffffffffffULL) ^ INODE_SETXATTR_W('s', 'y', 's', 't', 'e', 'm', '.', 0)) ^ 1;
     *is_overlay = trusted & (krsid_nonzero(w[1] ^ INODE_SETXATTR_W('o', 'v', 'e', 'r', 'l', 'a', 'y', '.')) ^ 1);
+    *is_acl = (krsid_nonzero(w[0] ^ INODE_SETXATTR_W('s', 'y', 's', 't', 'e', 'm', '.', 'p')) |
+               krsid_nonzero(w[1] ^ INODE_SETXATTR_W('o', 's', 'i', 'x', '_', 'a', 'c', 'l')) |
+               krsid_nonzero((w[2] & 0xff) ^ '_')) ^ 1;
     *is_capability = sec & (krsid_nonzero(w[1] ^ INODE_SETXATTR_W('.', 'c', 'a', 'p', 'a', 'b', 'i', 'l')) ^ 1) &
                      (krsid_nonzero(w[2] ^ INODE_SETXATTR_W('i', 't', 'y', 0, 0, 0, 0, 0)) ^ 1);
     return sec * INODE_SETXATTR_NS_SECURITY + trusted * INODE_SETXATTR_NS_TRUSTED + user * INODE_SETXATTR_NS_USER +
@@ -91,8 +97,8 @@ LSM_PROBE(inode_setxattr, const void *idmap, struct dentry *dentry, const char *
 
     __u64 head[3] = {};
     bpf_probe_read_kernel_str(head, sizeof(head), name);
-    __u64 is_capability = 0, is_overlay = 0;
-    __u32 ns = inode_setxattr_namespace(head, &is_capability, &is_overlay);
+    __u64 is_capability = 0, is_overlay = 0, is_acl = 0;
+    __u32 ns = inode_setxattr_namespace(head, &is_capability, &is_overlay, &is_acl);
 
     struct krsid_policy_input in = {};
     in.field[INODE_SETXATTR_POLICY_NAMESPACE] = ns;
@@ -100,7 +106,7 @@ LSM_PROBE(inode_setxattr, const void *idmap, struct dentry *dentry, const char *
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
-    if (!d.rule && ns != INODE_SETXATTR_NS_SECURITY && ns != INODE_SETXATTR_NS_TRUSTED &&
+    if (!d.rule && ns != INODE_SETXATTR_NS_SECURITY && ns != INODE_SETXATTR_NS_TRUSTED && !is_acl &&
         krsid_option(KRSID_HOOK_ID, INODE_SETXATTR_OPT_SECURITY_TRUSTED_ONLY))
         KRSID_RETURN_FILTERED();
     if (!d.rule && is_overlay && !krsid_option(KRSID_HOOK_ID, INODE_SETXATTR_OPT_OVERLAYFS))

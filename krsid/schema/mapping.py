@@ -487,6 +487,9 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     ),
     "inode_file_setattr": HookMapping((_FILE_FLAGS,)),
     "file_ioctl": HookMapping((_FILE_FLAGS,)),  # the fallback of inode_file_setattr: same events
+    "inode_set_acl": HookMapping(
+        (Target("file_activity", 7, ("file",), ("change",), "acl-set", FILE, {"name": "file", "inode": "ino"}),)
+    ),
     "inode_setxattr": HookMapping((SETXATTR_SECURITY, SETXATTR_OTHER), _setxattr),
     "inode_removexattr": HookMapping((REMOVEXATTR_SECURITY, REMOVEXATTR_OTHER), _removexattr),
     "mmap_file": HookMapping((MMAP_MODULE, MMAP_ANON, MMAP_FILE), _mmap),

@@ -1447,23 +1447,25 @@ static __always_inline struct krsid_inode_times krsid_inode_times(struct inode *
 #define KRSID_FLAG_ADDED 1
 #define KRSID_FLAG_REMOVED 2
 
-/* The inode's current immutable/append-only state, as FS_*_FL bits; 0 for NULL. */
-static __always_inline __u32 krsid_file_attr_flags_now(struct inode *inode)
+/* What a call setting the flag word new_flags does to a file's immutable and
+ * append-only flags (KRSID_FLAG_*), the current state read from its inode (NULL:
+ * neither set). Without branches: the results are policy fields (see krsid_decide). */
+struct krsid_file_attr_change {
+    __u32 immutable;
+    __u32 append_only;
+};
+static __always_inline struct krsid_file_attr_change krsid_file_attr_change(struct inode *inode, __u32 new_flags)
 {
     __u32 i_flags = 0;
     if (inode)
         bpf_probe_read_kernel(&i_flags, sizeof(i_flags), &inode->i_flags);
-    /* S_IMMUTABLE 0x8 -> FS_IMMUTABLE_FL 0x10, S_APPEND 0x4 -> FS_APPEND_FL 0x20:
-     * shifts, no branches (the result feeds policy fields, see krsid_decide). */
-    return ((i_flags & KRSID_S_IMMUTABLE) << 1) | ((i_flags & KRSID_S_APPEND) << 3);
-}
-
-/* KRSID_FLAG_* for one flag bit going from old to new, without branches (the result
- * is a policy field: see krsid_decide). */
-static __always_inline __u32 krsid_flag_change(__u32 old_flags, __u32 new_flags, __u32 bit)
-{
-    __u32 was = (old_flags / bit) & 1, is = (new_flags / bit) & 1;  /* bit: a power of 2 */
-    return (was ^ is) * (KRSID_FLAG_ADDED + was);
+    __u32 was_immutable = (i_flags / KRSID_S_IMMUTABLE) & 1, was_append = (i_flags / KRSID_S_APPEND) & 1;
+    __u32 is_immutable = (new_flags / KRSID_FS_IMMUTABLE_FL) & 1, is_append = (new_flags / KRSID_FS_APPEND_FL) & 1;
+    struct krsid_file_attr_change c = {
+        .immutable = (was_immutable ^ is_immutable) * (KRSID_FLAG_ADDED + was_immutable),
+        .append_only = (was_append ^ is_append) * (KRSID_FLAG_ADDED + was_append),
+    };
+    return c;
 }
 
 /* A dentry's name and its directory's name (the inode hooks have no path). */

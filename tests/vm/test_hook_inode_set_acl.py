@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.journald import Journal
 from tests.support.metrics import metric
@@ -78,6 +80,28 @@ def test_an_acl_granting_write_is_reported_with_its_entries_and_a_read_only_one_
     (e,) = journal.wait_for(lambda e: True, f"KRSID_HOOK={HOOK}", f"KRSID_TGID={loud['pid']}")
     assert e["MESSAGE_ID"] == message_id(HOOK) and e["PRIORITY"] == "4"
     assert (e["KRSID_NAMED_PERMS"], e["KRSID_FIRST_NAMED_ID"]) == ("WRITE|READ", str(PROBE_UID)), e
+
+
+def test_any_acl_on_a_watched_file_is_reported(daemon: RunningDaemon) -> None:
+    """Read access is enough to steal /etc/shadow: on a watched file every ACL counts."""
+    if not has_the_hook(daemon):
+        pytest.skip(f"this kernel has no {HOOK} (before 6.2)")
+    watched_dir = Path(yaml.safe_load(daemon.config.read_text())["watch"]["paths"][-2])
+    assert watched_dir.name == "dir", watched_dir  # the session's watched directory (conftest)
+    f = watched_dir / f"acl-{uuid.uuid4().hex[:10]}"
+    f.write_text("secret\n")
+    try:
+        w = set_acl(f, f"g{PROBE_UID}={R}")
+        assert w["errno"] == 0, w
+        (o,) = daemon.wait_events(lambda o: o["hook"] == HOOK and o["tgid"] == w["pid"])
+    finally:
+        f.unlink()
+    assert (o["watch"], o["watch_level"], o["named_perms"], o["first_named"]) == (
+        str(watched_dir),
+        1,
+        "READ",
+        "GROUP",
+    ), o
 
 
 def test_would_deny_then_deny_write_grants_below_a_directory(

@@ -70,7 +70,8 @@ test-host: deps
 # a 2-core machine): the whole VM suite on the default kernel (Debian's 6.12) with its
 # kernel headers, and beside it the kernel matrix, every Debian kernel series with
 # BTF-generated headers (5.10 is refused at start, as documented). The default kernel's
-# BTF run also installs the .deb built here (tests/vm/test_deb_package.py, KRSID_DEB)
+# BTF run (only test_matrix.py of the selection: the whole suite covers the rest) installs
+# the .deb built here (tests/vm/test_deb_package.py, KRSID_DEB)
 # and floods with the bulk lane at its minimum. Prints each run's output, result and
 # time; results in build/matrix/, the README's kernel table from them:
 # tests/vm/matrix_table.py.

@@ -237,6 +237,16 @@ def tmpfs_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
+def policy(daemon: RunningDaemon) -> Iterator[Any]:
+    """A Reloader of the session daemon (tests/vm/test_policy.py): rules applied by hot
+    reload, the session's config restored at the end of the test."""
+    from tests.vm.test_policy import Reloader  # it imports this module: not at the top
+
+    with Reloader(daemon) as r:
+        yield r
+
+
+@pytest.fixture
 def hook_enabled(daemon: RunningDaemon) -> Callable[[str], None]:
     """Call with a hook name at the start of a test: skips (with the reason) when the
     session runs without that hook, fails when the hook should be but is not attached."""

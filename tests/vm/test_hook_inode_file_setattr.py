@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,6 @@ def served(daemon: RunningDaemon) -> str:
     attached = [p for p in (HOOK, FALLBACK) if p in daemon.attached]
     assert len(attached) == 1, (daemon.attached, daemon.log.read_text())
     return attached[0]
-
-
-@pytest.fixture
-def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
-    with Reloader(daemon) as r:
-        yield r
 
 
 def target_file(tmpfs_dir: Path, name: str) -> Path:

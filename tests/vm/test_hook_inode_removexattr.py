@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,6 @@ from tests.vm.test_policy import Reloader
 
 pytestmark = pytest.mark.vm
 MESSAGE_ID = message_id("inode_removexattr")
-
-
-@pytest.fixture
-def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
-    with Reloader(daemon) as r:
-        yield r
 
 
 def capped_file(tmpfs_dir: Path, name: str) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.vm
 HOOK = "inode_set_acl"
 PROBE_UID = 4242
 RW, R = 6, 4
-
-
-@pytest.fixture
-def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
-    with Reloader(daemon) as r:
-        yield r
 
 
 def target_file(tmpfs_dir: Path, name: str) -> Path:

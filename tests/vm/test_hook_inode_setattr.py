@@ -8,7 +8,7 @@ from __future__ import annotations
 import calendar
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,6 @@ def assert_identity(o: dict[str, Any], path: Path) -> None:
     st = path.stat()
     assert (o["file"], o["dir"], o["ino"]) == (path.name, path.parent.name, st.st_ino)
     assert (o["dev_major"], o["dev_minor"]) == (os.major(st.st_dev), os.minor(st.st_dev))
-
-
-@pytest.fixture
-def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
-    with Reloader(daemon) as r:
-        yield r
 
 
 def test_chmod_setuid_is_reported_with_old_and_new_mode(

@@ -11,7 +11,7 @@ import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,6 @@ def assert_identity(o: dict[str, Any], path: Path) -> None:
     st = path.stat()
     assert (o["file"], o["dir"], o["ino"]) == (path.name, path.parent.name, st.st_ino)
     assert (o["dev_major"], o["dev_minor"]) == (os.major(st.st_dev), os.minor(st.st_dev))
-
-
-@pytest.fixture
-def policy(daemon: RunningDaemon) -> Iterator[Reloader]:
-    with Reloader(daemon) as r:
-        yield r
 
 
 def test_setcap_is_reported_with_name_size_and_file(

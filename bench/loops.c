@@ -41,8 +41,8 @@ int main(int argc, char **argv)
     if (scratch)
         close(open(path, O_WRONLY | O_CREAT, 0600));
     void *page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int ioctl_fd = !strcmp(kind, "ioctl") ? open(path, O_RDONLY) : -1;
-    if (!strcmp(kind, "ioctl") && ioctl_fd < 0)
+    int ioctl_fd = -1;
+    if (!strcmp(kind, "ioctl") && (ioctl_fd = open(path, O_RDONLY)) < 0)
         return 1;
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -1446,6 +1446,8 @@ static __always_inline struct krsid_inode_times krsid_inode_times(struct inode *
 #define KRSID_FLAG_UNCHANGED 0
 #define KRSID_FLAG_ADDED 1
 #define KRSID_FLAG_REMOVED 2
+_Static_assert(KRSID_FLAG_UNCHANGED == 0 && KRSID_FLAG_REMOVED == KRSID_FLAG_ADDED + 1,
+               "krsid_file_attr_change computes the values as (changed) * (ADDED + was set)");
 
 /* What a call setting the flag word new_flags does to a file's immutable and
  * append-only flags (KRSID_FLAG_*), the current state read from its inode (NULL:

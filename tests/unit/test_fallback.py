@@ -135,9 +135,11 @@ class FakePrograms:
         self.watch = resolved
 
 
-def fallback_daemon(cfg: Config, tmp_path: Path) -> tuple[Daemon, FakePrograms]:
-    d = Daemon(cfg, sinks=[], available_hooks=lambda: OLD_KERNEL)
-    selection = select_hooks(cfg, OLD_KERNEL)
+def fallback_daemon(
+    cfg: Config, tmp_path: Path, available: Mapping[str, int] = OLD_KERNEL
+) -> tuple[Daemon, FakePrograms]:
+    d = Daemon(cfg, sinks=[], available_hooks=lambda: available)
+    selection = select_hooks(cfg, available)
     programs = FakePrograms(list(selection.values()))
     d.programs = programs  # type: ignore[assignment]
     d.serves = {spec.name: hook for hook, spec in selection.items()}
@@ -172,11 +174,7 @@ def test_file_ioctl_stands_in_for_inode_file_setattr_with_its_fields_options_and
     )
     assert selected(cfg, {"file_ioctl": 3}) == {"inode_file_setattr": "file_ioctl"}
     assert selected(cfg, new_kernel) == {"inode_file_setattr": "inode_file_setattr"}
-    d = Daemon(cfg, sinks=[], available_hooks=lambda: {"file_ioctl": 3})
-    selection = select_hooks(cfg, {"file_ioctl": 3})
-    programs = FakePrograms(list(selection.values()))
-    d.programs = programs  # type: ignore[assignment]
-    d.serves = {spec.name: hook for hook, spec in selection.items()}
+    d, programs = fallback_daemon(cfg, tmp_path, {"file_ioctl": 3})
     d._apply_policy(cfg.policy)
     (rule,) = programs.policy["file_ioctl"]
     assert rule.values["action"] == 3 and d.policy.rule_name("file_ioctl", 1) == "no-plus-i"

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,18 @@ def session_hooks() -> list[str]:
     if not wanted:
         return sorted(configurable)
     return sorted(h for h in wanted if h in configurable)  # the daemon attaches (and reports) hooks sorted
+
+
+def serving_program(hook: str, available: Collection[str]) -> str | None:
+    """The program krsid attaches for an enabled hook on a kernel whose LSM hooks are
+    `available`: the hook's own; where the kernel lacks it, its fallback (a catalog
+    program with fallback_for) if the kernel has that; else none (the hook is skipped)."""
+    from krsid.catalog import load_catalog
+
+    if hook in available:
+        return hook
+    fallback = load_catalog(ROOT / "programs").fallback_of(hook)
+    return fallback.name if fallback is not None and fallback.name in available else None
 
 
 def fallback_selected(program: str) -> bool:

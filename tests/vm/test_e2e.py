@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.journald import Journal
-from tests.vm.conftest import ROOT, RunningDaemon, message_id
+from tests.vm.conftest import ROOT, RunningDaemon, message_id, serving_program
 
 pytestmark = pytest.mark.vm
 WORKLOAD = Path(__file__).parent / "workloads" / "mprotect_workload.py"
@@ -53,18 +53,11 @@ def own_comm() -> str:
 def test_ready_reports_every_enabled_hook_attached(daemon: RunningDaemon) -> None:
     """Each enabled hook attached: its own program, or where the kernel lacks the hook
     its fallback (file_ioctl before 6.17); a hook with neither is skipped."""
-    from krsid.catalog import load_catalog
     from krsid.plan import kernel_hooks
 
     assert "READY=1" in daemon.ready_status
-    available, catalog = kernel_hooks(), load_catalog(ROOT / "programs")
-    programs: list[str] = []
-    for hook in daemon.hooks:
-        fallback = catalog.fallback_of(hook)
-        if hook in available:
-            programs.append(hook)
-        elif fallback is not None and fallback.name in available:
-            programs.append(fallback.name)
+    available = kernel_hooks()
+    programs = [p for p in (serving_program(h, available) for h in daemon.hooks) if p is not None]
     n = len(programs)
     assert f"STATUS=attached {n}/{n} hooks: " in daemon.ready_status, daemon.ready_status
     assert sorted(daemon.attached) == sorted(programs), daemon.ready_status

@@ -24,7 +24,7 @@ import yaml
 from tests.support.cli import run_krsid
 from tests.support.procs import run_as
 from tests.vm import matrix_plugin
-from tests.vm.conftest import ROOT, RunningDaemon, session_hooks
+from tests.vm.conftest import ROOT, RunningDaemon, serving_program, session_hooks
 from tests.vm.test_policy import Reloader
 
 pytestmark = pytest.mark.vm
@@ -37,13 +37,6 @@ def kernel_hooks() -> set[str]:
     from krsid.plan import kernel_hooks as hooks_of_kernel
 
     return set(hooks_of_kernel())
-
-
-def fallback_of(hook: str) -> str | None:
-    from krsid.catalog import load_catalog
-
-    fb = load_catalog(ROOT / "programs").fallback_of(hook)
-    return fb.name if fb else None
 
 
 def has_bpf_atomics() -> bool:
@@ -106,16 +99,16 @@ def test_every_hook_attached_or_served_by_its_fallback(daemon: RunningDaemon) ->
     fallbacks: dict[str, str] = {}
     expected_attached = []
     for hook in session_hooks():
-        if hook in available:
+        program = serving_program(hook, available)
+        if program == hook:
             expected_attached.append(hook)
             continue
-        fb = fallback_of(hook)
         named = [w for w in warnings if f"hook {hook}: this kernel has no bpf_lsm_{hook}" in w]
         assert len(named) == 1, f"{hook} is missing on {platform.release()}: want one warning, got {named}"
-        if fb is not None and fb in available:
-            assert f"using its fallback {fb} instead" in named[0], named[0]
-            fallbacks[hook] = fb
-            expected_attached.append(fb)
+        if program is not None:
+            assert f"using its fallback {program} instead" in named[0], named[0]
+            fallbacks[hook] = program
+            expected_attached.append(program)
         else:
             assert "skipping it" in named[0], named[0]
     matrix_plugin.FACTS.update(
@@ -139,7 +132,7 @@ def test_deny_unshare_by_reload_then_restore(daemon: RunningDaemon) -> None:
         pytest.skip("userns_create is not in this session's KRSID_TEST_HOOKS")
     example = yaml.safe_load((ROOT / "etc" / "policies" / "deny-unprivileged-userns.yaml").read_text())
     (shipped,) = example["policy"]["rules"]
-    serving = "userns_create" if "userns_create" in kernel_hooks() else fallback_of("userns_create")
+    serving = serving_program("userns_create", kernel_hooks())
     assert serving in daemon.attached, daemon.ready_status
     want_error = "Operation not permitted" if serving == "userns_create" else "Cannot allocate memory"
 

@@ -127,6 +127,19 @@ def flooding(commands: list[list[str]]) -> Iterator[list[subprocess.Popen[bytes]
             p.wait(30)
 
 
+@contextlib.contextmanager
+def cpu_priority(nice: int) -> Iterator[None]:
+    """Root's actions (this thread and what it starts) at `nice` while the floods run.
+    What is tested is that krsid delivers them, not how the scheduler shares one vCPU
+    among twelve busy loops: at nice 0 each action took ~15 s under TCG."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    try:
+        yield
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
+
+
 def kernel_counters(text: str, hook: str) -> dict[str, float]:
     return {
         "invocations": metric(text, "krsid_hook_invocations_total", hook=hook),
@@ -221,13 +234,16 @@ def test_an_unprivileged_flood_loses_no_high_priority_event(shipped_daemon: Runn
 
     phases: dict[str, float] = {}
     t0 = time.monotonic()
-    with flooding(flooders(loops, chmod_target)) as procs:
+    with flooding(flooders(loops, chmod_target)) as procs, cpu_priority(UNIT_NICE):
         time.sleep(3)  # the floods are at full speed before root starts
         for b in binaries:
             subprocess.run([str(b)], check=True)
             time.sleep(FLOOD_SECONDS / ROOT_EXECS)
+        phases["root's execs"] = time.monotonic() - t0
         root_userns = [subprocess.run(["unshare", "-U", "true"], check=True) for _ in range(3)]
+        phases["+ userns"] = time.monotonic() - t0
         setuid = [subprocess.run(as_user(4545, "true"), check=True) for _ in range(3)]
+        phases["+ setuid"] = time.monotonic() - t0
         denied_userns = subprocess.run(
             as_user(FLOOD_UID, str(loops), "unshare", "50"), capture_output=True, text=True, check=True
         )

@@ -104,7 +104,7 @@ def main(args: argparse.Namespace) -> None:
                 f.write_text("x\n")
             loops_exe = build_loops(tmp)
             watch = WatchConfig(paths=(*DEFAULT_PATHS, str(watched_fs / "watched")), names=DEFAULT_NAMES)
-            as_written = ino_filter(resolve_watch(watch, WatchTable()).files, contract)
+            as_written = ino_filter(resolve_watch(watch, WatchTable(), contract).files, contract)
             port = free_port()
             config = tmp / "krsid.yaml"
             config.write_text(

@@ -486,7 +486,7 @@ class Daemon:
         replacement itself is reported (inode_rename); the new inode is watched from
         the next refresh on."""
         assert self.programs is not None
-        resolved = resolve_watch(watch, self.watch.table)
+        resolved = resolve_watch(watch, self.watch.table, self.config.catalog.contract)
         current = self.watch.current
         if resolved == current:
             return

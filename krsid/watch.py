@@ -1,5 +1,6 @@
 """The file-integrity watch: which files, directories and basenames krsid watches for
-writes, creation, renames, links and deletion (the config's ``watch:``).
+writes, creation, renames, links and deletion, and which log directories it watches
+for truncation, deletion and renames (the config's ``watch:``).
 
 Its one home. The kernel side is krsid.h's krsid_watch_find (the maps
 krsid_watch_files, keyed by (device, inode), and krsid_watch_names, keyed by a
@@ -13,6 +14,11 @@ file, a bind mount of a watched directory or a file renamed into one is still th
 watched inode or lies below it. A configured path that does not exist is not an
 error (a fresh host may have no /etc/cron.d): it is logged and looked up again every
 second (the daemon's refresh). Names are for files anywhere (every home's authorized_keys).
+
+Each entry reports a set of operations (krsid.h, KRSID_WATCH_OP_*), held in its map
+value above the id: ``paths`` and ``names`` report all of them; ``logs`` only those
+that destroy what a log holds (truncation of a file with data, deletion, renames), as
+the files below it are written all day. Where entries nest, the nearest one decides.
 """
 
 from __future__ import annotations
@@ -95,31 +101,49 @@ DEFAULT_NAMES: tuple[str, ...] = (
 )
 
 
+# Log tampering (ATT&CK T1070.002: clearing auth.log, wtmp, the journal): truncation,
+# deletion and renames only. logrotate and journald's own rotation are reported too
+# (a few events a day, README: File-integrity watch).
+DEFAULT_LOGS: tuple[str, ...] = ("/var/log",)
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     paths: tuple[str, ...] = DEFAULT_PATHS
     names: tuple[str, ...] = DEFAULT_NAMES
+    logs: tuple[str, ...] = DEFAULT_LOGS
 
 
 def parse_watch(doc: YamlDoc, raw: Any, contract: Contract) -> WatchConfig:
-    """The ``watch:`` section: ``paths`` (absolute) and ``names`` (basenames), each
-    replacing its default list when given; ``[]`` turns that part off."""
-    body = expect_mapping(doc, raw, ("watch",), {"paths", "names"})
+    """The ``watch:`` section: ``paths`` and ``logs`` (absolute) and ``names``
+    (basenames), each replacing its default list when given; ``[]`` turns that part off."""
+    body = expect_mapping(doc, raw, ("watch",), {"paths", "names", "logs"})
     default = WatchConfig()
-    paths = _strings(doc, body.get("paths", list(default.paths)), "paths")
-    for i, p in enumerate(paths):
-        if not p.startswith("/") or "\0" in p:
-            doc.fail(("watch", "paths", i), f"must be an absolute path, got {p!r}")
+    paths = _absolute_paths(doc, body.get("paths", list(default.paths)), "paths")
+    logs = _absolute_paths(doc, body.get("logs", list(default.logs)), "logs")
     names = _strings(doc, body.get("names", list(default.names)), "names")
     longest = contract.watch_name_len - 2  # the key keeps a NUL, and a cut name must not match
     for i, n in enumerate(names):
         if not n or "/" in n or "\0" in n or n in (".", "..") or len(n.encode()) > longest:
             doc.fail(("watch", "names", i), f"must be a file name (no '/') of 1..{longest} bytes, got {n!r}")
-    if len(paths) > contract.watch_files:
-        doc.fail(("watch", "paths"), f"at most {contract.watch_files} paths (krsid_watch_files), got {len(paths)}")
+    if len(paths) + len(logs) > contract.watch_files:
+        doc.fail(
+            ("watch", "paths"),
+            f"at most {contract.watch_files} paths and logs together (krsid_watch_files), got {len(paths) + len(logs)}",
+        )
     if len(names) > contract.watch_names:
         doc.fail(("watch", "names"), f"at most {contract.watch_names} names (krsid_watch_names), got {len(names)}")
-    return WatchConfig(paths=tuple(dict.fromkeys(paths)), names=tuple(dict.fromkeys(names)))
+    return WatchConfig(
+        paths=tuple(dict.fromkeys(paths)), names=tuple(dict.fromkeys(names)), logs=tuple(dict.fromkeys(logs))
+    )
+
+
+def _absolute_paths(doc: YamlDoc, raw: Any, key: str) -> list[str]:
+    paths = _strings(doc, raw, key)
+    for i, p in enumerate(paths):
+        if not p.startswith("/") or "\0" in p:
+            doc.fail(("watch", key, i), f"must be an absolute path, got {p!r}")
+    return paths
 
 
 def _strings(doc: YamlDoc, raw: Any, key: str) -> list[str]:
@@ -154,11 +178,19 @@ class WatchTable:
 
 @dataclass(frozen=True)
 class ResolvedWatch:
-    """What goes into the kernel's maps: (dev, ino) -> id and basename key -> id."""
+    """What goes into the kernel's maps: (dev, ino) -> value and basename key -> value,
+    each value an entry's id and its operations (map_value)."""
 
     files: Mapping[tuple[int, int], int]
     names: Mapping[bytes, int]
     missing: tuple[str, ...]  # configured paths that do not exist (not watched until a refresh finds them)
+
+
+def map_value(watch_id: int, ops: int, contract: Contract) -> int:
+    """A watch map's value (krsid.h): the id in the low watch_id_bits, the operations above."""
+    if not 0 < watch_id < 1 << contract.watch_id_bits:
+        raise ValueError(f"watch id {watch_id} does not fit in {contract.watch_id_bits} bits")
+    return ops << contract.watch_id_bits | watch_id
 
 
 def name_filter(names: Iterable[bytes], contract: Contract) -> dict[int, int]:
@@ -186,17 +218,21 @@ def ino_filter(files: Iterable[tuple[int, int]], contract: Contract) -> dict[int
     return words
 
 
-def resolve_watch(watch: WatchConfig, table: WatchTable) -> ResolvedWatch:
+def resolve_watch(watch: WatchConfig, table: WatchTable, contract: Contract) -> ResolvedWatch:
+    """The maps' contents now. A path in both lists is watched as in ``paths`` (every
+    operation); two paths of one inode keep the first one's id."""
     files: dict[tuple[int, int], int] = {}
     missing = []
-    for path in watch.paths:
-        try:
-            identity = kernel_inode(path)
-        except ConfigError:
-            missing.append(path)
-            continue
-        files.setdefault(identity, table.id_of(path))
-    names = {n.encode(): table.id_of(n) for n in watch.names}
+    for paths, ops in ((watch.paths, contract.watch_ops_all), (watch.logs, contract.watch_ops_logs)):
+        for path in paths:
+            try:
+                identity = kernel_inode(path)
+            except ConfigError:
+                missing.append(path)
+                continue
+            if identity not in files:
+                files[identity] = map_value(table.id_of(path), ops, contract)
+    names = {n.encode(): map_value(table.id_of(n), contract.watch_ops_all, contract) for n in watch.names}
     return ResolvedWatch(files, names, tuple(missing))
 
 
@@ -212,7 +248,7 @@ class WatchState:
         current = self.current
         entries = GaugeMetricFamily(
             "krsid_watch_entries",
-            "File-integrity watch entries in the kernel's maps: paths resolved to an inode, and names",
+            "File-integrity watch entries in the kernel's maps: paths and logs resolved to an inode, and names",
             labels=["kind"],
         )
         entries.add_metric(["path"], len(current.files) if current else 0)

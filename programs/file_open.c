@@ -9,7 +9,8 @@
  *   SENSITIVE_PATH  an open of a path listed in the sensitive_paths option.
  *   WATCH           an open for writing (write access, O_TRUNC or O_CREAT) of a file
  *                   the file-integrity watch covers (krsid_watch_find, krsid.h): by
- *                   identity, so a hard link or bind mount reaches the same inode.
+ *                   identity, so a hard link or bind mount reaches the same inode;
+ *                   below a `logs` entry, only an O_TRUNC open of a non-empty file.
  *
  * This hook runs for every open on the machine, so the common case must be cheap:
  * one 8-byte read of the file's name (the dentry, no directories) and one lookup of
@@ -175,10 +176,13 @@ LSM_PROBE(file_open, struct file *file)
                 reason = FILE_OPEN_REASON_SENSITIVE_PATH;
         }
     }
-    /* Writes only: a read is no integrity change, and reads are most opens. */
+    /* Writes only: a read is no integrity change, and reads are most opens. An O_TRUNC
+     * open of a file with data is also a truncation (what a `logs` entry reports): the
+     * open comes before the truncation, and a file this open created is empty. */
     struct krsid_watch_hit watch = {};
     if ((fmode & FILE_OPEN_FMODE_WRITE) || (fflags & (FILE_OPEN_O_TRUNC | FILE_OPEN_O_CREAT))) {
-        watch = krsid_watch_find(dentry);
+        __u64 cuts = krsid_nonzero(fflags & FILE_OPEN_O_TRUNC) & krsid_nonzero(file->f_inode->i_size);
+        watch = krsid_watch_find(dentry, KRSID_WATCH_OP_WRITE | (__u32)cuts * KRSID_WATCH_OP_TRUNCATE);
         if (reason == 0 && watch.id)
             reason = FILE_OPEN_REASON_WATCH;
     }

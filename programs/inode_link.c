@@ -54,7 +54,7 @@ LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentr
     /* After the policy, as in file_open: the walks' many exits ahead of the rule loop
      * made Debian 6.1's verifier walk that loop once per exit (1M instructions). */
     __u32 side = 0;
-    struct krsid_watch_hit watch = krsid_watch_find_either(old_dentry, new_dentry, &side);
+    struct krsid_watch_hit watch = krsid_watch_find_either(old_dentry, new_dentry, KRSID_WATCH_OP_CREATE, &side);
     if (!d.rule && !watch.id && !krsid_option(KRSID_HOOK_ID, INODE_LINK_OPT_ALL))
         KRSID_RETURN_FILTERED();
 

@@ -57,7 +57,7 @@ LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode)
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
     /* After the policy, as in inode_link (Debian 6.1's verifier, see krsid_watch_find). */
-    struct krsid_watch_hit watch = krsid_watch_find(dentry);
+    struct krsid_watch_hit watch = krsid_watch_find(dentry, KRSID_WATCH_OP_CREATE);
     if (!d.rule && !watch.id && !krsid_option(KRSID_HOOK_ID, INODE_MKDIR_OPT_ALL))
         KRSID_RETURN_FILTERED();
 

@@ -100,7 +100,7 @@ LSM_PROBE(inode_mknod, struct inode *dir, struct dentry *dentry, umode_t mode, d
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
     /* After the policy, as in inode_link (Debian 6.1's verifier, see krsid_watch_find). */
-    struct krsid_watch_hit watch = krsid_watch_find(dentry);
+    struct krsid_watch_hit watch = krsid_watch_find(dentry, KRSID_WATCH_OP_CREATE);
 
     int wanted = d.rule || watch.id || krsid_option(KRSID_HOOK_ID, INODE_MKNOD_OPT_ALL);
     if (!wanted && (!kthread || krsid_option(KRSID_HOOK_ID, INODE_MKNOD_OPT_KERNEL))) {

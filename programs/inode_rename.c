@@ -60,7 +60,7 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct
     /* After the policy, as in file_open: the walks' many exits ahead of the rule loop
      * made Debian 6.1's verifier walk that loop once per exit (1M instructions). */
     __u32 side = 0;
-    struct krsid_watch_hit watch = krsid_watch_find_either(new_dentry, old_dentry, &side);
+    struct krsid_watch_hit watch = krsid_watch_find_either(new_dentry, old_dentry, KRSID_WATCH_OP_RENAME, &side);
     if (!d.rule && !watch.id && !krsid_option(KRSID_HOOK_ID, INODE_RENAME_OPT_ALL))
         KRSID_RETURN_FILTERED();
 

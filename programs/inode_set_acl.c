@@ -124,7 +124,7 @@ LSM_PROBE(inode_set_acl, const void *idmap, struct dentry *dentry, const char *a
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
     /* After the policy, as in inode_link (Debian 6.1's verifier, see krsid_watch_find). */
-    struct krsid_watch_hit watch = krsid_watch_find(dentry);
+    struct krsid_watch_hit watch = krsid_watch_find(dentry, KRSID_WATCH_OP_ATTR);
     if (!d.rule && !(s.named_perms & INODE_SET_ACL_PERM_WRITE) && !watch.id &&
         !krsid_option(KRSID_HOOK_ID, INODE_SET_ACL_OPT_ALL))
         KRSID_RETURN_FILTERED();

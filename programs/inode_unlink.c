@@ -63,7 +63,7 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry)
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
-    struct krsid_watch_hit watch = krsid_watch_find(dentry);  /* after the policy: see inode_rename.c */
+    struct krsid_watch_hit watch = krsid_watch_find(dentry, KRSID_WATCH_OP_DELETE);  /* after the policy: see inode_rename.c */
     if (!d.rule && !running && !watch.id && !krsid_option(KRSID_HOOK_ID, INODE_UNLINK_OPT_ALL))
         KRSID_RETURN_FILTERED();
 

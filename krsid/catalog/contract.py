@@ -57,6 +57,9 @@ SIZE_NAMES = (
     "KRSID_WATCH_NAME_FILTER_PER_LEN",
     "KRSID_WATCH_INO_FILTER_BITS",
     "KRSID_WATCH_LEVEL_NAME",
+    "KRSID_WATCH_ID_BITS",
+    "KRSID_WATCH_OPS_ALL",
+    "KRSID_WATCH_OPS_LOGS",
 )
 COUNTER_ENUM = "krsid_counter"
 COUNTER_PREFIX = "KRSID_CNT_"
@@ -118,6 +121,9 @@ class Contract:
     watch_name_filter_per_len: int  # krsid_watch_name_filter's words per name length
     watch_ino_filter_bits: int  # krsid_watch_ino_filter's bits (a power of two)
     watch_level_name: int  # the watch_level of a match by basename
+    watch_id_bits: int  # a watch map value: the id in these low bits, the entry's operations above
+    watch_ops_all: int  # the operations of a `paths` or `names` entry (all of them)
+    watch_ops_logs: int  # the operations of a `logs` entry (truncation, deletion, renames)
 
 
 def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
@@ -167,6 +173,9 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
         watch_name_filter_per_len=defines["KRSID_WATCH_NAME_FILTER_PER_LEN"],
         watch_ino_filter_bits=defines["KRSID_WATCH_INO_FILTER_BITS"],
         watch_level_name=defines["KRSID_WATCH_LEVEL_NAME"],
+        watch_id_bits=defines["KRSID_WATCH_ID_BITS"],
+        watch_ops_all=defines["KRSID_WATCH_OPS_ALL"],
+        watch_ops_logs=defines["KRSID_WATCH_OPS_LOGS"],
     )
     if sorted(contract.lanes.values()) != list(range(len(LANE_NAMES))):
         raise CatalogError(f"{origin}: KRSID_LANE_* must number the lanes 0..{len(LANE_NAMES) - 1}")

@@ -1190,13 +1190,34 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
  * and at every reload, so a hard link to a watched file, a bind mount of a watched
  * directory or a file renamed into one is still the watched inode or lies below it.
  * Basenames (authorized_keys, .bash_history, ...) are watched anywhere, by name.
- * The map values are the daemon's watch ids (1 + the entry's index in its
- * append-only watch table), so an event names the configured entry that matched.
+ * A map value holds the daemon's watch id (1 + the entry's index in its append-only
+ * watch table; an event names the configured entry that matched) in its low
+ * KRSID_WATCH_ID_BITS, and above them the operations (KRSID_WATCH_OP_*) the entry
+ * reports: every one for `paths` and `names`, only the destructive ones for `logs`
+ * (files appended to all day, whose writes say nothing, but whose truncation,
+ * deletion or renaming is log tampering, ATT&CK T1070.002).
  */
 #define KRSID_WATCH_FILES 4096        /* watched files and directories */
 #define KRSID_WATCH_NAMES 256         /* watched basenames */
 #define KRSID_WATCH_NAME_LEN 64       /* a name key, NUL-padded: names of up to 62 bytes */
 #define KRSID_WATCH_LEVEL_NAME 255    /* watch_level of a match by basename */
+
+#define KRSID_WATCH_ID_BITS 24
+#define KRSID_WATCH_ID_MASK ((1U << KRSID_WATCH_ID_BITS) - 1)
+/* What a hook does to the file, the op argument of krsid_watch_find. */
+#define KRSID_WATCH_OP_WRITE 0x01    /* opened for writing (file_open) */
+#define KRSID_WATCH_OP_TRUNCATE 0x02 /* data cut off: an O_TRUNC open or truncate(2) of a non-empty file */
+#define KRSID_WATCH_OP_DELETE 0x04   /* inode_unlink */
+#define KRSID_WATCH_OP_RENAME 0x08   /* inode_rename, either side */
+#define KRSID_WATCH_OP_CREATE 0x10   /* a new name: inode_link, inode_symlink, inode_mkdir, inode_mknod */
+#define KRSID_WATCH_OP_ATTR 0x20     /* mode, explicit times, ACLs (inode_setattr, inode_set_acl) */
+/* Literals: krsid/catalog/contract.py reads them (the daemon writes them into the maps). */
+#define KRSID_WATCH_OPS_ALL 0x3f  /* `paths` and `names` entries */
+#define KRSID_WATCH_OPS_LOGS 0x0e /* `logs` entries: what destroys a log's content */
+_Static_assert(KRSID_WATCH_OPS_ALL == (KRSID_WATCH_OP_ATTR << 1) - 1, "every operation");
+_Static_assert(KRSID_WATCH_OPS_LOGS == (KRSID_WATCH_OP_TRUNCATE | KRSID_WATCH_OP_DELETE | KRSID_WATCH_OP_RENAME),
+               "truncation, deletion, renames");
+_Static_assert(KRSID_WATCH_OPS_ALL >> (32 - KRSID_WATCH_ID_BITS) == 0, "the operations fit above the id");
 
 struct krsid_watch_file_key {
     __u32 dev;
@@ -1237,15 +1258,20 @@ BPF_ARRAY(krsid_watch_count, __u64, 1);
 struct krsid_watch_hit {
     __u32 id;     /* 0: nothing watched matched */
     __u32 level;  /* 0: d itself; N: d lies N levels below the watched directory; or LEVEL_NAME */
+    __u32 ops;    /* of the op asked about, what the matching entry reports (never 0 with an id) */
+    __u32 pad;
 };
 
 /* Per CPU, one slot: where krsid_watch_find launders its result (see there). */
 BPF_PERCPU_ARRAY(krsid_watch_result, struct krsid_watch_hit, 1);
 
 /*
- * Whether d is watched: d itself or one of its parents (up to KRSID_DIR_DEPTH levels,
- * on d's filesystem) is a watched inode, or d's name is a watched basename. A
- * negative dentry (a name being created) has no inode: its parents still match.
+ * Whether op (KRSID_WATCH_OP_*, one or more) on d is watched: d itself or one of its
+ * parents (up to KRSID_DIR_DEPTH levels, on d's filesystem) is a watched inode, or d's
+ * name is a watched basename, and that entry reports one of the operations in op.
+ * The nearest entry decides (a `paths` file inside a `logs` directory reports every
+ * operation). A negative dentry (a name being created) has no inode: its parents
+ * still match.
  *
  * The result goes through a per-CPU map slot on its way out, so that the verifier
  * sees unknown values rather than one constant level per loop exit. That alone did
@@ -1254,7 +1280,7 @@ BPF_PERCPU_ARRAY(krsid_watch_result, struct krsid_watch_hit, 1);
  * per exit and stopped at 1M instructions (E2BIG, which BCC words as "too large").
  * Callers therefore look up the watch after krsid_decide (measured: 6.1 accepts).
  */
-static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
+static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d, __u32 op)
 {
     struct krsid_watch_hit hit = {};
     int zero = 0;
@@ -1282,9 +1308,9 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
         __u64 *filter = krsid_watch_ino_filter.lookup(&word);
         __u64 bits = filter ? *filter : 0;
         if ((bits >> (bit & 63)) & 1) {
-            __u32 *id = krsid_watch_files.lookup(&k);
-            if (id) {
-                hit.id = *id;
+            __u32 *value = krsid_watch_files.lookup(&k);
+            if (value) {
+                hit.id = *value;
                 hit.level = level;
                 break;
             }
@@ -1310,14 +1336,19 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
             struct krsid_watch_name_key nk = {};
             long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
             if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
-                __u32 *id = krsid_watch_names.lookup(&nk);
-                if (id) {
-                    hit.id = *id;
+                __u32 *value = krsid_watch_names.lookup(&nk);
+                if (value) {
+                    hit.id = *value;
                     hit.level = KRSID_WATCH_LEVEL_NAME;
                 }
             }
         }
     }
+    /* hit.id holds the map value so far: the id, and above it the entry's operations.
+     * Without a branch: an entry that does not report op is no match. */
+    hit.ops = (hit.id >> KRSID_WATCH_ID_BITS) & op;
+    hit.level *= krsid_nonzero(hit.ops);
+    hit.id = (hit.id & KRSID_WATCH_ID_MASK) * krsid_nonzero(hit.ops);
     struct krsid_watch_hit *slot = krsid_watch_result.lookup(&zero);
     if (!slot) {
         struct krsid_watch_hit none = {};
@@ -1332,12 +1363,12 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d)
 /* The watch hit of a hook with two dentries (rename, link): first's, else second's;
  * *side = 1 when first matched, 2 for second, 0 for none. */
 static __always_inline struct krsid_watch_hit krsid_watch_find_either(struct dentry *first, struct dentry *second,
-                                                                      __u32 *side)
+                                                                      __u32 op, __u32 *side)
 {
     *side = 1;
-    struct krsid_watch_hit hit = krsid_watch_find(first);
+    struct krsid_watch_hit hit = krsid_watch_find(first, op);
     if (!hit.id) {
-        hit = krsid_watch_find(second);
+        hit = krsid_watch_find(second, op);
         *side = hit.id ? 2 : 0;
     }
     return hit;

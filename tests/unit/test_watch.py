@@ -11,6 +11,7 @@ from krsid.config import parse_config
 from krsid.errors import ConfigError
 from krsid.pipeline.decode import EventDecoder
 from krsid.watch import (
+    DEFAULT_LOGS,
     DEFAULT_NAMES,
     DEFAULT_PATHS,
     WatchConfig,
@@ -31,6 +32,7 @@ def test_without_a_watch_section_the_shipped_lists_apply() -> None:
     assert watch.paths == DEFAULT_PATHS and watch.names == DEFAULT_NAMES
     assert "/etc/cron.d" in watch.paths and "/etc/sudoers.d" in watch.paths and "/root/.ssh" in watch.paths
     assert "authorized_keys" in watch.names and ".bash_history" in watch.names
+    assert watch.logs == DEFAULT_LOGS == ("/var/log",)
 
 
 def test_given_lists_replace_the_defaults_and_empty_lists_turn_them_off() -> None:
@@ -38,11 +40,14 @@ def test_given_lists_replace_the_defaults_and_empty_lists_turn_them_off() -> Non
     assert watch.paths == ("/opt/app",)  # duplicates folded
     assert watch.names == DEFAULT_NAMES  # the other list keeps its default
     assert parse_config(HOOKS + "watch: {paths: [], names: []}\n", "t.yaml").watch == WatchConfig((), ())
+    assert parse_config(HOOKS + "watch: {logs: []}\n", "t.yaml").watch == WatchConfig(logs=())
 
 
 LONG = "x" * 63
 BAD = [
     ("watch:\n  paths: [etc/cron.d]\n", "4:11", "must be an absolute path, got 'etc/cron.d'"),
+    ("watch:\n  logs: [var/log]\n", "4:10", "must be an absolute path, got 'var/log'"),
+    ("watch:\n  logs: /var/log\n", "4:9", "expected a list"),
     ("watch:\n  names: [.ssh/authorized_keys]\n", "4:11", "must be a file name (no '/') of 1..62 bytes"),
     (f"watch:\n  names: [{LONG}]\n", "4:11", "of 1..62 bytes"),
     ("watch:\n  names: ['..']\n", "4:11", "must be a file name"),
@@ -73,21 +78,60 @@ def test_paths_resolve_to_the_kernels_device_and_inode(tmp_path: Path) -> None:
     watched.mkdir()
     (tmp_path / "link").symlink_to(watched)
     table = WatchTable()
-    resolved = resolve_watch(WatchConfig((str(watched), str(other), str(tmp_path / "link")), ("x",)), table)
+    config = WatchConfig((str(watched), str(other), str(tmp_path / "link")), ("x",), logs=())
+    resolved = resolve_watch(config, table, CAT.contract)
     st = os.stat(watched)
     kernel_dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
     # The symlink is the same directory: one entry, under the first name that reached it.
-    assert resolved.files == {(kernel_dev, st.st_ino): table.id_of(str(watched))}
-    assert resolved.names == {b"x": table.id_of("x")}
+    every_op = CAT.contract.watch_ops_all << CAT.contract.watch_id_bits
+    assert resolved.files == {(kernel_dev, st.st_ino): every_op | table.id_of(str(watched))}
+    assert resolved.names == {b"x": every_op | table.id_of("x")}
     assert resolved.missing == (str(other),)
     assert "1 path(s) and 1 name(s) watched; not present, not watched: " + str(other) == describe(resolved)
 
 
+def test_log_directories_report_only_truncation_deletion_and_renames(tmp_path: Path) -> None:
+    """A `logs` entry's map value carries krsid.h's KRSID_WATCH_OPS_LOGS, a `paths`
+    entry's every operation; a path in both lists is watched as in `paths`."""
+    from krsid.csource import parse_defines
+
+    defines = parse_defines((Path(__file__).parents[2] / "programs" / "include" / "krsid.h").read_text())
+    ops = {k[len("KRSID_WATCH_OP_") :]: v for k, v in defines.items() if k.startswith("KRSID_WATCH_OP_")}
+    c = CAT.contract
+    assert c.watch_ops_logs == ops["TRUNCATE"] | ops["DELETE"] | ops["RENAME"]
+    assert c.watch_ops_all == sum(ops.values()) and not c.watch_ops_logs & ops["WRITE"]
+    logs, both, cron = tmp_path / "log", tmp_path / "both", tmp_path / "cron.d"
+    for d in (logs, both, cron):
+        d.mkdir()
+    table = WatchTable()
+    resolved = resolve_watch(WatchConfig((str(cron), str(both)), (), (str(logs), str(both))), table, c)
+
+    def identity(p: Path) -> tuple[int, int]:
+        st = os.stat(p)
+        return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
+
+    assert resolved.files == {
+        identity(cron): c.watch_ops_all << c.watch_id_bits | table.id_of(str(cron)),
+        identity(both): c.watch_ops_all << c.watch_id_bits | table.id_of(str(both)),
+        identity(logs): c.watch_ops_logs << c.watch_id_bits | table.id_of(str(logs)),
+    }
+
+
+def test_more_paths_and_logs_than_the_map_holds_is_refused() -> None:
+    half = CAT.contract.watch_files // 2 + 1
+    paths = ", ".join(f"/p{i}" for i in range(half))
+    logs = ", ".join(f"/l{i}" for i in range(half))
+    with pytest.raises(ConfigError, match=f"at most {CAT.contract.watch_files} paths and logs together"):
+        parse_config(HOOKS + f"watch:\n  paths: [{paths}]\n  logs: [{logs}]\n", "bad.yaml")
+
+
 def test_watch_ids_are_never_reused_across_reloads() -> None:
     table = WatchTable()
-    first = resolve_watch(WatchConfig((), ("a", "b")), table)
-    second = resolve_watch(WatchConfig((), ("b", "c")), table)
-    assert first.names == {b"a": 1, b"b": 2} and second.names == {b"b": 2, b"c": 3}
+    first = resolve_watch(WatchConfig((), ("a", "b"), ()), table, CAT.contract)
+    second = resolve_watch(WatchConfig((), ("b", "c"), ()), table, CAT.contract)
+    ids = (1 << CAT.contract.watch_id_bits) - 1  # the id bits of a map value
+    assert {k: v & ids for k, v in first.names.items()} == {b"a": 1, b"b": 2}
+    assert {k: v & ids for k, v in second.names.items()} == {b"b": 2, b"c": 3}
     # An event written before the reload still names its entry.
     assert (table.entry(1), table.entry(3), table.entry(0), table.entry(9)) == ("a", "c", "", "unknown-9")
 
@@ -109,6 +153,7 @@ def test_the_readme_lists_the_shipped_watch() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "- paths: " + ", ".join(f"`{p}`" for p in DEFAULT_PATHS) + "\n" in readme
     assert "- names: " + ", ".join(f"`{n}`" for n in DEFAULT_NAMES) + "\n" in readme
+    assert "- logs: " + ", ".join(f"`{n}`" for n in DEFAULT_LOGS) + "\n" in readme
 
 
 def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
@@ -128,7 +173,8 @@ def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
     before = generate_latest(registry).decode()
     assert 'krsid_watch_entries{kind="path"} 0.0' in before and "krsid_watch_missing_paths 0.0" in before
     (tmp_path / "d").mkdir()
-    state.current = resolve_watch(WatchConfig((str(tmp_path / "d"), str(tmp_path / "gone")), ("a", "b")), state.table)
+    config = WatchConfig((str(tmp_path / "d"), str(tmp_path / "gone")), ("a", "b"), ())
+    state.current = resolve_watch(config, state.table, CAT.contract)
     after = generate_latest(registry).decode()
     assert 'krsid_watch_entries{kind="path"} 1.0' in after and 'krsid_watch_entries{kind="name"} 2.0' in after
     assert "krsid_watch_missing_paths 1.0" in after

@@ -296,18 +296,20 @@ WATCHED_NAME = "krsid-watched-name"
 @contextlib.contextmanager
 def watched_tmpfs(root: Path) -> Iterator[dict[str, list[str]]]:
     """root (a tmpfs, unmounted at the end) holds dir/ and file (watched by identity),
-    outside/ (not watched); WATCHED_NAME is watched anywhere."""
-    from krsid.watch import DEFAULT_NAMES, DEFAULT_PATHS
+    logs/ (a log directory: truncation, deletion, renames), outside/ (not watched);
+    WATCHED_NAME is watched anywhere."""
+    from krsid.watch import DEFAULT_LOGS, DEFAULT_NAMES, DEFAULT_PATHS
 
     root.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "krsid-watch", str(root)], check=True)
     try:
-        for d in ("dir", "outside"):
+        for d in ("dir", "logs", "outside"):
             (root / d).mkdir()
         (root / "file").write_text("watched\n")
         yield {
             "paths": [*DEFAULT_PATHS, str(root / "dir"), str(root / "file")],
             "names": [*DEFAULT_NAMES, WATCHED_NAME],
+            "logs": [*DEFAULT_LOGS, str(root / "logs")],
         }
     finally:
         subprocess.run(["umount", "--lazy", str(root)], check=False)

@@ -1,13 +1,15 @@
 """The file-integrity watch in a VM: writes, creation, renames, hard links, symlinks, new
-directories, special files and deletion of watched files are reported with exact
-values (file_open, inode_rename, inode_link, inode_symlink, inode_mkdir, inode_mknod,
-inode_unlink; inode_mknod also reports device nodes anywhere), and the evasions
+directories, special files and deletion of watched files, and truncation, deletion and
+renames of logs, are reported with exact values (file_open, inode_rename, inode_link,
+inode_symlink, inode_mkdir, inode_mknod, inode_unlink, inode_setattr; inode_mknod also
+reports device nodes anywhere), and the evasions
 do not work: a hard link to a watched file, a bind mount of a watched directory, a
 file renamed into one, and a watched file replaced by a rename (a new inode, watched
 again after the daemon's next refresh).
 
 Everything happens on the session's own watched tmpfs (tests/vm/conftest.py,
-watched_tmpfs): dir/ and file are watched by identity, outside/ is not, and
+watched_tmpfs): dir/ and file are watched by identity, logs/ as a log directory,
+outside/ is not, and
 WATCHED_NAME is watched anywhere. Files get unique names: the tmpfs lives as long as
 the session's daemon.
 """
@@ -173,6 +175,51 @@ def test_deleting_watched_files_and_names_is_reported(daemon: RunningDaemon, roo
     assert (first["name"], first["watch"], first["watch_level"]) == (in_dir.name, str(root / "dir"), 1)
     assert (second["name"], second["watch"], second["watch_level"]) == (WATCHED_NAME, WATCHED_NAME, 255)
     assert first["running"] is False and second["running"] is False
+
+
+def test_clearing_a_log_is_reported_and_writing_one_is_not(daemon: RunningDaemon, root: Path) -> None:
+    """A `logs` entry (the session's logs/, like the shipped /var/log) reports what clears
+    a log: an O_TRUNC open or a truncate(2) of a file with data, its deletion and its
+    renames; not appends, new files, empty files truncated, directories, chmod."""
+    logs = root / "logs"
+    log, empty = logs / unique("auth.log"), logs / unique("empty.log")
+    log.write_text("Accepted publickey for root\n")
+    empty.write_text("")
+    quiet = [
+        run("sh", "-c", f"echo x >> {log}")[0],  # logs are appended to all day
+        run("sh", "-c", f"echo x > {logs / unique('new.log')}")[0],  # a new file: nothing cut
+        run("sh", "-c", f": > {empty}")[0],  # an O_TRUNC open of an empty file: nothing cut
+        run("mkdir", str(logs / unique("svc")))[0],  # LogsDirectory= of a service starting
+        run("chmod", "0640", str(log))[0],  # logrotate's create mode
+    ]
+    clearer, _ = run("sh", "-c", f": > {log}")
+    (o,) = events_of(daemon, "file_open", clearer)
+    assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", str(logs), 1, str(log))
+    assert o["flags"] == "WRONLY|CREAT|TRUNC|LARGEFILE"
+
+    if "inode_setattr" in daemon.attached:
+        log.write_text("Failed password for root\n")
+        truncater, _ = run("truncate", "-s", "0", str(log))
+        (o,) = events_of(daemon, "inode_setattr", truncater)
+        assert (o["changes"], o["watch"], o["watch_level"], o["file"], o["dir"]) == (
+            "WATCHED_TRUNCATE",
+            str(logs),
+            1,
+            log.name,
+            "logs",
+        )
+        assert (o["size"], o["old_size"]) == (0, len("Failed password for root\n"))
+        assert "SIZE" in o["valid"].split("|") and "OPEN" not in o["valid"].split("|")
+
+    mover, _ = run("mv", str(log), f"{log}.1")
+    (o,) = events_of(daemon, "inode_rename", mover)
+    assert (o["watch"], o["watch_side"], o["watch_level"], o["new_name"]) == (str(logs), "NEW", 1, log.name + ".1")
+    remover, _ = run("rm", f"{log}.1")
+    (o,) = events_of(daemon, "inode_unlink", remover)
+    assert (o["name"], o["watch"], o["watch_level"]) == (log.name + ".1", str(logs), 1)
+    # The quiet ones ran first; the events after them have arrived.
+    watch_hooks = {"file_open", "inode_setattr", "inode_mkdir", "inode_rename", "inode_unlink"}
+    assert daemon.events(lambda e: e["tgid"] in quiet and e["hook"] in watch_hooks) == []
 
 
 @pytest.fixture
@@ -343,7 +390,7 @@ def test_would_deny_then_deny_symlinks_into_the_watched_directory(
     assert metric(scrape, "krsid_would_deny_total", hook="inode_symlink", rule="symlink-would_deny") == 1
 
 
-MKDIR = 'import os, sys; os.umask(int(sys.argv[2], 8)); os.mkdir(sys.argv[1], int(sys.argv[3], 8))'
+MKDIR = "import os, sys; os.umask(int(sys.argv[2], 8)); os.mkdir(sys.argv[1], int(sys.argv[3], 8))"
 
 
 def make_dir(

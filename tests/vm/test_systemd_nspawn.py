@@ -81,7 +81,7 @@ pytestmark = pytest.mark.vm
 
 NSPAWN_DIR = Path(__file__).parent / "nspawn"
 HEADERS_DROPIN = NSPAWN_DIR / "kernel-headers.conf"
-HOOKS = ("bprm_check_security", "file_mprotect", "inode_mkdir")
+HOOKS = ("bprm_check_security", "file_mprotect", "inode_mkdir", "inode_unlink")
 EXEC_MESSAGE_ID = message_id("bprm_check_security")
 # The unit's CapabilityBoundingSet/AmbientCapabilities: DAC_READ_SEARCH, SYS_ADMIN,
 # SYS_RESOURCE, PERFMON, BPF.
@@ -119,6 +119,9 @@ POLICY_RULES = [
 # The file-integrity watch under the unit: a directory under /root, which the unit
 # shows read-only (ProtectHome=read-only); hidden, the watch would never match.
 WATCHED_DIR = "/root/.ssh"
+# The log directory of the shipped watch (watch.logs), read-only for the unit
+# (ProtectSystem=strict, but LogsDirectory=krsid below it).
+LOG_DIR = "/var/log"
 EACCES_EXIT = 126  # what sh returns when an exec it runs fails with EPERM/EACCES
 
 
@@ -195,13 +198,9 @@ def stage_install(stage: Path, headers: str, port: int) -> None:
         yaml.safe_dump(
             {
                 "headers": headers,
-                "hooks": {
-                    "bprm_check_security": {},
-                    "file_mprotect": {"exec_only": True},
-                    "inode_mkdir": {},
-                },
+                "hooks": {h: {"exec_only": True} if h == "file_mprotect" else {} for h in HOOKS},
                 "policy": {"rules": POLICY_RULES},
-                "watch": {"paths": [WATCHED_DIR], "names": []},
+                "watch": {"paths": [WATCHED_DIR], "names": [], "logs": [LOG_DIR]},
                 "sinks": {
                     "journald": {"enabled": True},
                     "jsonl": {"enabled": False},
@@ -579,6 +578,22 @@ def test_watch_under_root_reports_what_is_made_there(started: Container) -> None
         WATCHED_DIR,
         "1",
         ".ssh",
+    ), e
+
+
+def test_a_log_deleted_under_var_log_is_reported(started: Container) -> None:
+    """The log watch resolves /var/log in the unit's mount namespace: a log deleted
+    there is reported (inode_unlink), after an append that is not."""
+    c = started
+    name = f"krsid-probe-{uuid.uuid4().hex[:8]}.log"
+    p = c.run("/bin/sh", "-c", f"echo line >> {LOG_DIR}/{name} && rm {LOG_DIR}/{name}")
+    assert p.returncode == 0, p.stderr
+    (e,) = _events_in_journal(c, "KRSID_HOOK=inode_unlink", f"KRSID_NAME={name}")
+    assert (e["KRSID_ACTION"], e["KRSID_WATCH"], e["KRSID_WATCH_LEVEL"], e["KRSID_RUNNING"]) == (
+        "audit",
+        LOG_DIR,
+        "1",
+        "0",
     ), e
 
 

@@ -103,7 +103,7 @@ DEFAULT_NAMES: tuple[str, ...] = (
 
 # Log tampering (ATT&CK T1070.002: clearing auth.log, wtmp, the journal): truncation,
 # deletion and renames only. logrotate and journald's own rotation are reported too
-# (a few events a day, README: File-integrity watch).
+# (README: File-integrity watch).
 DEFAULT_LOGS: tuple[str, ...] = ("/var/log",)
 
 

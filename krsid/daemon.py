@@ -91,6 +91,20 @@ def build_sinks(config: Config) -> list[Sink]:
     return sinks
 
 
+def daemon_process_key(pid: int | None = None, pidns_inode: int | None = None) -> int:
+    """This process as a daemon_tgid option names it to the kernel (krsid.h,
+    krsid_task_is_process): its pid as its own pid namespace sees it, and above it
+    that namespace's inode number. Under systemd-nspawn or in a container getpid() is
+    not the kernel's tgid, and the pair is what the kernel can compare at any level."""
+    if pid is None:
+        pid = os.getpid()
+    if pidns_inode is None:
+        pidns_inode = os.stat("/proc/self/ns/pid").st_ino
+    if not 0 < pid < 1 << 32 or not 0 < pidns_inode < 1 << 32:
+        raise ValueError(f"pid {pid} or pid namespace inode {pidns_inode} out of range")
+    return pidns_inode << 32 | pid
+
+
 class Daemon:
     # C appended to the BPF module: only for the load generator (tests/support/loadgen.py).
     extra_source = ""
@@ -252,7 +266,7 @@ class Daemon:
 
     def _hook_options(self, config: Config) -> dict[str, dict[str, int | tuple[str, ...]]]:
         """Configured option values by loaded program, plus daemon_tgid options set to
-        this process's id. A fallback declares the same options as its hook."""
+        this process (daemon_process_key). A fallback declares the same options as its hook."""
         out: dict[str, dict[str, int | tuple[str, ...]]] = {}
         for h in config.enabled_hooks:
             program = self._program_of(h.name)
@@ -261,7 +275,7 @@ class Daemon:
             values = dict(h.options)
             for opt in config.catalog[program].options:
                 if opt.kind == "daemon_tgid":
-                    values[opt.name] = os.getpid()
+                    values[opt.name] = daemon_process_key()
             out[program] = values
         return out
 

@@ -92,9 +92,14 @@ DEFAULT_NAMES: tuple[str, ...] = (
     # anti-forensics: history files deleted, truncated or linked to /dev/null
     ".bash_history",
     ".zsh_history",
-    # kernel hand-offs to user space (/proc/sys/kernel/core_pattern, a cgroup v1 release
-    # agent): proc and cgroupfs inodes are not stable, so these go by name
+    # kernel hand-offs to user space: programs the kernel runs as root (a crash's
+    # core_pattern pipe, module autoload's /proc/sys/kernel/modprobe, the uevent helper
+    # in /sys/kernel/uevent_helper or /proc/sys/kernel/hotplug, a cgroup v1 release
+    # agent). proc, sysfs and cgroupfs inodes are not stable, so these go by name.
     "core_pattern",
+    "modprobe",
+    "uevent_helper",
+    "hotplug",
     "release_agent",
     # a preload file that does not exist yet has no inode to watch
     "ld.so.preload",

@@ -57,9 +57,8 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size)
 
     /* krsid's own calls first, before any rule: a policy must never deny krsid its
      * maps (that would blind it, or stop a reload). */
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     __u64 ignore = krsid_option(KRSID_HOOK_ID, BPF_HOOK_OPT_IGNORE_TGID);
-    if (ignore && tgid == ignore)
+    if (ignore && krsid_task_is_process((struct task_struct *)bpf_get_current_task(), ignore))
         KRSID_RETURN_FILTERED();
 
     __u32 prog_type = 0, map_type = 0;

@@ -57,8 +57,10 @@ FIELD_TYPES = (
 )
 # Types read from a char[N] member; the others read an integer member.
 BYTES_FIELD_TYPES = ("string", "strings", "ipv6")
-# daemon_tgid: not configurable; krsid writes its own process id there, so a hook can
-# leave the daemon's own activity out (e.g. bpf(): krsid reads its maps at every scrape).
+# daemon_tgid: not configurable; krsid writes its own process there (its pid and pid
+# namespace: krsid.daemon.daemon_process_key, compared by krsid.h's krsid_task_is_process),
+# so a hook can leave the daemon's own activity out (e.g. bpf(): krsid reads its maps at
+# every scrape) or watch what is done to it (task_kill).
 OPTION_TYPES = ("bool", "int", "string_set", "daemon_tgid")
 STRING_TRANSFORMS = ("none", "basename", "basename_head")
 # basename_head keys: the basename's length in bytes, 4 bytes of padding, its first 8

@@ -461,6 +461,20 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
             ),
         )
     ),
+    "task_kill": HookMapping(
+        (
+            Target(
+                "process_activity",
+                99,
+                ("process",),
+                ("info",),
+                "signal",
+                PROCESS_OTHER,
+                {"pid": "target_tgid", "tid": "target_pid", "name": "target_comm", "uid": "target_uid"},
+                activity_name="Signal",
+            ),
+        )
+    ),
     "userns_create": HookMapping((_USERNS,)),
     "cred_prepare": HookMapping((_USERNS,)),  # the fallback of userns_create: same events
     "file_open": HookMapping((Target("file_activity", 14, ("file",), ("access",), "open", FILE, {"path": "path"}),)),

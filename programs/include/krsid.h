@@ -42,6 +42,7 @@
 #include <linux/tty.h>
 #include <linux/mm_types.h>
 #include <linux/fs_struct.h>
+#include <linux/pid_namespace.h>
 #endif
 
 #include <linux/version.h>
@@ -1372,6 +1373,45 @@ static __always_inline struct krsid_watch_hit krsid_watch_find_either(struct den
         *side = hit.id ? 2 : 0;
     }
     return hit;
+}
+
+/*
+ * A process named the way user space can name it from inside any pid namespace: the
+ * option value of type daemon_tgid (krsid/daemon.py, daemon_process_key) holds the
+ * daemon's process id as its own pid namespace sees it (low 32 bits) and that
+ * namespace's inode number (high 32 bits). Under systemd-nspawn or in a container
+ * krsid's getpid() is not the kernel's tgid; comparing both at each of the task's
+ * namespace levels is right wherever it runs (the initial namespace is level 0).
+ */
+#define KRSID_PIDNS_LEVELS 8 /* namespace levels looked at; the kernel allows 32 */
+
+/* 1 when task t belongs to the process `key` names (see above); 0 for key 0. */
+static __always_inline __u32 krsid_task_is_process(struct task_struct *t, __u64 key)
+{
+    struct task_struct *leader = 0;
+    struct pid *pid = 0;
+    unsigned int level = 0;
+    bpf_probe_read_kernel(&leader, sizeof(leader), &t->group_leader);
+    if (!key || !leader)
+        return 0;
+    bpf_probe_read_kernel(&pid, sizeof(pid), &leader->thread_pid);
+    if (!pid)
+        return 0;
+    bpf_probe_read_kernel(&level, sizeof(level), &pid->level);
+#pragma unroll
+    for (__u32 i = 0; i < KRSID_PIDNS_LEVELS; i++) {
+        if (i > level)
+            break;
+        struct upid u = {};
+        bpf_probe_read_kernel(&u, sizeof(u), &pid->numbers[i]);
+        if ((__u32)u.nr != (__u32)key || !u.ns)
+            continue;
+        unsigned int inum = 0;
+        bpf_probe_read_kernel(&inum, sizeof(inum), &u.ns->ns.inum);
+        if (inum == (__u32)(key >> 32))
+            return 1;
+    }
+    return 0;
 }
 
 /* task_struct.flags: a kernel thread (no user process behind the call). */

@@ -88,3 +88,16 @@ def test_an_unwritable_pid_file_is_a_warning_not_a_failure(tmp_path: Path, caplo
     with caplog.at_level(logging.WARNING, logger="krsid"):
         write_pid_file(tmp_path / "state" / "krsid.pid")
     assert any("krsid reload needs it" in r.getMessage() for r in caplog.records)
+
+
+def test_daemon_process_key_packs_the_pid_under_its_pid_namespace() -> None:
+    """krsid.h's krsid_task_is_process compares the pid at the namespace level whose
+    inode is in the high 32 bits: the layout is the contract."""
+    from krsid.daemon import daemon_process_key
+
+    assert daemon_process_key(1234, 4026531836) == (4026531836 << 32) | 1234
+    here = daemon_process_key()
+    assert (here & 0xFFFFFFFF, here >> 32) == (os.getpid(), os.stat("/proc/self/ns/pid").st_ino)
+    for pid, inode in ((0, 4026531836), (1 << 32, 4026531836), (1, 0), (1, 1 << 32)):
+        with pytest.raises(ValueError, match="out of range"):
+            daemon_process_key(pid, inode)

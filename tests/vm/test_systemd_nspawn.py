@@ -81,7 +81,7 @@ pytestmark = pytest.mark.vm
 
 NSPAWN_DIR = Path(__file__).parent / "nspawn"
 HEADERS_DROPIN = NSPAWN_DIR / "kernel-headers.conf"
-HOOKS = ("bprm_check_security", "file_mprotect", "inode_mkdir", "inode_unlink")
+HOOKS = ("bprm_check_security", "file_mprotect", "inode_mkdir", "inode_unlink", "task_kill")
 EXEC_MESSAGE_ID = message_id("bprm_check_security")
 # The unit's CapabilityBoundingSet/AmbientCapabilities: DAC_READ_SEARCH, SYS_ADMIN,
 # SYS_RESOURCE, PERFMON, BPF.
@@ -94,6 +94,7 @@ UNIT_CAPS = (1 << 2) | (1 << 21) | (1 << 24) | (1 << 38) | (1 << 39)
 PROBE_UID = 4242
 HOME_PROBE_DIR = "/home/krsid-probe"
 HOME_SHELL = f"{HOME_PROBE_DIR}/sh"
+HOME_KILL = f"{HOME_PROBE_DIR}/kill"
 POLICY_RULES = [
     {
         "name": "deny-exec-from-tmp",
@@ -114,6 +115,14 @@ POLICY_RULES = [
         "hook": "inode_mkdir",
         "action": "deny",
         "match": {"path_prefix": HOME_PROBE_DIR, "fields": {"mode": {"any": ["WOTH"]}}},
+    },
+    # Self-protection (README: Policies), scoped to this test's copy of kill: signals
+    # to krsid itself are refused.
+    {
+        "name": "deny-signals-to-krsid-by-home-kill",
+        "hook": "task_kill",
+        "action": "deny",
+        "match": {"exe": HOME_KILL, "fields": {"protected": "DAEMON"}},
     },
 ]
 # The file-integrity watch under the unit: a directory under /root, which the unit
@@ -320,7 +329,11 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
 
         # The exe rule names a file under /home: it must exist when krsid loads the rules
         # (and the watched directory, or krsid looks it up again every second).
-        for argv in (("mkdir", "-p", HOME_PROBE_DIR, WATCHED_DIR), ("cp", "/bin/sh", HOME_SHELL)):
+        for argv in (
+            ("mkdir", "-p", HOME_PROBE_DIR, WATCHED_DIR),
+            ("cp", "/bin/sh", HOME_SHELL),
+            ("cp", "/bin/kill", HOME_KILL),
+        ):
             made = c.run(*argv)
             assert made.returncode == 0, made.stderr
         t2 = time.monotonic()
@@ -609,6 +622,34 @@ def test_systemctl_reload_keeps_the_unit_and_its_rules(started: Container) -> No
     after = c.show("krsid", "MainPID", "NRestarts", "ActiveState")
     assert (after["MainPID"], after["NRestarts"], after["ActiveState"]) == (before["MainPID"], "0", "active"), after
     assert c.run(HOME_SHELL, "-c", "/bin/true; exit $?").returncode == EACCES_EXIT  # still enforced
+    # The unit's ExecReload (kill -HUP $MAINPID) is a signal to krsid: reported, not denied.
+    (e,) = _events_in_journal(c, "KRSID_HOOK=task_kill", "KRSID_SIG=HUP")
+    assert (e["KRSID_PROTECTED"], e["KRSID_COMM"], e["KRSID_ACTION"], e["KRSID_TARGET_TGID"]) == (
+        "DAEMON",
+        "kill",
+        "audit",
+        str(c.host_pid(int(before["MainPID"]))),
+    ), e
+
+
+def test_self_protection_refuses_a_sigkill_of_the_daemon(started: Container) -> None:
+    """A task_kill deny rule under the unit: the SIGKILL fails, krsid runs on (same
+    MainPID, no restart) and reports the attempt."""
+    c = started
+    before = c.show("krsid", "MainPID", "NRestarts")
+    main = int(before["MainPID"])
+    p = c.run(HOME_KILL, "-KILL", str(main))
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    (e,) = _events_in_journal(c, "KRSID_HOOK=task_kill", "KRSID_RULE=deny-signals-to-krsid-by-home-kill")
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_SIG"], e["KRSID_PROTECTED"], e["KRSID_TARGET_TGID"]) == (
+        "deny",
+        "-EPERM",
+        "KILL",
+        "DAEMON",
+        str(c.host_pid(main)),
+    ), e
+    after = c.show("krsid", "MainPID", "NRestarts", "ActiveState")
+    assert (after["MainPID"], after["NRestarts"], after["ActiveState"]) == (before["MainPID"], "0", "active"), after
 
 
 def test_watchdog_is_armed_and_fed(started: Container) -> None:
@@ -637,6 +678,7 @@ def test_stop_detaches_every_program(started: Container) -> None:
     main = int(c.show("krsid", "MainPID")["MainPID"])
     ids = {i for i, t in bpf_prog_ids_of(c.host_pid(main)).items() if t == BPF_PROG_TYPE_LSM}
     assert len(ids) >= len(HOOKS), ids
+    host_main = c.host_pid(main)
     p = c.run("systemctl", "stop", "krsid", timeout=120)
     assert p.returncode == 0, p.stderr
     s = c.show("krsid", "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
@@ -645,3 +687,6 @@ def test_stop_detaches_every_program(started: Container) -> None:
     assert (s["ExecMainCode"], s["ExecMainStatus"]) == ("1", "0"), s  # exited 0 on SIGTERM
     left = ids & set(loaded_programs())
     assert not left, f"krsid's LSM programs still loaded after systemctl stop: {sorted(left)}"
+    # Who stopped it: the SIGTERM from the container's systemd, read before the detach.
+    (e,) = _events_in_journal(c, "KRSID_HOOK=task_kill", "KRSID_SIG=TERM")
+    assert (e["KRSID_PROTECTED"], e["KRSID_COMM"], e["KRSID_TARGET_TGID"]) == ("DAEMON", "systemd", str(host_main)), e

@@ -176,6 +176,24 @@ def test_deleting_watched_files_and_names_is_reported(daemon: RunningDaemon, roo
     assert first["running"] is False and second["running"] is False
 
 
+def test_kernel_hand_offs_under_proc_sys_are_reported_by_name(daemon: RunningDaemon, root: Path) -> None:
+    """core_pattern and modprobe (programs the kernel runs as root) are watched by their
+    shipped names: /proc/sys has no stable inodes. Each is written with the value it
+    has, so the VM's kernel is left as it was; a read is not reported."""
+    readers = []
+    for name in ("core_pattern", "modprobe"):
+        sysctl = Path("/proc/sys/kernel") / name
+        value = sysctl.read_text()
+        readers.append(run("cat", str(sysctl))[0])
+        writer, _ = run("sh", "-c", 'printf "%s" "$1" > "$2"', "sh", value, str(sysctl))
+        assert sysctl.read_text() == value
+        (o,) = events_of(daemon, "file_open", writer)
+        assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", name, 255, str(sysctl))
+        assert (o["access"], o["flags"]) == ("WRONLY", "WRONLY|CREAT|TRUNC|LARGEFILE")
+    # Same lane, in order: the reads came before the writes just seen.
+    assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] in readers) == []
+
+
 def test_clearing_a_log_is_reported_and_writing_one_is_not(daemon: RunningDaemon, root: Path) -> None:
     """A `logs` entry (the session's logs/, like the shipped /var/log) reports what clears
     a log: an O_TRUNC open of a file with data (truncate(2): the next test), its deletion

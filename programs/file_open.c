@@ -11,6 +11,13 @@
  *                   the file-integrity watch covers (krsid_watch_find, krsid.h): by
  *                   identity, so a hard link or bind mount reaches the same inode;
  *                   below a `logs` entry, only an O_TRUNC open of a non-empty file.
+ *   NS_ENTER        an open of one of the host's initial namespaces (/proc/1/ns/uts,
+ *                   ipc, pid, cgroup, time, user) by a process that is not in it: the
+ *                   first step of setns(2) into it (`nsenter -t 1` from a container,
+ *                   ATT&CK T1611). setns itself has no LSM hook, but the namespace
+ *                   file is opened first. The initial namespaces have fixed inode
+ *                   numbers (PROC_*_INIT_INO); the host's mount and network
+ *                   namespaces do not, and are not recognised.
  *
  * This hook runs for every open on the machine, so the common case must be cheap:
  * one 8-byte read of the file's name (the dentry, no directories) and one lookup of
@@ -53,6 +60,20 @@
 #define FILE_OPEN_REASON_SENSITIVE_PATH 2
 #define FILE_OPEN_REASON_RULE 3
 #define FILE_OPEN_REASON_WATCH 4
+#define FILE_OPEN_REASON_NS_ENTER 5
+
+/* Option slots, see file_open.yaml. */
+#define FILE_OPEN_OPT_INIT_NAMESPACES 0
+
+/* include/uapi/linux/magic.h; the inode numbers of the initial namespaces
+ * (include/linux/proc_ns.h, PROC_*_INIT_INO: fixed since 3.8, time since 5.6). */
+#define FILE_OPEN_NSFS_MAGIC 0x6e736673
+#define FILE_OPEN_INIT_IPC_INO 0xEFFFFFFFU
+#define FILE_OPEN_INIT_UTS_INO 0xEFFFFFFEU
+#define FILE_OPEN_INIT_USER_INO 0xEFFFFFFDU
+#define FILE_OPEN_INIT_PID_INO 0xEFFFFFFCU
+#define FILE_OPEN_INIT_CGROUP_INO 0xEFFFFFFBU
+#define FILE_OPEN_INIT_TIME_INO 0xEFFFFFFAU
 
 /* Policy field slots, see file_open.yaml. */
 #define FILE_OPEN_POLICY_FLAGS 0
@@ -101,6 +122,52 @@ struct file_open_scratch_buf {
     struct file_open_path_key key;
 };
 BPF_PERCPU_ARRAY(file_open_scratch, struct file_open_scratch_buf, 1);
+
+/* The calling task's namespace of the kind whose initial namespace has inode number
+ * init_ino (one of FILE_OPEN_INIT_*_INO): its inode number, 0 if it cannot be read.
+ * pid and time: the namespace its children get, which is what setns(2) changes. */
+static __always_inline __u32 file_open_current_ns(__u32 init_ino)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct nsproxy *nsp = 0;
+    struct ns_common *ns = 0;
+    bpf_probe_read_kernel(&nsp, sizeof(nsp), &task->nsproxy);
+    if (init_ino == FILE_OPEN_INIT_USER_INO) {
+        const struct cred *cred = 0;
+        struct user_namespace *user_ns = 0;
+        bpf_probe_read_kernel(&cred, sizeof(cred), &task->cred);
+        if (cred)
+            bpf_probe_read_kernel(&user_ns, sizeof(user_ns), &cred->user_ns);
+        if (user_ns)
+            ns = &user_ns->ns;
+    } else if (nsp) {
+        if (init_ino == FILE_OPEN_INIT_IPC_INO) {
+            struct ipc_namespace *x = 0;
+            bpf_probe_read_kernel(&x, sizeof(x), &nsp->ipc_ns);
+            ns = x ? &x->ns : 0;
+        } else if (init_ino == FILE_OPEN_INIT_UTS_INO) {
+            struct uts_namespace *x = 0;
+            bpf_probe_read_kernel(&x, sizeof(x), &nsp->uts_ns);
+            ns = x ? &x->ns : 0;
+        } else if (init_ino == FILE_OPEN_INIT_PID_INO) {
+            struct pid_namespace *x = 0;
+            bpf_probe_read_kernel(&x, sizeof(x), &nsp->pid_ns_for_children);
+            ns = x ? &x->ns : 0;
+        } else if (init_ino == FILE_OPEN_INIT_CGROUP_INO) {
+            struct cgroup_namespace *x = 0;
+            bpf_probe_read_kernel(&x, sizeof(x), &nsp->cgroup_ns);
+            ns = x ? &x->ns : 0;
+        } else {
+            struct time_namespace *x = 0;
+            bpf_probe_read_kernel(&x, sizeof(x), &nsp->time_ns_for_children);
+            ns = x ? &x->ns : 0;
+        }
+    }
+    unsigned int inum = 0;
+    if (ns)
+        bpf_probe_read_kernel(&inum, sizeof(inum), &ns->inum);
+    return inum;
+}
 
 /* "1234" -> 1234; 0 for anything that is not a decimal number. */
 static __always_inline __u32 file_open_parse_pid(const char *s)
@@ -175,6 +242,13 @@ LSM_PROBE(file_open, struct file *file)
             if (file_open_paths.lookup(&buf->key))
                 reason = FILE_OPEN_REASON_SENSITIVE_PATH;
         }
+    } else if (name.len == 1 && name.head == '/' && dentry->d_sb->s_magic == FILE_OPEN_NSFS_MAGIC &&
+               krsid_option(KRSID_HOOK_ID, FILE_OPEN_OPT_INIT_NAMESPACES)) {
+        /* Namespace files are anonymous dentries, named "/": no regular file is, so
+         * the filter costs every other open one compare of what was read above. */
+        __u32 ino = (__u32)file->f_inode->i_ino;
+        if (ino >= FILE_OPEN_INIT_TIME_INO && file_open_current_ns(ino) != ino)
+            reason = FILE_OPEN_REASON_NS_ENTER;
     }
     /* Writes only: a read is no integrity change, and reads are most opens. An O_TRUNC
      * open of a file with data is also a truncation (what a `logs` entry reports): the

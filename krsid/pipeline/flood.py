@@ -114,7 +114,9 @@ class FloodSweeper:
             action=1,  # audit: a summary records, it never decides
             folded=state.pending,
             first_ns=_start(state),
-            last_ns=state.last_ns,
+            # A fold on another CPU writes first_ns before its last time (krsid.h,
+            # krsid_flood_summarize): the map may hold the new first and the old last.
+            last_ns=max(state.last_ns, _start(state)),
             flooded_hook=state.hook_id,
             scope=self._scopes[state.scope],
             flood_tgid=state.tgid,

@@ -141,3 +141,16 @@ def test_fair_share_is_on_by_default_and_every_key_is_checked() -> None:
 def test_bad_fair_share_and_lane_settings_are_clear_errors(text: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         parse_config(HOOKS + text, "t.yaml", catalog=CATALOG)
+
+
+def test_a_first_fold_seen_before_its_time_is_written_never_ends_before_it_starts() -> None:
+    """A fold on another CPU writes first_ns, then last_folded_ns: the map can hold the
+    new first and the previous period's last. The summary's last_ns is then its first."""
+    now = 100 * PERIOD
+    torn = FloodState("uid", 2, 1, 3, now - 3 * PERIOD, now - 5 * PERIOD, 1, 1, 1, b"x")
+    records: list[bytes] = []
+    assert sweeper(States([torn]), records, now, Counter()).sweep() == 1
+    assert CATALOG.flood is not None
+    decoder = EventDecoder({2: CATALOG["file_mprotect"], FLOOD_ID: CATALOG.flood}, boot_to_epoch=0.0)
+    v = decoder.decode(records[0]).values
+    assert (v["first_ns"], v["last_ns"]) == (now - 3 * PERIOD, now - 3 * PERIOD)

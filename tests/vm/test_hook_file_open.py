@@ -170,3 +170,45 @@ def test_unlisted_files_are_filtered_in_kernel(
     assert [o["path"] for o in events] == [str(SECRET)]
     after = metric(daemon.scrape(), "krsid_events_filtered_total", **hook)
     assert after >= before + 2
+
+
+# The inode numbers of the initial namespaces (include/linux/proc_ns.h, PROC_*_INIT_INO).
+INIT_NS = {"ipc": 0xEFFFFFFF, "uts": 0xEFFFFFFE, "cgroup": 0xEFFFFFFB}
+
+
+def test_entering_the_hosts_namespaces_from_outside_them_is_reported(
+    daemon: RunningDaemon, journal: Journal, hook_enabled: Callable[[str], None]
+) -> None:
+    """`nsenter -t 1` from new uts, ipc and cgroup namespaces (a container's) opens the
+    host's /proc/1/ns files first: file_open NS_ENTER, one per namespace, named by the
+    namespace (d_path of a namespace file). The same nsenter from the host's own
+    namespaces enters nothing new and is not reported."""
+    hook_enabled("file_open")
+    kinds = ("--uts", "--ipc", "--cgroup")
+    at_home = subprocess.run(["nsenter", "-t", "1", *kinds, "true"], capture_output=True, text=True)
+    assert at_home.returncode == 0, at_home.stderr
+    p = subprocess.Popen(["unshare", *kinds, "--", "nsenter", "-t", "1", *kinds, "true"], stderr=subprocess.PIPE)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    events = open_events(daemon, p.pid, 3)
+    assert sorted((o["reason"], o["path"], o["access"]) for o in events) == sorted(
+        ("NS_ENTER", f"{kind}:[{ino}]", "RDONLY") for kind, ino in INIT_NS.items()
+    ), events
+    assert all(o["comm"] == "nsenter" and o["watch"] == "" for o in events), events
+    # Same lane, in order: the nsenter from the host's namespaces ran first.
+    assert (
+        daemon.events(
+            lambda o: (
+                o["hook"] == "file_open"
+                and o.get("reason") == "NS_ENTER"
+                and o["comm"] == "nsenter"
+                and o["tgid"] != p.pid
+            )
+        )
+        == []
+    )
+
+    (j,) = journal.wait_for(
+        lambda e: e.get("KRSID_PATH") == f"uts:[{INIT_NS['uts']}]", "KRSID_HOOK=file_open", f"KRSID_TGID={p.pid}"
+    )
+    assert (j["MESSAGE_ID"], j["KRSID_REASON"]) == (MESSAGE_ID, "NS_ENTER")

@@ -6,7 +6,7 @@
  * What attackers do with it (ATT&CK T1562.001 Impair defenses, T1489 Service stop):
  * stop or freeze the programs that watch them (`pkill auditd`, `kill -STOP` of an
  * agent, SIGKILL of krsid itself) before they act. Emitted by default:
- *   DAEMON  any signal to krsid itself (its process id is the daemon_tgid option,
+ *   DAEMON  any signal to krsid itself (named by the daemon_tgid option: its pid and pid namespace,
  *           filled in by the loader): who stopped, froze or reloaded the auditor.
  *           A SIGSTOP's event is read when the daemon runs again; a SIGKILL's is in
  *           the ring buffer when the daemon dies and is lost with it, unless a

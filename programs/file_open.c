@@ -123,6 +123,14 @@ struct file_open_scratch_buf {
 };
 BPF_PERCPU_ARRAY(file_open_scratch, struct file_open_scratch_buf, 1);
 
+/* The ns_common of obj->member, a namespace (each embeds one as `ns`); NULL if unset. */
+#define FILE_OPEN_NS_OF(obj, member)                                         \
+    ({                                                                       \
+        __typeof__(*(obj)->member) *x_ = 0; /* not const: the read writes it */ \
+        bpf_probe_read_kernel(&x_, sizeof(x_), &(obj)->member);              \
+        x_ ? &x_->ns : (struct ns_common *)0;                                \
+    })
+
 /* The calling task's namespace of the kind whose initial namespace has inode number
  * init_ino (one of FILE_OPEN_INIT_*_INO): its inode number, 0 if it cannot be read.
  * pid and time: the namespace its children get, which is what setns(2) changes. */
@@ -134,34 +142,20 @@ static __always_inline __u32 file_open_current_ns(__u32 init_ino)
     bpf_probe_read_kernel(&nsp, sizeof(nsp), &task->nsproxy);
     if (init_ino == FILE_OPEN_INIT_USER_INO) {
         const struct cred *cred = 0;
-        struct user_namespace *user_ns = 0;
         bpf_probe_read_kernel(&cred, sizeof(cred), &task->cred);
         if (cred)
-            bpf_probe_read_kernel(&user_ns, sizeof(user_ns), &cred->user_ns);
-        if (user_ns)
-            ns = &user_ns->ns;
+            ns = FILE_OPEN_NS_OF(cred, user_ns);
     } else if (nsp) {
-        if (init_ino == FILE_OPEN_INIT_IPC_INO) {
-            struct ipc_namespace *x = 0;
-            bpf_probe_read_kernel(&x, sizeof(x), &nsp->ipc_ns);
-            ns = x ? &x->ns : 0;
-        } else if (init_ino == FILE_OPEN_INIT_UTS_INO) {
-            struct uts_namespace *x = 0;
-            bpf_probe_read_kernel(&x, sizeof(x), &nsp->uts_ns);
-            ns = x ? &x->ns : 0;
-        } else if (init_ino == FILE_OPEN_INIT_PID_INO) {
-            struct pid_namespace *x = 0;
-            bpf_probe_read_kernel(&x, sizeof(x), &nsp->pid_ns_for_children);
-            ns = x ? &x->ns : 0;
-        } else if (init_ino == FILE_OPEN_INIT_CGROUP_INO) {
-            struct cgroup_namespace *x = 0;
-            bpf_probe_read_kernel(&x, sizeof(x), &nsp->cgroup_ns);
-            ns = x ? &x->ns : 0;
-        } else {
-            struct time_namespace *x = 0;
-            bpf_probe_read_kernel(&x, sizeof(x), &nsp->time_ns_for_children);
-            ns = x ? &x->ns : 0;
-        }
+        if (init_ino == FILE_OPEN_INIT_IPC_INO)
+            ns = FILE_OPEN_NS_OF(nsp, ipc_ns);
+        else if (init_ino == FILE_OPEN_INIT_UTS_INO)
+            ns = FILE_OPEN_NS_OF(nsp, uts_ns);
+        else if (init_ino == FILE_OPEN_INIT_PID_INO)
+            ns = FILE_OPEN_NS_OF(nsp, pid_ns_for_children);
+        else if (init_ino == FILE_OPEN_INIT_CGROUP_INO)
+            ns = FILE_OPEN_NS_OF(nsp, cgroup_ns);
+        else
+            ns = FILE_OPEN_NS_OF(nsp, time_ns_for_children);
     }
     unsigned int inum = 0;
     if (ns)

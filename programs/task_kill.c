@@ -64,7 +64,6 @@ LSM_PROBE(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig
 {
     KRSID_HOOK_PROLOGUE();
 
-    __u32 target_tgid = p->tgid;
     __u32 target_uid = p->real_cred->uid.val;
     __u64 daemon = krsid_option(KRSID_HOOK_ID, TASK_KILL_OPT_DAEMON_TGID);
     struct task_kill_comm_key key = {};
@@ -96,7 +95,7 @@ LSM_PROBE(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig
     e->sig = (__u32)sig;
     e->protected = protected;
     e->target_pid = p->pid;
-    e->target_tgid = target_tgid;
+    e->target_tgid = p->tgid;
     e->target_uid = target_uid;
     e->pad0 = 0;
     __builtin_memcpy(e->target_comm, key.comm, sizeof(e->target_comm));

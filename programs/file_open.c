@@ -12,12 +12,15 @@
  *                   identity, so a hard link or bind mount reaches the same inode;
  *                   below a `logs` entry, only an O_TRUNC open of a non-empty file.
  *   NS_ENTER        an open of one of the host's initial namespaces (/proc/1/ns/uts,
- *                   ipc, pid, cgroup, time, user) by a process that is not in it: the
+ *                   ipc, pid, cgroup, time) by a process that is not in it: the
  *                   first step of setns(2) into it (`nsenter -t 1` from a container,
  *                   ATT&CK T1611). setns itself has no LSM hook, but the namespace
  *                   file is opened first. The initial namespaces have fixed inode
  *                   numbers (PROC_*_INIT_INO); the host's mount and network
- *                   namespaces do not, and are not recognised.
+ *                   namespaces do not, and are not recognised. Not the initial user
+ *                   namespace: the kernel lets no process outside it open it (the
+ *                   open's ptrace check wants CAP_SYS_PTRACE in it, which no such
+ *                   process has), so there is nothing to report.
  *
  * This hook runs for every open on the machine, so the common case must be cheap:
  * one 8-byte read of the file's name (the dentry, no directories) and one lookup of
@@ -70,7 +73,7 @@
 #define FILE_OPEN_NSFS_MAGIC 0x6e736673
 #define FILE_OPEN_INIT_IPC_INO 0xEFFFFFFFU
 #define FILE_OPEN_INIT_UTS_INO 0xEFFFFFFEU
-#define FILE_OPEN_INIT_USER_INO 0xEFFFFFFDU
+#define FILE_OPEN_INIT_USER_INO 0xEFFFFFFDU /* never reported: see NS_ENTER above */
 #define FILE_OPEN_INIT_PID_INO 0xEFFFFFFCU
 #define FILE_OPEN_INIT_CGROUP_INO 0xEFFFFFFBU
 #define FILE_OPEN_INIT_TIME_INO 0xEFFFFFFAU
@@ -132,20 +135,16 @@ BPF_PERCPU_ARRAY(file_open_scratch, struct file_open_scratch_buf, 1);
     })
 
 /* The calling task's namespace of the kind whose initial namespace has inode number
- * init_ino (one of FILE_OPEN_INIT_*_INO): its inode number, 0 if it cannot be read.
- * pid and time: the namespace its children get, which is what setns(2) changes. */
+ * init_ino (one of FILE_OPEN_INIT_*_INO but USER): its inode number, 0 if it cannot
+ * be read. pid and time: the namespace its children get, which is what setns(2)
+ * changes. */
 static __always_inline __u32 file_open_current_ns(__u32 init_ino)
 {
     struct task_struct *task = (struct task_struct *)bpf_get_current_task();
     struct nsproxy *nsp = 0;
     struct ns_common *ns = 0;
     bpf_probe_read_kernel(&nsp, sizeof(nsp), &task->nsproxy);
-    if (init_ino == FILE_OPEN_INIT_USER_INO) {
-        const struct cred *cred = 0;
-        bpf_probe_read_kernel(&cred, sizeof(cred), &task->cred);
-        if (cred)
-            ns = FILE_OPEN_NS_OF(cred, user_ns);
-    } else if (nsp) {
+    if (nsp) {
         if (init_ino == FILE_OPEN_INIT_IPC_INO)
             ns = FILE_OPEN_NS_OF(nsp, ipc_ns);
         else if (init_ino == FILE_OPEN_INIT_UTS_INO)
@@ -241,7 +240,7 @@ LSM_PROBE(file_open, struct file *file)
         /* Namespace files are anonymous dentries, named "/": no regular file is, so
          * the filter costs every other open one compare of what was read above. */
         __u32 ino = (__u32)file->f_inode->i_ino;
-        if (ino >= FILE_OPEN_INIT_TIME_INO && file_open_current_ns(ino) != ino)
+        if (ino >= FILE_OPEN_INIT_TIME_INO && ino != FILE_OPEN_INIT_USER_INO && file_open_current_ns(ino) != ino)
             reason = FILE_OPEN_REASON_NS_ENTER;
     }
     /* Writes only: a read is no integrity change, and reads are most opens. An O_TRUNC

@@ -212,3 +212,23 @@ def test_entering_the_hosts_namespaces_from_outside_them_is_reported(
         lambda e: e.get("KRSID_PATH") == f"uts:[{INIT_NS['uts']}]", "KRSID_HOOK=file_open", f"KRSID_TGID={p.pid}"
     )
     assert (j["MESSAGE_ID"], j["KRSID_REASON"]) == (MESSAGE_ID, "NS_ENTER")
+
+
+def test_entering_the_hosts_pid_and_time_namespaces_is_judged_by_those_children_get(
+    daemon: RunningDaemon, hook_enabled: Callable[[str], None]
+) -> None:
+    """unshare(CLONE_NEWPID | CLONE_NEWTIME) changes only the namespaces the caller's
+    children get; nsenter's setns(2) into the host's changes them back. So those are
+    what file_open compares with (pid_ns_for_children, time_ns_for_children): without
+    a fork, unshare's nsenter is still in the host's pid and time namespaces itself,
+    and is reported. The user namespace has no such case (file_open.c: NS_ENTER)."""
+    hook_enabled("file_open")
+    kinds = ("--pid", "--time")
+    p = subprocess.Popen(["unshare", *kinds, "--", "nsenter", "-t", "1", *kinds, "true"], stderr=subprocess.PIPE)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    events = open_events(daemon, p.pid, 2)
+    assert sorted((o["reason"], o["path"], o["comm"]) for o in events) == [
+        ("NS_ENTER", "pid:[4026531836]", "nsenter"),
+        ("NS_ENTER", "time:[4026531834]", "nsenter"),
+    ], events

@@ -1218,7 +1218,7 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
 /* What a hook does to the file, the op argument of krsid_watch_find. */
 #define KRSID_WATCH_OP_WRITE 0x01    /* opened for writing (file_open) */
 #define KRSID_WATCH_OP_TRUNCATE 0x02 /* data cut off: an O_TRUNC open or truncate(2) of a non-empty file */
-#define KRSID_WATCH_OP_DELETE 0x04   /* inode_unlink */
+#define KRSID_WATCH_OP_DELETE 0x04   /* inode_unlink, inode_rmdir */
 #define KRSID_WATCH_OP_RENAME 0x08   /* inode_rename, either side */
 #define KRSID_WATCH_OP_CREATE 0x10   /* a new name: inode_link, inode_symlink, inode_mkdir, inode_mknod */
 #define KRSID_WATCH_OP_ATTR 0x20     /* mode, explicit times, ACLs (inode_setattr, inode_set_acl) */

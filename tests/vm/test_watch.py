@@ -1,8 +1,8 @@
 """The file-integrity watch in a VM: writes, creation, renames, hard links, symlinks, new
-directories, special files and deletion of watched files, and truncation, deletion and
-renames of logs, are reported with exact values (file_open, inode_rename, inode_link,
-inode_symlink, inode_mkdir, inode_mknod, inode_unlink, inode_setattr; inode_mknod also
-reports device nodes anywhere), and the evasions do not work: a hard link to a
+directories, special files, deletion of watched files and directories, and truncation,
+deletion and renames of logs, are reported with exact values (file_open, inode_rename,
+inode_link, inode_symlink, inode_mkdir, inode_mknod, inode_unlink, inode_rmdir,
+inode_setattr; inode_mknod also reports device nodes anywhere), and the evasions do not work: a hard link to a
 watched file, a bind mount of a watched directory, a file renamed into one, and a
 watched file replaced by a rename (a new inode, watched again after the daemon's next
 refresh).
@@ -567,3 +567,81 @@ def test_would_deny_then_deny_block_device_nodes(
     scrape = daemon.scrape()
     assert metric(scrape, "krsid_denied_total", hook="inode_mknod", rule="mknod-deny") == 1
     assert metric(scrape, "krsid_would_deny_total", hook="inode_mknod", rule="mknod-would_deny") == 1
+
+
+def test_directories_removed_from_watched_places_are_reported_and_others_are_not(
+    daemon: RunningDaemon, root: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """rmdir of a directory below a watched directory, below a log directory (a
+    deletion is what a log entry reports) or under a watched name is reported with
+    the directory's identity; an rmdir the kernel then refuses (ENOTEMPTY) is reported
+    too, since the hook runs first; an rmdir elsewhere is not."""
+    hook_enabled("inode_rmdir")
+    drop_in = root / "dir" / unique("ssh.service.d")
+    log_dir = root / "logs" / unique("app")
+    nest = root / "outside" / unique("home")
+    named = nest / WATCHED_NAME
+    elsewhere = root / "outside" / unique("d")
+    for d in (drop_in, log_dir, named, elsewhere):
+        d.mkdir(parents=True)
+    st = drop_in.stat()
+    (drop_in / "job").write_text("x\n")
+    refused, done = run("rmdir", str(drop_in), ok=False)
+    assert done.returncode != 0 and "Directory not empty" in done.stderr, done
+    (drop_in / "job").unlink()
+    remover, _ = run("rmdir", str(drop_in))
+    log_remover, _ = run("rmdir", str(log_dir))
+    name_remover, _ = run("rmdir", str(named))
+    quiet, _ = run("rmdir", str(elsewhere))
+
+    for pid in (refused, remover):
+        (o,) = events_of(daemon, "inode_rmdir", pid)
+        assert (o["dir"], o["name"], o["watch"], o["watch_level"]) == ("dir", drop_in.name, str(root / "dir"), 1)
+        assert (o["ino"], o["dev_major"], o["dev_minor"]) == (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
+        assert (o["action"], o["comm"]) == ("audit", "rmdir")
+    assert not drop_in.exists()
+    (o,) = events_of(daemon, "inode_rmdir", log_remover)
+    assert (o["dir"], o["name"], o["watch"], o["watch_level"]) == ("logs", log_dir.name, str(root / "logs"), 1)
+    (o,) = events_of(daemon, "inode_rmdir", name_remover)
+    assert (o["dir"], o["name"], o["watch"], o["watch_level"]) == (nest.name, WATCHED_NAME, WATCHED_NAME, 255)
+    # Same lane, in order: by now the unwatched directory's event would have arrived.
+    assert daemon.events(lambda e: e["hook"] == "inode_rmdir" and e["tgid"] == quiet) == []
+
+
+def test_would_deny_then_deny_removing_directories_in_the_watched_directory(
+    daemon: RunningDaemon, root: Path, policy: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    """A rule on where (path_prefix): the directory being removed and those above it."""
+    hook_enabled("inode_rmdir")
+    watched_dir = root / "dir"
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "name": f"rmdir-{action}",
+            "hook": "inode_rmdir",
+            "action": action,
+            "match": {"path_prefix": str(watched_dir)},
+        }
+
+    first, second, elsewhere = watched_dir / unique("a"), watched_dir / unique("b"), root / "outside" / unique("c")
+    for d in (first, second, elsewhere):
+        d.mkdir()
+    policy.apply(policy.with_rules(rule("would_deny")))
+    remover, _ = run("rmdir", str(first))
+    (o,) = events_of(daemon, "inode_rmdir", remover)
+    assert (o["action"], o["rule"], o["verdict"], o["name"]) == ("would_deny", "rmdir-would_deny", "0", first.name)
+    assert not first.exists()
+
+    policy.apply(policy.with_rules(rule("deny")))
+    denied, done = run("rmdir", str(second), ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    assert second.is_dir()
+    (o,) = events_of(daemon, "inode_rmdir", denied)
+    assert (o["action"], o["rule"], o["verdict"], o["watch"]) == ("deny", "rmdir-deny", "-EPERM", str(watched_dir))
+    # Outside the rule's directory: allowed, and not reported (nothing watched there).
+    allowed, _ = run("rmdir", str(elsewhere))
+    assert not elsewhere.exists()
+    assert daemon.events(lambda e: e["hook"] == "inode_rmdir" and e["tgid"] == allowed) == []
+    scrape = daemon.scrape()
+    assert metric(scrape, "krsid_denied_total", hook="inode_rmdir", rule="rmdir-deny") == 1
+    assert metric(scrape, "krsid_would_deny_total", hook="inode_rmdir", rule="rmdir-would_deny") == 1

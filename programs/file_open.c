@@ -11,16 +11,17 @@
  *                   the file-integrity watch covers (krsid_watch_find, krsid.h): by
  *                   identity, so a hard link or bind mount reaches the same inode;
  *                   below a `logs` entry, only an O_TRUNC open of a non-empty file.
- *   NS_ENTER        an open of one of the host's initial namespaces (/proc/1/ns/uts,
- *                   ipc, pid, cgroup, time) by a process that is not in it: the
+ *   NS_ENTER        an open of one of the host's namespaces (/proc/1/ns/uts, ipc,
+ *                   pid, cgroup, time, mnt, net) by a process that is not in it: the
  *                   first step of setns(2) into it (`nsenter -t 1` from a container,
  *                   ATT&CK T1611). setns itself has no LSM hook, but the namespace
  *                   file is opened first. The initial namespaces have fixed inode
- *                   numbers (PROC_*_INIT_INO); the host's mount and network
- *                   namespaces do not, and are not recognised. Not the initial user
- *                   namespace: the kernel lets no process outside it open it (the
- *                   open's ptrace check wants CAP_SYS_PTRACE in it, which no such
- *                   process has), so there is nothing to report.
+ *                   numbers (PROC_*_INIT_INO); the mount and network namespaces do
+ *                   not, and are compared with those of PID 1 (the machine's, found
+ *                   from the caller's own pid: file_open_pid1_nsproxy). Not
+ *                   the initial user namespace: the kernel lets no process outside
+ *                   it open it (the open's ptrace check wants CAP_SYS_PTRACE in it,
+ *                   which no such process has), so there is nothing to report.
  *
  * This hook runs for every open on the machine, so the common case must be cheap:
  * one 8-byte read of the file's name (the dentry, no directories) and one lookup of
@@ -77,6 +78,22 @@
 #define FILE_OPEN_INIT_PID_INO 0xEFFFFFFCU
 #define FILE_OPEN_INIT_CGROUP_INO 0xEFFFFFFBU
 #define FILE_OPEN_INIT_TIME_INO 0xEFFFFFFAU
+/* The two kinds without a fixed inode number, as file_open_ns_inum names them. */
+#define FILE_OPEN_NS_MNT 1
+#define FILE_OPEN_NS_NET 2
+
+#if KRSID_KERNEL_HEADERS
+#include <linux/pid.h>
+#include <net/net_namespace.h>
+/* fs/mount.h, which defines it, is not among the installed headers; its first member
+ * is ns (since 5.11: the VM tests check it in every kernel's BTF, and the
+ * BTF-generated header tree has the whole struct). Were it not, the mount namespace
+ * read below would be a wrong field of both namespaces compared: entries into it
+ * would go unreported, nothing else reported wrongly. */
+struct mnt_namespace {
+    struct ns_common ns;
+};
+#endif
 
 /* Policy field slots, see file_open.yaml. */
 #define FILE_OPEN_POLICY_FLAGS 0
@@ -134,16 +151,42 @@ BPF_PERCPU_ARRAY(file_open_scratch, struct file_open_scratch_buf, 1);
         x_ ? &x_->ns : (struct ns_common *)0;                                \
     })
 
-/* The calling task's namespace of the kind whose initial namespace has inode number
- * init_ino (one of FILE_OPEN_INIT_*_INO but USER): its inode number, 0 if it cannot
- * be read. pid and time: the namespace its children get, which is what setns(2)
- * changes. */
-static __always_inline __u32 file_open_current_ns(__u32 init_ino)
+/* The calling task's namespaces. */
+static __always_inline struct nsproxy *file_open_current_nsproxy(void)
 {
     struct task_struct *task = (struct task_struct *)bpf_get_current_task();
     struct nsproxy *nsp = 0;
-    struct ns_common *ns = 0;
     bpf_probe_read_kernel(&nsp, sizeof(nsp), &task->nsproxy);
+    return nsp;
+}
+
+/* PID 1's namespaces, PID 1 of the whole machine: the reaper of the initial pid
+ * namespace, which is level 0 of every task's pid (a container's own PID 1 is the
+ * reaper of a namespace below it). NULL if it cannot be read. */
+static __always_inline struct nsproxy *file_open_pid1_nsproxy(void)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct pid *pid = 0;
+    struct pid_namespace *initial = 0;
+    struct task_struct *pid1 = 0;
+    struct nsproxy *nsp = 0;
+    bpf_probe_read_kernel(&pid, sizeof(pid), &task->thread_pid);
+    if (pid)
+        bpf_probe_read_kernel(&initial, sizeof(initial), &pid->numbers[0].ns);
+    if (initial)
+        bpf_probe_read_kernel(&pid1, sizeof(pid1), &initial->child_reaper);
+    if (pid1)
+        bpf_probe_read_kernel(&nsp, sizeof(nsp), &pid1->nsproxy);
+    return nsp;
+}
+
+/* The inode number of nsp's namespace of a kind: the one whose initial namespace has
+ * inode number init_ino (one of FILE_OPEN_INIT_*_INO but USER), or FILE_OPEN_NS_MNT
+ * or _NET; 0 if it cannot be read. pid and time: the namespace children get, which
+ * is what setns(2) changes. */
+static __always_inline __u32 file_open_ns_inum(struct nsproxy *nsp, __u32 init_ino)
+{
+    struct ns_common *ns = 0;
     if (nsp) {
         if (init_ino == FILE_OPEN_INIT_IPC_INO)
             ns = FILE_OPEN_NS_OF(nsp, ipc_ns);
@@ -153,6 +196,10 @@ static __always_inline __u32 file_open_current_ns(__u32 init_ino)
             ns = FILE_OPEN_NS_OF(nsp, pid_ns_for_children);
         else if (init_ino == FILE_OPEN_INIT_CGROUP_INO)
             ns = FILE_OPEN_NS_OF(nsp, cgroup_ns);
+        else if (init_ino == FILE_OPEN_NS_MNT)
+            ns = FILE_OPEN_NS_OF(nsp, mnt_ns);
+        else if (init_ino == FILE_OPEN_NS_NET)
+            ns = FILE_OPEN_NS_OF(nsp, net_ns);
         else
             ns = FILE_OPEN_NS_OF(nsp, time_ns_for_children);
     }
@@ -240,7 +287,22 @@ LSM_PROBE(file_open, struct file *file)
         /* Namespace files are anonymous dentries, named "/": no regular file is, so
          * the filter costs every other open one compare of what was read above. */
         __u32 ino = (__u32)file->f_inode->i_ino;
-        if (ino >= FILE_OPEN_INIT_TIME_INO && ino != FILE_OPEN_INIT_USER_INO && file_open_current_ns(ino) != ino)
+        __u32 kind = 0;
+        /* The fixed numbers are the last ones below the dynamic ones (0xF0000000 up,
+         * every other namespace's): a range, not a floor. */
+        if (ino >= FILE_OPEN_INIT_TIME_INO && ino <= FILE_OPEN_INIT_IPC_INO) {
+            if (ino != FILE_OPEN_INIT_USER_INO)
+                kind = ino;
+        } else {
+            /* Other namespaces' files (a container runtime entering its containers)
+             * cost two more lookups of PID 1's mount and network namespaces. */
+            struct nsproxy *pid1 = file_open_pid1_nsproxy();
+            if (ino == file_open_ns_inum(pid1, FILE_OPEN_NS_MNT))
+                kind = FILE_OPEN_NS_MNT;
+            else if (ino == file_open_ns_inum(pid1, FILE_OPEN_NS_NET))
+                kind = FILE_OPEN_NS_NET;
+        }
+        if (kind && file_open_ns_inum(file_open_current_nsproxy(), kind) != ino)
             reason = FILE_OPEN_REASON_NS_ENTER;
     }
     /* Writes only: a read is no integrity change, and reads are most opens. An O_TRUNC

@@ -125,3 +125,13 @@ class DescribingBtf(Btf):
                     out[self._str(noff)] = val
                 return out
         raise HeaderError(f"enum {name!r} is not in the BTF of {self.path}")
+
+
+def mnt_namespace_ns_first(btf: Btf) -> bool:
+    """Whether the kernel's struct mnt_namespace begins with its ns_common, as
+    programs/file_open.c assumes with kernel headers (fs/mount.h, where it is
+    defined, is not installed). False also when BTF has no such struct."""
+    for c in btf.composites():
+        if c.name == "mnt_namespace" and c.kind == "struct":
+            return any(m.name == "ns" and m.bit_offset == 0 for m in c.members)
+    return False

@@ -4,6 +4,7 @@ krsid.kernel.probe."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -30,7 +31,7 @@ from krsid.kernel.btf import (
     Member,
     lsm_hook_arity,
 )
-from tests.support.btf import DescribingBtf
+from tests.support.btf import DescribingBtf, mnt_namespace_ns_first
 
 needs_btf = pytest.mark.skipif(
     not VMLINUX_BTF.exists(), reason=f"{VMLINUX_BTF} absent (kernel without CONFIG_DEBUG_INFO_BTF)"
@@ -455,3 +456,20 @@ def test_run_checks_shape(tmp_path: Path) -> None:
         if c.ok is False:
             assert c.remedy, f"{c.name} fails without saying what to do"
     assert not list(tmp_path.iterdir()), "doctor must not build or write anything"
+
+
+def test_mnt_namespace_ns_first_reads_where_ns_lies(btf: DescribingBtf) -> None:
+    """file_open.c's assumption with kernel headers (the VM tests check it on every
+    kernel of the matrix): true on this host's kernel, false for a struct whose ns is
+    not first."""
+    assert mnt_namespace_ns_first(btf) is True
+
+    class Shifted(DescribingBtf):
+        def composites(self):  # type: ignore[no-untyped-def]
+            for c in super().composites():
+                if c.name == "mnt_namespace":
+                    c = dataclasses.replace(c, members=[Member(m.name, m.bit_offset + 64, 0) for m in c.members])
+                yield c
+
+    shifted = Shifted(btf.path, btf.words, btf.strings, btf.starts)
+    assert mnt_namespace_ns_first(shifted) is False

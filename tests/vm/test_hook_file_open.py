@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from krsid.kernel.btf import Btf
+from tests.support.btf import mnt_namespace_ns_first
 from tests.support.journald import Journal
 from tests.vm.conftest import RunningDaemon, message_id, run_workload
 from tests.vm.test_e2e import metric
@@ -232,3 +235,50 @@ def test_entering_the_hosts_pid_and_time_namespaces_is_judged_by_those_children_
         ("NS_ENTER", "pid:[4026531836]", "nsenter"),
         ("NS_ENTER", "time:[4026531834]", "nsenter"),
     ], events
+
+
+def test_entering_pid1s_mount_and_network_namespaces_is_reported(
+    daemon: RunningDaemon, hook_enabled: Callable[[str], None]
+) -> None:
+    """PID 1's mount and network namespaces have no fixed inode numbers: file_open.c
+    finds PID 1 from the caller's pid and reads them. `nsenter -t 1 --mount --net`
+    from new ones, the usual container escape, gives one NS_ENTER each. Run from PID
+    1's own namespaces, nsenter enters nothing new and is not reported: a first
+    nsenter takes the caller there (reported if the test runs outside them) and execs
+    the second. Nor is entering a container's namespaces, whose inode numbers are
+    above the initial ones. With kernel headers file_open.c assumes that struct
+    mnt_namespace begins with its ns_common: checked here in this kernel's BTF."""
+    hook_enabled("file_open")
+    assert mnt_namespace_ns_first(Btf.load())
+    kinds = ("--mount", "--net")
+    pid1 = {kind: os.stat(f"/proc/1/ns/{kind}").st_ino for kind in ("mnt", "net")}
+    p = subprocess.Popen(["unshare", *kinds, "--", "nsenter", "-t", "1", *kinds, "true"], stderr=subprocess.PIPE)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    events = open_events(daemon, p.pid, 2)
+    assert sorted((o["reason"], o["path"], o["comm"]) for o in events) == [
+        ("NS_ENTER", f"{kind}:[{ino}]", "nsenter") for kind, ino in sorted(pid1.items())
+    ], events
+
+    home = subprocess.Popen(["nsenter", "-t", "1", *kinds, "--", "nsenter", "-t", "1", *kinds, "true"])
+    assert home.wait(timeout=60) == 0
+    outside = sorted(f"{k}:[{ino}]" for k, ino in pid1.items() if os.stat(f"/proc/self/ns/{k}").st_ino != ino)
+    # Entering a container's namespaces (a runtime's exec) is not entering the host's.
+    container = subprocess.Popen(["unshare", "--uts", *kinds, "--", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 30
+        while os.stat(f"/proc/{container.pid}/ns/uts").st_ino == os.stat("/proc/self/ns/uts").st_ino:
+            assert time.monotonic() < deadline, "unshare did not make its namespaces"
+            time.sleep(0.05)
+        runtime = subprocess.Popen(["nsenter", "-t", str(container.pid), "--uts", *kinds, "true"])
+        assert runtime.wait(timeout=60) == 0
+    finally:
+        container.kill()
+        container.wait()
+    # Same lane, in order: a later marker's event means those before would have arrived.
+    marker = subprocess.Popen(["unshare", "--net", "--", "nsenter", "-t", "1", "--net", "true"])
+    assert marker.wait(timeout=60) == 0
+    open_events(daemon, marker.pid, 1)
+    seen = daemon.events(lambda o: o["hook"] == "file_open" and o["tgid"] == home.pid)
+    assert sorted(o["path"] for o in seen) == outside, seen
+    assert daemon.events(lambda o: o["hook"] == "file_open" and o["tgid"] == runtime.pid) == []

@@ -65,7 +65,8 @@ lint: deps
 # Prometheus, promtool): everything that needs no loadable LSM program.
 # `make run`'s own test boots the test VM (~3 min of one core under TCG, half the
 # tier's time when run in line), so it runs beside the rest, which keep the other
-# core; its output is printed after theirs, and the tier fails if either fails.
+# core; its output is printed after theirs, and the tier fails if either fails. It
+# runs without pytest's cache (-p no:cacheprovider): one writer of .pytest_cache.
 MAKE_RUN_TEST := tests/host/test_make_run.py
 test-host: deps
 	@mkdir -p build; echo "$(MAKE_RUN_TEST): started beside the other host tests"; \

@@ -7,12 +7,12 @@
  * (level 0), one below it, or one under a watched name. The files in it were
  * removed first and are reported by inode_unlink; this event closes the record:
  * a staged drop-in or *.wants directory taken away after use, a log directory
- * removed (under `logs`, a deletion is what is reported), /root/.ssh deleted. With the
- * option all, every rmdir.
+ * removed (under `logs`, a deletion is what is reported), /root/.ssh deleted. With
+ * the option all, every rmdir.
  *
  * The kernel calls the hook before it checks that the directory is empty, so an
- * rmdir that then fails with ENOTEMPTY is reported too (errno is not known here);
- * the test for it is cheap in user space (the directory is still there).
+ * rmdir that then fails with ENOTEMPTY is reported too (the errno is not known
+ * here): such a directory is still there afterwards.
  */
 #include "krsid.h"
 #if KRSID_KERNEL_HEADERS

@@ -20,9 +20,10 @@ def lane_order_violations(seqs: Sequence[int], cpus: int) -> list[tuple[int, int
     records up to LATE_SEQS_PER_OTHER_CPU * (N - 1) numbers above it, not later."""
     window = LATE_SEQS_PER_OTHER_CPU * max(cpus - 1, 0)
     violations: list[tuple[int, int]] = []
-    highest = None
+    highest: int | None = None
     for seq in seqs:
-        if highest is not None and seq < highest and highest - seq > window:
+        if highest is not None and highest - seq > window:
             violations.append((seq, highest))
-        highest = seq if highest is None else max(highest, seq)
+        if highest is None or seq > highest:
+            highest = seq
     return violations

@@ -2,9 +2,9 @@
 directories, special files, deletion of watched files and directories, and truncation,
 deletion and renames of logs, are reported with exact values (file_open, inode_rename,
 inode_link, inode_symlink, inode_mkdir, inode_mknod, inode_unlink, inode_rmdir,
-inode_setattr; inode_mknod also reports device nodes anywhere), and the evasions do not work: a hard link to a
-watched file, a bind mount of a watched directory, a file renamed into one, and a
-watched file replaced by a rename (a new inode, watched again after the daemon's next
+inode_setattr; inode_mknod also reports device nodes anywhere), and the evasions do
+not work: a hard link to a watched file, a bind mount of a watched directory, a file
+renamed into one, and a watched file replaced by a rename (a new inode, watched again after the daemon's next
 refresh).
 
 Everything happens on the session's own watched tmpfs (tests/vm/conftest.py,

@@ -50,8 +50,17 @@ DEFAULT_PATHS: tuple[str, ...] = (
     "/etc/cron.monthly",
     "/var/spool/cron",
     "/etc/systemd/system",
+    "/etc/systemd/user",
     "/etc/init.d",
     "/etc/rc.local",
+    "/etc/anacrontab",
+    "/etc/xdg/autostart",
+    # run as root by a service on its own occasion: every login's message of the day
+    # (pam_motd), apt's hooks (APT::Update::Pre-Invoke), network changes, sshd's sshrc
+    "/etc/update-motd.d",
+    "/etc/apt/apt.conf.d",
+    "/etc/NetworkManager/dispatcher.d",
+    "/etc/ssh/sshrc",
     # accounts, privilege and authentication
     "/etc/passwd",
     "/etc/shadow",
@@ -59,8 +68,11 @@ DEFAULT_PATHS: tuple[str, ...] = (
     "/etc/gshadow",
     "/etc/sudoers",
     "/etc/sudoers.d",
+    "/etc/doas.conf",
+    "/etc/polkit-1",
     "/etc/pam.d",
     "/etc/security",
+    "/etc/nsswitch.conf",
     "/etc/ssh/sshd_config",
     "/etc/ssh/sshd_config.d",
     "/root/.ssh",
@@ -76,6 +88,7 @@ DEFAULT_PATHS: tuple[str, ...] = (
     "/etc/udev/rules.d",
     "/etc/sysctl.conf",
     "/etc/sysctl.d",
+    "/etc/initramfs-tools",
     # name resolution
     "/etc/hosts",
 )
@@ -88,6 +101,12 @@ DEFAULT_NAMES: tuple[str, ...] = (
     ".bash_login",
     ".profile",
     ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zlogin",
+    ".bash_logout",
+    ".xprofile",
+    ".xsessionrc",
     ".pam_environment",
     # anti-forensics: history files deleted, truncated or linked to /dev/null
     ".bash_history",

@@ -31,8 +31,10 @@
  *   - fds 0, 1, 2 of the caller (task->files, before close-on-exec runs): a shell
  *     whose stdin/stdout is a TCP socket is a reverse shell;
  *   - the file executed: a memfd (fileless, memfd_create + fexecve), unlinked
- *     (nlink 0: deleted after start-up or an O_TMPFILE), on tmpfs, or in a
- *     directory every user may write to (/tmp, /var/tmp, /dev/shm);
+ *     (nlink 0: deleted after start-up or an O_TMPFILE), on tmpfs, in a
+ *     directory every user may write to (/tmp, /var/tmp, /dev/shm), or in the
+ *     upper layer of an overlayfs (written or changed since the overlay was
+ *     mounted: in a container, a program that is not from its image);
  *   - LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH in the new program's environment (the
  *     caller's envp): always scanned by name, whatever the env option says; their
  *     values (option ld_values) and no other variable.
@@ -76,6 +78,7 @@
 #define BPRM_CHECK_SECURITY_CTX_LD_AUDIT 0x100
 #define BPRM_CHECK_SECURITY_CTX_LD_LIBRARY_PATH 0x200
 #define BPRM_CHECK_SECURITY_CTX_ENV_NOT_SCANNED 0x400  /* envp not read to its end: LD_* bits may miss */
+#define BPRM_CHECK_SECURITY_CTX_UPPER_LAYER 0x800     /* the file is in an overlayfs upper layer */
 _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 1 &&
                    BPRM_CHECK_SECURITY_CTX_STDERR_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 2,
                "the stdio bits are STDIN_INET << fd");
@@ -95,7 +98,7 @@ _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_ST
 #define BPRM_CHECK_SECURITY_FD_OTHER 11  /* anonymous inodes (eventfd, epoll, ...) */
 
 /* Stable ABI numbers the BTF-generated headers lack (macros): file types
- * (include/uapi/linux/stat.h), address families, the tmpfs magic
+ * (include/uapi/linux/stat.h), address families, the tmpfs and overlayfs magics
  * (include/uapi/linux/magic.h), tty majors (include/uapi/linux/major.h). */
 #define BPRM_CHECK_SECURITY_S_IFMT 0170000
 #define BPRM_CHECK_SECURITY_S_IFSOCK 0140000
@@ -109,6 +112,7 @@ _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_ST
 #define BPRM_CHECK_SECURITY_AF_INET 2
 #define BPRM_CHECK_SECURITY_AF_INET6 10
 #define BPRM_CHECK_SECURITY_TMPFS_MAGIC 0x01021994
+#define BPRM_CHECK_SECURITY_OVERLAYFS_MAGIC 0x794c7630
 #define BPRM_CHECK_SECURITY_TTY_MAJOR 4          /* tty0.., ttyS0.. */
 #define BPRM_CHECK_SECURITY_TTYAUX_MAJOR 5       /* /dev/tty, /dev/console, /dev/ptmx */
 #define BPRM_CHECK_SECURITY_PTS_MAJOR_FIRST 136  /* UNIX98_PTY_SLAVE_MAJOR: /dev/pts/N */
@@ -360,12 +364,14 @@ static __always_inline void bprm_check_security_stdio(__u32 *types)
     types[2] = bprm_check_security_fd_type(fds, 2);
 }
 
-/* MEMFD / DELETED / TMPFS / WORLD_WRITABLE_DIR of the file being executed. */
+/* MEMFD / DELETED / TMPFS / WORLD_WRITABLE_DIR / UPPER_LAYER of the file being executed
+ * (dentry: the one the caller named, on overlayfs the overlay's own). */
 static __always_inline __u32 bprm_check_security_file_context(struct dentry *dentry)
 {
     struct inode *inode = 0;
     struct super_block *sb = 0;
     struct dentry *parent = 0;
+    struct dentry *upper = 0;
     struct inode *dir = 0;
     const unsigned char *name = 0;
     __u64 head = 0;
@@ -385,6 +391,14 @@ static __always_inline __u32 bprm_check_security_file_context(struct dentry *den
         bpf_probe_read_kernel(&nlink, sizeof(nlink), &inode->i_nlink);
     if (sb)
         bpf_probe_read_kernel(&magic, sizeof(magic), &sb->s_magic);
+    /* Every overlayfs inode is the vfs_inode of a struct ovl_inode, whose next member
+     * is __upperdentry: the file's dentry in the upper (writable) layer, NULL while
+     * the file exists only below (fs/overlayfs/ovl_entry.h, not installed; the same
+     * from 4.19 to 7.x, checked in each kernel's BTF by the VM test). It is set once
+     * the file is created or copied up: written, chmod-ed, chown-ed through the
+     * overlay. In a container, a program in the upper layer is not from its image. */
+    if (inode && magic == BPRM_CHECK_SECURITY_OVERLAYFS_MAGIC)
+        bpf_probe_read_kernel(&upper, sizeof(upper), (char *)inode + sizeof(struct inode));
     /* A memfd's dentry is its own parent (alloc_file_pseudo) and not a directory. */
     if (parent)
         bpf_probe_read_kernel(&dir, sizeof(dir), &parent->d_inode);
@@ -399,8 +413,10 @@ static __always_inline __u32 bprm_check_security_file_context(struct dentry *den
     __u64 tmpfs = krsid_nonzero(magic ^ BPRM_CHECK_SECURITY_TMPFS_MAGIC) ^ 1;
     __u64 ww_dir = krsid_nonzero((dir_mode & BPRM_CHECK_SECURITY_S_IFMT) ^ BPRM_CHECK_SECURITY_S_IFDIR) ^ 1;
     ww_dir &= krsid_nonzero(dir_mode & BPRM_CHECK_SECURITY_S_IWOTH);
+    __u64 upper_layer = krsid_nonzero((__u64)upper);
     return (is_memfd * BPRM_CHECK_SECURITY_CTX_MEMFD) | (deleted * BPRM_CHECK_SECURITY_CTX_DELETED) |
-           (tmpfs * BPRM_CHECK_SECURITY_CTX_TMPFS) | (ww_dir * BPRM_CHECK_SECURITY_CTX_WORLD_WRITABLE_DIR);
+           (tmpfs * BPRM_CHECK_SECURITY_CTX_TMPFS) | (ww_dir * BPRM_CHECK_SECURITY_CTX_WORLD_WRITABLE_DIR) |
+           (upper_layer * BPRM_CHECK_SECURITY_CTX_UPPER_LAYER);
 }
 
 /* Where the LD_* values are in the caller's memory (0 = not set), and the context bits. */

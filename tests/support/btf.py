@@ -7,6 +7,11 @@ types, and check krsid's BPF constants against the kernel's enums.
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
 from krsid.errors import HeaderError
 from krsid.kernel.btf import (
     KIND_ARRAY,
@@ -135,3 +140,35 @@ def mnt_namespace_ns_first(btf: Btf) -> bool:
         if c.name == "mnt_namespace" and c.kind == "struct":
             return any(m.name == "ns" and m.bit_offset == 0 for m in c.members)
     return False
+
+
+def ovl_upperdentry_follows_vfs_inode(overlay_types: list[dict[str, Any]], inode_size: int) -> bool:
+    """Whether struct ovl_inode's __upperdentry lies right after its vfs_inode (of
+    inode_size bytes), as programs/bprm_check_security.c assumes (fs/overlayfs/
+    ovl_entry.h is not installed). overlay_types: the "types" of `bpftool -j btf dump`
+    of the overlay module's BTF (or of vmlinux, when overlayfs is built in). False also
+    when there is no such struct."""
+    for t in overlay_types:
+        if t.get("kind") == "STRUCT" and t.get("name") == "ovl_inode":
+            at = {m.get("name"): m.get("bits_offset") for m in t.get("members", [])}
+            vfs, upper = at.get("vfs_inode"), at.get("__upperdentry")
+            return isinstance(vfs, int) and upper == vfs + 8 * inode_size
+    return False
+
+
+def overlay_btf_types(bpftool: Path, btf_dir: Path = Path("/sys/kernel/btf")) -> list[dict[str, Any]]:
+    """The types of overlayfs' BTF as bpftool's JSON shows them: the module's split
+    BTF (bpftool reads vmlinux as its base) or, for a built-in overlayfs, vmlinux's."""
+    module = btf_dir / "overlay"
+    path = module if module.exists() else btf_dir / "vmlinux"
+    out = subprocess.run([str(bpftool), "-j", "btf", "dump", "file", str(path)], capture_output=True, check=True)
+    types: list[dict[str, Any]] = json.loads(out.stdout)["types"]
+    return types
+
+
+def struct_size(btf: Btf, name: str) -> int:
+    """sizeof(struct name) in this BTF."""
+    for c in btf.composites():
+        if c.name == name and c.kind == "struct":
+            return c.size
+    raise HeaderError(f"struct {name} is not in the BTF of {btf.path}")

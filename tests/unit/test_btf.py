@@ -31,7 +31,7 @@ from krsid.kernel.btf import (
     Member,
     lsm_hook_arity,
 )
-from tests.support.btf import DescribingBtf, mnt_namespace_ns_first
+from tests.support.btf import DescribingBtf, mnt_namespace_ns_first, ovl_upperdentry_follows_vfs_inode, struct_size
 
 needs_btf = pytest.mark.skipif(
     not VMLINUX_BTF.exists(), reason=f"{VMLINUX_BTF} absent (kernel without CONFIG_DEBUG_INFO_BTF)"
@@ -473,3 +473,33 @@ def test_mnt_namespace_ns_first_reads_where_ns_lies(btf: DescribingBtf) -> None:
 
     shifted = Shifted(btf.path, btf.words, btf.strings, btf.starts)
     assert mnt_namespace_ns_first(shifted) is False
+
+
+def test_ovl_upperdentry_follows_vfs_inode_reads_the_offsets() -> None:
+    """bprm_check_security.c's overlayfs assumption (the VM tests check it in each
+    kernel's BTF): 6.12's ovl_inode holds; one with a member between, or none, does not."""
+    inode_size = 616
+    members = [
+        {"name": "(anon)", "type_id": 1, "bits_offset": 0},
+        {"name": "redirect", "type_id": 2, "bits_offset": 64},
+        {"name": "version", "type_id": 3, "bits_offset": 128},
+        {"name": "flags", "type_id": 4, "bits_offset": 192},
+        {"name": "vfs_inode", "type_id": 5, "bits_offset": 256},
+        {"name": "__upperdentry", "type_id": 6, "bits_offset": 256 + 8 * inode_size},
+    ]
+    ovl = {"id": 9, "kind": "STRUCT", "name": "ovl_inode", "size": 808, "vlen": len(members), "members": members}
+    assert ovl_upperdentry_follows_vfs_inode([{"kind": "INT", "name": "int"}, ovl], inode_size) is True
+    shifted = [
+        *members[:5],
+        {"name": "gap", "type_id": 7, "bits_offset": 256 + 8 * inode_size},
+        {**members[5], "bits_offset": 320 + 8 * inode_size},
+    ]
+    assert ovl_upperdentry_follows_vfs_inode([{**ovl, "members": shifted}], inode_size) is False
+    assert ovl_upperdentry_follows_vfs_inode([ovl], inode_size + 8) is False
+    assert ovl_upperdentry_follows_vfs_inode([], inode_size) is False
+
+
+def test_struct_size_of_this_kernels_inode(btf: DescribingBtf) -> None:
+    assert 400 < struct_size(btf, "inode") < 2000
+    with pytest.raises(HeaderError, match="no_such_struct"):
+        struct_size(btf, "no_such_struct")

@@ -17,6 +17,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,9 @@ TEST_UID = 64711  # the deny test's processes (setpriv); no other test uses it
 LD_SCAN_STRINGS = 256  # environment strings scanned for LD_* (BPRM_CHECK_SECURITY_LD_SCAN_STRINGS)
 # The stdio of a test's exec: subprocess pipes (stdout, stderr) and /dev/null (stdin).
 PIPED = {"stdin_type": "CHAR", "stdout_type": "PIPE", "stderr_type": "PIPE"}
+# The guest's /tmp is an overlay (a tmpfs above the host's /tmp): a copy made there
+# (unique_copy(tmp_path)) lies in its upper layer, the guest's /usr/bin/true below.
+TMP_COPY = {"UPPER_LAYER"}
 
 
 def ld_values_enabled(daemon: RunningDaemon) -> bool:
@@ -105,7 +109,7 @@ def test_socket_stdio_is_typed_and_a_network_socket_is_flagged(
     assert o["path"] == str(exe)
     assert (o["stdin_type"], o["stdout_type"], o["stderr_type"]) == (kind, kind, kind)
     network = {"STDIN_INET", "STDOUT_INET", "STDERR_INET"} if mode != "socketpair" else set()
-    assert context(o) == network, o["context"]
+    assert context(o) == network | TMP_COPY, o["context"]
     assert o["action"] == "audit"
 
 
@@ -121,14 +125,24 @@ def socket_has_ipv6() -> bool:
 
 
 def test_plain_exec_has_no_context(daemon: RunningDaemon, tmp_path: Path, enabled: None) -> None:
-    """The control: a copy in the test's own 0700 directory on the guest's overlay /tmp,
-    pipes and /dev/null for stdio, no LD_* variable."""
+    """The control: the system's /usr/bin/true (the lower layer of the guest's /usr
+    overlay), pipes and /dev/null for stdio, no LD_* variable; then a copy of it in the
+    test's own 0700 directory on the guest's overlay /tmp, which is in that overlay's
+    upper layer and nothing else."""
+    true = os.path.realpath("/bin/true")
+    p = subprocess.Popen([true], env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    p.communicate(timeout=30)
+    assert p.returncode == 0
+    o = exec_event(daemon, lambda o: o["tgid"] == p.pid and o["path"] == true)
+    assert o["context"] == "NONE"
+    assert {k: o[k] for k in PIPED} == {**PIPED, "stderr_type": o["stderr_type"]}  # stderr: pytest's
+    assert (o["ld_preload"], o["ld_audit"], o["ld_library_path"]) == ("", "", "")
+
     exe = unique_copy(tmp_path)
     subprocess.run([str(exe)], env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, capture_output=True, check=True)
     o = exec_event(daemon, lambda o: o["path"] == str(exe))
-    assert o["context"] == "NONE"
+    assert context(o) == TMP_COPY, o["context"]
     assert {k: o[k] for k in PIPED} == PIPED
-    assert (o["ld_preload"], o["ld_audit"], o["ld_library_path"]) == ("", "", "")
 
 
 def test_memfd_exec_is_flagged(daemon: RunningDaemon, enabled: None) -> None:
@@ -178,7 +192,7 @@ def test_ld_variables_are_flagged_with_their_values(daemon: RunningDaemon, tmp_p
     p = subprocess.run([str(exe)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr  # ld.so ignores the missing objects (with a message)
     o = exec_event(daemon, lambda o: o["path"] == str(exe))
-    assert context(o) == {"LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"}, o["context"]
+    assert context(o) == {"LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"} | TMP_COPY, o["context"]
     if ld_values_enabled(daemon):
         assert (o["ld_preload"], o["ld_audit"], o["ld_library_path"]) == (
             "/nonexistent-krsid.so",
@@ -202,7 +216,7 @@ def test_ld_preload_alone_and_the_last_occurrence_wins(daemon: RunningDaemon, tm
     )
     assert out.returncode == 0, out.stderr
     o = exec_event(daemon, lambda o: o["path"] == str(exe))
-    assert context(o) == {"LD_PRELOAD"}, o["context"]
+    assert context(o) == {"LD_PRELOAD"} | TMP_COPY, o["context"]
     if ld_values_enabled(daemon):
         assert o["ld_preload"] == "/second.so"
 
@@ -229,7 +243,7 @@ def test_a_padded_environment_is_marked_not_scanned(daemon: RunningDaemon, tmp_p
     p = subprocess.run([str(exe)], env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     assert p.returncode == 0, p.stderr
     o = exec_event(daemon, lambda o: o["path"] == str(exe))
-    assert context(o) == {"ENV_NOT_SCANNED"}, o["context"]
+    assert context(o) == {"ENV_NOT_SCANNED"} | TMP_COPY, o["context"]
     assert o["envc"] == LD_SCAN_STRINGS + 11
 
 
@@ -241,9 +255,9 @@ def test_exec_context_in_the_journal(daemon: RunningDaemon, journal: Journal, tm
     assert len(j) == 1, j
     e = j[0]
     assert e["KRSID_TGID"] == str(w["pid"])
-    assert e["KRSID_CONTEXT"] == "STDIN_INET|STDOUT_INET|STDERR_INET"
+    assert e["KRSID_CONTEXT"] == "STDIN_INET|STDOUT_INET|STDERR_INET|UPPER_LAYER"
     assert (e["KRSID_STDIN_TYPE"], e["KRSID_STDOUT_TYPE"]) == ("SOCKET_INET", "SOCKET_INET")
-    assert e["MESSAGE"].endswith(" context=STDIN_INET|STDOUT_INET|STDERR_INET"), e["MESSAGE"]
+    assert e["MESSAGE"].endswith(" context=STDIN_INET|STDOUT_INET|STDERR_INET|UPPER_LAYER"), e["MESSAGE"]
 
 
 @pytest.fixture
@@ -252,14 +266,15 @@ def policy(daemon: RunningDaemon, enabled: None) -> Iterator[Reloader]:
         yield r
 
 
-def test_deny_reverse_shell_and_memfd_exec_for_one_uid(daemon: RunningDaemon, policy: Reloader) -> None:
+def test_deny_reverse_shell_memfd_and_upper_layer_exec_for_one_uid(daemon: RunningDaemon, policy: Reloader) -> None:
     """A deny rule on the context bits, scoped to a uid only this test uses: its
-    socket-stdio and memfd execs fail with EPERM; its plain exec and root's memfd exec run."""
+    socket-stdio, memfd and overlay-upper-layer execs fail with EPERM; its exec of the
+    system's /bin/true (the lower layer) and root's memfd exec run."""
     rule = {
         "name": "exec-context-block",
         "hook": HOOK,
         "action": "deny",
-        "match": {"uid": TEST_UID, "fields": {"context": {"any": ["STDIN_INET", "MEMFD"]}}},
+        "match": {"uid": TEST_UID, "fields": {"context": {"any": ["STDIN_INET", "MEMFD", "UPPER_LAYER"]}}},
     }
     policy.apply(policy.with_rules(rule))
 
@@ -271,6 +286,17 @@ def test_deny_reverse_shell_and_memfd_exec_for_one_uid(daemon: RunningDaemon, po
         o = exec_event(daemon, target_exec(pid))
         assert (o["action"], o["rule"], o["verdict"]) == ("deny", "exec-context-block", "-EPERM"), o
         assert o["uid"] == TEST_UID
+    # A program dropped into the overlay /tmp, in a directory the uid may enter.
+    drop_dir = Path(tempfile.mkdtemp(prefix="krsid-ctx-", dir="/tmp"))
+    try:
+        drop_dir.chmod(0o755)
+        dropped = workload("plain", unique_copy(drop_dir), uid=TEST_UID)
+    finally:
+        shutil.rmtree(drop_dir)
+    assert len(dropped) == 2 and dropped[1]["errno"] == errno.EPERM, dropped
+    o = exec_event(daemon, lambda o: o["tgid"] == dropped[0]["pid"] and o["path"].startswith(f"{drop_dir}/"))
+    assert (o["action"], o["rule"], o["verdict"]) == ("deny", "exec-context-block", "-EPERM"), o
+    assert context(o) == TMP_COPY, o["context"]
 
     # Not denied: the same uid without the context, and root with it.
     plain = subprocess.run(
@@ -284,7 +310,7 @@ def test_deny_reverse_shell_and_memfd_exec_for_one_uid(daemon: RunningDaemon, po
     o = exec_event(daemon, target_exec(root["pid"]))
     assert (o["action"], o["verdict"]) == ("audit", "0")
     assert "MEMFD" in context(o)
-    assert metric(daemon.scrape(), "krsid_denied_total", hook=HOOK, rule="exec-context-block") == 2
+    assert metric(daemon.scrape(), "krsid_denied_total", hook=HOOK, rule="exec-context-block") == 3
 
 
 def verified_insns(prog_id: int) -> int:

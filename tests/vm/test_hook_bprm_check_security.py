@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from krsid.kernel.btf import Btf
+from krsid.kernel.headers import find_bpftool
+from tests.support.btf import overlay_btf_types, ovl_upperdentry_follows_vfs_inode, struct_size
 from tests.support.journald import Journal
 from tests.vm.conftest import RunningDaemon, message_id
 
@@ -210,3 +213,39 @@ def test_empty_argv_is_argc_zero(
     o = events[0]
     assert (o["argc"], o["args"], o["envc"], o["env"]) == (0, [], 0, [])
     assert "TRUNCATED" not in o["flags"] and "UNAVAILABLE" not in o["flags"]
+
+
+def test_a_program_in_an_overlays_upper_layer_is_flagged(
+    daemon: RunningDaemon, tmp_path: Path, tmpfs_dir: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """Container drift: an overlay as a container's root is made (its image the lower
+    layer; upper and work on the test's tmpfs). The image's own program runs without
+    UPPER_LAYER; one written through the overlay, and an image program after a chmod
+    (which copies it up), carry it. bprm_check_security.c reads struct ovl_inode's
+    __upperdentry right after its vfs_inode: checked here in this kernel's BTF too."""
+    hook_enabled(HOOK)
+    bpftool = find_bpftool()
+    assert bpftool is not None
+    assert ovl_upperdentry_follows_vfs_inode(overlay_btf_types(bpftool), struct_size(Btf.load(), "inode"))
+    layers = {name: tmpfs_dir / name for name in ("image", "upper", "work")}
+    for d in layers.values():
+        d.mkdir(mode=0o755)
+    for name in ("from-image", "chmod-ed"):
+        shutil.copy2("/bin/true", layers["image"] / name)
+    root = tmp_path / "root"
+    root.mkdir()
+    opts = f"lowerdir={layers['image']},upperdir={layers['upper']},workdir={layers['work']}"
+    subprocess.run(["mount", "-t", "overlay", "krsid-test-drift", "-o", opts, str(root)], check=True)
+    try:
+        shutil.copy2("/bin/true", root / "dropped")
+        (root / "chmod-ed").chmod(0o750)
+        for name in ("from-image", "dropped", "chmod-ed"):
+            subprocess.run([str(root / name)], env={}, stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        assert sorted(p.name for p in layers["upper"].iterdir()) == ["chmod-ed", "dropped"]
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+    got = {}
+    for name in ("from-image", "dropped", "chmod-ed"):
+        (o,) = exec_events(daemon, str(root / name))
+        got[name] = o["context"]
+    assert got == {"from-image": "NONE", "dropped": "UPPER_LAYER", "chmod-ed": "UPPER_LAYER"}, got

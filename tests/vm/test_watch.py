@@ -176,6 +176,41 @@ def test_deleting_watched_files_and_names_is_reported(daemon: RunningDaemon, roo
     assert first["running"] is False and second["running"] is False
 
 
+# Places of the shipped watch that hold what root runs on its own occasion, written
+# here in the guest's /etc (an overlay over the host's, its upper layer a tmpfs: the
+# host's files are never touched) with unique names, removed at the end.
+SHIPPED_RUN_BY_ROOT = ("/etc/update-motd.d", "/etc/apt/apt.conf.d", "/etc/systemd/user", "/etc/xdg/autostart")
+
+
+def test_shipped_places_that_root_runs_from_are_watched(daemon: RunningDaemon, root: Path) -> None:
+    """A message-of-the-day script (run by pam_motd at every login), an apt hook, a
+    user unit for every user and a desktop autostart entry, dropped into the real /etc
+    of the guest: each write and its deletion is reported with the shipped entry that
+    matched. Also: a user's .zshenv, by its shipped name."""
+    from krsid.watch import DEFAULT_NAMES, DEFAULT_PATHS
+
+    assert set(SHIPPED_RUN_BY_ROOT) <= set(DEFAULT_PATHS) and ".zshenv" in DEFAULT_NAMES
+    places = [Path(d) for d in SHIPPED_RUN_BY_ROOT if Path(d).is_dir()]
+    assert places, f"none of {SHIPPED_RUN_BY_ROOT} is on this machine"
+    dropped = [d / unique("krsid-test") for d in places]
+    home = root / "outside" / unique("home")
+    home.mkdir()
+    dropped.append(home / ".zshenv")
+    try:
+        writer, _ = run("sh", "-c", 'for f; do echo "true" > "$f"; done', "sh", *map(str, dropped))
+    finally:
+        remover, _ = run("rm", "-f", *map(str, dropped))
+    writes = events_of(daemon, "file_open", writer, len(dropped))
+    expected = [("WATCH", str(d), 1, str(f)) for d, f in zip(places, dropped)] + [
+        ("WATCH", ".zshenv", 255, str(dropped[-1]))
+    ]
+    assert [(o["reason"], o["watch"], o["watch_level"], o["path"]) for o in writes] == expected
+    deletions = events_of(daemon, "inode_unlink", remover, len(dropped))
+    assert [(o["name"], o["watch"]) for o in deletions] == [
+        (f.name, w) for f, (_r, w, _l, _p) in zip(dropped, expected)
+    ]
+
+
 def test_kernel_hand_offs_under_proc_sys_are_reported_by_name(daemon: RunningDaemon, root: Path) -> None:
     """core_pattern and modprobe (programs the kernel runs as root) are watched by their
     shipped names: /proc/sys has no stable inodes. Each is written with the value it

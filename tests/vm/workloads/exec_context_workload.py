@@ -8,6 +8,7 @@ Usage:
   exec_context_workload.py socketpair PATH  fds 0, 1, 2 = one end of an AF_UNIX socketpair, exec PATH
   exec_context_workload.py memfd PATH       copy PATH into a memfd, fexecve it
   exec_context_workload.py deleted PATH     open PATH, unlink it, exec it through /proc/self/fd/N
+  exec_context_workload.py plain PATH       exec PATH (stdio as given)
 
 Prints {"pid": N} (the exec event's tgid: the process replaces itself) before the
 exec; if the exec fails, a second line {"pid": N, "errno": E} and exit 1. Output
@@ -51,6 +52,8 @@ def main() -> None:
         with open(path, "rb") as f:
             os.write(fd, f.read())
         target = fd  # os.execve(fd, ...) is fexecve: execveat(fd, "", AT_EMPTY_PATH)
+        stdio = -1
+    elif mode == "plain":
         stdio = -1
     elif mode == "deleted":
         fd = os.open(path, os.O_RDONLY)

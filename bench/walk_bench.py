@@ -13,11 +13,14 @@ daemon:
   saturated   every bit set, so every level of the walk pays the (device, inode) hash
               lookup, as before the pre-filter existed (plus the bit test itself)
 
-and three filtered loops (bench/loops.c) run in each: a write open and a rename
+and six filtered loops (bench/loops.c) run in each: a write open and a rename
 there and back of a file 4 directories deep on a tmpfs holding a watched directory
-(the walk runs up to that filesystem's root: 6 levels), and a write open of a file
+(the walk runs up to that filesystem's root: 6 levels), a write open of a file
 on a tmpfs holding no watched path (the walk is skipped by the device check: the
-floor). Each state is written whole with `bpftool batch`; the daemon writes only
+floor), and three read opens there: of an unwatched name, of a name that passes the
+watched names' pre-filter (id_rsb: a hash lookup), and of a secret read by its owner
+(id_rsa: the lookup and the owner check). Reads do not walk: the bitmap's two states
+do not concern them. Each state is written whole with `bpftool batch`; the daemon writes only
 the words it changes, so it leaves them alone.
 """
 
@@ -55,6 +58,10 @@ LOOPS = (
     WalkLoop("open(O_WRONLY)+close, 4 dirs deep, watched fs", "open_w", 4000, "deep", "file_open"),
     WalkLoop("rename there and back, 4 dirs deep, watched fs", "rename", 2000, "deep", "inode_rename"),
     WalkLoop("open(O_WRONLY)+close, fs without watched paths", "open_w", 4000, "flat", "file_open"),
+    # Reads: no walk; the secrets' name check (watch.secrets) at three depths.
+    WalkLoop("open(O_RDONLY)+close, an unwatched name", "open", 4000, "flat", "file_open"),
+    WalkLoop("open(O_RDONLY)+close of id_rsb (passes the names' pre-filter)", "open", 4000, "near", "file_open"),
+    WalkLoop("open(O_RDONLY)+close of its own id_rsa (a secret, its owner)", "open", 4000, "secret", "file_open"),
 )
 STATES = ("pre-filter", "saturated")
 
@@ -99,7 +106,12 @@ def main(args: argparse.Namespace) -> None:
             (watched_fs / "watched").mkdir()
             deep = watched_fs / "a" / "b" / "c" / "d"
             deep.mkdir(parents=True)
-            files = {"deep": deep / "bench-deep", "flat": flat / "bench-flat"}
+            files = {
+                "deep": deep / "bench-deep",
+                "flat": flat / "bench-flat",
+                "near": flat / "id_rsb",
+                "secret": flat / "id_rsa",
+            }
             for f in files.values():
                 f.write_text("x\n")
             loops_exe = build_loops(tmp)

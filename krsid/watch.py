@@ -125,6 +125,27 @@ DEFAULT_NAMES: tuple[str, ...] = (
 )
 
 
+# Credentials by name, in any home (ATT&CK T1552.004 private keys, T1552.001
+# credentials in files, T1552.003 shell history): reported when a process that does
+# not own the file opens it for reading (root or a service harvesting users' keys),
+# never for the owner's own reads (ssh reading its user's key, git its credentials).
+DEFAULT_SECRETS: tuple[str, ...] = (
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "id_ecdsa_sk",
+    "id_ed25519_sk",
+    ".git-credentials",
+    ".netrc",
+    ".pgpass",
+    ".my.cnf",
+    ".vault-token",
+    ".bash_history",
+    ".zsh_history",
+)
+
+
 # Log tampering (ATT&CK T1070.002: clearing auth.log, wtmp, the journal): truncation,
 # deletion and renames only. logrotate and journald's own rotation are reported too
 # (README: File-integrity watch).
@@ -136,30 +157,45 @@ class WatchConfig:
     paths: tuple[str, ...] = DEFAULT_PATHS
     names: tuple[str, ...] = DEFAULT_NAMES
     logs: tuple[str, ...] = DEFAULT_LOGS
+    secrets: tuple[str, ...] = DEFAULT_SECRETS
 
 
 def parse_watch(doc: YamlDoc, raw: Any, contract: Contract) -> WatchConfig:
-    """The ``watch:`` section: ``paths`` and ``logs`` (absolute) and ``names``
-    (basenames), each replacing its default list when given; ``[]`` turns that part off."""
-    body = expect_mapping(doc, raw, ("watch",), {"paths", "names", "logs"})
+    """The ``watch:`` section: ``paths`` and ``logs`` (absolute), ``names`` and
+    ``secrets`` (basenames), each replacing its default list when given; ``[]`` turns
+    that part off."""
+    body = expect_mapping(doc, raw, ("watch",), {"paths", "names", "logs", "secrets"})
     default = WatchConfig()
     paths = _absolute_paths(doc, body.get("paths", list(default.paths)), "paths")
     logs = _absolute_paths(doc, body.get("logs", list(default.logs)), "logs")
-    names = _strings(doc, body.get("names", list(default.names)), "names")
-    longest = contract.watch_name_len - 2  # the key keeps a NUL, and a cut name must not match
-    for i, n in enumerate(names):
-        if not n or "/" in n or "\0" in n or n in (".", "..") or len(n.encode()) > longest:
-            doc.fail(("watch", "names", i), f"must be a file name (no '/') of 1..{longest} bytes, got {n!r}")
+    names = _file_names(doc, body.get("names", list(default.names)), "names", contract)
+    secrets = _file_names(doc, body.get("secrets", list(default.secrets)), "secrets", contract)
     if len(paths) + len(logs) > contract.watch_files:
         doc.fail(
             ("watch", "paths"),
             f"at most {contract.watch_files} paths and logs together (krsid_watch_files), got {len(paths) + len(logs)}",
         )
-    if len(names) > contract.watch_names:
-        doc.fail(("watch", "names"), f"at most {contract.watch_names} names (krsid_watch_names), got {len(names)}")
+    if len(distinct := {*names, *secrets}) > contract.watch_names:
+        doc.fail(
+            ("watch", "names"),
+            f"at most {contract.watch_names} distinct names and secrets together (krsid_watch_names), "
+            f"got {len(distinct)}",
+        )
     return WatchConfig(
-        paths=tuple(dict.fromkeys(paths)), names=tuple(dict.fromkeys(names)), logs=tuple(dict.fromkeys(logs))
+        paths=tuple(dict.fromkeys(paths)),
+        names=tuple(dict.fromkeys(names)),
+        logs=tuple(dict.fromkeys(logs)),
+        secrets=tuple(dict.fromkeys(secrets)),
     )
+
+
+def _file_names(doc: YamlDoc, raw: Any, key: str, contract: Contract) -> list[str]:
+    names = _strings(doc, raw, key)
+    longest = contract.watch_name_len - 2  # the key keeps a NUL, and a cut name must not match
+    for i, n in enumerate(names):
+        if not n or "/" in n or "\0" in n or n in (".", "..") or len(n.encode()) > longest:
+            doc.fail(("watch", key, i), f"must be a file name (no '/') of 1..{longest} bytes, got {n!r}")
+    return names
 
 
 def _absolute_paths(doc: YamlDoc, raw: Any, key: str) -> list[str]:
@@ -244,7 +280,8 @@ def ino_filter(files: Iterable[tuple[int, int]], contract: Contract) -> dict[int
 
 def resolve_watch(watch: WatchConfig, table: WatchTable, contract: Contract) -> ResolvedWatch:
     """The maps' contents now. A path in both lists is watched as in ``paths`` (every
-    operation); two paths of one inode keep the first one's id."""
+    operation); two paths of one inode keep the first one's id. A name in ``names``
+    and ``secrets`` reports the operations of both."""
     files: dict[tuple[int, int], int] = {}
     missing = []
     for paths, ops in ((watch.paths, contract.watch_ops_all), (watch.logs, contract.watch_ops_logs)):
@@ -257,6 +294,12 @@ def resolve_watch(watch: WatchConfig, table: WatchTable, contract: Contract) -> 
             if identity not in files:
                 files[identity] = map_value(table.id_of(path), ops, contract)
     names = {n.encode(): map_value(table.id_of(n), contract.watch_ops_all, contract) for n in watch.names}
+    for n in watch.secrets:  # a name in both lists keeps its `names` id and adds the reads
+        key = n.encode()
+        secret_ops = contract.watch_ops_secrets << contract.watch_id_bits
+        names[key] = (
+            names[key] | secret_ops if key in names else map_value(table.id_of(n), contract.watch_ops_secrets, contract)
+        )
     return ResolvedWatch(files, names, tuple(missing))
 
 

@@ -2,7 +2,7 @@
 /*
  * file_open: the LSM check of every open(2) that reaches a file (not O_PATH).
  *
- * Two cases, told apart by `reason`:
+ * The cases, told apart by `reason`:
  *   PROC_MEM_WRITE  a write open of /proc/PID/mem (or /proc/PID/task/TID/mem): the
  *                   way to inject code into another process without ptrace (KRSI's
  *                   example). target_pid = the PID directory's name, parsed here.
@@ -22,6 +22,9 @@
  *                   the initial user namespace: the kernel lets no process outside
  *                   it open it (the open's ptrace check wants CAP_SYS_PTRACE in it,
  *                   which no such process has), so there is nothing to report.
+ *   SECRET_READ     an open for reading of a file named in the watch's `secrets`
+ *                   (private keys, credential files: krsid_watch_name_value) by a
+ *                   process whose fsuid is not the file's owner (ATT&CK T1552.004).
  *
  * This hook runs for every open on the machine, so the common case must be cheap:
  * one 8-byte read of the file's name (the dentry, no directories) and one lookup of
@@ -65,6 +68,7 @@
 #define FILE_OPEN_REASON_RULE 3
 #define FILE_OPEN_REASON_WATCH 4
 #define FILE_OPEN_REASON_NS_ENTER 5
+#define FILE_OPEN_REASON_SECRET_READ 6
 
 /* Option slots, see file_open.yaml. */
 #define FILE_OPEN_OPT_INIT_NAMESPACES 0
@@ -314,6 +318,20 @@ LSM_PROBE(file_open, struct file *file)
         watch = krsid_watch_find(dentry, KRSID_WATCH_OP_WRITE | (__u32)cuts * KRSID_WATCH_OP_TRUNCATE);
         if (reason == 0 && watch.id)
             reason = FILE_OPEN_REASON_WATCH;
+    }
+    /* watch.secrets: a private key or credential file, by name, opened for reading by a
+     * process that does not own it: root or a service harvesting users' keys. The
+     * owner's own reads (ssh with its user's key) are not reported. The pre-filter
+     * takes the length and first byte read above: most reads stop at an array lookup
+     * the verifier inlines. f_cred: the credentials the open was checked with. */
+    if (reason == 0 && (fmode & FILE_OPEN_FMODE_READ)) {
+        __u32 secret = krsid_watch_name_value(dentry->d_name.name, name.len, (__u8)name.head);
+        if (((secret >> KRSID_WATCH_ID_BITS) & KRSID_WATCH_OP_READ) &&
+            file->f_cred->fsuid.val != file->f_inode->i_uid.val) {
+            watch.id = secret & KRSID_WATCH_ID_MASK;
+            watch.level = KRSID_WATCH_LEVEL_NAME;
+            reason = FILE_OPEN_REASON_SECRET_READ;
+        }
     }
     if (reason == 0) {
         if (!d.rule)

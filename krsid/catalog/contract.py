@@ -60,6 +60,7 @@ SIZE_NAMES = (
     "KRSID_WATCH_ID_BITS",
     "KRSID_WATCH_OPS_ALL",
     "KRSID_WATCH_OPS_LOGS",
+    "KRSID_WATCH_OPS_SECRETS",
 )
 COUNTER_ENUM = "krsid_counter"
 COUNTER_PREFIX = "KRSID_CNT_"
@@ -124,6 +125,7 @@ class Contract:
     watch_id_bits: int  # a watch map value: the id in these low bits, the entry's operations above
     watch_ops_all: int  # the operations of a `paths` or `names` entry (all of them)
     watch_ops_logs: int  # the operations of a `logs` entry (truncation, deletion, renames)
+    watch_ops_secrets: int  # the operations of a `secrets` entry (reads by others)
 
 
 def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
@@ -176,6 +178,7 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
         watch_id_bits=defines["KRSID_WATCH_ID_BITS"],
         watch_ops_all=defines["KRSID_WATCH_OPS_ALL"],
         watch_ops_logs=defines["KRSID_WATCH_OPS_LOGS"],
+        watch_ops_secrets=defines["KRSID_WATCH_OPS_SECRETS"],
     )
     if sorted(contract.lanes.values()) != list(range(len(LANE_NAMES))):
         raise CatalogError(f"{origin}: KRSID_LANE_* must number the lanes 0..{len(LANE_NAMES) - 1}")

@@ -1222,13 +1222,17 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
 #define KRSID_WATCH_OP_RENAME 0x08   /* inode_rename, either side */
 #define KRSID_WATCH_OP_CREATE 0x10   /* a new name: inode_link, inode_symlink, inode_mkdir, inode_mknod */
 #define KRSID_WATCH_OP_ATTR 0x20     /* mode, explicit times, ACLs (inode_setattr, inode_set_acl) */
+#define KRSID_WATCH_OP_READ 0x40     /* opened for reading by a process that does not own it (file_open) */
 /* Literals: krsid/catalog/contract.py reads them (the daemon writes them into the maps). */
-#define KRSID_WATCH_OPS_ALL 0x3f  /* `paths` and `names` entries */
-#define KRSID_WATCH_OPS_LOGS 0x0e /* `logs` entries: what destroys a log's content */
-_Static_assert(KRSID_WATCH_OPS_ALL == (KRSID_WATCH_OP_ATTR << 1) - 1, "every operation");
+#define KRSID_WATCH_OPS_ALL 0x3f     /* `paths` and `names` entries: every change (not reads) */
+#define KRSID_WATCH_OPS_LOGS 0x0e    /* `logs` entries: what destroys a log's content */
+#define KRSID_WATCH_OPS_SECRETS 0x40 /* `secrets` entries (names): reads by others */
+_Static_assert(KRSID_WATCH_OPS_ALL == (KRSID_WATCH_OP_ATTR << 1) - 1, "every operation but reads");
 _Static_assert(KRSID_WATCH_OPS_LOGS == (KRSID_WATCH_OP_TRUNCATE | KRSID_WATCH_OP_DELETE | KRSID_WATCH_OP_RENAME),
                "truncation, deletion, renames");
-_Static_assert(KRSID_WATCH_OPS_ALL >> (32 - KRSID_WATCH_ID_BITS) == 0, "the operations fit above the id");
+_Static_assert(KRSID_WATCH_OPS_SECRETS == KRSID_WATCH_OP_READ, "reads");
+_Static_assert((KRSID_WATCH_OPS_ALL | KRSID_WATCH_OPS_SECRETS) >> (32 - KRSID_WATCH_ID_BITS) == 0,
+               "the operations fit above the id");
 
 struct krsid_watch_file_key {
     __u32 dev;
@@ -1275,6 +1279,31 @@ struct krsid_watch_hit {
 
 /* Per CPU, one slot: where krsid_watch_find launders its result (see there). */
 BPF_PERCPU_ARRAY(krsid_watch_result, struct krsid_watch_hit, 1);
+
+/*
+ * The krsid_watch_names value (an entry's id and operations) of a basename, 0 for a
+ * name not watched. name: a dentry's d_name.name, len its length, first its first
+ * byte. Without a branch but the map's NULL check before the pre-filter's verdict
+ * (krsid_watch_find walks it once per way out of its loop). A length past the map
+ * reads word 0 (no name is 0 bytes long) and is ruled out by krsid_less too.
+ */
+static __always_inline __u32 krsid_watch_name_value(const unsigned char *name, __u32 len, __u8 first)
+{
+    __u32 word = (len & (KRSID_WATCH_NAME_LEN - 1)) * KRSID_WATCH_NAME_FILTER_PER_LEN + (first >> 6);
+    __u64 *filter = krsid_watch_name_filter.lookup(&word);
+    __u64 bits = filter ? *filter : 0;
+    __u32 found = 0;
+    if ((bits >> (first & 63)) & krsid_less(len, KRSID_WATCH_NAME_LEN)) {
+        struct krsid_watch_name_key nk = {};
+        long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
+        if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
+            __u32 *value = krsid_watch_names.lookup(&nk);
+            if (value)
+                found = *value;
+        }
+    }
+    return found;
+}
 
 /*
  * Whether op (KRSID_WATCH_OP_*, one or more) on d is watched: d itself or one of its
@@ -1334,26 +1363,9 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d,
         struct qstr qname = {};  /* len and name in one read */
         __u8 first = 0;
         bpf_probe_read_kernel(&qname, sizeof(qname), &d->d_name);
-        const unsigned char *name = qname.name;
-        __u32 len = qname.len;
-        bpf_probe_read_kernel(&first, sizeof(first), name);
-        /* Without a branch but the map's NULL check: each one here is walked once per
-         * way out of the loop above. A length past the map reads word 0 (no name is
-         * 0 bytes long) and is ruled out by krsid_less too. */
-        __u32 word = (len & (KRSID_WATCH_NAME_LEN - 1)) * KRSID_WATCH_NAME_FILTER_PER_LEN + (first >> 6);
-        __u64 *filter = krsid_watch_name_filter.lookup(&word);
-        __u64 bits = filter ? *filter : 0;
-        if ((bits >> (first & 63)) & krsid_less(len, KRSID_WATCH_NAME_LEN)) {
-            struct krsid_watch_name_key nk = {};
-            long n = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), name);
-            if (n > 0 && n < KRSID_WATCH_NAME_LEN) {  /* n counts the NUL: a longer name was cut */
-                __u32 *value = krsid_watch_names.lookup(&nk);
-                if (value) {
-                    hit.id = *value;
-                    hit.level = KRSID_WATCH_LEVEL_NAME;
-                }
-            }
-        }
+        bpf_probe_read_kernel(&first, sizeof(first), qname.name);
+        hit.id = krsid_watch_name_value(qname.name, qname.len, first);
+        hit.level = KRSID_WATCH_LEVEL_NAME * krsid_nonzero(hit.id);
     }
     /* hit.id holds the map value so far: the id, and above it the entry's operations.
      * Without a branch: an entry that does not report op is no match. */

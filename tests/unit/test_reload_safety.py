@@ -253,7 +253,7 @@ def config_text(tmp_path: Path, *, new: bool) -> str:
     watch_paths = ", ".join(str(tmp_path / n) for n in (("new-dir", "old-dir") if new else ("old-dir",)))
     return (
         f"state_dir: {tmp_path}/state\n"
-        f"watch: {{paths: [{watch_paths}], names: [{'new_name' if new else 'old_name'}], logs: []}}\n"
+        f"watch: {{paths: [{watch_paths}], names: [{'new_name' if new else 'old_name'}], logs: [], secrets: []}}\n"
         "hooks:\n"
         f"  file_mprotect: {{exec_only: {'false' if new else 'true'}, rate_limit: {500 if new else 100}}}\n"
         f"  file_open: {{sensitive_paths: [{paths}], dedup_window_ms: {20 if new else 10}}}\n"

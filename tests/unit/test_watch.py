@@ -14,6 +14,7 @@ from krsid.watch import (
     DEFAULT_LOGS,
     DEFAULT_NAMES,
     DEFAULT_PATHS,
+    DEFAULT_SECRETS,
     WatchConfig,
     WatchTable,
     describe,
@@ -33,6 +34,7 @@ def test_without_a_watch_section_the_shipped_lists_apply() -> None:
     assert "/etc/cron.d" in watch.paths and "/etc/sudoers.d" in watch.paths and "/root/.ssh" in watch.paths
     assert "authorized_keys" in watch.names and ".bash_history" in watch.names
     assert watch.logs == DEFAULT_LOGS == ("/var/log",)
+    assert watch.secrets == DEFAULT_SECRETS and "id_ed25519" in watch.secrets
 
 
 def test_given_lists_replace_the_defaults_and_empty_lists_turn_them_off() -> None:
@@ -40,6 +42,7 @@ def test_given_lists_replace_the_defaults_and_empty_lists_turn_them_off() -> Non
     assert watch.paths == ("/opt/app",)  # duplicates folded
     assert watch.names == DEFAULT_NAMES  # the other list keeps its default
     assert parse_config(HOOKS + "watch: {paths: [], names: []}\n", "t.yaml").watch == WatchConfig((), ())
+    assert parse_config(HOOKS + "watch: {secrets: [id_x]}\n", "t.yaml").watch == WatchConfig(secrets=("id_x",))
     assert parse_config(HOOKS + "watch: {logs: []}\n", "t.yaml").watch == WatchConfig(logs=())
 
 
@@ -53,6 +56,8 @@ BAD = [
     ("watch:\n  names: ['..']\n", "4:11", "must be a file name"),
     ("watch:\n  names: ['']\n", "4:11", "must be a file name"),
     ("watch:\n  names: [1]\n", "4:11", "expected a string"),
+    ("watch:\n  secrets: [.ssh/id_rsa]\n", "4:13", "must be a file name (no '/') of 1..62 bytes"),
+    ("watch:\n  secrets: id_rsa\n", "4:12", "a list of strings"),
     ("watch:\n  paths: /etc\n", "4:10", "expected a list"),
     ("watch:\n  pathz: []\n", "4:3", "unknown key 'pathz'"),
     ("watch: [/etc]\n", "3:8", "expected a mapping, got a list"),
@@ -69,8 +74,15 @@ def test_a_bad_watch_is_a_config_error_naming_the_place(text: str, pos: str, mes
 
 def test_more_names_than_the_map_holds_is_refused() -> None:
     names = ", ".join(f"n{i}" for i in range(CAT.contract.watch_names + 1))
-    with pytest.raises(ConfigError, match=f"at most {CAT.contract.watch_names} names"):
-        parse_config(HOOKS + f"watch:\n  names: [{names}]\n", "bad.yaml")
+    with pytest.raises(ConfigError, match=f"at most {CAT.contract.watch_names} distinct names and secrets"):
+        parse_config(HOOKS + f"watch:\n  names: [{names}]\n  secrets: []\n", "bad.yaml")
+    # Together: both lists share the map; a name in both takes one key.
+    half = CAT.contract.watch_names // 2
+    names = ", ".join(f"n{i}" for i in range(half))
+    secrets = ", ".join(f"s{i}" for i in range(half + 1))
+    with pytest.raises(ConfigError, match=f"got {2 * half + 1}"):
+        parse_config(HOOKS + f"watch:\n  names: [{names}]\n  secrets: [{secrets}]\n", "bad.yaml")
+    parse_config(HOOKS + f"watch:\n  names: [{names}]\n  secrets: [{names}, s0]\n", "ok.yaml")
 
 
 def test_paths_resolve_to_the_kernels_device_and_inode(tmp_path: Path) -> None:
@@ -78,7 +90,7 @@ def test_paths_resolve_to_the_kernels_device_and_inode(tmp_path: Path) -> None:
     watched.mkdir()
     (tmp_path / "link").symlink_to(watched)
     table = WatchTable()
-    config = WatchConfig((str(watched), str(other), str(tmp_path / "link")), ("x",), logs=())
+    config = WatchConfig((str(watched), str(other), str(tmp_path / "link")), ("x",), logs=(), secrets=())
     resolved = resolve_watch(config, table, CAT.contract)
     st = os.stat(watched)
     kernel_dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
@@ -99,7 +111,8 @@ def test_log_directories_report_only_truncation_deletion_and_renames(tmp_path: P
     ops = {k[len("KRSID_WATCH_OP_") :]: v for k, v in defines.items() if k.startswith("KRSID_WATCH_OP_")}
     c = CAT.contract
     assert c.watch_ops_logs == ops["TRUNCATE"] | ops["DELETE"] | ops["RENAME"]
-    assert c.watch_ops_all == sum(ops.values()) and not c.watch_ops_logs & ops["WRITE"]
+    assert c.watch_ops_all == sum(ops.values()) - ops["READ"] and not c.watch_ops_logs & ops["WRITE"]
+    assert c.watch_ops_secrets == ops["READ"]  # reads only: every process reads /etc/passwd
     logs, both, cron = tmp_path / "log", tmp_path / "both", tmp_path / "cron.d"
     for d in (logs, both, cron):
         d.mkdir()
@@ -127,8 +140,8 @@ def test_more_paths_and_logs_than_the_map_holds_is_refused() -> None:
 
 def test_watch_ids_are_never_reused_across_reloads() -> None:
     table = WatchTable()
-    first = resolve_watch(WatchConfig((), ("a", "b"), ()), table, CAT.contract)
-    second = resolve_watch(WatchConfig((), ("b", "c"), ()), table, CAT.contract)
+    first = resolve_watch(WatchConfig((), ("a", "b"), (), ()), table, CAT.contract)
+    second = resolve_watch(WatchConfig((), ("b", "c"), (), ()), table, CAT.contract)
     ids = (1 << CAT.contract.watch_id_bits) - 1  # the id bits of a map value
     assert {k: v & ids for k, v in first.names.items()} == {b"a": 1, b"b": 2}
     assert {k: v & ids for k, v in second.names.items()} == {b"b": 2, b"c": 3}
@@ -154,6 +167,7 @@ def test_the_readme_lists_the_shipped_watch() -> None:
     assert "- paths: " + ", ".join(f"`{p}`" for p in DEFAULT_PATHS) + "\n" in readme
     assert "- names: " + ", ".join(f"`{n}`" for n in DEFAULT_NAMES) + "\n" in readme
     assert "- logs: " + ", ".join(f"`{n}`" for n in DEFAULT_LOGS) + "\n" in readme
+    assert "- secrets: " + ", ".join(f"`{n}`" for n in DEFAULT_SECRETS) + "\n" in readme
 
 
 def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
@@ -173,7 +187,7 @@ def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
     before = generate_latest(registry).decode()
     assert 'krsid_watch_entries{kind="path"} 0.0' in before and "krsid_watch_missing_paths 0.0" in before
     (tmp_path / "d").mkdir()
-    config = WatchConfig((str(tmp_path / "d"), str(tmp_path / "gone")), ("a", "b"), ())
+    config = WatchConfig((str(tmp_path / "d"), str(tmp_path / "gone")), ("a", "b"), (), ())
     state.current = resolve_watch(config, state.table, CAT.contract)
     after = generate_latest(registry).decode()
     assert 'krsid_watch_entries{kind="path"} 1.0' in after and 'krsid_watch_entries{kind="name"} 2.0' in after
@@ -209,3 +223,16 @@ def test_the_inode_pre_filter_has_one_bit_per_inode_number_modulo_its_size() -> 
     assert words == {0: 1 << 2 | 1 << 3, 1: 1 << 5}
     assert ino_filter([(1, bits - 1)], CAT.contract) == {bits // 64 - 1: 1 << 63}
     assert ino_filter([], CAT.contract) == {}
+
+
+def test_a_secret_reports_reads_and_a_name_in_both_lists_reports_both() -> None:
+    """`secrets` entries report reads by others only; one also in `names` keeps its
+    `names` id and reports every change and the reads."""
+    c = CAT.contract
+    table = WatchTable()
+    resolved = resolve_watch(WatchConfig((), (".bash_history",), (), ("id_rsa", ".bash_history")), table, c)
+    assert resolved.names == {
+        b".bash_history": (c.watch_ops_all | c.watch_ops_secrets) << c.watch_id_bits | table.id_of(".bash_history"),
+        b"id_rsa": c.watch_ops_secrets << c.watch_id_bits | table.id_of("id_rsa"),
+    }
+    assert table.id_of(".bash_history") == 1 and table.id_of("id_rsa") == 2

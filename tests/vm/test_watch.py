@@ -1,6 +1,6 @@
 """The file-integrity watch in a VM: writes, creation, renames, hard links, symlinks, new
-directories, special files, deletion of watched files and directories, and truncation,
-deletion and renames of logs, are reported with exact values (file_open, inode_rename,
+directories, special files, deletion of watched files and directories, truncation,
+deletion and renames of logs, and reads of secrets by others, are reported with exact values (file_open, inode_rename,
 inode_link, inode_symlink, inode_mkdir, inode_mknod, inode_unlink, inode_rmdir,
 inode_setattr; inode_mknod also reports device nodes anywhere), and the evasions do
 not work: a hard link to a watched file, a bind mount of a watched directory, a file
@@ -16,7 +16,9 @@ the session's daemon.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -209,6 +211,92 @@ def test_shipped_places_that_root_runs_from_are_watched(daemon: RunningDaemon, r
     assert [(o["name"], o["watch"]) for o in deletions] == [
         (f.name, w) for f, (_r, w, _l, _p) in zip(dropped, expected)
     ]
+
+
+SECRET_OWNER = 64713  # owns the secrets tests' files; no other test uses it
+SECRET_READER = 64714  # reads them in the deny test (not the owner); no other test uses it
+
+
+@pytest.fixture
+def homes() -> Iterator[Path]:
+    """A directory for homes that other uids can reach (pytest's own are root's, 0700),
+    on the guest's /tmp; removed at the end. Secrets are names: any filesystem will do."""
+    d = Path(tempfile.mkdtemp(prefix="krsid-homes-", dir="/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+def home_with_a_key(homes: Path, key_mode: int) -> Path:
+    """A home of SECRET_OWNER with an SSH key pair; returns the private key (a shipped
+    secret name)."""
+    ssh = homes / unique("home") / ".ssh"
+    ssh.mkdir(parents=True)
+    key = ssh / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    (ssh / "id_ed25519.pub").write_text("ssh-ed25519 AAAA krsid-test\n")
+    for path in (ssh.parent, ssh, key, ssh / "id_ed25519.pub"):
+        os.chown(path, SECRET_OWNER, SECRET_OWNER)
+    ssh.chmod(0o755)
+    key.chmod(key_mode)
+    return key
+
+
+def as_uid(uid: int, *argv: str) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
+
+
+def test_reading_another_users_secret_is_reported_and_the_owners_read_is_not(
+    daemon: RunningDaemon, root: Path, homes: Path, journal: Journal
+) -> None:
+    """watch.secrets: root reading a user's SSH private key (harvesting keys, T1552.004)
+    is reported with the name that matched; the owner's own read (ssh with its key) and
+    a read of the public key are not."""
+    key = home_with_a_key(homes, 0o600)
+    owner, _ = run(*as_uid(SECRET_OWNER, "cat", str(key)))
+    public, _ = run("cat", f"{key}.pub")
+    harvester, _ = run("cat", str(key))
+    (o,) = events_of(daemon, "file_open", harvester)
+    assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("SECRET_READ", "id_ed25519", 255, str(key))
+    assert (o["access"], o["uid"], o["action"]) == ("RDONLY", 0, "audit")
+    # Same lane, in order: the owner's read and the public key's would have arrived.
+    assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] in (owner, public)) == []
+    (j,) = journal.wait_for(lambda e: True, "KRSID_HOOK=file_open", f"KRSID_TGID={harvester}")
+    assert (j["KRSID_REASON"], j["KRSID_WATCH"], j["KRSID_PATH"]) == ("SECRET_READ", "id_ed25519", str(key))
+
+
+def test_would_deny_then_deny_reading_another_users_secret(
+    daemon: RunningDaemon, root: Path, homes: Path, policy: Reloader
+) -> None:
+    """A rule on file_open, scoped to a uid only this test uses and to the home: a
+    readable key (mode 0644) read by that uid is reported, then refused."""
+    key = home_with_a_key(homes, 0o644)
+    home = str(key.parent.parent)
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "name": f"secret-{action}",
+            "hook": "file_open",
+            "action": action,
+            "match": {"uid": SECRET_READER, "path_prefix": home},
+        }
+
+    policy.apply(policy.with_rules(rule("would_deny")))
+    reader, done = run(*as_uid(SECRET_READER, "cat", str(key)))
+    assert done.stdout.startswith("-----BEGIN")
+    (o,) = events_of(daemon, "file_open", reader)
+    want = ("SECRET_READ", "would_deny", "secret-would_deny", "0", "id_ed25519")
+    assert (o["reason"], o["action"], o["rule"], o["verdict"], o["watch"]) == want
+
+    policy.apply(policy.with_rules(rule("deny")))
+    reader, done = run(*as_uid(SECRET_READER, "cat", str(key)), ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    (o,) = events_of(daemon, "file_open", reader)
+    want = ("SECRET_READ", "deny", "secret-deny", "-EPERM", "id_ed25519")
+    assert (o["reason"], o["action"], o["rule"], o["verdict"], o["watch"]) == want
+    assert metric(daemon.scrape(), "krsid_denied_total", hook="file_open", rule="secret-deny") == 1
 
 
 def test_kernel_hand_offs_under_proc_sys_are_reported_by_name(daemon: RunningDaemon, root: Path) -> None:

@@ -1,6 +1,8 @@
 """The file-integrity watch: which files, directories and basenames krsid watches for
-writes, creation, renames, links and deletion, and which log directories it watches
-for truncation, deletion and renames (the config's ``watch:``).
+writes, creation, renames, links and deletion, which log directories it watches
+for truncation, deletion and renames, and which basenames (secrets: private keys,
+credential files) it watches for reads by anyone but their owner (the config's
+``watch:``).
 
 Its one home. The kernel side is krsid.h's krsid_watch_find (the maps
 krsid_watch_files, keyed by (device, inode), and krsid_watch_names, keyed by a
@@ -16,9 +18,10 @@ error (a fresh host may have no /etc/cron.d): it is logged and looked up again e
 second (the daemon's refresh). Names are for files anywhere (every home's authorized_keys).
 
 Each entry reports a set of operations (krsid.h, KRSID_WATCH_OP_*), held in its map
-value above the id: ``paths`` and ``names`` report all of them; ``logs`` only those
+value above the id: ``paths`` and ``names`` report every change; ``logs`` only those
 that destroy what a log holds (truncation of a file with data, deletion, renames), as
-the files below it are written all day. Where entries nest, the nearest one decides.
+the files below it are written all day; ``secrets`` only reads, by a process whose
+fsuid is not the file's owner (file_open). Where entries nest, the nearest one decides.
 """
 
 from __future__ import annotations

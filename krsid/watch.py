@@ -297,11 +297,11 @@ def resolve_watch(watch: WatchConfig, table: WatchTable, contract: Contract) -> 
             if identity not in files:
                 files[identity] = map_value(table.id_of(path), ops, contract)
     names = {n.encode(): map_value(table.id_of(n), contract.watch_ops_all, contract) for n in watch.names}
+    reads = contract.watch_ops_secrets << contract.watch_id_bits
     for n in watch.secrets:  # a name in both lists keeps its `names` id and adds the reads
         key = n.encode()
-        secret_ops = contract.watch_ops_secrets << contract.watch_id_bits
         names[key] = (
-            names[key] | secret_ops if key in names else map_value(table.id_of(n), contract.watch_ops_secrets, contract)
+            names[key] | reads if key in names else map_value(table.id_of(n), contract.watch_ops_secrets, contract)
         )
     return ResolvedWatch(files, names, tuple(missing))
 
@@ -318,7 +318,8 @@ class WatchState:
         current = self.current
         entries = GaugeMetricFamily(
             "krsid_watch_entries",
-            "File-integrity watch entries in the kernel's maps: paths and logs resolved to an inode, and names",
+            "File-integrity watch entries in the kernel's maps: paths and logs resolved to an inode, and names "
+            "(secrets included)",
             labels=["kind"],
         )
         entries.add_metric(["path"], len(current.files) if current else 0)

@@ -28,6 +28,7 @@ import yaml
 
 from tests.support.journald import Journal
 from tests.support.metrics import metric
+from tests.support.procs import as_uid
 from tests.vm.conftest import RunningDaemon
 from tests.vm.test_policy import Reloader
 
@@ -68,9 +69,9 @@ def exec_event(daemon: RunningDaemon, predicate: Callable[[dict[str, Any]], bool
 def workload(mode: str, path: Path | str, *, uid: int | None = None) -> list[dict[str, Any]]:
     """Run the workload (as uid, if given); its report lines: [{"pid"}] after a
     successful exec, [{"pid"}, {"pid", "errno"}] after a failed one."""
-    prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if uid is not None else []
+    argv = [sys.executable, str(WORKLOAD), mode, str(path)]
     p = subprocess.run(
-        [*prefix, sys.executable, str(WORKLOAD), mode, str(path)],
+        as_uid(uid, *argv) if uid is not None else argv,
         capture_output=True,
         text=True,
         timeout=60,
@@ -300,7 +301,7 @@ def test_deny_reverse_shell_memfd_and_upper_layer_exec_for_one_uid(daemon: Runni
 
     # Not denied: the same uid without the context, and root with it.
     plain = subprocess.run(
-        ["setpriv", f"--reuid={TEST_UID}", f"--regid={TEST_UID}", "--clear-groups", "/bin/true"],
+        as_uid(TEST_UID, "/bin/true"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=30,

@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from tests.support.metrics import metric
+from tests.support.procs import as_uid
 from tests.vm.conftest import ROOT, RunningDaemon, free_port, remaining_krsid_programs, start_daemon
 
 pytestmark = pytest.mark.vm
@@ -91,24 +92,20 @@ def shipped_daemon(
         yield d
 
 
-def as_user(uid: int, *argv: str) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
-
-
 def flooders(loops: Path, chmod_target: Path) -> list[list[str]]:
     """Each runs until killed (N is far more than FLOOD_SECONDS allow)."""
     many = str(10**9)
     out = [
-        as_user(NOBODY, str(loops), "mprotect", many),
-        as_user(NOBODY, str(loops), "mprotect", many),
-        as_user(NOBODY, str(loops), "procmem", many),
-        as_user(NOBODY, str(loops), "exec", many),
-        as_user(NOBODY, str(loops), "unshare", many),
-        as_user(NOBODY, str(loops), "chmod", many, str(chmod_target)),
-        as_user(FLOOD_UID, str(loops), "mprotect", many),
-        as_user(FLOOD_UID, str(loops), "unshare", many),  # every call denied by the rule
+        as_uid(NOBODY, str(loops), "mprotect", many),
+        as_uid(NOBODY, str(loops), "mprotect", many),
+        as_uid(NOBODY, str(loops), "procmem", many),
+        as_uid(NOBODY, str(loops), "exec", many),
+        as_uid(NOBODY, str(loops), "unshare", many),
+        as_uid(NOBODY, str(loops), "chmod", many, str(chmod_target)),
+        as_uid(FLOOD_UID, str(loops), "mprotect", many),
+        as_uid(FLOOD_UID, str(loops), "unshare", many),  # every call denied by the rule
     ]
-    out += [as_user(FORK_UID, str(loops), "mprotect", many) for _ in range(FORK_FLOODERS)]
+    out += [as_uid(FORK_UID, str(loops), "mprotect", many) for _ in range(FORK_FLOODERS)]
     return out
 
 
@@ -242,10 +239,10 @@ def test_an_unprivileged_flood_loses_no_high_priority_event(shipped_daemon: Runn
         phases["root's execs"] = time.monotonic() - t0
         root_userns = [subprocess.run(["unshare", "-U", "true"], check=True) for _ in range(3)]
         phases["+ userns"] = time.monotonic() - t0
-        setuid = [subprocess.run(as_user(4545, "true"), check=True) for _ in range(3)]
+        setuid = [subprocess.run(as_uid(4545, "true"), check=True) for _ in range(3)]
         phases["+ setuid"] = time.monotonic() - t0
         denied_userns = subprocess.run(
-            as_user(FLOOD_UID, str(loops), "unshare", "50"), capture_output=True, text=True, check=True
+            as_uid(FLOOD_UID, str(loops), "unshare", "50"), capture_output=True, text=True, check=True
         )
         for p in procs:
             assert p.poll() is None, f"a flooder ended early: {p.args!r}: {p.stderr.read() if p.stderr else b''!r}"

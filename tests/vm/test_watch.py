@@ -30,6 +30,7 @@ import yaml
 
 from tests.support.journald import Journal
 from tests.support.metrics import metric
+from tests.support.procs import as_uid
 from tests.vm.conftest import WATCHED_NAME, RunningDaemon, message_id
 from tests.vm.test_policy import Reloader
 
@@ -242,10 +243,6 @@ def home_with_a_key(homes: Path, key_mode: int) -> Path:
     ssh.chmod(0o755)
     key.chmod(key_mode)
     return key
-
-
-def as_uid(uid: int, *argv: str) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
 
 
 def test_reading_another_users_secret_is_reported_and_the_owners_read_is_not(

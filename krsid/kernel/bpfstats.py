@@ -30,11 +30,11 @@ class ProgInfoLayout:
 
     @classmethod
     def from_btf(cls, btf: Btf) -> ProgInfoLayout:
-        for c in btf.composites():
-            if c.name == "bpf_prog_info" and c.kind == "struct":
-                off = {m.name: m.bit_offset // 8 for m in c.members}
-                return cls(c.size, off["run_time_ns"], off["run_cnt"])
-        raise KeyError("struct bpf_prog_info not in BTF")
+        c = btf.struct("bpf_prog_info")
+        if c is None:
+            raise KeyError("struct bpf_prog_info not in BTF")
+        off = {m.name: m.bit_offset // 8 for m in c.members}
+        return cls(c.size, off["run_time_ns"], off["run_cnt"])
 
 
 class BpfStats:

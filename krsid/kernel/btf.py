@@ -293,6 +293,10 @@ class Btf:
             if k in (KIND_STRUCT, KIND_UNION):
                 yield self.composite(tid)
 
+    def struct(self, name: str) -> Composite | None:
+        """The struct of that name (the first, in type-id order), None if this BTF has none."""
+        return next((c for c in self.composites() if c.name == name and c.kind == "struct"), None)
+
     def composite(self, tid: int) -> Composite:
         k = self.kind(tid)
         if k not in (KIND_STRUCT, KIND_UNION):

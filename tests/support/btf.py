@@ -31,7 +31,6 @@ from krsid.kernel.btf import (
     KIND_UNION,
     KIND_VOLATILE,
     Btf,
-    Composite,
 )
 
 _QUALIFIERS = {KIND_CONST: "const", KIND_VOLATILE: "volatile", KIND_RESTRICT: "restrict"}
@@ -133,16 +132,11 @@ class DescribingBtf(Btf):
         raise HeaderError(f"enum {name!r} is not in the BTF of {self.path}")
 
 
-def find_struct(btf: Btf, name: str) -> Composite | None:
-    """struct name in this BTF, None if it has none."""
-    return next((c for c in btf.composites() if c.name == name and c.kind == "struct"), None)
-
-
 def mnt_namespace_ns_first(btf: Btf) -> bool:
     """Whether the kernel's struct mnt_namespace begins with its ns_common, as
     programs/file_open.c assumes with kernel headers (fs/mount.h, where it is
     defined, is not installed). False also when BTF has no such struct."""
-    c = find_struct(btf, "mnt_namespace")
+    c = btf.struct("mnt_namespace")
     return c is not None and any(m.name == "ns" and m.bit_offset == 0 for m in c.members)
 
 
@@ -172,7 +166,7 @@ def overlay_btf_types(bpftool: Path, btf_dir: Path = Path("/sys/kernel/btf")) ->
 
 def struct_size(btf: Btf, name: str) -> int:
     """sizeof(struct name) in this BTF."""
-    c = find_struct(btf, name)
+    c = btf.struct(name)
     if c is None:
         raise HeaderError(f"struct {name} is not in the BTF of {btf.path}")
     return c.size

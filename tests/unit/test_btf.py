@@ -503,3 +503,22 @@ def test_struct_size_of_this_kernels_inode(btf: DescribingBtf) -> None:
     assert 400 < struct_size(btf, "inode") < 2000
     with pytest.raises(HeaderError, match="no_such_struct"):
         struct_size(btf, "no_such_struct")
+
+
+def test_a_struct_is_found_by_name_and_a_union_or_a_missing_name_is_not(btf: DescribingBtf) -> None:
+    inode = btf.struct("inode")
+    assert inode is not None and inode.kind == "struct" and inode.name == "inode"
+    assert any(m.name == "i_ino" for m in inode.members)
+    structs = {c.name for c in btf.composites() if c.kind == "struct"}
+    unions = [c.name for c in btf.composites() if c.kind == "union" and c.name and c.name not in structs]
+    assert unions and btf.struct(unions[0]) is None  # a union is not a struct
+    assert btf.struct("no_such_struct") is None
+
+
+def test_the_prog_info_layout_is_read_from_btf(btf: DescribingBtf) -> None:
+    """krsid.kernel.bpfstats reads bpf_prog_info's run-time stats where BTF puts them
+    (a UAPI struct: these offsets are fixed since 5.1)."""
+    from krsid.kernel.bpfstats import ProgInfoLayout
+
+    layout = ProgInfoLayout.from_btf(btf)
+    assert (layout.run_time_ns, layout.run_cnt) == (192, 200) and layout.size >= 208

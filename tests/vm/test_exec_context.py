@@ -321,7 +321,8 @@ def verified_insns(prog_id: int) -> int:
     from krsid.kernel.probe import BpfSyscall
 
     bpf_prog_get_fd_by_id, bpf_obj_get_info_by_fd = 13, 15
-    (info_type,) = [c for c in Btf.load(VMLINUX_BTF).composites() if c.name == "bpf_prog_info" and c.kind == "struct"]
+    info_type = Btf.load(VMLINUX_BTF).struct("bpf_prog_info")
+    assert info_type is not None, "struct bpf_prog_info not in BTF"
     offset = {m.name: m.bit_offset // 8 for m in info_type.members}["verified_insns"]
     bpf = BpfSyscall()
     attr = ctypes.create_string_buffer(16)

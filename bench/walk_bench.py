@@ -13,11 +13,12 @@ daemon:
   saturated   every bit set, so every level of the walk pays the (device, inode) hash
               lookup, as before the pre-filter existed (plus the bit test itself)
 
-and six filtered loops (bench/loops.c) run in each: a write open and a rename
+and seven filtered loops (bench/loops.c) run in each: a write open and a rename
 there and back of a file 4 directories deep on a tmpfs holding a watched directory
 (the walk runs up to that filesystem's root: 6 levels), a write open of a file
 on a tmpfs holding no watched path (the walk is skipped by the device check: the
-floor), and three read opens there: of an unwatched name, of a name that passes the
+floor), a write open there of a file in lib/systemd/user (the directories watched
+by name: three lookups that find nothing), and three read opens there: of an unwatched name, of a name that passes the
 watched names' pre-filter (id_rsb: a hash lookup), and of a secret read by its owner
 (id_rsa: the lookup and the owner check). Reads do not walk: the bitmap's two states
 do not concern them. Each state is written whole with `bpftool batch`; the daemon writes only
@@ -50,7 +51,7 @@ class WalkLoop:
     title: str
     kind: str  # bench/loops.c
     calls: int
-    file: str  # "deep" | "flat"
+    file: str  # "deep" | "flat" | "dirs" | "near" | "secret"
     hook: str
 
 
@@ -58,6 +59,11 @@ LOOPS = (
     WalkLoop("open(O_WRONLY)+close, 4 dirs deep, watched fs", "open_w", 4000, "deep", "file_open"),
     WalkLoop("rename there and back, 4 dirs deep, watched fs", "rename", 2000, "deep", "inode_rename"),
     WalkLoop("open(O_WRONLY)+close, fs without watched paths", "open_w", 4000, "flat", "file_open"),
+    # A directory the dirs' pre-filter lets through (the packages' lib/systemd/user):
+    # its names are read and looked up three times (three names, two, one), no match.
+    WalkLoop(
+        "open(O_WRONLY)+close in lib/systemd/user (passes the dirs' pre-filter)", "open_w", 4000, "dirs", "file_open"
+    ),
     # Reads: no walk; the secrets' name check (watch.secrets) at three depths.
     WalkLoop("open(O_RDONLY)+close, an unwatched name", "open", 4000, "flat", "file_open"),
     WalkLoop("open(O_RDONLY)+close of id_rsb (passes the names' pre-filter)", "open", 4000, "near", "file_open"),
@@ -109,10 +115,12 @@ def main(args: argparse.Namespace) -> None:
             files = {
                 "deep": deep / "bench-deep",
                 "flat": flat / "bench-flat",
+                "dirs": flat / "lib" / "systemd" / "user" / "bench-unit",
                 "near": flat / "id_rsb",
                 "secret": flat / "id_rsa",
             }
             for f in files.values():
+                f.parent.mkdir(parents=True, exist_ok=True)
                 f.write_text("x\n")
             loops_exe = build_loops(tmp)
             watch = WatchConfig(paths=(*DEFAULT_PATHS, str(watched_fs / "watched")), names=DEFAULT_NAMES)

@@ -34,7 +34,7 @@ _TYPE_TEXT = {
     "enum": "enum",
     "bool": "boolean",
     "rule": "string (rule name)",
-    "watch": "string (watched path or name)",
+    "watch": "string (watched path, name or directory name)",
 }
 PRIORITY_NAMES = {number: name for name, number in PRIORITIES.items()}
 

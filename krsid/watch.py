@@ -1,12 +1,14 @@
 """The file-integrity watch: which files, directories and basenames krsid watches for
-writes, creation, renames, links and deletion, which log directories it watches
+writes, creation, renames, links and deletion (and which directories by their names,
+wherever they are), which log directories it watches
 for truncation, deletion and renames, and which basenames (secrets: private keys,
 credential files) it watches for reads by anyone but their owner (the config's
 ``watch:``).
 
 Its one home. The kernel side is krsid.h's krsid_watch_find (the maps
 krsid_watch_files, keyed by (device, inode), and krsid_watch_names, keyed by a
-NUL-padded basename); the hooks that report watched files call it (file_open for
+NUL-padded basename, and krsid_watch_dirs, keyed by a directory's name and its
+parent's); the hooks that report watched files call it (file_open for
 writes, inode_rename, inode_link, inode_unlink). Here: the config section and its
 defaults, the resolution of paths to (device, inode) and the append-only table of
 watch ids that events carry.
@@ -16,9 +18,12 @@ file, a bind mount of a watched directory or a file renamed into one is still th
 watched inode or lies below it. A configured path that does not exist is not an
 error (a fresh host may have no /etc/cron.d): it is logged and looked up again every
 second (the daemon's refresh). Names are for files anywhere (every home's authorized_keys).
+Directories by name (``dirs``: ``.config/autostart``, ``.config/systemd/user``) are
+for what has no fixed path and may not exist yet: a directory whose last one to three
+names match, in any home, and the names directly in it.
 
 Each entry reports a set of operations (krsid.h, KRSID_WATCH_OP_*), held in its map
-value above the id: ``paths`` and ``names`` report every change; ``logs`` only those
+value above the id: ``paths``, ``names`` and ``dirs`` report every change; ``logs`` only those
 that destroy what a log holds (truncation of a file with data, deletion, renames), as
 the files below it are written all day; ``secrets`` only reads, by a process whose
 fsuid is not the file's owner (file_open). Where entries nest, the nearest one decides.
@@ -128,6 +133,22 @@ DEFAULT_NAMES: tuple[str, ...] = (
 )
 
 
+# Per-user persistence that has no fixed path (ATT&CK T1543.002, T1547.013), in every
+# home: a directory by its last names, the directory itself and the files directly in
+# it. The user's systemd units (started by the user's manager at login, or at boot
+# with lingering: ~/.config/systemd/user, and share/systemd/user for
+# ~/.local/share/systemd/user and /usr/local/share/systemd/user), XDG autostart
+# entries (run at every desktop login) and the user manager's environment (an
+# LD_PRELOAD for every user service). The packages' /usr/lib/systemd/user is not
+# matched: three names tell it apart.
+DEFAULT_DIRS: tuple[str, ...] = (
+    ".config/systemd/user",
+    "share/systemd/user",
+    ".config/autostart",
+    ".config/environment.d",
+)
+
+
 # Credentials by name, in any home (ATT&CK T1552.004 private keys, T1552.001
 # credentials in files, T1552.003 shell history): reported when a process that does
 # not own the file opens it for reading (root or a service harvesting users' keys),
@@ -161,18 +182,20 @@ class WatchConfig:
     names: tuple[str, ...] = DEFAULT_NAMES
     logs: tuple[str, ...] = DEFAULT_LOGS
     secrets: tuple[str, ...] = DEFAULT_SECRETS
+    dirs: tuple[str, ...] = DEFAULT_DIRS
 
 
 def parse_watch(doc: YamlDoc, raw: Any, contract: Contract) -> WatchConfig:
     """The ``watch:`` section: ``paths`` and ``logs`` (absolute), ``names`` and
-    ``secrets`` (basenames), each replacing its default list when given; ``[]`` turns
-    that part off."""
-    body = expect_mapping(doc, raw, ("watch",), {"paths", "names", "logs", "secrets"})
+    ``secrets`` (basenames), ``dirs`` (one or two names), each replacing its default
+    list when given; ``[]`` turns that part off."""
+    body = expect_mapping(doc, raw, ("watch",), {"paths", "names", "logs", "secrets", "dirs"})
     default = WatchConfig()
     paths = _absolute_paths(doc, body.get("paths", list(default.paths)), "paths")
     logs = _absolute_paths(doc, body.get("logs", list(default.logs)), "logs")
     names = _file_names(doc, body.get("names", list(default.names)), "names", contract)
     secrets = _file_names(doc, body.get("secrets", list(default.secrets)), "secrets", contract)
+    dirs = _dir_names(doc, body.get("dirs", list(default.dirs)), contract)
     if len(paths) + len(logs) > contract.watch_files:
         doc.fail(
             ("watch", "paths"),
@@ -184,11 +207,14 @@ def parse_watch(doc: YamlDoc, raw: Any, contract: Contract) -> WatchConfig:
             f"at most {contract.watch_names} distinct names and secrets together (krsid_watch_names), "
             f"got {len(distinct)}",
         )
+    if len(set(dirs)) > contract.watch_dirs:
+        doc.fail(("watch", "dirs"), f"at most {contract.watch_dirs} dirs (krsid_watch_dirs), got {len(set(dirs))}")
     return WatchConfig(
         paths=tuple(dict.fromkeys(paths)),
         names=tuple(dict.fromkeys(names)),
         logs=tuple(dict.fromkeys(logs)),
         secrets=tuple(dict.fromkeys(secrets)),
+        dirs=tuple(dict.fromkeys(dirs)),
     )
 
 
@@ -199,6 +225,23 @@ def _file_names(doc: YamlDoc, raw: Any, key: str, contract: Contract) -> list[st
         if not n or "/" in n or "\0" in n or n in (".", "..") or len(n.encode()) > longest:
             doc.fail(("watch", key, i), f"must be a file name (no '/') of 1..{longest} bytes, got {n!r}")
     return names
+
+
+def _dir_names(doc: YamlDoc, raw: Any, contract: Contract) -> list[str]:
+    """``dirs`` entries: a directory's last one to three names ("a", "a/b", "a/b/c")."""
+    entries = _strings(doc, raw, "dirs")
+    longest = contract.watch_dir_name_len - 2  # as _file_names: a NUL, and a cut name must not match
+    for i, entry in enumerate(entries):
+        names = entry.split("/")
+        if not 1 <= len(names) <= 3 or any(
+            not n or "\0" in n or n in (".", "..") or len(n.encode()) > longest for n in names
+        ):
+            doc.fail(
+                ("watch", "dirs", i),
+                f"must be a directory's last one to three names ('.config/systemd/user'), "
+                f"each of 1..{longest} bytes, got {entry!r}",
+            )
+    return entries
 
 
 def _absolute_paths(doc: YamlDoc, raw: Any, key: str) -> list[str]:
@@ -241,11 +284,13 @@ class WatchTable:
 
 @dataclass(frozen=True)
 class ResolvedWatch:
-    """What goes into the kernel's maps: (dev, ino) -> value and basename key -> value,
-    each value an entry's id and its operations (map_value)."""
+    """What goes into the kernel's maps: (dev, ino) -> value, basename key -> value and
+    directory key (dir_key) -> value, each value an entry's id and its operations
+    (map_value)."""
 
     files: Mapping[tuple[int, int], int]
     names: Mapping[bytes, int]
+    dirs: Mapping[bytes, int]
     missing: tuple[str, ...]  # configured paths that do not exist (not watched until a refresh finds them)
 
 
@@ -256,14 +301,34 @@ def map_value(watch_id: int, ops: int, contract: Contract) -> int:
     return ops << contract.watch_id_bits | watch_id
 
 
+def dir_key(entry: str, contract: Contract) -> bytes:
+    """A ``dirs`` entry's krsid_watch_dirs key (krsid.h, struct krsid_watch_dir_key): the
+    directory's own name, its parent's, its grandparent's ("" past the entry's names),
+    each NUL-padded to watch_dir_name_len bytes."""
+    names = entry.split("/")[::-1]
+    size = contract.watch_dir_name_len
+    return b"".join(n.encode()[: size - 1].ljust(size, b"\0") for n in (*names, "", "")[:3])
+
+
 def name_filter(names: Iterable[bytes], contract: Contract) -> dict[int, int]:
     """The kernel's pre-filter of watched basenames (krsid.h, krsid_watch_name_filter):
     word len * per_len + (first byte >> 6) -> its bits, 1 << (first byte & 63). A
     name counts as its key does: cut to watch_name_len - 1 bytes."""
+    return _length_filter(names, contract.watch_name_len, contract)
+
+
+def dir_filter(keys: Iterable[bytes], contract: Contract) -> dict[int, int]:
+    """The same pre-filter of the directories watched by name (krsid_watch_dir_filter),
+    by each key's own name (dir_key)."""
+    size = contract.watch_dir_name_len
+    return _length_filter((k[:size].rstrip(b"\0") for k in keys), size, contract)
+
+
+def _length_filter(names: Iterable[bytes], key_len: int, contract: Contract) -> dict[int, int]:
     per_length = contract.watch_name_filter_per_len
     words: dict[int, int] = {}
     for name in names:
-        name = name[: contract.watch_name_len - 1]
+        name = name[: key_len - 1]
         if name:
             word = len(name) * per_length + (name[0] >> 6)
             words[word] = words.get(word, 0) | 1 << (name[0] & 63)
@@ -303,7 +368,8 @@ def resolve_watch(watch: WatchConfig, table: WatchTable, contract: Contract) -> 
         names[key] = (
             names[key] | reads if key in names else map_value(table.id_of(n), contract.watch_ops_secrets, contract)
         )
-    return ResolvedWatch(files, names, tuple(missing))
+    dirs = {dir_key(d, contract): map_value(table.id_of(d), contract.watch_ops_all, contract) for d in watch.dirs}
+    return ResolvedWatch(files, names, dirs, tuple(missing))
 
 
 class WatchState:
@@ -318,12 +384,13 @@ class WatchState:
         current = self.current
         entries = GaugeMetricFamily(
             "krsid_watch_entries",
-            "File-integrity watch entries in the kernel's maps: paths and logs resolved to an inode, and names "
-            "(secrets included)",
+            "File-integrity watch entries in the kernel's maps: paths and logs resolved to an inode, names "
+            "(secrets included) and directories watched by name",
             labels=["kind"],
         )
         entries.add_metric(["path"], len(current.files) if current else 0)
         entries.add_metric(["name"], len(current.names) if current else 0)
+        entries.add_metric(["dir"], len(current.dirs) if current else 0)
         yield entries
         yield GaugeMetricFamily(
             "krsid_watch_missing_paths",
@@ -333,7 +400,10 @@ class WatchState:
 
 
 def describe(resolved: ResolvedWatch) -> str:
-    text = f"{len(resolved.files)} path(s) and {len(resolved.names)} name(s) watched"
+    text = (
+        f"{len(resolved.files)} path(s), {len(resolved.names)} name(s) and "
+        f"{len(resolved.dirs)} directory name(s) watched"
+    )
     if resolved.missing:
         text += f"; not present, not watched: {', '.join(resolved.missing)}"
     return text

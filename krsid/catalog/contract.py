@@ -54,6 +54,8 @@ SIZE_NAMES = (
     "KRSID_WATCH_FILES",
     "KRSID_WATCH_NAMES",
     "KRSID_WATCH_NAME_LEN",
+    "KRSID_WATCH_DIRS",
+    "KRSID_WATCH_DIR_NAME_LEN",
     "KRSID_WATCH_NAME_FILTER_PER_LEN",
     "KRSID_WATCH_INO_FILTER_BITS",
     "KRSID_WATCH_LEVEL_NAME",
@@ -119,6 +121,8 @@ class Contract:
     watch_files: int  # capacity of krsid_watch_files (watched files and directories)
     watch_names: int  # capacity of krsid_watch_names (watched basenames)
     watch_name_len: int  # a basename key's bytes, NUL included
+    watch_dirs: int  # capacity of krsid_watch_dirs (directories watched by name)
+    watch_dir_name_len: int  # each of a directory key's three names: bytes, NUL included
     watch_name_filter_per_len: int  # krsid_watch_name_filter's words per name length
     watch_ino_filter_bits: int  # krsid_watch_ino_filter's bits (a power of two)
     watch_level_name: int  # the watch_level of a match by basename
@@ -172,6 +176,8 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
         watch_files=defines["KRSID_WATCH_FILES"],
         watch_names=defines["KRSID_WATCH_NAMES"],
         watch_name_len=defines["KRSID_WATCH_NAME_LEN"],
+        watch_dirs=defines["KRSID_WATCH_DIRS"],
+        watch_dir_name_len=defines["KRSID_WATCH_DIR_NAME_LEN"],
         watch_name_filter_per_len=defines["KRSID_WATCH_NAME_FILTER_PER_LEN"],
         watch_ino_filter_bits=defines["KRSID_WATCH_INO_FILTER_BITS"],
         watch_level_name=defines["KRSID_WATCH_LEVEL_NAME"],

@@ -37,7 +37,7 @@ TEMPLATE_FIELD_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # rule: the __u32 rule number a program writes (slot + 1, 0 = none); the pipeline turns
 # it into the rule's name (a string) before any sink sees the event.
 # "hook": a hook id, shown as the hook's name (the flood summary's flooded_hook).
-# "watch": a watch id (krsid_watch_find), shown as the watched path or name it stands
+# "watch": a watch id (krsid_watch_find), shown as the watched path, name or directory name it stands
 # for (krsid.watch.WatchTable); "" when nothing watched matched.
 FIELD_TYPES = (
     "int",

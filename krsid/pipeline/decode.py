@@ -173,7 +173,7 @@ class EventDecoder:
         boot_to_epoch: float | None = None,
         watch_entry: Callable[[int], str] = _no_watch,
     ) -> None:
-        """watch_entry: a watch id -> the watched path or name (the daemon's WatchTable)."""
+        """watch_entry: a watch id -> the watched path, name or directory name (the daemon's WatchTable)."""
         for spec in hooks_by_id.values():
             if spec.layout.member("hook_id").offset != HOOK_ID_OFFSET:
                 raise ValueError(f"{spec.name}: hook_id is not at offset {HOOK_ID_OFFSET}")

@@ -52,7 +52,7 @@ from krsid.pipeline.transport import (
     RingLane,
 )
 from krsid.policy import BankLayout, CompiledRule
-from krsid.watch import ResolvedWatch, ino_filter, name_filter
+from krsid.watch import ResolvedWatch, dir_filter, ino_filter, name_filter
 
 # The ring buffer of each lane (krsid.h); with a perf buffer, "events" is the only one.
 LANE_MAPS = {LANE_PRIORITY: b"events", LANE_BULK: b"events_bulk"}
@@ -395,8 +395,8 @@ class LoadedPrograms:
         self._bulk_lane: _BulkLane | None = None  # the bulk lane's own ring buffer manager (open_events)
         self._ring_readers: list[ringbuf.MappedRingBuffer] = []  # both lanes' mappings (open_events)
         self.ring_reader = ""  # how open_events reads the ring buffers: RING_READER_*
-        # The watch's pre-filters (krsid_watch_name_filter, krsid_watch_ino_filter): map ->
-        # its nonzero words, as written.
+        # The watch's pre-filters (krsid_watch_name_filter, krsid_watch_dir_filter,
+        # krsid_watch_ino_filter): map -> its nonzero words, as written.
         self._filters: dict[bytes, dict[int, int]] = {}
 
     # -- build -------------------------------------------------------------------------
@@ -651,13 +651,15 @@ class LoadedPrograms:
     # -- the file-integrity watch ----------------------------------------------------------
 
     def set_watch(self, resolved: ResolvedWatch) -> None:
-        """Make krsid_watch_files / krsid_watch_names (and krsid_watch_devs, the devices
-        files are watched on) hold exactly ``resolved``: new and changed entries first,
+        """Make krsid_watch_files / krsid_watch_names / krsid_watch_dirs (and
+        krsid_watch_devs, the devices files are watched on) hold exactly ``resolved``:
+        new and changed entries first,
         stale ones removed after, the entry count last, so that an entry in both the old
         and the new watch is never absent (krsid.watch). Devices go in before their files
         and out after them, so no watched file is ever on a device the walk skips."""
         bpf = self._require()
         files, names, devs = bpf[b"krsid_watch_files"], bpf[b"krsid_watch_names"], bpf[b"krsid_watch_devs"]
+        dirs = bpf[b"krsid_watch_dirs"]
         per_dev = Counter(dev for dev, _ino in resolved.files)
         have_devs = {int(k.value): k for k in devs}
         for dev, count in per_dev.items():
@@ -672,19 +674,27 @@ class LoadedPrograms:
             k = names.Key()
             ct.memmove(ct.byref(k), name, min(len(name), ct.sizeof(k) - 1))  # NUL padding stays
             want_names[bytes(k)] = (k, watch_id)
+        want_dirs = {}
+        for key, watch_id in resolved.dirs.items():
+            if len(key) != ct.sizeof(dirs.Key):
+                raise ProgramLoadError(f"krsid_watch_dirs: a key is {ct.sizeof(dirs.Key)} bytes in C, {len(key)} here")
+            k = dirs.Key()
+            ct.memmove(ct.byref(k), key, len(key))
+            want_dirs[key] = (k, watch_id)
         # The pre-filters (of names, of inode numbers) cover the old and the new entries
         # while the maps change, and only the new ones after: a watched name or inode is
         # never ruled out by them.
         contract = self.catalog.contract
         new_filters = {
             b"krsid_watch_name_filter": name_filter(resolved.names, contract),
+            b"krsid_watch_dir_filter": dir_filter(resolved.dirs, contract),
             b"krsid_watch_ino_filter": ino_filter(resolved.files, contract),
         }
         for map_name, new_words in new_filters.items():
             old_words = self._filters.get(map_name, {})
             both = {w: old_words.get(w, 0) | new_words.get(w, 0) for w in {*old_words, *new_words}}
             self._write_filter(map_name, both)
-        for table, want in ((files, want_files), (names, want_names)):
+        for table, want in ((files, want_files), (names, want_names), (dirs, want_dirs)):
             have = {bytes(k): k for k in table}
             for raw, (k, watch_id) in want.items():
                 if raw not in have or int(table[have[raw]].value) != watch_id:
@@ -697,7 +707,7 @@ class LoadedPrograms:
         for dev, k in have_devs.items():
             if dev not in per_dev:
                 del devs[k]
-        bpf[b"krsid_watch_count"][ct.c_int(0)] = ct.c_uint64(len(want_files) + len(want_names))
+        bpf[b"krsid_watch_count"][ct.c_int(0)] = ct.c_uint64(len(want_files) + len(want_names) + len(want_dirs))
 
     def _write_filter(self, map_name: bytes, words: Mapping[int, int]) -> None:
         """Make a pre-filter array hold ``words`` (absent words: 0), writing only the

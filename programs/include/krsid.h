@@ -333,24 +333,28 @@ struct krsid_caller {
 };
 
 /*
- * A dentry's inode and parent, the two pointers every level of a directory walk
- * reads, in one bpf_probe_read_kernel: struct dentry keeps d_parent and d_inode a
- * few words apart (d_name between them), so reading the span is one helper call
- * instead of two; a walk level's cost is mostly its helper calls (bench/run.py walk).
- * Should a kernel ever spread them further apart, two reads. A failed read (a NULL
- * dentry) leaves both 0.
+ * A dentry's inode, parent and name (len and the pointer to its bytes), what every
+ * level of a directory walk and every name match reads, in one bpf_probe_read_kernel:
+ * struct dentry keeps d_parent, d_name and d_inode next to each other, so reading the
+ * span is one helper call instead of three; a walk level's cost is mostly its helper
+ * calls (bench/run.py walk). Should a kernel ever spread them further apart, three
+ * reads. A failed read (a NULL dentry) leaves them 0.
  */
 struct krsid_dentry_link {
     struct inode *inode;
     struct dentry *parent;
+    struct qstr name;
 };
+#define KRSID_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define KRSID_MAX(a, b) ((a) < (b) ? (b) : (a))
 #define KRSID_DENTRY_PARENT_AT __builtin_offsetof(struct dentry, d_parent)
 #define KRSID_DENTRY_INODE_AT __builtin_offsetof(struct dentry, d_inode)
-#define KRSID_DENTRY_LINK_FROM \
-    (KRSID_DENTRY_PARENT_AT < KRSID_DENTRY_INODE_AT ? KRSID_DENTRY_PARENT_AT : KRSID_DENTRY_INODE_AT)
-#define KRSID_DENTRY_LINK_SPAN \
-    ((KRSID_DENTRY_PARENT_AT < KRSID_DENTRY_INODE_AT ? KRSID_DENTRY_INODE_AT : KRSID_DENTRY_PARENT_AT) + \
-     sizeof(void *) - KRSID_DENTRY_LINK_FROM)
+#define KRSID_DENTRY_NAME_AT __builtin_offsetof(struct dentry, d_name)
+#define KRSID_DENTRY_LINK_FROM KRSID_MIN(KRSID_MIN(KRSID_DENTRY_PARENT_AT, KRSID_DENTRY_INODE_AT), KRSID_DENTRY_NAME_AT)
+#define KRSID_DENTRY_LINK_SPAN                                                                                 \
+    (KRSID_MAX(KRSID_MAX(KRSID_DENTRY_PARENT_AT, KRSID_DENTRY_INODE_AT) + sizeof(void *),                      \
+               KRSID_DENTRY_NAME_AT + sizeof(struct qstr)) -                                                    \
+     KRSID_DENTRY_LINK_FROM)
 #define KRSID_DENTRY_LINK_SPAN_MAX 64
 
 static __always_inline struct krsid_dentry_link krsid_dentry_link(struct dentry *d)
@@ -361,11 +365,12 @@ static __always_inline struct krsid_dentry_link krsid_dentry_link(struct dentry 
         bpf_probe_read_kernel(span, sizeof(span), (char *)d + KRSID_DENTRY_LINK_FROM);
         __builtin_memcpy(&out.inode, span + (KRSID_DENTRY_INODE_AT - KRSID_DENTRY_LINK_FROM), sizeof(out.inode));
         __builtin_memcpy(&out.parent, span + (KRSID_DENTRY_PARENT_AT - KRSID_DENTRY_LINK_FROM), sizeof(out.parent));
+        __builtin_memcpy(&out.name, span + (KRSID_DENTRY_NAME_AT - KRSID_DENTRY_LINK_FROM), sizeof(out.name));
     } else {
-        out.inode = 0;
-        out.parent = 0;
+        __builtin_memset(&out, 0, sizeof(out));
         bpf_probe_read_kernel(&out.inode, sizeof(out.inode), &d->d_inode);
         bpf_probe_read_kernel(&out.parent, sizeof(out.parent), &d->d_parent);
+        bpf_probe_read_kernel(&out.name, sizeof(out.name), &d->d_name);
     }
     return out;
 }
@@ -1200,7 +1205,9 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
  * policy's path_prefix is: the daemon resolves each configured path when it starts
  * and at every reload, so a hard link to a watched file, a bind mount of a watched
  * directory or a file renamed into one is still the watched inode or lies below it.
- * Basenames (authorized_keys, .bash_history, ...) are watched anywhere, by name.
+ * Basenames (authorized_keys, .bash_history, ...) are watched anywhere, by name, and
+ * directories by their last one to three names (every home's .config/autostart and
+ * .config/systemd/user): the directory itself and the names directly in it.
  * A map value holds the daemon's watch id (1 + the entry's index in its append-only
  * watch table; an event names the configured entry that matched) in its low
  * KRSID_WATCH_ID_BITS, and above them the operations (KRSID_WATCH_OP_*) the entry
@@ -1212,6 +1219,8 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
 #define KRSID_WATCH_NAMES 256         /* watched basenames */
 #define KRSID_WATCH_NAME_LEN 64       /* a name key, NUL-padded: names of up to 62 bytes */
 #define KRSID_WATCH_LEVEL_NAME 255    /* watch_level of a match by basename */
+#define KRSID_WATCH_DIRS 64           /* directories watched by name */
+#define KRSID_WATCH_DIR_NAME_LEN 32   /* each name of a directory key, NUL-padded: up to 30 bytes */
 
 #define KRSID_WATCH_ID_BITS 24
 #define KRSID_WATCH_ID_MASK ((1U << KRSID_WATCH_ID_BITS) - 1)
@@ -1250,6 +1259,14 @@ BPF_HASH(krsid_watch_files, struct krsid_watch_file_key, __u32, KRSID_WATCH_FILE
  * the walk). */
 BPF_HASH(krsid_watch_devs, __u32, __u32, KRSID_WATCH_FILES);
 BPF_HASH(krsid_watch_names, struct krsid_watch_name_key, __u32, KRSID_WATCH_NAMES);
+/* A directory watched by name: its own name, its parent's and its grandparent's ("" where
+ * fewer names were configured: any). */
+struct krsid_watch_dir_key {
+    char name[KRSID_WATCH_DIR_NAME_LEN];
+    char parent[KRSID_WATCH_DIR_NAME_LEN];
+    char grandparent[KRSID_WATCH_DIR_NAME_LEN];
+};
+BPF_HASH(krsid_watch_dirs, struct krsid_watch_dir_key, __u32, KRSID_WATCH_DIRS);
 /* A pre-filter of the watched basenames by (length, first byte): bit (c & 63) of word
  * len * 4 + (c >> 6) is set when a watched name is len bytes long and starts with the
  * byte c (krsid/watch.py: name_filter; len * PER_LEN in general). A name it rules out, most names a write path
@@ -1258,6 +1275,9 @@ BPF_HASH(krsid_watch_names, struct krsid_watch_name_key, __u32, KRSID_WATCH_NAME
 _Static_assert(KRSID_WATCH_NAME_FILTER_PER_LEN * 64 == 256, "one bit per value of the first byte");
 #define KRSID_WATCH_NAME_FILTER_WORDS (KRSID_WATCH_NAME_LEN * KRSID_WATCH_NAME_FILTER_PER_LEN)
 BPF_ARRAY(krsid_watch_name_filter, __u64, KRSID_WATCH_NAME_FILTER_WORDS);
+/* The same pre-filter of the directories watched by name (their own names). */
+#define KRSID_WATCH_DIR_FILTER_WORDS (KRSID_WATCH_DIR_NAME_LEN * KRSID_WATCH_NAME_FILTER_PER_LEN)
+BPF_ARRAY(krsid_watch_dir_filter, __u64, KRSID_WATCH_DIR_FILTER_WORDS);
 /* A pre-filter of the watched inode numbers: bit (ino % KRSID_WATCH_INO_FILTER_BITS)
  * is set when a watched file or directory has that inode number modulo it
  * (krsid/watch.py: ino_filter). A level of the walk whose inode it rules out, nearly
@@ -1267,7 +1287,7 @@ BPF_ARRAY(krsid_watch_name_filter, __u64, KRSID_WATCH_NAME_FILTER_WORDS);
 _Static_assert((KRSID_WATCH_INO_FILTER_BITS & (KRSID_WATCH_INO_FILTER_BITS - 1)) == 0, "a power of two: a mask");
 #define KRSID_WATCH_INO_FILTER_WORDS (KRSID_WATCH_INO_FILTER_BITS / 64)
 BPF_ARRAY(krsid_watch_ino_filter, __u64, KRSID_WATCH_INO_FILTER_WORDS);
-/* [0]: how many entries the two maps hold; 0 skips the walk (no watch configured). */
+/* [0]: how many entries the watch maps hold; 0 skips the walk (no watch configured). */
 BPF_ARRAY(krsid_watch_count, __u64, 1);
 
 struct krsid_watch_hit {
@@ -1306,9 +1326,48 @@ static __always_inline __u32 krsid_watch_name_value(const unsigned char *name, _
 }
 
 /*
+ * The krsid_watch_dirs value of a directory (dir: its krsid_dentry_link, first: its
+ * name's first byte), 0 for one not watched by name: its name with its parent's and
+ * grandparent's, else with its parent's, else alone (entries of three, two, one
+ * name). The same pre-filter as the basenames, by the directory's own (length, first
+ * byte): a name it rules out, nearly every one, costs one array lookup. A name of
+ * KRSID_WATCH_DIR_NAME_LEN - 1 bytes or more is cut by the read and matches no entry
+ * (their names have at most KRSID_WATCH_DIR_NAME_LEN - 2).
+ */
+static __always_inline __u32 krsid_watch_dir_value(struct krsid_dentry_link dir, __u8 first)
+{
+    struct qstr name = dir.name;
+    __u32 word = (name.len & (KRSID_WATCH_DIR_NAME_LEN - 1)) * KRSID_WATCH_NAME_FILTER_PER_LEN + (first >> 6);
+    __u64 *filter = krsid_watch_dir_filter.lookup(&word);
+    __u64 bits = filter ? *filter : 0;
+    __u32 found = 0;
+    if ((bits >> (first & 63)) & krsid_less(name.len, KRSID_WATCH_DIR_NAME_LEN - 1)) {
+        struct krsid_watch_dir_key k = {};
+        bpf_probe_read_kernel_str(k.name, sizeof(k.name), name.name);
+        struct krsid_dentry_link up = krsid_dentry_link(dir.parent);
+        bpf_probe_read_kernel_str(k.parent, sizeof(k.parent), up.name.name);
+        up = krsid_dentry_link(up.parent);
+        bpf_probe_read_kernel_str(k.grandparent, sizeof(k.grandparent), up.name.name);
+        __u32 *value = krsid_watch_dirs.lookup(&k);
+        if (!value) {
+            __builtin_memset(k.grandparent, 0, sizeof(k.grandparent));
+            value = krsid_watch_dirs.lookup(&k);
+        }
+        if (!value) {
+            __builtin_memset(k.parent, 0, sizeof(k.parent));
+            value = krsid_watch_dirs.lookup(&k);
+        }
+        if (value)
+            found = *value;
+    }
+    return found;
+}
+
+/*
  * Whether op (KRSID_WATCH_OP_*, one or more) on d is watched: d itself or one of its
  * parents (up to KRSID_DIR_DEPTH levels, on d's filesystem) is a watched inode, or d's
- * name is a watched basename, and that entry reports one of the operations in op.
+ * name is a watched basename, or d or its parent is a directory watched by name, and
+ * that entry reports one of the operations in op.
  * The nearest entry decides (a `paths` file inside a `logs` directory reports every
  * operation). A negative dentry (a name being created) has no inode: its parents
  * still match.
@@ -1360,12 +1419,22 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d,
         cur = link.parent;
     }
     if (!hit.id) {
-        struct qstr qname = {};  /* len and name in one read */
+        struct krsid_dentry_link self = krsid_dentry_link(d);  /* its name and parent in one read */
         __u8 first = 0;
-        bpf_probe_read_kernel(&qname, sizeof(qname), &d->d_name);
-        bpf_probe_read_kernel(&first, sizeof(first), qname.name);
-        hit.id = krsid_watch_name_value(qname.name, qname.len, first);
+        bpf_probe_read_kernel(&first, sizeof(first), self.name.name);
+        hit.id = krsid_watch_name_value(self.name.name, self.name.len, first);
         hit.level = KRSID_WATCH_LEVEL_NAME * krsid_nonzero(hit.id);
+        if (!hit.id) {  /* d is a directory watched by name (level 0), else d lies in one (1) */
+            hit.id = krsid_watch_dir_value(self, first);
+            hit.level = 0;
+        }
+        if (!hit.id) {
+            struct krsid_dentry_link parent = krsid_dentry_link(self.parent);
+            __u8 parent_first = 0;
+            bpf_probe_read_kernel(&parent_first, sizeof(parent_first), parent.name.name);
+            hit.id = krsid_watch_dir_value(parent, parent_first);
+            hit.level = 1;  /* 0 below when nothing matched */
+        }
     }
     /* hit.id holds the map value so far: the id, and above it the entry's operations.
      * Without a branch: an entry that does not report op is no match. */

@@ -25,6 +25,7 @@ from krsid.config import Config, load_config
 from krsid.daemon import Daemon
 from krsid.errors import ConfigError
 from krsid.pipeline.load import LoadedPrograms
+from krsid.watch import dir_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog(ROOT / "programs")
@@ -78,6 +79,10 @@ class WatchFileKey(ct.Structure):
 
 class WatchNameKey(ct.Structure):
     _fields_ = [("name", ct.c_char * CATALOG.contract.watch_name_len)]
+
+
+class WatchDirKey(ct.Structure):
+    _fields_ = [(n, ct.c_char * CATALOG.contract.watch_dir_name_len) for n in ("name", "parent", "grandparent")]
 
 
 class Limit(ct.Structure):
@@ -165,6 +170,8 @@ class FakeBpf:
         self.tables[b"krsid_dirs"] = FakeTable(self, "krsid_dirs", key=DirKey, leaf=DirRules)
         self.tables[b"krsid_watch_files"] = FakeTable(self, "krsid_watch_files", key=WatchFileKey, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_names"] = FakeTable(self, "krsid_watch_names", key=WatchNameKey, leaf=ct.c_uint32)
+        self.tables[b"krsid_watch_dirs"] = FakeTable(self, "krsid_watch_dirs", key=WatchDirKey, leaf=ct.c_uint32)
+        self.tables[b"krsid_watch_dir_filter"] = FakeTable(self, "krsid_watch_dir_filter")
         self.tables[b"krsid_watch_devs"] = FakeTable(self, "krsid_watch_devs", key=ct.c_uint32, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_count"] = FakeTable(self, "krsid_watch_count")
         self.tables[b"krsid_watch_name_filter"] = FakeTable(self, "krsid_watch_name_filter")
@@ -214,9 +221,11 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
     watch_maps = (
         "krsid_watch_files",
         "krsid_watch_names",
+        "krsid_watch_dirs",
         "krsid_watch_devs",
         "krsid_watch_count",
         "krsid_watch_name_filter",
+        "krsid_watch_dir_filter",
         "krsid_watch_ino_filter",
     )
     # An array's word written back to 0 is the word never written: compared without zeros.
@@ -253,7 +262,8 @@ def config_text(tmp_path: Path, *, new: bool) -> str:
     watch_paths = ", ".join(str(tmp_path / n) for n in (("new-dir", "old-dir") if new else ("old-dir",)))
     return (
         f"state_dir: {tmp_path}/state\n"
-        f"watch: {{paths: [{watch_paths}], names: [{'new_name' if new else 'old_name'}], logs: [], secrets: []}}\n"
+        f"watch: {{paths: [{watch_paths}], names: [{'new_name' if new else 'old_name'}], logs: [], secrets: [], "
+        f"dirs: [{'cfg/newdir' if new else 'olddir'}]}}\n"
         "hooks:\n"
         f"  file_mprotect: {{exec_only: {'false' if new else 'true'}, rate_limit: {500 if new else 100}}}\n"
         f"  file_open: {{sensitive_paths: [{paths}], dedup_window_ms: {20 if new else 10}}}\n"
@@ -303,7 +313,7 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     assert after["bank"] != before["bank"] and after["options"] != before["options"]
     assert after["limits"] != before["limits"] and after["sets"] != before["sets"]
     assert after["fair_share"] != before["fair_share"] and after["watch"] != before["watch"]
-    assert len(after["watch"]["krsid_watch_files"]) == 2 and after["watch"]["krsid_watch_count"] == {0: 3}
+    assert len(after["watch"]["krsid_watch_files"]) == 2 and after["watch"]["krsid_watch_count"] == {0: 4}
     # The devices the walk runs on: exactly those of the watched files, with their counts.
     devs = Counter(int.from_bytes(key[:4], "little") for key in after["watch"]["krsid_watch_files"])
     assert after["watch"]["krsid_watch_devs"] == dict(devs) and sum(devs.values()) == 2
@@ -311,6 +321,11 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     n = ord("n")
     assert after["watch"]["krsid_watch_name_filter"] == {
         len("new_name") * CATALOG.contract.watch_name_filter_per_len + (n >> 6): 1 << (n & 63)
+    }
+    # The directories by name: the new entry's key and pre-filter bit, the old ones gone.
+    assert list(after["watch"]["krsid_watch_dirs"]) == [dir_key("cfg/newdir", CATALOG.contract)]
+    assert after["watch"]["krsid_watch_dir_filter"] == {
+        len("newdir") * CATALOG.contract.watch_name_filter_per_len + (n >> 6): 1 << (n & 63)
     }
     # The inode numbers' pre-filter: exactly the bits of the watched files' inodes.
     mask = CATALOG.contract.watch_ino_filter_bits - 1
@@ -334,10 +349,14 @@ WRITE_FAILURES = [
     ("krsid_dirs", 1, Exception(MAP_FULL)),
     ("krsid_watch_files", 1, Exception(MAP_FULL)),
     ("krsid_watch_names", 2, Exception(MAP_FULL)),  # the stale name's removal, after the new one
+    ("krsid_watch_dirs", 1, Exception(MAP_FULL)),  # the new entry
+    ("krsid_watch_dirs", 2, Exception(MAP_FULL)),  # the stale entry's removal, after the new one
     ("krsid_watch_devs", 1, Exception(MAP_FULL)),
     ("krsid_watch_count", 1, Exception("Could not update table")),
     ("krsid_watch_name_filter", 1, Exception("Could not update table")),  # widening, before the names
     ("krsid_watch_name_filter", 2, Exception("Could not update table")),  # narrowing, after them
+    ("krsid_watch_dir_filter", 1, Exception("Could not update table")),  # widening, before the dirs
+    ("krsid_watch_dir_filter", 2, Exception("Could not update table")),  # narrowing, after them
     ("krsid_watch_ino_filter", 1, Exception("Could not update table")),  # widening, before the files
     ("krsid_rules", 1, Exception(MAP_FULL)),
     ("krsid_rules", 4, RuntimeError("a bug")),

@@ -11,6 +11,7 @@ from krsid.config import parse_config
 from krsid.errors import ConfigError
 from krsid.pipeline.decode import EventDecoder
 from krsid.watch import (
+    DEFAULT_DIRS,
     DEFAULT_LOGS,
     DEFAULT_NAMES,
     DEFAULT_PATHS,
@@ -18,6 +19,8 @@ from krsid.watch import (
     WatchConfig,
     WatchTable,
     describe,
+    dir_filter,
+    dir_key,
     ino_filter,
     name_filter,
     resolve_watch,
@@ -35,6 +38,7 @@ def test_without_a_watch_section_the_shipped_lists_apply() -> None:
     assert "authorized_keys" in watch.names and ".bash_history" in watch.names
     assert watch.logs == DEFAULT_LOGS == ("/var/log",)
     assert watch.secrets == DEFAULT_SECRETS and "id_ed25519" in watch.secrets
+    assert watch.dirs == DEFAULT_DIRS and ".config/autostart" in watch.dirs and ".config/systemd/user" in watch.dirs
 
 
 def test_given_lists_replace_the_defaults_and_empty_lists_turn_them_off() -> None:
@@ -44,6 +48,8 @@ def test_given_lists_replace_the_defaults_and_empty_lists_turn_them_off() -> Non
     assert parse_config(HOOKS + "watch: {paths: [], names: []}\n", "t.yaml").watch == WatchConfig((), ())
     assert parse_config(HOOKS + "watch: {secrets: [id_x]}\n", "t.yaml").watch == WatchConfig(secrets=("id_x",))
     assert parse_config(HOOKS + "watch: {logs: []}\n", "t.yaml").watch == WatchConfig(logs=())
+    assert parse_config(HOOKS + "watch: {dirs: [a/b, c, a/b]}\n", "t.yaml").watch == WatchConfig(dirs=("a/b", "c"))
+    assert parse_config(HOOKS + "watch: {dirs: []}\n", "t.yaml").watch == WatchConfig(dirs=())
 
 
 LONG = "x" * 63
@@ -59,6 +65,14 @@ BAD = [
     ("watch:\n  secrets: [.ssh/id_rsa]\n", "4:13", "must be a file name (no '/') of 1..62 bytes"),
     ("watch:\n  secrets: id_rsa\n", "4:12", "a list of strings"),
     ("watch:\n  paths: /etc\n", "4:10", "expected a list"),
+    ("watch:\n  dirs: [home/.config/systemd/user]\n", "4:10", "must be a directory's last one to three names"),
+    ("watch:\n  dirs: [/etc/xdg]\n", "4:10", "each of 1..30 bytes, got '/etc/xdg'"),
+    ("watch:\n  dirs: [a//b]\n", "4:10", "must be a directory's last"),
+    ("watch:\n  dirs: [autostart/]\n", "4:10", "must be a directory's last"),
+    ("watch:\n  dirs: [../x]\n", "4:10", "must be a directory's last"),
+    (f"watch:\n  dirs: [{'d' * 31}]\n", "4:10", "each of 1..30 bytes"),
+    ("watch:\n  dirs: [[a]]\n", "4:10", "expected a string"),
+    ("watch:\n  dirs: autostart\n", "4:9", "a list of strings"),
     ("watch:\n  pathz: []\n", "4:3", "unknown key 'pathz'"),
     ("watch: [/etc]\n", "3:8", "expected a mapping, got a list"),
 ]
@@ -85,12 +99,18 @@ def test_more_names_than_the_map_holds_is_refused() -> None:
     parse_config(HOOKS + f"watch:\n  names: [{names}]\n  secrets: [{names}, s0]\n", "ok.yaml")
 
 
+def test_more_dirs_than_the_map_holds_is_refused() -> None:
+    dirs = ", ".join(f"d{i}" for i in range(CAT.contract.watch_dirs + 1))
+    with pytest.raises(ConfigError, match=f"bad.yaml:4:9: .*at most {CAT.contract.watch_dirs} dirs"):
+        parse_config(HOOKS + f"watch:\n  dirs: [{dirs}]\n", "bad.yaml")
+
+
 def test_paths_resolve_to_the_kernels_device_and_inode(tmp_path: Path) -> None:
     watched, other = tmp_path / "cron.d", tmp_path / "absent"
     watched.mkdir()
     (tmp_path / "link").symlink_to(watched)
     table = WatchTable()
-    config = WatchConfig((str(watched), str(other), str(tmp_path / "link")), ("x",), logs=(), secrets=())
+    config = WatchConfig((str(watched), str(other), str(tmp_path / "link")), ("x",), logs=(), secrets=(), dirs=("a/b",))
     resolved = resolve_watch(config, table, CAT.contract)
     st = os.stat(watched)
     kernel_dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
@@ -98,8 +118,10 @@ def test_paths_resolve_to_the_kernels_device_and_inode(tmp_path: Path) -> None:
     every_op = CAT.contract.watch_ops_all << CAT.contract.watch_id_bits
     assert resolved.files == {(kernel_dev, st.st_ino): every_op | table.id_of(str(watched))}
     assert resolved.names == {b"x": every_op | table.id_of("x")}
+    assert resolved.dirs == {dir_key("a/b", CAT.contract): every_op | table.id_of("a/b")}
     assert resolved.missing == (str(other),)
-    assert "1 path(s) and 1 name(s) watched; not present, not watched: " + str(other) == describe(resolved)
+    want = "1 path(s), 1 name(s) and 1 directory name(s) watched; not present, not watched: " + str(other)
+    assert describe(resolved) == want
 
 
 def test_log_directories_report_only_truncation_deletion_and_renames(tmp_path: Path) -> None:
@@ -140,8 +162,8 @@ def test_more_paths_and_logs_than_the_map_holds_is_refused() -> None:
 
 def test_watch_ids_are_never_reused_across_reloads() -> None:
     table = WatchTable()
-    first = resolve_watch(WatchConfig((), ("a", "b"), (), ()), table, CAT.contract)
-    second = resolve_watch(WatchConfig((), ("b", "c"), (), ()), table, CAT.contract)
+    first = resolve_watch(WatchConfig((), ("a", "b"), (), (), ()), table, CAT.contract)
+    second = resolve_watch(WatchConfig((), ("b", "c"), (), (), ()), table, CAT.contract)
     ids = (1 << CAT.contract.watch_id_bits) - 1  # the id bits of a map value
     assert {k: v & ids for k, v in first.names.items()} == {b"a": 1, b"b": 2}
     assert {k: v & ids for k, v in second.names.items()} == {b"b": 2, b"c": 3}
@@ -168,6 +190,7 @@ def test_the_readme_lists_the_shipped_watch() -> None:
     assert "- names: " + ", ".join(f"`{n}`" for n in DEFAULT_NAMES) + "\n" in readme
     assert "- logs: " + ", ".join(f"`{n}`" for n in DEFAULT_LOGS) + "\n" in readme
     assert "- secrets: " + ", ".join(f"`{n}`" for n in DEFAULT_SECRETS) + "\n" in readme
+    assert "- dirs: " + ", ".join(f"`{n}`" for n in DEFAULT_DIRS) + "\n" in readme
 
 
 def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
@@ -187,10 +210,11 @@ def test_the_watch_metrics_say_what_the_maps_hold(tmp_path: Path) -> None:
     before = generate_latest(registry).decode()
     assert 'krsid_watch_entries{kind="path"} 0.0' in before and "krsid_watch_missing_paths 0.0" in before
     (tmp_path / "d").mkdir()
-    config = WatchConfig((str(tmp_path / "d"), str(tmp_path / "gone")), ("a", "b"), (), ())
+    config = WatchConfig((str(tmp_path / "d"), str(tmp_path / "gone")), ("a", "b"), (), (), ("x/y",))
     state.current = resolve_watch(config, state.table, CAT.contract)
     after = generate_latest(registry).decode()
     assert 'krsid_watch_entries{kind="path"} 1.0' in after and 'krsid_watch_entries{kind="name"} 2.0' in after
+    assert 'krsid_watch_entries{kind="dir"} 1.0' in after
     assert "krsid_watch_missing_paths 1.0" in after
 
 
@@ -236,3 +260,41 @@ def test_a_secret_reports_reads_and_a_name_in_both_lists_reports_both() -> None:
         b"id_rsa": c.watch_ops_secrets << c.watch_id_bits | table.id_of("id_rsa"),
     }
     assert table.id_of(".bash_history") == 1 and table.id_of("id_rsa") == 2
+
+
+def test_a_dir_key_is_the_directorys_name_then_its_parents() -> None:
+    """struct krsid_watch_dir_key (krsid.h): name, parent, grandparent, each NUL-padded
+    to watch_dir_name_len; an entry of fewer names leaves the rest empty (any)."""
+    size = CAT.contract.watch_dir_name_len
+    assert size == 32
+
+    def pad(name: str) -> bytes:
+        return name.encode().ljust(size, b"\0")
+
+    assert dir_key(".config/systemd/user", CAT.contract) == pad("user") + pad("systemd") + pad(".config")
+    assert dir_key(".config/autostart", CAT.contract) == pad("autostart") + pad(".config") + bytes(size)
+    assert dir_key("environment.d", CAT.contract) == pad("environment.d") + bytes(2 * size)
+    assert dir_key("é/x", CAT.contract) == pad("x") + pad("é") + bytes(size)
+
+
+def test_the_dir_pre_filter_is_by_the_directorys_own_name() -> None:
+    """krsid_watch_dir_filter: the names' filter, of each directory's own name (not its
+    parent's, which the kernel reads only after the filter passes)."""
+    c = CAT.contract
+    per = c.watch_name_filter_per_len
+    keys = [dir_key(d, c) for d in ("systemd/user", ".config/autostart", "environment.d", "x/user")]
+    u, a, e = ord("u"), ord("a"), ord("e")
+    assert dir_filter(keys, c) == {
+        4 * per + (u >> 6): 1 << (u & 63),
+        9 * per + (a >> 6): 1 << (a & 63),
+        13 * per + (e >> 6): 1 << (e & 63),
+    }
+    assert dir_filter([], c) == {}
+
+
+def test_dirs_report_every_change_and_not_reads() -> None:
+    c = CAT.contract
+    table = WatchTable()
+    resolved = resolve_watch(WatchConfig((), (), (), (), ("systemd/user",)), table, c)
+    assert resolved.dirs == {dir_key("systemd/user", c): c.watch_ops_all << c.watch_id_bits | 1}
+    assert table.entry(1) == "systemd/user"

@@ -296,6 +296,103 @@ def test_would_deny_then_deny_reading_another_users_secret(
     assert metric(daemon.scrape(), "krsid_denied_total", hook="file_open", rule="secret-deny") == 1
 
 
+# A user's persistence places (the shipped watch.dirs), relative to a home.
+USER_UNITS, USER_DATA_UNITS = ".config/systemd/user", ".local/share/systemd/user"
+AUTOSTART, USER_ENVIRONMENT = ".config/autostart", ".config/environment.d"
+DIRS_USER = 64715  # writes into its own autostart directory in the deny test; no other test uses it
+
+
+def test_a_users_units_and_autostart_entries_are_watched_by_directory_name(
+    daemon: RunningDaemon, root: Path, journal: Journal
+) -> None:
+    """watch.dirs: a user unit, an autostart entry and a user-manager environment file
+    written in a home (T1543.002, T1547.013) are reported with the entry that matched,
+    at level 1, and their deletion too; a prepared directory renamed into the place of
+    ~/.config/autostart is reported at level 0. Places that only look alike are not:
+    another .config directory, an autostart directory outside .config, a unit one level
+    deeper, and the packages' lib/systemd/user."""
+    from krsid.watch import DEFAULT_DIRS
+
+    places = {USER_UNITS: ".config/systemd/user", USER_DATA_UNITS: "share/systemd/user"}
+    places |= {AUTOSTART: ".config/autostart", USER_ENVIRONMENT: ".config/environment.d"}
+    assert set(places.values()) == set(DEFAULT_DIRS)
+    home = root / "outside" / unique("home")
+    dropped = [home / place / name for place, name in zip(places, ("x.service", "y.service", "x.desktop", "50-x.conf"))]
+    alike = [home / ".config" / "other" / "x.desktop", home / "autostart" / "x.desktop"]
+    alike += [home / USER_UNITS / "default.target.wants" / "x.service", home / "lib" / "systemd" / "user" / "x.service"]
+    for f in dropped + alike:
+        f.parent.mkdir(parents=True, exist_ok=True)
+    writer, _ = run("sh", "-c", 'for f; do echo "[Unit]" > "$f"; done', "sh", *map(str, dropped))
+    quiet, _ = run("sh", "-c", 'for f; do echo "[Unit]" > "$f"; done', "sh", *map(str, alike))
+    remover, _ = run("rm", str(dropped[0]))
+
+    writes = events_of(daemon, "file_open", writer, len(dropped))
+    assert [(o["reason"], o["watch"], o["watch_level"], o["path"]) for o in writes] == [
+        ("WATCH", entry, 1, str(f)) for entry, f in zip(places.values(), dropped)
+    ]
+    assert {(o["access"], o["uid"], o["action"]) for o in writes} == {("WRONLY", 0, "audit")}
+    assert all({"CREAT", "TRUNC"} <= set(o["flags"].split("|")) for o in writes), writes
+    (o,) = events_of(daemon, "inode_unlink", remover)
+    assert (o["name"], o["watch"], o["watch_level"]) == ("x.service", ".config/systemd/user", 1)
+    # Same lane, in order: the look-alikes' writes would have arrived before the deletion.
+    assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] == quiet) == []
+    (j,) = journal.wait_for(
+        lambda e: e["KRSID_PATH"] == str(dropped[2]), "KRSID_HOOK=file_open", f"KRSID_TGID={writer}"
+    )
+    assert (j["KRSID_REASON"], j["KRSID_WATCH"], j["KRSID_WATCH_LEVEL"]) == ("WATCH", ".config/autostart", "1")
+
+    # A directory prepared elsewhere, then renamed into the place of ~/.config/autostart.
+    other = root / "outside" / unique("home")
+    (other / ".config").mkdir(parents=True)
+    stage = other / "stage"
+    stage.mkdir()
+    (stage / "x.desktop").write_text("[Desktop Entry]\n")
+    mover, _ = run("mv", str(stage), str(other / AUTOSTART))
+    (o,) = events_of(daemon, "inode_rename", mover)
+    assert (o["watch"], o["watch_side"], o["watch_level"]) == (".config/autostart", "NEW", 0)
+    assert (o["old_dir"], o["old_name"], o["new_dir"], o["new_name"]) == (other.name, "stage", ".config", "autostart")
+
+
+def test_would_deny_then_deny_an_autostart_entry(
+    daemon: RunningDaemon, root: Path, homes: Path, policy: Reloader
+) -> None:
+    """A rule on file_open, scoped to a uid only this test uses and to its home: the
+    user's own autostart entry is reported with the watch entry, then refused."""
+    home = homes / unique("home")
+    autostart = home / AUTOSTART
+    autostart.mkdir(parents=True)
+    for d in (home, home / ".config", autostart):
+        os.chown(d, DIRS_USER, DIRS_USER)
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "name": f"autostart-{action}",
+            "hook": "file_open",
+            "action": action,
+            "match": {"uid": DIRS_USER, "path_prefix": str(home)},
+        }
+
+    policy.apply(policy.with_rules(rule("would_deny")))
+    entry = autostart / "x.desktop"
+    writer, _ = run(*as_uid(DIRS_USER, "sh", "-c", f"echo '[Desktop Entry]' > {entry}"))
+    (o,) = events_of(daemon, "file_open", writer)
+    want = ("WATCH", "would_deny", "autostart-would_deny", "0", ".config/autostart", 1)
+    assert (o["reason"], o["action"], o["rule"], o["verdict"], o["watch"], o["watch_level"]) == want
+    assert (o["uid"], o["path"]) == (DIRS_USER, str(entry))
+
+    policy.apply(policy.with_rules(rule("deny")))
+    entry = autostart / "y.desktop"
+    writer, done = run(*as_uid(DIRS_USER, "sh", "-c", f"echo '[Desktop Entry]' > {entry}"), ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    # O_CREAT made the name before the open was checked (there is no inode_create
+    # program): the entry exists, and nothing was written into it.
+    assert entry.read_text() == ""
+    (o,) = events_of(daemon, "file_open", writer)
+    want = ("WATCH", "deny", "autostart-deny", "-EPERM", ".config/autostart", 1)
+    assert (o["reason"], o["action"], o["rule"], o["verdict"], o["watch"], o["watch_level"]) == want
+    assert metric(daemon.scrape(), "krsid_denied_total", hook="file_open", rule="autostart-deny") == 1
+
+
 def test_kernel_hand_offs_under_proc_sys_are_reported_by_name(daemon: RunningDaemon, root: Path) -> None:
     """core_pattern and modprobe (programs the kernel runs as root) are watched by their
     shipped names: /proc/sys has no stable inodes. Each is written with the value it

@@ -7,8 +7,8 @@ credential files) it watches for reads by anyone but their owner (the config's
 
 Its one home. The kernel side is krsid.h's krsid_watch_find (the maps
 krsid_watch_files, keyed by (device, inode), and krsid_watch_names, keyed by a
-NUL-padded basename, and krsid_watch_dirs, keyed by a directory's name and its
-parent's); the hooks that report watched files call it (file_open for
+NUL-padded basename, and krsid_watch_dirs, keyed by a directory's name, its
+parent's and its grandparent's); the hooks that report watched files call it (file_open for
 writes, inode_rename, inode_link, inode_unlink). Here: the config section and its
 defaults, the resolution of paths to (device, inode) and the append-only table of
 watch ids that events carry.
@@ -187,7 +187,7 @@ class WatchConfig:
 
 def parse_watch(doc: YamlDoc, raw: Any, contract: Contract) -> WatchConfig:
     """The ``watch:`` section: ``paths`` and ``logs`` (absolute), ``names`` and
-    ``secrets`` (basenames), ``dirs`` (one or two names), each replacing its default
+    ``secrets`` (basenames), ``dirs`` (one to three names), each replacing its default
     list when given; ``[]`` turns that part off."""
     body = expect_mapping(doc, raw, ("watch",), {"paths", "names", "logs", "secrets", "dirs"})
     default = WatchConfig()

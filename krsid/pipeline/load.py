@@ -653,10 +653,10 @@ class LoadedPrograms:
     def set_watch(self, resolved: ResolvedWatch) -> None:
         """Make krsid_watch_files / krsid_watch_names / krsid_watch_dirs (and
         krsid_watch_devs, the devices files are watched on) hold exactly ``resolved``:
-        new and changed entries first,
-        stale ones removed after, the entry count last, so that an entry in both the old
-        and the new watch is never absent (krsid.watch). Devices go in before their files
-        and out after them, so no watched file is ever on a device the walk skips."""
+        new and changed entries first, stale ones removed after, the entry count last,
+        so that an entry in both the old and the new watch is never absent
+        (krsid.watch). Devices go in before their files and out after them, so no
+        watched file is ever on a device the walk skips."""
         bpf = self._require()
         files, names, devs = bpf[b"krsid_watch_files"], bpf[b"krsid_watch_names"], bpf[b"krsid_watch_devs"]
         dirs = bpf[b"krsid_watch_dirs"]
@@ -681,9 +681,9 @@ class LoadedPrograms:
             k = dirs.Key()
             ct.memmove(ct.byref(k), key, len(key))
             want_dirs[key] = (k, watch_id)
-        # The pre-filters (of names, of inode numbers) cover the old and the new entries
-        # while the maps change, and only the new ones after: a watched name or inode is
-        # never ruled out by them.
+        # The pre-filters (of names, of directory names, of inode numbers) cover the old
+        # and the new entries while the maps change, and only the new ones after: a
+        # watched name, directory or inode is never ruled out by them.
         contract = self.catalog.contract
         new_filters = {
             b"krsid_watch_name_filter": name_filter(resolved.names, contract),

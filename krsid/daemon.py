@@ -53,7 +53,7 @@ log = logging.getLogger("krsid")
 
 SEQ_SAVE_INTERVAL = 5.0
 FLOOD_SWEEP_INTERVAL = 1.0  # how often the fair-share maps are read for floods gone quiet
-WATCH_REFRESH_INTERVAL = 1.0  # s: re-resolve the watched paths (a replaced file is a new inode)
+WATCH_REFRESH_INTERVAL = 1.0  # s: re-resolve the watched paths and the rules' files and cgroups
 RELEASE_HEAP_AFTER_BYTES = 4 << 20  # a sink backlog this big, once drained, is handed back to the kernel
 
 
@@ -151,6 +151,8 @@ class Daemon:
         self._reload_requested = False
         self._reopen_requested = False
         self.reloads: Counter[str] = Counter()  # result -> count
+        self.policy_refreshes = 0  # rules written again for a replaced file or cgroup (_refresh_policy)
+        self._policy_refresh_error = ""  # why the last refresh could not compile ("": it could)
         self.last_reload_success = 0.0
         self.pid_file = pid_file_of(config.state_dir)
         self._bpf_stats: BpfStats | None = None
@@ -487,6 +489,7 @@ class Daemon:
                 next_sweep = now + FLOOD_SWEEP_INTERVAL
             if now >= next_watch:
                 self._refresh_watch(self.config.watch)
+                self._refresh_policy()
                 next_watch = now + WATCH_REFRESH_INTERVAL
 
     def _refresh_watch(self, watch: WatchConfig, *, strict: bool = False) -> None:
@@ -515,6 +518,41 @@ class Daemon:
             log.warning("file-integrity watch: writing the maps failed: %s: %s", type(e).__name__, e)
             return
         self.watch.current = resolved
+
+    def _refresh_policy(self) -> None:
+        """Compile the running policy again; when a rule's file or cgroup is no longer
+        what the maps hold, write the rules again (the same bank switch as a reload).
+
+        Run every WATCH_REFRESH_INTERVAL from the poll loop. A binary replaced by a
+        package upgrade is a new inode, and a service's cgroup is made again when
+        the service restarts: without this, their exe, exe_prefix, path_prefix and
+        cgroup rules would silently stop matching until the next reload. A compile
+        that fails (a rule's file or cgroup is gone for now) keeps the rules as they
+        are, logged once per cause."""
+        assert self.programs is not None
+        try:
+            compiled = self._compile_policy(self.config.policy)
+        except Exception as e:
+            self._policy_not_refreshed("a file or cgroup they name is not there now", e)
+            return
+        if compiled == self.policy.compiled:
+            self._policy_refresh_error = ""
+            return
+        try:
+            self._apply_policy(self.config.policy, compiled)
+        except Exception as e:  # the bank was not switched: the loaded rules stay active
+            self._policy_not_refreshed("writing them again failed", e)
+            return
+        self._policy_refresh_error = ""
+        self.policy_refreshes += 1
+        log.info("policy: a file or cgroup a rule names was replaced; the rules now match the new one")
+
+    def _policy_not_refreshed(self, what: str, e: Exception) -> None:
+        """Log why a refresh left the rules as loaded, once per cause (it runs every second)."""
+        why = f"{what}: {e if isinstance(e, KrsidError) else f'{type(e).__name__}: {e}'}"
+        if why != self._policy_refresh_error:
+            log.warning("policy: the rules stay as loaded, %s", why)
+        self._policy_refresh_error = why
 
     def _sweep_floods(self, *, everything: bool = False) -> None:
         """Write the flood summaries the kernel could not (their key went quiet)."""

@@ -44,6 +44,11 @@ class PolicyView(Protocol):
     @property
     def last_reload_success(self) -> float: ...
 
+    @property
+    def policy_refreshes(self) -> int:
+        """Times the rules were written again for a replaced file or cgroup (no reload)."""
+        ...
+
     def rule_hits(self) -> Mapping[tuple[str, str, str], int]:
         """(hook, rule, action) -> hook calls the rule decided, over all reloads."""
         ...
@@ -259,7 +264,12 @@ def _policy_metrics(policy: PolicyView) -> Iterator[Metric]:
         "krsid_config_last_reload_success_timestamp_seconds", "When the config last loaded successfully"
     )
     last.add_metric([], policy.last_reload_success)
-    yield from (denied, would, matched, reloads, last)
+    refreshes = CounterMetricFamily(
+        "krsid_policy_refreshes",
+        "Rules written again, without a reload, because a file or cgroup they name was replaced",
+        value=policy.policy_refreshes,
+    )
+    yield from (denied, would, matched, reloads, last, refreshes)
 
 
 def _process_table_metrics(table: ProcessTableView) -> Iterator[Metric]:

@@ -49,6 +49,7 @@ FLOOD_ORIGIN_NAMES = ("KERNEL", "DAEMON")  # KRSID_FLOOD_ORIGIN_*: who wrote a f
 SIZE_NAMES = (
     "KRSID_RULES_PER_HOOK",
     "KRSID_POLICY_FIELDS",
+    "KRSID_POLICY_CGROUPS",
     "KRSID_OPTION_SLOTS",
     "KRSID_COMM_LEN",
     "KRSID_WATCH_FILES",
@@ -111,6 +112,7 @@ class Contract:
     dir_kinds: Mapping[str, int]
     rules_per_hook: int
     policy_fields: int
+    policy_cgroups: int  # distinct cgroups the rules of one bank may name (krsid_rule_cgroups)
     option_slots: int
     comm_len: int
     counters: tuple[str, ...]  # enum krsid_counter in slot order: COUNTER_NAMES, as C orders them
@@ -166,6 +168,7 @@ def parse_contract(header_text: str, origin: str = "krsid.h") -> Contract:
         dir_kinds=group("KRSID_DIR_KIND_", DIR_KIND_NAMES),
         rules_per_hook=defines["KRSID_RULES_PER_HOOK"],
         policy_fields=defines["KRSID_POLICY_FIELDS"],
+        policy_cgroups=defines["KRSID_POLICY_CGROUPS"],
         option_slots=defines["KRSID_OPTION_SLOTS"],
         comm_len=defines["KRSID_COMM_LEN"],
         counters=_counters(text, origin),

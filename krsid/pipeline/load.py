@@ -35,7 +35,7 @@ import bcc
 
 from krsid.catalog import Catalog, HookSpec
 from krsid.config import FairShareConfig
-from krsid.errors import ProgramLoadError
+from krsid.errors import ConfigError, ProgramLoadError
 from krsid.kernel.headers import HeaderSource, bcc_environment
 from krsid.pipeline import ringbuf
 from krsid.pipeline.compile_guard import ChildCompile, captured_stderr, isolated_compile
@@ -727,7 +727,8 @@ class LoadedPrograms:
 
     def bank_layout(self) -> BankLayout:
         """Where each hook's rules live in the policy maps of this module (krsid.policy.banks)."""
-        return BankLayout(dict(self.hook_ids), self.max_hooks, self.catalog.contract.rules_per_hook)
+        contract = self.catalog.contract
+        return BankLayout(dict(self.hook_ids), self.max_hooks, contract.rules_per_hook, contract.policy_cgroups)
 
     def rule_index(self, bank: int, hook: str, slot: int) -> int:
         return self.bank_layout().rule_index(bank, hook, slot)
@@ -748,6 +749,7 @@ class LoadedPrograms:
         hits = bpf[b"krsid_rule_hits"]
         layout = self.bank_layout()
         target = layout.other(self.active_bank())
+        self._write_cgroups(layout, target, per_hook)
         self._write_dirs(layout, target, per_hook)
         for slot in layout.rule_slots(target, per_hook):
             idx = ct.c_int(slot.index)
@@ -757,6 +759,32 @@ class LoadedPrograms:
             hits.clearitem(idx)
         bpf[b"krsid_policy_bank"][ct.c_int(0)] = ct.c_uint32(target)
         return target
+
+    def _write_cgroups(self, layout: BankLayout, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> None:
+        """Point the bank's krsid_rule_cgroups entries at the cgroups its rules name,
+        and empty the bank's other entries (a cgroup an older policy named is not
+        held on to). The kernel takes the cgroup of an open directory: the fd is
+        closed after. ConfigError if a directory cannot be opened or is another
+        cgroup than the one compiled (removed, or made again, since); the kernel
+        refuses a directory that is no cgroup v2."""
+        table = self._require()[b"krsid_rule_cgroups"]
+        slots = layout.cgroup_slots(bank, per_hook)
+        for cgroup, index in slots.items():
+            try:
+                fd = os.open(cgroup.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                raise ConfigError(f"cgroup {cgroup.directory}: {e.strerror}") from None
+            try:
+                if os.fstat(fd).st_ino != cgroup.id:
+                    raise ConfigError(f"cgroup {cgroup.directory}: made again while the rules were loaded")
+                table[ct.c_int(index)] = fd
+            finally:
+                os.close(fd)
+        first, used = bank * layout.cgroups_per_bank, set(slots.values())
+        for index in range(first, first + layout.cgroups_per_bank):
+            if index not in used:
+                with contextlib.suppress(KeyError):  # bcc's answer for an entry already empty
+                    del table[ct.c_int(index)]
 
     def _write_dirs(self, layout: BankLayout, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> None:
         """Replace the bank's krsid_dirs entries (the other bank's stay: they are live)."""

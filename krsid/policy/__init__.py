@@ -2,7 +2,7 @@
 
 - ``parse``: the ``policy:`` section -> Rule objects, validated against the catalog;
 - ``compile``: Rule -> the members of a ``struct krsid_rule`` slot and its directories;
-- ``banks``: the two-bank layout of krsid_rules / krsid_dirs / krsid_rule_hits;
+- ``banks``: the two-bank layout of krsid_rules / krsid_dirs / krsid_rule_hits / krsid_rule_cgroups;
 - ``state``: the active bank, its rules by hook, retired hit counts, rule names.
 
 Every code and size comes from the catalog's contract (krsid.h). Writing the maps is
@@ -10,7 +10,15 @@ krsid.pipeline.load's job (it alone imports bcc), through the checked leaf write
 """
 
 from krsid.policy.banks import BankLayout, DirEntry, RuleSlot
-from krsid.policy.compile import CompiledRule, cgroup_id_and_level, comm_words, compile_rules, kernel_inode, names_root
+from krsid.policy.compile import (
+    CgroupRef,
+    CompiledRule,
+    cgroup_ref,
+    comm_words,
+    compile_rules,
+    kernel_inode,
+    names_root,
+)
 from krsid.policy.parse import BLOCKING_ACTIONS, FIELD_OPS, FieldMatch, Policy, Rule, parse_policy
 from krsid.policy.state import PolicyMaps, PolicyState, compile_policy
 
@@ -18,6 +26,7 @@ __all__ = [
     "BLOCKING_ACTIONS",
     "FIELD_OPS",
     "BankLayout",
+    "CgroupRef",
     "CompiledRule",
     "DirEntry",
     "FieldMatch",
@@ -26,7 +35,7 @@ __all__ = [
     "PolicyState",
     "Rule",
     "RuleSlot",
-    "cgroup_id_and_level",
+    "cgroup_ref",
     "comm_words",
     "compile_policy",
     "compile_rules",

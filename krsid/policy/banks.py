@@ -6,6 +6,9 @@ is indexed the same way. ``krsid_policy_bank[0]`` names the active bank. A hook'
 rules fill its slots from 0, followed by one empty slot (all zero) that ends the
 list. ``krsid_dirs`` maps (bank * max_hooks + hook id, kind, dev, ino) to the rule
 slots (one bit each, in 64-bit words) whose prefix matchers name that directory.
+``krsid_rule_cgroups`` holds 2 x KRSID_POLICY_CGROUPS cgroups: each distinct cgroup
+the bank's rules name gets index bank * cgroups_per_bank + i, and a rule's
+``cgroup_slot`` names its cgroup's.
 
 This module computes what goes where; krsid.pipeline.load performs the writes
 (the only place that touches bcc), in the order :meth:`BankLayout.rule_slots` and
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from krsid.errors import ProgramLoadError
-from krsid.policy.compile import CompiledRule
+from krsid.policy.compile import CgroupRef, CompiledRule
 
 WORD_BITS = 64
 WORD_MASK = (1 << WORD_BITS) - 1
@@ -47,6 +50,7 @@ class BankLayout:
     hook_ids: Mapping[str, int]  # loaded program -> hook id (index in the module)
     max_hooks: int  # KRSID_MAX_HOOKS the module was compiled with
     rules_per_hook: int  # KRSID_RULES_PER_HOOK
+    cgroups_per_bank: int  # KRSID_POLICY_CGROUPS
 
     @staticmethod
     def other(bank: int) -> int:
@@ -62,17 +66,36 @@ class BankLayout:
     def rule_index(self, bank: int, hook: str, slot: int) -> int:
         return self.bank_hook(bank, hook) * self.rules_per_hook + slot
 
+    def cgroup_slots(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> dict[CgroupRef, int]:
+        """The bank's krsid_rule_cgroups entries: each distinct cgroup the rules name
+        (in hook id order, then rule order) -> its index. Raises ProgramLoadError for
+        more than the bank holds (the policy parser refuses that first)."""
+        cgroups = dict.fromkeys(
+            rule.cgroup for hook in self.hook_ids for rule in per_hook.get(hook, ()) if rule.cgroup is not None
+        )
+        if len(cgroups) > self.cgroups_per_bank:
+            raise ProgramLoadError(f"{len(cgroups)} cgroups in the policy; at most {self.cgroups_per_bank}")
+        first = bank * self.cgroups_per_bank
+        return {cgroup: first + i for i, cgroup in enumerate(cgroups)}
+
     def rule_slots(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> Iterator[RuleSlot]:
         """The slots to write for a bank, hook by hook (in hook id order): the rules,
         then one empty slot that ends the list (the program stops at it, so older
-        entries behind it never count). Raises ProgramLoadError, before that hook's
-        first slot, for a hook with more rules than it has slots."""
+        entries behind it never count). A rule with a cgroup gets its cgroup_slot
+        (cgroup_slots). Raises ProgramLoadError, before that hook's first slot, for a
+        hook with more rules than it has slots."""
+        cgroups = self.cgroup_slots(bank, per_hook)
         for hook in self.hook_ids:
             compiled = per_hook.get(hook, ())
             if len(compiled) > self.rules_per_hook:
                 raise ProgramLoadError(f"{hook}: {len(compiled)} rules, at most {self.rules_per_hook}")
             for slot in range(min(len(compiled) + 1, self.rules_per_hook)):
-                values = compiled[slot].values if slot < len(compiled) else {}
+                values: Mapping[str, Any] = {}
+                if slot < len(compiled):
+                    rule = compiled[slot]
+                    values = rule.values
+                    if rule.cgroup is not None:
+                        values = {**values, "cgroup_slot": cgroups[rule.cgroup]}
                 yield RuleSlot(self.rule_index(bank, hook, slot), values)
 
     def dir_entries(self, bank: int, per_hook: Mapping[str, Sequence[CompiledRule]]) -> list[DirEntry]:

@@ -2,8 +2,9 @@
 directories (``krsid_dirs`` entries) its prefix matchers name.
 
 Every code written (action, match bits, field operators, directory kinds) is the
-catalog contract's, i.e. krsid.h's; cgroup paths and files are resolved to the
-ids the kernel compares (so compiling can fail: ConfigError when one is gone).
+catalog contract's, i.e. krsid.h's; files are resolved to the ids the kernel
+compares and cgroup paths to their directories and ids (so compiling can fail:
+ConfigError when one is gone).
 The leaf values are keyed by C member name; the loader writes them through a
 checked writer (krsid.pipeline.leaf) that refuses a name the struct lacks.
 """
@@ -11,6 +12,7 @@ checked writer (krsid.pipeline.leaf) that refuses a name the struct lacks.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +22,38 @@ from krsid.catalog import Contract
 from krsid.errors import ConfigError
 from krsid.policy.parse import Rule
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-def cgroup_id_and_level(path: str, root: Path = Path("/sys/fs/cgroup")) -> tuple[int, int]:
-    """cgroup v2 id (the directory's inode number) and depth (/ is level 0)."""
+
+@dataclass(frozen=True)
+class CgroupRef:
+    """A rule's cgroup: its directory as krsid's cgroup namespace shows it, which the
+    loader opens to hand the kernel the cgroup itself, and the cgroup's id (the
+    directory's inode number), which tells a cgroup made again under the same path
+    (systemd does that when a service restarts) from the one the maps hold."""
+
+    directory: str
+    id: int
+
+
+def cgroup_ref(path: str, root: Path | None = None) -> CgroupRef:
+    """A rule's cgroup v2 path, resolved under ``root`` (default /sys/fs/cgroup).
+
+    ConfigError if it is missing or not a directory, and if ``root`` is not a cgroup
+    v2 tree (no cgroup.controllers): a cgroup v1 directory would be refused by the
+    kernel, or worse, name another cgroup."""
+    root = CGROUP_ROOT if root is None else root
+    if not (root / "cgroup.controllers").exists():
+        raise ConfigError(f"cgroup {path}: cgroup rules need cgroup v2 mounted at {root} (this machine has none there)")
     rel = path.strip("/")
+    directory = root / rel if rel else root
     try:
-        ino = os.stat(root / rel).st_ino if rel else os.stat(root).st_ino
+        st = os.stat(directory)
     except OSError as e:
         raise ConfigError(f"cgroup {path}: {e.strerror} under {root}") from None
-    return ino, len([p for p in rel.split("/") if p])
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"cgroup {path}: not a directory under {root}")
+    return CgroupRef(str(directory), st.st_ino)
 
 
 def kernel_inode(path: str) -> tuple[int, int]:
@@ -62,11 +87,14 @@ def names_root(path: str, root: str = "/") -> bool:
 
 @dataclass
 class CompiledRule:
-    """The values of one krsid_rule slot, by C member name, and the directories
-    (kind, dev, ino) its prefix matchers name (entries of krsid_dirs)."""
+    """The values of one krsid_rule slot, by C member name, the directories
+    (kind, dev, ino) its prefix matchers name (entries of krsid_dirs), and the
+    cgroup (an entry of krsid_rule_cgroups; its slot, and so ``cgroup_slot``, is
+    the bank layout's to give)."""
 
     values: dict[str, Any] = field(default_factory=dict)
     dirs: list[tuple[int, int, int]] = field(default_factory=list)
+    cgroup: CgroupRef | None = None
 
 
 def comm_words(comm: str, comm_len: int) -> list[int]:
@@ -80,7 +108,7 @@ def compile_rules(
     rules: list[Rule],
     contract: Contract,
     *,
-    resolve_cgroup: Callable[[str], tuple[int, int]] = cgroup_id_and_level,
+    resolve_cgroup: Callable[[str], CgroupRef] = cgroup_ref,
     resolve_inode: Callable[[str], tuple[int, int]] = kernel_inode,
 ) -> list[CompiledRule]:
     """One hook's rules, in order. Slot 0 also carries ``needs``, the OR of every
@@ -95,8 +123,7 @@ def compile_rules(
         v: dict[str, Any] = {
             "action": contract.actions[r.action],
             "uid": 0,
-            "cgroup_id": 0,
-            "cgroup_level": 0,
+            "cgroup_slot": 0,
             "comm": comm_words("", contract.comm_len),
             "exe_dev": 0,
             "exe_ino": 0,
@@ -113,9 +140,10 @@ def compile_rules(
         if r.comm is not None:
             match |= bit["COMM"]
             v["comm"] = comm_words(r.comm, contract.comm_len)
+        cgroup = None
         if r.cgroup is not None:
             match |= bit["CGROUP"]
-            v["cgroup_id"], v["cgroup_level"] = resolve_cgroup(r.cgroup)
+            cgroup = resolve_cgroup(r.cgroup)
         for fm in r.fields:
             match |= bit["FIELD0"] << fm.slot
             v["field_arg"][fm.slot] = fm.arg
@@ -137,7 +165,7 @@ def compile_rules(
             dirs += [(dir_kind, *resolve_inode(p)) for p in prefixes]
         v["match"] = match
         v["number"] = len(out) + 1  # the slot + 1: the event's `rule`
-        out.append(CompiledRule(v, dirs))
+        out.append(CompiledRule(v, dirs, cgroup))
     if out:
         needs = 0
         for c in out:

@@ -144,6 +144,9 @@ def parse_policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
         n = sum(1 for r in rules if r.hook == hook)
         if n > contract.rules_per_hook:
             doc.fail(("policy", "rules"), f"{n} rules for {hook}; at most {contract.rules_per_hook} per hook")
+    cgroups = {r.cgroup.rstrip("/") for r in rules if r.cgroup is not None}
+    if len(cgroups) > contract.policy_cgroups:
+        doc.fail(("policy", "rules"), f"{len(cgroups)} different cgroups; at most {contract.policy_cgroups}")
     return Policy(tuple(rules), contract)
 
 
@@ -174,6 +177,8 @@ def _rule(
         cgroup = expect(doc, m["cgroup"], (*path, "cgroup"), str, "a cgroup path")
         if not cgroup.startswith("/"):
             doc.fail((*path, "cgroup"), "a cgroup v2 path starting with / (as in /proc/PID/cgroup)")
+        if {".", ".."} & set(cgroup.split("/")):
+            doc.fail((*path, "cgroup"), "a cgroup path with no . or .. in it (it must stay under /sys/fs/cgroup)")
     fields: list[FieldMatch] = []
     for fname, cond in expect_mapping(doc, m.get("fields"), (*path, "fields")).items():
         fpath = (*path, "fields", fname)

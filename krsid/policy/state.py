@@ -47,6 +47,9 @@ class PolicyState:
     def __init__(self) -> None:
         self.bank = 0
         self.rules: dict[str, list[Rule]] = {}
+        # What the maps hold, compiled (with the files' inodes and the cgroups' ids):
+        # the daemon's refresh compares a fresh compile against it.
+        self.compiled: Mapping[str, Sequence[CompiledRule]] = {}
         self.retired: Counter[tuple[str, str, str]] = Counter()
 
     def rule_name(self, hook: str, rule_no: int) -> str:
@@ -76,5 +79,6 @@ class PolicyState:
         self.bank = maps.apply_policy(compiled)
         self.retired = old
         self.rules = {h: rules for h, rules in per_hook.items() if rules}
+        self.compiled = compiled
         served = {serves.get(p, p) for p in programs}
         return [r for r in policy.rules if r.hook not in served]

@@ -242,6 +242,8 @@ static __always_inline __u64 krsid_option(__u32 hook_id, __u32 slot)
  */
 #define KRSID_RULES_PER_HOOK 128
 #define KRSID_POLICY_FIELDS 4
+/* Distinct cgroups the rules of one bank may name (krsid_rule_cgroups holds two banks). */
+#define KRSID_POLICY_CGROUPS 64
 /* Levels of a directory walk (the file itself, then d_parent up to its filesystem's root). */
 #define KRSID_DIR_DEPTH 16
 #define KRSID_DIR_ENTRIES 4096
@@ -274,8 +276,7 @@ struct krsid_rule {
     __u32 action;
     __u32 match;
     __u32 uid;
-    __u32 cgroup_level;
-    __u64 cgroup_id;
+    __u32 cgroup_slot;    /* match: cgroup: this rule's entry of krsid_rule_cgroups */
     __u64 comm[2];        /* the command name, NUL-padded, as two words */
     __u64 exe_ino;
     __u32 exe_dev;        /* the kernel's dev_t (MAJOR << 20 | MINOR) */
@@ -311,6 +312,15 @@ struct krsid_dir_rules {
 };
 
 BPF_ARRAY(krsid_rules, struct krsid_rule, 2 * KRSID_MAX_HOOKS * KRSID_RULES_PER_HOOK);
+/*
+ * The cgroups rules name (match: cgroup), one slot per distinct cgroup in a bank
+ * (bank * KRSID_POLICY_CGROUPS + i), written by user space as an open cgroup
+ * directory. The kernel then tests "is current in this cgroup or below it" itself.
+ * A (cgroup id, level) pair would not do: user space sees cgroup paths relative to
+ * its own cgroup namespace (docker, Kubernetes, nspawn give krsid one), so it
+ * cannot know how deep a cgroup lies in the kernel's tree.
+ */
+BPF_CGROUP_ARRAY(krsid_rule_cgroups, 2 * KRSID_POLICY_CGROUPS);
 BPF_ARRAY(krsid_policy_bank, __u32, 1);
 BPF_HASH(krsid_dirs, struct krsid_dir_key, struct krsid_dir_rules, KRSID_DIR_ENTRIES);
 /* Hits per rule slot and bank (per-CPU): krsid_denied_total / krsid_would_deny_total / ... */
@@ -511,9 +521,8 @@ static __always_inline __u64 krsid_rule_fails(struct krsid_rule *r, __u32 slot, 
         fail |= krsid_bit(m, 8 + f) & field_fails;
     }
     /* The one test left with a branch: a helper call is worth skipping. */
-    if (!fail && (m & KRSID_MATCH_CGROUP) &&
-        bpf_get_current_ancestor_cgroup_id(r->cgroup_level) != r->cgroup_id)
-        fail = 1;
+    if (!fail && (m & KRSID_MATCH_CGROUP) && krsid_rule_cgroups.check_current_task(r->cgroup_slot) != 1)
+        fail = 1;  /* 1: under it; 0: not; < 0: an empty slot (never written) */
     return fail;
 }
 

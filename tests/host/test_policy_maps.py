@@ -8,8 +8,11 @@ and that a misspelled one fails before the bank switch.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import os
+import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +21,7 @@ import pytest
 
 from krsid.catalog import load_catalog
 from krsid.config import parse_config
-from krsid.policy import CompiledRule, compile_policy
+from krsid.policy import CgroupRef, CompiledRule, compile_policy
 from tests.support.records import PROGRAMS
 
 if TYPE_CHECKING:
@@ -91,3 +94,43 @@ def test_a_misspelled_member_fails_before_the_bank_switch(programs: LoadedProgra
     with pytest.raises(LeafError, match=r"krsid_rule has no member 'numbr' \(its members: action, match,"):
         programs.apply_policy({"file_mprotect": [bad]})
     assert programs.active_bank() == before
+
+
+def test_a_cgroup_rule_holds_its_cgroup_and_a_directory_that_is_no_cgroup_is_refused(
+    programs: LoadedPrograms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bcc's CgroupArray through the loader: the rule's slot points at its cgroup (a
+    cgroup2 mounted here: this host's own tree may be cgroup v1); a directory that is
+    no cgroup is refused by the kernel, before the bank switch."""
+    mnt = tmp_path / "cgroup2"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "cgroup2", "krsid-test", str(mnt)], check=True)
+    child = mnt / f"krsid-test-{uuid.uuid4().hex[:8]}"
+    try:
+        child.mkdir()
+        monkeypatch.setattr("krsid.policy.compile.CGROUP_ROOT", mnt)
+        cfg = parse_config(
+            "hooks:\n  file_mprotect: {}\n  file_open: {}\npolicy:\n  rules:\n"
+            f"    - {{name: cg, hook: file_mprotect, action: deny, match: {{cgroup: /{child.name}}}}}\n",
+            "p.yaml",
+            catalog=CATALOG,
+        )
+        compiled = compile_policy(cfg.policy, HOOKS, {})
+        assert compiled["file_mprotect"][0].cgroup == CgroupRef(str(child), child.stat().st_ino)
+        bank = programs.apply_policy(compiled)
+        leaf = table(programs, "krsid_rules")[ct.c_int(programs.rule_index(bank, "file_mprotect", 0))]
+        assert leaf.cgroup_slot == bank * CATALOG.contract.policy_cgroups
+        assert leaf.match == CATALOG.contract.match["CGROUP"]
+
+        not_a_cgroup = CompiledRule(
+            dict(compiled["file_mprotect"][0].values), cgroup=CgroupRef(str(tmp_path), tmp_path.stat().st_ino)
+        )
+        with pytest.raises(Exception, match="Could not update table"):
+            programs.apply_policy({"file_mprotect": [not_a_cgroup]})
+        assert programs.active_bank() == bank
+        programs.apply_policy({})  # both banks without the cgroup: its slots emptied
+        programs.apply_policy({})
+    finally:
+        with contextlib.suppress(OSError):
+            child.rmdir()
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -25,6 +25,7 @@ class FakeDaemon:
     def __init__(self) -> None:
         self.reloads = {"success": 1, "failure": 0}
         self.last_reload_success = 1.0
+        self.policy_refreshes = 0
 
     def rule_hits(self) -> dict[tuple[str, str, str], int]:
         return {("file_open", "no-shadow", "deny"): 0, ("file_open", "audit-shadow", "would_deny"): 0}

@@ -6,8 +6,9 @@ import pytest
 
 from krsid.catalog import load_catalog
 from krsid.config import parse_config
-from krsid.errors import ConfigError
-from krsid.policy import cgroup_id_and_level, comm_words, compile_rules, kernel_inode
+from krsid.errors import ConfigError, ProgramLoadError
+from krsid.policy import CgroupRef, CompiledRule, cgroup_ref, comm_words, compile_rules, kernel_inode
+from krsid.policy.banks import BankLayout
 
 ROOT = Path(__file__).resolve().parents[2]
 # The codes and sizes shared with C, as the catalog parsed them from krsid.h.
@@ -16,6 +17,7 @@ ACTIONS = CONTRACT.actions
 RULES_PER_HOOK = CONTRACT.rules_per_hook
 DIR_KIND_EXE, DIR_KIND_FILE = CONTRACT.dir_kinds["EXE"], CONTRACT.dir_kinds["FILE"]
 MATCH_UID, MATCH_NOT_UID, MATCH_COMM = CONTRACT.match["UID"], CONTRACT.match["NOT_UID"], CONTRACT.match["COMM"]
+MATCH_CGROUP = CONTRACT.match["CGROUP"]
 MATCH_EXE, MATCH_EXE_ANY, MATCH_EXE_PREFIX = (CONTRACT.match[k] for k in ("EXE", "EXE_ANY", "EXE_PREFIX"))
 MATCH_FILE_ANY, MATCH_FILE_PREFIX = CONTRACT.match["FILE_ANY"], CONTRACT.match["FILE_PREFIX"]
 MATCH_FIELD0 = CONTRACT.match["FIELD0"]
@@ -48,13 +50,40 @@ def test_cgroup_is_resolved_when_compiled(tmp_path: Path) -> None:
         "      match: {cgroup: /system.slice/app.service}\n"
     )
     (rule,) = c.policy.rules  # type: ignore[attr-defined]
-    (compiled,) = compile_rules([rule], CONTRACT, resolve_cgroup=lambda p: (4242, p.count("/")))
-    assert (compiled.values["cgroup_id"], compiled.values["cgroup_level"]) == (4242, 2)
+    (compiled,) = compile_rules([rule], CONTRACT, resolve_cgroup=lambda p: CgroupRef(f"/cg{p}", 7))
+    assert compiled.cgroup == CgroupRef("/cg/system.slice/app.service", 7)
+    assert compiled.values["match"] == MATCH_CGROUP
     d = tmp_path / "system.slice" / "app.service"
     d.mkdir(parents=True)
-    assert cgroup_id_and_level("/system.slice/app.service", tmp_path) == (d.stat().st_ino, 2)
+    with pytest.raises(ConfigError, match="cgroup v2"):  # a cgroup v1 tree (no cgroup.controllers)
+        cgroup_ref("/system.slice/app.service", tmp_path)
+    (tmp_path / "cgroup.controllers").touch()
+    assert cgroup_ref("/system.slice/app.service/", tmp_path) == CgroupRef(str(d), d.stat().st_ino)
+    assert cgroup_ref("/", tmp_path) == CgroupRef(str(tmp_path), tmp_path.stat().st_ino)
     with pytest.raises(ConfigError, match="cgroup /nope"):
-        cgroup_id_and_level("/nope", tmp_path)
+        cgroup_ref("/nope", tmp_path)
+    (tmp_path / "file").touch()
+    with pytest.raises(ConfigError, match="not a directory"):
+        cgroup_ref("/file", tmp_path)
+
+
+def test_each_bank_gives_the_rules_cgroups_slots_of_its_own() -> None:
+    """One slot per distinct cgroup in the bank, shared by the rules that name it; the
+    rule's cgroup_slot says which. Beyond the bank's slots: refused before any write."""
+    layout = BankLayout({"a": 0, "b": 1}, max_hooks=64, rules_per_hook=RULES_PER_HOOK, cgroups_per_bank=2)
+    audit = ACTIONS["audit"]
+    x, y, z = CgroupRef("/x", 10), CgroupRef("/y", 11), CgroupRef("/z", 12)
+    per_hook = {
+        "a": [CompiledRule({"action": audit}, cgroup=x), CompiledRule({"action": audit})],
+        "b": [CompiledRule({"action": audit}, cgroup=y), CompiledRule({"action": audit}, cgroup=x)],
+    }
+    assert layout.cgroup_slots(0, per_hook) == {x: 0, y: 1}
+    assert layout.cgroup_slots(1, per_hook) == {x: 2, y: 3}
+    written = [slot.values.get("cgroup_slot") for slot in layout.rule_slots(1, per_hook) if slot.values]
+    assert written == [2, None, 3, 2]
+    per_hook["b"].append(CompiledRule({"action": audit}, cgroup=z))
+    with pytest.raises(ProgramLoadError, match="3 cgroups in the policy; at most 2"):
+        layout.cgroup_slots(0, per_hook)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +105,14 @@ def test_cgroup_is_resolved_when_compiled(tmp_path: Path) -> None:
         ("    - {name: a, hook: file_mprotect, action: deny, match: {comm: averyveryverylongcomm}}\n", "1-15 bytes"),
         ("    - {name: a, hook: file_mprotect, action: deny, match: {uid: -1}}\n", "0..4294967295"),
         ("    - {name: a, hook: file_mprotect, action: deny, match: {cgroup: system.slice}}\n", "starting with /"),
+        ("    - {name: a, hook: file_mprotect, action: deny, match: {cgroup: /system.slice/../x}}\n", "no . or .."),
+        (
+            "".join(
+                f"    - {{name: r{i}, hook: file_mprotect, action: audit, match: {{cgroup: /c{i}}}}}\n"
+                for i in range(CONTRACT.policy_cgroups + 1)
+            ),
+            f"{CONTRACT.policy_cgroups + 1} different cgroups; at most {CONTRACT.policy_cgroups}",
+        ),
         ("    - {hook: file_mprotect, action: deny}\n", "a rule needs 'name'"),
         (
             "".join(f"    - {{name: r{i}, hook: file_mprotect, action: audit}}\n" for i in range(RULES_PER_HOOK + 1)),

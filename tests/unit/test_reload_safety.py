@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import ctypes as ct
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,8 +47,7 @@ class RuleLeaf(ct.Structure):
         ("action", ct.c_uint32),
         ("match", ct.c_uint32),
         ("uid", ct.c_uint32),
-        ("cgroup_level", ct.c_uint32),
-        ("cgroup_id", ct.c_uint64),
+        ("cgroup_slot", ct.c_uint32),
         ("comm", ct.c_uint64 * 2),
         ("exe_ino", ct.c_uint64),
         ("exe_dev", ct.c_uint32),
@@ -157,6 +157,17 @@ class FakeTable:
         return ct.c_uint64(0)
 
 
+class FakeCgroupTable(FakeTable):
+    """krsid_rule_cgroups: bcc's CgroupArray takes an open directory's fd; the fake keeps
+    which directory (its inode), as the kernel keeps the cgroup after the fd is closed."""
+
+    def __setitem__(self, key: Any, leaf: Any) -> None:
+        assert type(leaf) is int, "bcc's CgroupArray takes an fd (or a path), not a ctypes leaf"
+        self.bpf.written(self.name)
+        self.data[self._key(key)] = os.fstat(leaf).st_ino
+        self.key_objects[self._key(key)] = key
+
+
 class FakeBpf:
     """The module's maps; `fail_on(map, n)` makes the n-th next write to that map raise."""
 
@@ -168,6 +179,7 @@ class FakeBpf:
         self.tables[b"krsid_fair_share_config"] = FakeTable(self, "krsid_fair_share_config", leaf=FairShare)
         self.tables[b"krsid_rules"] = FakeTable(self, "krsid_rules", leaf=RuleLeaf)
         self.tables[b"krsid_dirs"] = FakeTable(self, "krsid_dirs", key=DirKey, leaf=DirRules)
+        self.tables[b"krsid_rule_cgroups"] = FakeCgroupTable(self, "krsid_rule_cgroups")
         self.tables[b"krsid_watch_files"] = FakeTable(self, "krsid_watch_files", key=WatchFileKey, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_names"] = FakeTable(self, "krsid_watch_names", key=WatchNameKey, leaf=ct.c_uint32)
         self.tables[b"krsid_watch_dirs"] = FakeTable(self, "krsid_watch_dirs", key=WatchDirKey, leaf=ct.c_uint32)
@@ -217,6 +229,8 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
             slots.append(leaf)
         rules[hook] = slots
     dirs = {k: v for k, v in bpf.tables[b"krsid_dirs"].data.items() if k[0] // programs.max_hooks == bank}
+    per_bank = CATALOG.contract.policy_cgroups
+    cgroups = {k: v for k, v in bpf.tables[b"krsid_rule_cgroups"].data.items() if k // per_bank == bank}
     sets = {m: dict(bpf.tables[m.encode()].data) for m in ("file_open_names", "file_open_paths")}
     watch_maps = (
         "krsid_watch_files",
@@ -239,6 +253,7 @@ def live_state(programs: LoadedPrograms) -> dict[str, Any]:
             "sets": sets,
             "rules": rules,
             "dirs": dirs,
+            "cgroups": cgroups,
             "watch": watch,
         }
     )
@@ -248,11 +263,16 @@ def config_text(tmp_path: Path, *, new: bool) -> str:
     """Two configs that differ in every kind of value a reload writes."""
     (tmp_path / "old-dir").mkdir(exist_ok=True)
     (tmp_path / "new-dir").mkdir(exist_ok=True)
+    for cgroup in ("old.slice", "new.slice"):
+        (tmp_path / "cgroup" / cgroup).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cgroup" / "cgroup.controllers").touch()
     paths = ", ".join(f"/etc/krsid-test-{i}" for i in range(SET_CAPACITY if new else SET_CAPACITY - 2))
     p, comm, d = ("n", "b", tmp_path / "new-dir") if new else ("o", "a", tmp_path / "old-dir")
+    cgroup = "/new.slice" if new else "/old.slice"
     rules = [
         f"{{name: {p}-wx, hook: file_mprotect, action: deny, match: {{comm: {comm}}}}}",
         f"{{name: {p}-dir, hook: file_open, action: would_deny, match: {{path_prefix: {d}}}}}",
+        f"{{name: {p}-cg, hook: bprm_check_security, action: deny, match: {{cgroup: {cgroup}}}}}",
     ]
     if new:
         rules += [
@@ -275,8 +295,9 @@ def config_text(tmp_path: Path, *, new: bool) -> str:
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> tuple[Daemon, Path]:
+def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Daemon, Path]:
     """A daemon as start() leaves it (maps written, policy applied), on fake maps."""
+    monkeypatch.setattr("krsid.policy.compile.CGROUP_ROOT", tmp_path / "cgroup")
     path = tmp_path / "krsid.yaml"
     path.write_text(config_text(tmp_path, new=False))
     config: Config = load_config(path, catalog=CATALOG)
@@ -306,7 +327,7 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     assert daemon.reloads["failure"] == 1 and daemon.reloads["success"] == 0
     assert daemon.config is config_before
     assert live_state(daemon.programs) == before, "a failed reload changed what the kernel programs read"
-    assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"o-wx", "o-dir"}
+    assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"o-wx", "o-dir", "o-cg"}
     # Nothing is left broken: the same reload, without the failure, applies.
     assert daemon.reload() is True
     after = live_state(daemon.programs)
@@ -327,6 +348,9 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
     assert after["watch"]["krsid_watch_dir_filter"] == {
         len("newdir") * CATALOG.contract.watch_name_filter_per_len + (n >> 6): 1 << (n & 63)
     }
+    # The cgroup rule's slot: the new bank's first, holding the new cgroup's directory.
+    new_slice = Path(config_before.state_dir).parent / "cgroup" / "new.slice"
+    assert after["cgroups"] == {after["bank"] * CATALOG.contract.policy_cgroups: new_slice.stat().st_ino}
     # The inode numbers' pre-filter: exactly the bits of the watched files' inodes.
     mask = CATALOG.contract.watch_ino_filter_bits - 1
     want: dict[int, int] = {}
@@ -335,7 +359,13 @@ def assert_rejected_then_recovers(daemon: Daemon, before: dict[str, Any], config
         want[bit >> 6] = want.get(bit >> 6, 0) | 1 << (bit & 63)
     assert after["watch"]["krsid_watch_ino_filter"] == want != before["watch"]["krsid_watch_ino_filter"]
     assert len(after["sets"]["file_open_paths"]) == SET_CAPACITY
-    assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {"n-wx", "n-dir", "n-exec", "n-exec2"}
+    assert {r.name for rules in daemon.policy.rules.values() for r in rules} == {
+        "n-wx",
+        "n-dir",
+        "n-cg",
+        "n-exec",
+        "n-exec2",
+    }
 
 
 # (map, which write fails, the error): each stage of a reload's writes
@@ -346,6 +376,7 @@ WRITE_FAILURES = [
     ("file_open_paths", SET_CAPACITY - 2, Exception(MAP_FULL)),  # midway through refilling the set
     ("krsid_limits", 2, Exception(MAP_FULL)),
     ("krsid_fair_share_config", 1, Exception(MAP_FULL)),
+    ("krsid_rule_cgroups", 1, Exception("Could not update table: [Errno 9] Bad file descriptor")),
     ("krsid_dirs", 1, Exception(MAP_FULL)),
     ("krsid_watch_files", 1, Exception(MAP_FULL)),
     ("krsid_watch_names", 2, Exception(MAP_FULL)),  # the stale name's removal, after the new one
@@ -461,3 +492,53 @@ def test_fake_maps_see_every_write_of_a_reload(running: tuple[Daemon, Path]) -> 
     bpf.written = record  # type: ignore[method-assign]
     assert daemon.reload() is True
     assert {t for t, _, _ in WRITE_FAILURES} <= seen
+
+
+def _replace_dir(d: Path) -> None:
+    """d made again: a new directory renamed over it, so its inode number differs."""
+    new = d.with_name(d.name + ".new")
+    new.mkdir()
+    d.rmdir()
+    new.rename(d)
+
+
+def test_a_cgroup_made_again_or_a_replaced_directory_is_followed_without_a_reload(
+    running: tuple[Daemon, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The poll loop's policy refresh: nothing written while nothing changed; a rule's
+    cgroup or directory that is a new inode gets the rules written again (bank switch),
+    naming the new one; one that is gone keeps the rules as they are, logged once."""
+    daemon, _ = running
+    assert daemon.programs is not None
+    before = live_state(daemon.programs)
+    daemon._refresh_policy()
+    assert live_state(daemon.programs) == before and daemon.policy_refreshes == 0
+
+    old_slice, old_dir = tmp_path / "cgroup" / "old.slice", tmp_path / "old-dir"
+    _replace_dir(old_slice)
+    _replace_dir(old_dir)
+    daemon._refresh_policy()
+    after = live_state(daemon.programs)
+    assert daemon.policy_refreshes == 1 and after["bank"] != before["bank"]
+    assert after["cgroups"] == {after["bank"] * CATALOG.contract.policy_cgroups: old_slice.stat().st_ino}
+    assert {k[3] for k in after["dirs"]} == {old_dir.stat().st_ino} != {k[3] for k in before["dirs"]}
+
+    def bankless(rules: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+        return {h: [{k: v for k, v in r.items() if k != "cgroup_slot"} for r in rs] for h, rs in rules.items()}
+
+    assert bankless(after["rules"]) == bankless(before["rules"])  # the same rules, numbers and actions
+    assert daemon.reloads == Counter()
+
+    old_slice.rmdir()
+    with caplog.at_level("WARNING", logger="krsid"):
+        daemon._refresh_policy()
+        daemon._refresh_policy()
+    assert live_state(daemon.programs) == after and daemon.policy_refreshes == 1
+    (line,) = [r.getMessage() for r in caplog.records if "policy:" in r.getMessage()]
+    assert "the rules stay as loaded" in line and "cgroup /old.slice" in line
+    old_slice.mkdir()  # back, as a new cgroup: followed again
+    daemon._refresh_policy()
+    assert daemon.policy_refreshes == 2
+    assert live_state(daemon.programs)["cgroups"] == {
+        live_state(daemon.programs)["bank"] * CATALOG.contract.policy_cgroups: old_slice.stat().st_ino
+    }

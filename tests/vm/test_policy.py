@@ -305,6 +305,68 @@ def test_exe_and_exe_prefix_match_the_callers_binary(
     assert allowed, "the system's setpriv was allowed and audited"
 
 
+@pytest.fixture
+def probe_cgroup() -> Iterator[Path]:
+    """A cgroup of this test's own with a child cgroup, removed after (its processes have exited)."""
+    from tests.vm.nspawn_container import CGROUP_ROOT, remove_cgroup
+
+    assert (CGROUP_ROOT / "cgroup.controllers").exists(), "the VM's init mounts cgroup2 at /sys/fs/cgroup"
+    top = CGROUP_ROOT / f"krsid-policy-{uuid.uuid4().hex[:8]}"
+    (top / "inner").mkdir(parents=True)
+    try:
+        yield top
+    finally:
+        remove_cgroup(top)
+
+
+def test_cgroup_rule_denies_in_its_subtree_only(
+    daemon: RunningDaemon, policy: Reloader, probe_cgroup: Path, hook_enabled: Callable[[str], None]
+) -> None:
+    """cgroup: an exec in the named cgroup or below it is denied, one elsewhere is not; the
+    cgroup made again under its path is followed without a reload."""
+    hook_enabled("bprm_check_security")
+    policy.apply(
+        policy.with_rules(
+            {
+                "name": "deny-exec-in-probe-cgroup",
+                "hook": "bprm_check_security",
+                "action": "deny",
+                "match": {"cgroup": f"/{probe_cgroup.name}"},
+            }
+        )
+    )
+
+    def exec_true_in(cgroup: Path | None) -> subprocess.CompletedProcess[str]:
+        enter = f'echo $$ > "{cgroup}/cgroup.procs" && ' if cgroup else ""
+        return subprocess.run(["sh", "-c", enter + "exec /bin/true"], capture_output=True, text=True, timeout=60)
+
+    for where in (probe_cgroup, probe_cgroup / "inner"):
+        denied = exec_true_in(where)
+        assert denied.returncode != 0 and "Operation not permitted" in denied.stderr, (where, denied.stderr)
+    assert exec_true_in(None).returncode == 0
+    ids = {os.stat(probe_cgroup).st_ino, os.stat(probe_cgroup / "inner").st_ino}
+    evs = daemon.wait_events(
+        lambda o: o["hook"] == "bprm_check_security" and o.get("rule") == "deny-exec-in-probe-cgroup", count=2
+    )
+    assert {(o["cgroup_id"], o["filename"], o["action"], o["verdict"]) for o in evs} == {
+        (i, "/bin/true", "deny", "-EPERM") for i in ids
+    }, evs
+
+    # The cgroup made again, as systemd does when a service restarts: the poll loop's
+    # policy refresh finds the new cgroup within about a second, with no reload.
+    refreshes = metric(daemon.scrape(), "krsid_policy_refreshes_total")
+    (probe_cgroup / "inner").rmdir()
+    probe_cgroup.rmdir()
+    probe_cgroup.mkdir()
+    deadline = time.monotonic() + 30
+    while (again := exec_true_in(probe_cgroup)).returncode == 0:
+        assert time.monotonic() < deadline, daemon.log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert "Operation not permitted" in again.stderr, again.stderr
+    assert "policy: a file or cgroup a rule names was replaced" in daemon.log.read_text()
+    assert metric(daemon.scrape(), "krsid_policy_refreshes_total") > refreshes
+
+
 def test_path_prefix_and_fields_on_file_open_exec_and_connect(
     daemon: RunningDaemon, policy: Reloader, shared_tmpfs: Path, hook_enabled: Callable[[str], None]
 ) -> None:

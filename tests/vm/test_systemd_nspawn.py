@@ -95,6 +95,8 @@ PROBE_UID = 4242
 HOME_PROBE_DIR = "/home/krsid-probe"
 HOME_SHELL = f"{HOME_PROBE_DIR}/sh"
 HOME_KILL = f"{HOME_PROBE_DIR}/kill"
+# A slice only this test puts processes in (no dash: "a-b.slice" would nest in a.slice).
+PROBE_SLICE = "krsidprobe.slice"
 POLICY_RULES = [
     {
         "name": "deny-exec-from-tmp",
@@ -115,6 +117,14 @@ POLICY_RULES = [
         "hook": "inode_mkdir",
         "action": "deny",
         "match": {"path_prefix": HOME_PROBE_DIR, "fields": {"mode": {"any": ["WOTH"]}}},
+    },
+    # A cgroup rule, resolved in the container's own cgroup namespace (as under docker
+    # or Kubernetes): execs in the probe slice, which only this test uses, are denied.
+    {
+        "name": "deny-exec-in-probe-slice",
+        "hook": "bprm_check_security",
+        "action": "deny",
+        "match": {"cgroup": f"/{PROBE_SLICE}"},
     },
     # Self-protection (README: Policies), scoped to this test's copy of kill: signals
     # to krsid itself are refused.
@@ -336,6 +346,11 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         ):
             made = c.run(*argv)
             assert made.returncode == 0, made.stderr
+        # The cgroup rule's slice must exist when krsid loads the rules: a process holds it.
+        held = c.run(
+            "systemd-run", "--quiet", "--unit=krsid-probe-holder", f"--slice={PROBE_SLICE}", "sleep", "infinity"
+        )
+        assert held.returncode == 0, held.stderr
         t2 = time.monotonic()
         c.start = c.run("systemctl", "start", "krsid", timeout=START_TIMEOUT)
         timings["systemctl start krsid"] = time.monotonic() - t2
@@ -575,6 +590,26 @@ def test_field_rule_of_a_newer_hook_denies_below_home(started: Container) -> Non
         Path(HOME_PROBE_DIR).name,
     ), e
     assert e["KRSID_MODE"] == "RUSR|WUSR|XUSR|RGRP|WGRP|XGRP|ROTH|WOTH|XOTH", e
+
+
+def test_cgroup_rule_denies_exec_in_its_slice_inside_a_cgroup_namespace(started: Container) -> None:
+    """The container has its own cgroup namespace, as docker, Kubernetes and nspawn give
+    one: krsid resolves /krsidprobe.slice there, where it is one level deep, while the
+    kernel's cgroup tree has it deeper (under the container's cgroup). The rule must
+    match the cgroup itself, not the depth of its path in krsid's view."""
+    c = started
+    own = os.stat("/proc/self/ns/cgroup").st_ino
+    assert os.stat(f"/proc/{c.pid1}/ns/cgroup").st_ino != own, "the container shares the VM's cgroup namespace"
+    denied = c.run("systemd-run", "--quiet", "--scope", f"--slice={PROBE_SLICE}", "/bin/true")
+    allowed = c.run("systemd-run", "--quiet", "--scope", "/bin/true")
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr, (denied.stderr, c.unit_log())
+    assert allowed.returncode == 0, allowed.stderr
+    # One denial: the exec in the slice's scope (that scope is gone before krsid could
+    # name its cgroup: the event's cgroup path is empty, its cgroup_id is set).
+    matches = ("KRSID_HOOK=bprm_check_security", "KRSID_RULE=deny-exec-in-probe-slice", "KRSID_FILENAME=/bin/true")
+    (e,) = _events_in_journal(c, *matches)
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_UID"]) == ("deny", "-EPERM", "0"), e
+    assert int(e["KRSID_CGROUP_ID"]) > 1, e
 
 
 def test_watch_under_root_reports_what_is_made_there(started: Container) -> None:

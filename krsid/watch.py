@@ -140,12 +140,17 @@ DEFAULT_NAMES: tuple[str, ...] = (
 # ~/.local/share/systemd/user and /usr/local/share/systemd/user), XDG autostart
 # entries (run at every desktop login) and the user manager's environment (an
 # LD_PRELOAD for every user service). The packages' /usr/lib/systemd/user is not
-# matched: three names tell it apart.
+# matched: three names tell it apart. An entry may end in a file's name, which then
+# matches that file (level 0): per-user files whose own names are too common to
+# watch anywhere, sshd's ~/.ssh/rc (run at each login of the user, before the shell)
+# and ~/.ssh/environment (read at login where PermitUserEnvironment allows it).
 DEFAULT_DIRS: tuple[str, ...] = (
     ".config/systemd/user",
     "share/systemd/user",
     ".config/autostart",
     ".config/environment.d",
+    ".ssh/rc",
+    ".ssh/environment",
 )
 
 

@@ -297,6 +297,19 @@ def test_would_deny_then_deny_reading_another_users_secret(
 
 
 # A user's persistence places (the shipped watch.dirs), relative to a home.
+def write_then_remove_first(dropped: list[Path], alike: list[Path], line: str) -> tuple[int, int, int]:
+    """One process writes `line` into each of `dropped`, another into each of `alike`
+    (their directories made first), a third removes dropped[0]: their pids. The
+    removal's event comes after the look-alikes' writes would have, in the same lane."""
+    for f in dropped + alike:
+        f.parent.mkdir(parents=True, exist_ok=True)
+    script = f'for f; do echo "{line}" > "$f"; done'
+    writer, _ = run("sh", "-c", script, "sh", *map(str, dropped))
+    quiet, _ = run("sh", "-c", script, "sh", *map(str, alike))
+    remover, _ = run("rm", str(dropped[0]))
+    return writer, quiet, remover
+
+
 USER_UNITS, USER_DATA_UNITS = ".config/systemd/user", ".local/share/systemd/user"
 AUTOSTART, USER_ENVIRONMENT = ".config/autostart", ".config/environment.d"
 DIRS_USER = 64715  # writes into its own autostart directory in the deny test; no other test uses it
@@ -315,16 +328,12 @@ def test_a_users_units_and_autostart_entries_are_watched_by_directory_name(
 
     places = {USER_UNITS: ".config/systemd/user", USER_DATA_UNITS: "share/systemd/user"}
     places |= {AUTOSTART: ".config/autostart", USER_ENVIRONMENT: ".config/environment.d"}
-    assert set(places.values()) == set(DEFAULT_DIRS)
+    assert set(places.values()) | set(USER_SSH_FILES) == set(DEFAULT_DIRS)
     home = root / "outside" / unique("home")
     dropped = [home / place / name for place, name in zip(places, ("x.service", "y.service", "x.desktop", "50-x.conf"))]
     alike = [home / ".config" / "other" / "x.desktop", home / "autostart" / "x.desktop"]
     alike += [home / USER_UNITS / "default.target.wants" / "x.service", home / "lib" / "systemd" / "user" / "x.service"]
-    for f in dropped + alike:
-        f.parent.mkdir(parents=True, exist_ok=True)
-    writer, _ = run("sh", "-c", 'for f; do echo "[Unit]" > "$f"; done', "sh", *map(str, dropped))
-    quiet, _ = run("sh", "-c", 'for f; do echo "[Unit]" > "$f"; done', "sh", *map(str, alike))
-    remover, _ = run("rm", str(dropped[0]))
+    writer, quiet, remover = write_then_remove_first(dropped, alike, "[Unit]")
 
     writes = events_of(daemon, "file_open", writer, len(dropped))
     assert [(o["reason"], o["watch"], o["watch_level"], o["path"]) for o in writes] == [
@@ -351,6 +360,35 @@ def test_a_users_units_and_autostart_entries_are_watched_by_directory_name(
     (o,) = events_of(daemon, "inode_rename", mover)
     assert (o["watch"], o["watch_side"], o["watch_level"]) == (".config/autostart", "NEW", 0)
     assert (o["old_dir"], o["old_name"], o["new_dir"], o["new_name"]) == (other.name, "stage", ".config", "autostart")
+
+
+USER_SSH_FILES = (".ssh/rc", ".ssh/environment")
+
+
+def test_a_users_ssh_rc_and_environment_are_watched_by_their_last_two_names(
+    daemon: RunningDaemon, root: Path, journal: Journal
+) -> None:
+    """watch.dirs entries that end in a file: ~/.ssh/rc, which sshd runs at each login of
+    the user, and ~/.ssh/environment, which it reads then (PermitUserEnvironment), in
+    any home, at level 0. Files of those names elsewhere are not reported."""
+    home = root / "outside" / unique("home")
+    ssh = home / ".ssh"
+    dropped = [ssh / "rc", ssh / "environment"]
+    alike = [home / "rc", home / ".config" / "rc", home / ".ssh.bak" / "rc", ssh / "rc.bak"]
+    writer, quiet, remover = write_then_remove_first(dropped, alike, "touch /tmp/x")
+
+    writes = events_of(daemon, "file_open", writer, len(dropped))
+    assert [(o["reason"], o["watch"], o["watch_level"], o["path"]) for o in writes] == [
+        ("WATCH", entry, 0, str(f)) for entry, f in zip(USER_SSH_FILES, dropped)
+    ]
+    (o,) = events_of(daemon, "inode_unlink", remover)
+    assert (o["name"], o["watch"], o["watch_level"]) == ("rc", ".ssh/rc", 0)
+    # Same lane, in order: the look-alikes' writes would have arrived before the deletion.
+    assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] == quiet) == []
+    (j,) = journal.wait_for(
+        lambda e: e["KRSID_PATH"] == str(dropped[1]), "KRSID_HOOK=file_open", f"KRSID_TGID={writer}"
+    )
+    assert (j["KRSID_REASON"], j["KRSID_WATCH"], j["KRSID_WATCH_LEVEL"]) == ("WATCH", ".ssh/environment", "0")
 
 
 def test_would_deny_then_deny_an_autostart_entry(

@@ -7,8 +7,10 @@
   itself still names the caller's old exe: that is who ran it).
   A process that is already gone when its event is decoded gets exe "".
 - ``cgroup``: the cgroup v2 path of ``cgroup_id`` (the id is the inode number of the
-  cgroup's directory in cgroupfs); looked up in a cache rebuilt by walking
-  /sys/fs/cgroup, at most once per ``rescan_interval`` on a miss.
+  cgroup's directory in cgroupfs); looked up in a cache built by walking
+  /sys/fs/cgroup. A cgroup made since (a container or transient unit just started)
+  is taken from the event's process, /proc/TGID/cgroup, when that path still has
+  the event's id; else the walk is redone, at most once per ``rescan_interval``.
 - ``unit``: the systemd unit derived from the cgroup path (the deepest *.service or
   *.scope component), ``container_id``: a 64-hex container id when the path carries
   one (docker, containerd/cri-o, podman, kubepods).
@@ -48,7 +50,12 @@ CONTAINER_RE = re.compile(
 # in README.md and the journal catalog are generated from this).
 ENRICHED_FIELDS: tuple[tuple[str, str], ...] = (
     ("exe", "Full path of the process's executable (/proc/TGID/exe, cached per process; empty if already gone)."),
-    ("cgroup", "cgroup v2 path of cgroup_id (resolved from /sys/fs/cgroup)."),
+    (
+        "cgroup",
+        "cgroup v2 path of cgroup_id as krsid's cgroup namespace shows it (from /sys/fs/cgroup; a cgroup made "
+        "since krsid last walked that tree, from /proc/TGID/cgroup); empty if it was gone before krsid read the "
+        "event.",
+    ),
     ("unit", "systemd unit from the cgroup path (the deepest *.service or *.scope), empty if none."),
     ("container_id", "64-hex container id when the cgroup path carries one (docker, containerd, cri-o, podman)."),
     (
@@ -213,7 +220,7 @@ class Enricher:
         if isinstance(cgid, int):
             ctx = self._cgroup_ctx.get(cgid)
             if ctx is None:
-                path = self.cgroup_of(cgid)
+                path = self.cgroup_of(cgid, tgid if type(tgid) is int else None)
                 ctx = (path, unit_of(path), container_of(path))
                 if path:  # unknown ids are looked up again (after the next rescan)
                     if len(self._cgroup_ctx) >= 65536:
@@ -279,13 +286,33 @@ class Enricher:
             self._exe.put(tgid, exe)
         return exe
 
-    def cgroup_of(self, cgroup_id: int) -> str:
+    def cgroup_of(self, cgroup_id: int, tgid: int | None = None) -> str:
+        """The path of a cgroup id ("" if unknown); tgid: the process of the event."""
         path = self._cgroups.get(cgroup_id)
+        if path is None and tgid is not None:  # made since the last walk: the caller caches it
+            path = self._cgroup_of_process(tgid, cgroup_id)
         if path is None and time.monotonic() >= self._next_scan:
             self._next_scan = time.monotonic() + self._rescan_interval
             self._cgroups = self._scan()
             path = self._cgroups.get(cgroup_id)
         return path or ""
+
+    def _cgroup_of_process(self, tgid: int, cgroup_id: int) -> str | None:
+        """The cgroup v2 path /proc/TGID/cgroup names, if that directory is the cgroup
+        cgroup_id (the process may have moved, or be gone); None otherwise. Paths
+        outside krsid's cgroup namespace ("/../x") are not followed."""
+        try:
+            text = (self._proc / str(tgid) / "cgroup").read_text()
+        except (OSError, ValueError):
+            return None
+        path = next((line[3:] for line in text.splitlines() if line.startswith("0::/")), None)
+        if path is None or "/.." in path:
+            return None
+        try:
+            same = os.stat(self._cgroup_root / path.lstrip("/")).st_ino == cgroup_id
+        except (OSError, ValueError):
+            return None
+        return path if same else None
 
     def _scan(self) -> dict[int, str]:
         out: dict[int, str] = {}

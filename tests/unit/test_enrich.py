@@ -75,6 +75,28 @@ def test_exec_updates_the_process_exe_after_its_own_event(tmp_path: Path) -> Non
     assert later.values["exe"] == b"/usr/bin/new"
 
 
+def test_a_cgroup_made_after_the_walk_is_taken_from_the_process(tmp_path: Path) -> None:
+    """/proc/TGID/cgroup names it, checked by its id: no rescan needed (the next is an
+    hour away); a process that moved on, or a path outside the namespace, is not taken."""
+    proc, cg, _ = fake_tree(tmp_path)
+    enr = Enricher(proc_root=proc, cgroup_root=cg, rescan_interval=3600)
+    assert enr.cgroup_of(1 << 40) == ""  # the walk, done now
+    new = cg / "system.slice" / "docker-abc.scope"
+    new.mkdir()
+    ino = os.stat(new).st_ino
+    (proc / "42" / "cgroup").write_text("0::/system.slice/docker-abc.scope\n")
+    assert enr.cgroup_of(ino) == ""  # without the process: only a rescan would find it
+    assert enr.cgroup_of(ino, 42) == "/system.slice/docker-abc.scope"
+    (proc / "42" / "cgroup").write_text("0::/system.slice/demo.service\n")
+    assert enr.cgroup_of(ino, 42) == ""  # the process is in another cgroup now
+    (proc / "42" / "cgroup").write_text("0::/../../outside\n")
+    assert enr.cgroup_of(ino, 42) == "" and enr.cgroup_of(ino, 7) == ""  # 7: no such process
+    e = DECODER.decode(pack(CAT["file_mprotect"], 1, tgid=42, cgroup_id=ino))
+    (proc / "42" / "cgroup").write_text("0::/system.slice/docker-abc.scope\n")
+    enr.enrich(e)
+    assert (e.values["cgroup"], e.values["unit"]) == ("/system.slice/docker-abc.scope", "docker-abc.scope")
+
+
 def test_new_cgroup_is_found_by_a_rescan(tmp_path: Path) -> None:
     proc, cg, _ = fake_tree(tmp_path)
     enr = Enricher(proc_root=proc, cgroup_root=cg, rescan_interval=0.0)

@@ -144,7 +144,8 @@ def parse_policy(doc: YamlDoc, raw: Any, catalog: Catalog) -> Policy:
         n = sum(1 for r in rules if r.hook == hook)
         if n > contract.rules_per_hook:
             doc.fail(("policy", "rules"), f"{n} rules for {hook}; at most {contract.rules_per_hook} per hook")
-    cgroups = {r.cgroup.rstrip("/") for r in rules if r.cgroup is not None}
+    # As compile resolves them: "/a//b/" is /a/b (krsid_rule_cgroups holds each once).
+    cgroups = {tuple(filter(None, r.cgroup.split("/"))) for r in rules if r.cgroup is not None}
     if len(cgroups) > contract.policy_cgroups:
         doc.fail(("policy", "rules"), f"{len(cgroups)} different cgroups; at most {contract.policy_cgroups}")
     return Policy(tuple(rules), contract)

@@ -255,3 +255,17 @@ def test_every_hook_offers_the_policy() -> None:
         assert "krsid_decide(KRSID_HOOK_ID" in text and "KRSID_SUBMIT_AND_RETURN" in text, spec.name
         if spec.policy_path:
             assert "in.file =" in text, f"{spec.name} declares policy_path but never sets in.file"
+
+
+def test_cgroups_are_counted_as_compile_resolves_them() -> None:
+    """ "/a//b/" and "/a/b" are one cgroup (one krsid_rule_cgroups slot): a policy of the
+    maximum of distinct cgroups, one of them spelled twice, is accepted."""
+    n = CONTRACT.policy_cgroups
+    spellings = [f"/c{i}" for i in range(n)] + ["//c0/"]
+    c = cfg(
+        "".join(
+            f"    - {{name: r{i}, hook: file_mprotect, action: audit, match: {{cgroup: '{p}'}}}}\n"
+            for i, p in enumerate(spellings)
+        )
+    )
+    assert len(c.policy.rules) == n + 1  # type: ignore[attr-defined]

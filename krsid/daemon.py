@@ -547,6 +547,11 @@ class Daemon:
         self.policy_refreshes += 1
         log.info("policy: a file or cgroup a rule names was replaced; the rules now match the new one")
 
+    @property
+    def policy_stale(self) -> bool:
+        """The last refresh could not compile the rules: one names a file or cgroup that is not there now."""
+        return bool(self._policy_refresh_error)
+
     def _policy_not_refreshed(self, what: str, e: Exception) -> None:
         """Log why a refresh left the rules as loaded, once per cause (it runs every second)."""
         why = f"{what}: {e if isinstance(e, KrsidError) else f'{type(e).__name__}: {e}'}"

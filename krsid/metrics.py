@@ -49,6 +49,11 @@ class PolicyView(Protocol):
         """Times the rules were written again for a replaced file or cgroup (no reload)."""
         ...
 
+    @property
+    def policy_stale(self) -> bool:
+        """A rule names a file or cgroup that is not there now (the last refresh could not compile)."""
+        ...
+
     def rule_hits(self) -> Mapping[tuple[str, str, str], int]:
         """(hook, rule, action) -> hook calls the rule decided, over all reloads."""
         ...
@@ -269,7 +274,13 @@ def _policy_metrics(policy: PolicyView) -> Iterator[Metric]:
         "Rules written again, without a reload, because a file or cgroup they name was replaced",
         value=policy.policy_refreshes,
     )
-    yield from (denied, would, matched, reloads, last, refreshes)
+    stale = GaugeMetricFamily(
+        "krsid_policy_stale",
+        "1 while a policy rule names a file or cgroup that is not there now: the rule keeps matching the old one "
+        "(a cgroup: nothing) until it is back",
+        value=int(policy.policy_stale),
+    )
+    yield from (denied, would, matched, reloads, last, refreshes, stale)
 
 
 def _process_table_metrics(table: ProcessTableView) -> Iterator[Metric]:

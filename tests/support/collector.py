@@ -26,6 +26,7 @@ class FakeDaemon:
         self.reloads = {"success": 1, "failure": 0}
         self.last_reload_success = 1.0
         self.policy_refreshes = 0
+        self.policy_stale = False
 
     def rule_hits(self) -> dict[tuple[str, str, str], int]:
         return {("file_open", "no-shadow", "deny"): 0, ("file_open", "audit-shadow", "would_deny"): 0}

@@ -512,7 +512,7 @@ def test_a_cgroup_made_again_or_a_replaced_directory_is_followed_without_a_reloa
     assert daemon.programs is not None
     before = live_state(daemon.programs)
     daemon._refresh_policy()
-    assert live_state(daemon.programs) == before and daemon.policy_refreshes == 0
+    assert live_state(daemon.programs) == before and daemon.policy_refreshes == 0 and not daemon.policy_stale
 
     old_slice, old_dir = tmp_path / "cgroup" / "old.slice", tmp_path / "old-dir"
     _replace_dir(old_slice)
@@ -534,11 +534,12 @@ def test_a_cgroup_made_again_or_a_replaced_directory_is_followed_without_a_reloa
         daemon._refresh_policy()
         daemon._refresh_policy()
     assert live_state(daemon.programs) == after and daemon.policy_refreshes == 1
+    assert daemon.policy_stale  # krsid_policy_stale: 1 (alert KrsidPolicyStale)
     (line,) = [r.getMessage() for r in caplog.records if "policy:" in r.getMessage()]
     assert "the rules stay as loaded" in line and "cgroup /old.slice" in line
     old_slice.mkdir()  # back, as a new cgroup: followed again
     daemon._refresh_policy()
-    assert daemon.policy_refreshes == 2
+    assert daemon.policy_refreshes == 2 and not daemon.policy_stale
     assert live_state(daemon.programs)["cgroups"] == {
         live_state(daemon.programs)["bank"] * CATALOG.contract.policy_cgroups: old_slice.stat().st_ino
     }

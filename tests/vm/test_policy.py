@@ -352,19 +352,28 @@ def test_cgroup_rule_denies_in_its_subtree_only(
         (i, "/bin/true", "deny", "-EPERM") for i in ids
     }, evs
 
-    # The cgroup made again, as systemd does when a service restarts: the poll loop's
-    # policy refresh finds the new cgroup within about a second, with no reload.
+    # The cgroup removed: the rule names what is not there (krsid_policy_stale). Made
+    # again, as systemd does when a service restarts: the poll loop's policy refresh
+    # finds the new cgroup within about a second, with no reload.
     refreshes = metric(daemon.scrape(), "krsid_policy_refreshes_total")
     (probe_cgroup / "inner").rmdir()
     probe_cgroup.rmdir()
-    probe_cgroup.mkdir()
     deadline = time.monotonic() + 30
+    while metric(daemon.scrape(), "krsid_policy_stale") != 1:
+        assert time.monotonic() < deadline, daemon.log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert (
+        f"policy: the rules stay as loaded, a file or cgroup they name is not there now: cgroup /{probe_cgroup.name}"
+        in daemon.log.read_text()
+    )
+    probe_cgroup.mkdir()
     while (again := exec_true_in(probe_cgroup)).returncode == 0:
         assert time.monotonic() < deadline, daemon.log.read_text()[-3000:]
         time.sleep(0.5)
     assert "Operation not permitted" in again.stderr, again.stderr
     assert "policy: a file or cgroup a rule names was replaced" in daemon.log.read_text()
-    assert metric(daemon.scrape(), "krsid_policy_refreshes_total") > refreshes
+    scrape = daemon.scrape()
+    assert metric(scrape, "krsid_policy_refreshes_total") > refreshes and metric(scrape, "krsid_policy_stale") == 0
 
 
 def test_path_prefix_and_fields_on_file_open_exec_and_connect(

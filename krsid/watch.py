@@ -1,7 +1,7 @@
 """The file-integrity watch: which files, directories and basenames krsid watches for
 writes, creation, renames, links and deletion (and which directories by their names,
 wherever they are), which log directories it watches
-for truncation, deletion and renames, and which basenames (secrets: private keys,
+for truncation, edits in place, deletion and renames, and which basenames (secrets: private keys,
 credential files) it watches for reads by anyone but their owner (the config's
 ``watch:``).
 

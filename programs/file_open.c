@@ -10,7 +10,9 @@
  *   WATCH           an open for writing (write access, O_TRUNC or O_CREAT) of a file
  *                   the file-integrity watch covers (krsid_watch_find, krsid.h): by
  *                   identity, so a hard link or bind mount reaches the same inode;
- *                   below a `logs` entry, only an O_TRUNC open of a non-empty file.
+ *                   below a `logs` entry, only an open that can cut or edit the data a
+ *                   file already has: O_TRUNC, or writing without O_APPEND, or
+ *                   reading and writing (KRSID_WATCH_OP_REWRITE).
  *   NS_ENTER        an open of one of the host's namespaces (/proc/1/ns/uts, ipc,
  *                   pid, cgroup, time, mnt, net) by a process that is not in it: the
  *                   first step of setns(2) into it (`nsenter -t 1` from a container,
@@ -48,6 +50,7 @@
 #define FILE_OPEN_O_ACCMODE 0x3           /* O_ACCMODE */
 #define FILE_OPEN_O_CREAT 0x40            /* O_CREAT */
 #define FILE_OPEN_O_TRUNC 0x200           /* O_TRUNC */
+#define FILE_OPEN_O_APPEND 0x400          /* O_APPEND */
 /* FMODE_BACKING (overlayfs' internal open of the real file) is a macro: BTF does not
  * carry it. Linux 6.14 renumbered the f_mode bits (fanotify pre-content events):
  * FMODE_BACKING went from bit 25 to bit 24, and bit 25 became FMODE_NONOTIFY
@@ -309,13 +312,20 @@ LSM_PROBE(file_open, struct file *file)
         if (kind && file_open_ns_inum(file_open_current_nsproxy(), kind) != ino)
             reason = FILE_OPEN_REASON_NS_ENTER;
     }
-    /* Writes only: a read is no integrity change, and reads are most opens. An O_TRUNC
-     * open of a file with data is also a truncation (what a `logs` entry reports): the
-     * open comes before the truncation, and a file this open created is empty. */
+    /* Writes only: a read is no integrity change, and reads are most opens. Of a file
+     * with data (a file this open created is empty; the open comes before the
+     * truncation), an O_TRUNC open is also a truncation, and a write open that can
+     * change the data in place a rewrite: without O_APPEND, or read-write, since a
+     * shared writable mapping ignores O_APPEND. Those are what a `logs` entry reports
+     * besides deletions and renames; its loggers' appends are not. */
     struct krsid_watch_hit watch = {};
     if ((fmode & FILE_OPEN_FMODE_WRITE) || (fflags & (FILE_OPEN_O_TRUNC | FILE_OPEN_O_CREAT))) {
-        __u64 cuts = krsid_nonzero(fflags & FILE_OPEN_O_TRUNC) & krsid_nonzero(file->f_inode->i_size);
-        watch = krsid_watch_find(dentry, KRSID_WATCH_OP_WRITE | (__u32)cuts * KRSID_WATCH_OP_TRUNCATE);
+        __u64 has_data = krsid_nonzero(file->f_inode->i_size);
+        __u64 cuts = krsid_nonzero(fflags & FILE_OPEN_O_TRUNC) & has_data;
+        __u64 in_place = krsid_nonzero(fmode & FILE_OPEN_FMODE_READ) | (krsid_nonzero(fflags & FILE_OPEN_O_APPEND) ^ 1);
+        __u64 rewrites = krsid_nonzero(fmode & FILE_OPEN_FMODE_WRITE) & in_place & has_data;
+        watch = krsid_watch_find(dentry, KRSID_WATCH_OP_WRITE | (__u32)cuts * KRSID_WATCH_OP_TRUNCATE |
+                                             (__u32)rewrites * KRSID_WATCH_OP_REWRITE);
         if (reason == 0 && watch.id)
             reason = FILE_OPEN_REASON_WATCH;
     }

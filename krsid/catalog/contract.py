@@ -130,7 +130,7 @@ class Contract:
     watch_level_name: int  # the watch_level of a match by basename
     watch_id_bits: int  # a watch map value: the id in these low bits, the entry's operations above
     watch_ops_all: int  # the operations of a `paths` or `names` entry (every change, not reads)
-    watch_ops_logs: int  # the operations of a `logs` entry (truncation, deletion, renames)
+    watch_ops_logs: int  # the operations of a `logs` entry (truncation, edits in place, deletion, renames)
     watch_ops_secrets: int  # the operations of a `secrets` entry (reads by others)
 
 

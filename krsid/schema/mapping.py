@@ -504,6 +504,9 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     ),
     "inode_file_setattr": HookMapping((_FILE_FLAGS,)),
     "file_ioctl": HookMapping((_FILE_FLAGS,)),  # the fallback of inode_file_setattr: same events
+    "file_fcntl": HookMapping(
+        (Target("file_activity", 6, ("file",), ("change",), "fcntl", FILE, {"name": "file", "inode": "ino"}),)
+    ),
     "inode_set_acl": HookMapping(
         (Target("file_activity", 7, ("file",), ("change",), "acl-set", FILE, {"name": "file", "inode": "ino"}),)
     ),

@@ -1221,8 +1221,8 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
  * watch table; an event names the configured entry that matched) in its low
  * KRSID_WATCH_ID_BITS, and above them the operations (KRSID_WATCH_OP_*) the entry
  * reports: every one for `paths` and `names`, only the destructive ones for `logs`
- * (files appended to all day, whose writes say nothing, but whose truncation,
- * deletion or renaming is log tampering, ATT&CK T1070.002).
+ * (files appended to all day, whose appends say nothing, but whose truncation,
+ * deletion, renaming or rewriting in place is log tampering, ATT&CK T1070.002).
  */
 #define KRSID_WATCH_FILES 4096        /* watched files and directories */
 #define KRSID_WATCH_NAMES 256         /* watched basenames */
@@ -1241,15 +1241,21 @@ static __always_inline void krsid_read_dentry_name(char *dst, __u32 size, struct
 #define KRSID_WATCH_OP_CREATE 0x10   /* a new name: inode_link, inode_symlink, inode_mkdir, inode_mknod */
 #define KRSID_WATCH_OP_ATTR 0x20     /* mode, explicit times, ACLs (inode_setattr, inode_set_acl) */
 #define KRSID_WATCH_OP_READ 0x40     /* opened for reading by a process that does not own it (file_open) */
+/* Opened so that data already there can be changed in place (file_open): a file with
+ * data opened for writing without O_APPEND, or for reading and writing (a shared
+ * mapping of an O_APPEND file writes anywhere). Always asked with OP_WRITE, so the
+ * entries that report every write need not list it. */
+#define KRSID_WATCH_OP_REWRITE 0x80
 /* Literals: krsid/catalog/contract.py reads them (the daemon writes them into the maps). */
 #define KRSID_WATCH_OPS_ALL 0x3f     /* `paths` and `names` entries: every change (not reads) */
-#define KRSID_WATCH_OPS_LOGS 0x0e    /* `logs` entries: what destroys a log's content */
+#define KRSID_WATCH_OPS_LOGS 0x8e    /* `logs` entries: what destroys or edits a log's content */
 #define KRSID_WATCH_OPS_SECRETS 0x40 /* `secrets` entries (names): reads by others */
 _Static_assert(KRSID_WATCH_OPS_ALL == (KRSID_WATCH_OP_ATTR << 1) - 1, "every operation but reads");
-_Static_assert(KRSID_WATCH_OPS_LOGS == (KRSID_WATCH_OP_TRUNCATE | KRSID_WATCH_OP_DELETE | KRSID_WATCH_OP_RENAME),
-               "truncation, deletion, renames");
+_Static_assert(KRSID_WATCH_OPS_LOGS == (KRSID_WATCH_OP_TRUNCATE | KRSID_WATCH_OP_DELETE | KRSID_WATCH_OP_RENAME |
+                                        KRSID_WATCH_OP_REWRITE),
+               "truncation, deletion, renames, rewrites in place");
 _Static_assert(KRSID_WATCH_OPS_SECRETS == KRSID_WATCH_OP_READ, "reads");
-_Static_assert((KRSID_WATCH_OPS_ALL | KRSID_WATCH_OPS_SECRETS) >> (32 - KRSID_WATCH_ID_BITS) == 0,
+_Static_assert((KRSID_WATCH_OPS_ALL | KRSID_WATCH_OPS_LOGS | KRSID_WATCH_OPS_SECRETS) >> (32 - KRSID_WATCH_ID_BITS) == 0,
                "the operations fit above the id");
 
 struct krsid_watch_file_key {

@@ -124,7 +124,7 @@ def test_paths_resolve_to_the_kernels_device_and_inode(tmp_path: Path) -> None:
     assert describe(resolved) == want
 
 
-def test_log_directories_report_only_truncation_deletion_and_renames(tmp_path: Path) -> None:
+def test_log_directories_report_only_truncation_rewrites_deletion_and_renames(tmp_path: Path) -> None:
     """A `logs` entry's map value carries krsid.h's KRSID_WATCH_OPS_LOGS, a `paths`
     entry's every operation; a path in both lists is watched as in `paths`."""
     from krsid.csource import parse_defines
@@ -132,8 +132,10 @@ def test_log_directories_report_only_truncation_deletion_and_renames(tmp_path: P
     defines = parse_defines((Path(__file__).parents[2] / "programs" / "include" / "krsid.h").read_text())
     ops = {k[len("KRSID_WATCH_OP_") :]: v for k, v in defines.items() if k.startswith("KRSID_WATCH_OP_")}
     c = CAT.contract
-    assert c.watch_ops_logs == ops["TRUNCATE"] | ops["DELETE"] | ops["RENAME"]
-    assert c.watch_ops_all == sum(ops.values()) - ops["READ"] and not c.watch_ops_logs & ops["WRITE"]
+    assert c.watch_ops_logs == ops["TRUNCATE"] | ops["DELETE"] | ops["RENAME"] | ops["REWRITE"]
+    # REWRITE is always asked with WRITE (file_open), so every-write entries need not list it.
+    assert c.watch_ops_all == sum(ops.values()) - ops["READ"] - ops["REWRITE"]
+    assert not c.watch_ops_logs & ops["WRITE"]
     assert c.watch_ops_secrets == ops["READ"]  # reads only: every process reads /etc/passwd
     logs, both, cron = tmp_path / "log", tmp_path / "both", tmp_path / "cron.d"
     for d in (logs, both, cron):

@@ -449,10 +449,12 @@ def test_kernel_hand_offs_under_proc_sys_are_reported_by_name(daemon: RunningDae
     assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] in readers) == []
 
 
-def test_clearing_a_log_is_reported_and_writing_one_is_not(daemon: RunningDaemon, root: Path) -> None:
+def test_clearing_or_editing_a_log_is_reported_and_appending_is_not(daemon: RunningDaemon, root: Path) -> None:
     """A `logs` entry (the session's logs/, like the shipped /var/log) reports what clears
-    a log: an O_TRUNC open of a file with data (truncate(2): the next test), its deletion
-    and its renames; not appends, new files, empty files truncated, directories, chmod."""
+    or edits a log: an O_TRUNC open of a file with data (truncate(2): the next test), a
+    write open of one that can change its data in place (no O_APPEND, or read-write: a
+    shared mapping writes anywhere), its deletion and its renames; not appends, new
+    files, empty files truncated or opened, directories, chmod."""
     logs = root / "logs"
     log, empty = logs / unique("auth.log"), logs / unique("empty.log")
     log.write_text("Accepted publickey for root\n")
@@ -461,9 +463,22 @@ def test_clearing_a_log_is_reported_and_writing_one_is_not(daemon: RunningDaemon
         run("sh", "-c", f"echo x >> {log}")[0],  # logs are appended to all day
         run("sh", "-c", f"echo x > {logs / unique('new.log')}")[0],  # a new file: nothing cut
         run("sh", "-c", f": > {empty}")[0],  # an O_TRUNC open of an empty file: nothing cut
+        run("sh", "-c", f": 1<> {empty}")[0],  # a read-write open of an empty file: nothing to edit
         run("mkdir", str(logs / unique("svc")))[0],  # LogsDirectory= of a service starting
         run("chmod", "0640", str(log))[0],  # logrotate's create mode
     ]
+    # An editor or a utmp cleaner overwriting lines in place: O_WRONLY at an offset,
+    # O_RDWR (a shell's <>), O_RDWR|O_APPEND (then a shared writable mapping).
+    overwriter, _ = run("dd", "if=/dev/zero", f"of={log}", "bs=1", "count=4", "conv=notrunc", "status=none")
+    (o,) = events_of(daemon, "file_open", overwriter)
+    assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", str(logs), 1, str(log))
+    assert (o["access"], o["flags"]) == ("WRONLY", "WRONLY|CREAT|LARGEFILE")
+    reopener, _ = run("sh", "-c", f": 1<> {log}")
+    (o,) = events_of(daemon, "file_open", reopener)
+    assert (o["reason"], o["watch"], o["path"], o["access"]) == ("WATCH", str(logs), str(log), "RDWR")
+    mapper, _ = run("python3", "-c", f"import os; os.open({str(log)!r}, os.O_RDWR | os.O_APPEND)")
+    (o,) = events_of(daemon, "file_open", mapper)
+    assert (o["reason"], o["path"], o["flags"]) == ("WATCH", str(log), "RDWR|APPEND|LARGEFILE")
     clearer, _ = run("sh", "-c", f": > {log}")
     (o,) = events_of(daemon, "file_open", clearer)
     assert (o["reason"], o["watch"], o["watch_level"], o["path"]) == ("WATCH", str(logs), 1, str(log))
@@ -478,6 +493,108 @@ def test_clearing_a_log_is_reported_and_writing_one_is_not(daemon: RunningDaemon
     # The quiet ones ran first; the events after them have arrived.
     watch_hooks = {"file_open", "inode_setattr", "inode_mkdir", "inode_rename", "inode_unlink"}
     assert daemon.events(lambda e: e["tgid"] in quiet and e["hook"] in watch_hooks) == []
+
+
+# Python: open with O_APPEND (quiet: an append), then F_SETFL with the given flags, then
+# write at offset 0. Prints "fcntl-refused" when the kernel (or a deny rule) refuses.
+SETFL_THEN_WRITE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+try:
+    fcntl.fcntl(fd, fcntl.F_SETFL, int(sys.argv[2], 0))
+except PermissionError:
+    print("fcntl-refused")
+    sys.exit(0)
+os.pwrite(fd, b"XXXX", 0)
+"""
+
+
+def setfl_then_write(path: Path, flags: int, ok: bool = True) -> tuple[int, subprocess.CompletedProcess[str]]:
+    return run("python3", "-c", SETFL_THEN_WRITE, str(path), hex(flags), ok=ok)
+
+
+def test_taking_o_append_off_a_log_is_reported_by_file_fcntl(
+    daemon: RunningDaemon, root: Path, journal: Journal, hook_enabled: Callable[[str], None]
+) -> None:
+    """A log opened for appending (file_open: quiet), then F_SETFL without O_APPEND
+    and a write at offset 0: the edit in place no open shows. file_fcntl reports it
+    with the flags before and after; toggling O_NONBLOCK, an empty log and a file
+    outside the log directory are not reported."""
+    hook_enabled("file_fcntl")
+    logs = root / "logs"
+    log, empty, outside = logs / unique("auth.log"), logs / unique("empty.log"), root / "outside" / unique("app.log")
+    for f in (log, outside):
+        f.write_text("Accepted publickey for root\n")
+    empty.write_text("")
+    quiet = [
+        setfl_then_write(log, os.O_APPEND | os.O_NONBLOCK)[0],  # O_APPEND kept: still an append
+        setfl_then_write(empty, 0)[0],  # nothing to overwrite
+        setfl_then_write(outside, 0)[0],  # not below a log directory
+    ]
+    editor, _ = setfl_then_write(log, 0)
+    assert log.read_text().startswith("XXXX"), "the write after F_SETFL lands in place"
+    (o,) = events_of(daemon, "file_fcntl", editor)
+    assert (o["cmd"], o["append"], o["flags"], o["new_flags"]) == (
+        "SETFL",
+        "REMOVED",
+        "WRONLY|APPEND|LARGEFILE",
+        "WRONLY|LARGEFILE",
+    )
+    st = log.stat()
+    assert (o["dir"], o["file"], o["ino"], o["size"]) == ("logs", log.name, st.st_ino, st.st_size)
+    assert (o["watch"], o["watch_level"], o["action"], o["comm"]) == (str(logs), 1, "audit", "python3")
+    (j,) = journal.wait_for(lambda e: True, "KRSID_HOOK=file_fcntl", f"KRSID_TGID={editor}")
+    assert (j["MESSAGE_ID"], j["KRSID_APPEND"], j["KRSID_NEW_FLAGS"]) == (
+        message_id("file_fcntl"),
+        "REMOVED",
+        "WRONLY|LARGEFILE",
+    )
+    # The quiet ones ran first; the event after them has arrived (one lane).
+    assert daemon.events(lambda e: e["tgid"] in quiet and e["hook"] in {"file_open", "file_fcntl"}) == []
+
+
+def test_would_deny_then_deny_taking_o_append_off_a_log(
+    daemon: RunningDaemon, root: Path, policy: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    """A rule on file_fcntl scoped to this test's log directory: F_SETFL without
+    O_APPEND is reported, then refused (EPERM); the log keeps its first bytes."""
+    hook_enabled("file_fcntl")
+    logs = root / "logs" / unique("app")
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text("Failed password for root\n")
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "name": f"log-append-{action}",
+            "hook": "file_fcntl",
+            "action": action,
+            "match": {"path_prefix": str(logs), "fields": {"append": "REMOVED"}},
+        }
+
+    policy.apply(policy.with_rules(rule("would_deny")))
+    editor, done = setfl_then_write(log, 0)
+    assert done.stdout == "" and log.read_text().startswith("XXXX")
+    (o,) = events_of(daemon, "file_fcntl", editor)
+    assert (o["action"], o["rule"], o["verdict"], o["append"]) == (
+        "would_deny",
+        "log-append-would_deny",
+        "0",
+        "REMOVED",
+    )
+
+    log.write_text("Failed password for root\n")
+    policy.apply(policy.with_rules(rule("deny")))
+    editor, done = setfl_then_write(log, 0)
+    assert done.stdout == "fcntl-refused\n" and log.read_text().startswith("Failed")
+    (o,) = events_of(daemon, "file_fcntl", editor)
+    assert (o["action"], o["rule"], o["verdict"], o["watch"]) == (
+        "deny",
+        "log-append-deny",
+        "-EPERM",
+        str(root / "logs"),
+    )
+    assert metric(daemon.scrape(), "krsid_denied_total", hook="file_fcntl", rule="log-append-deny") == 1
 
 
 def test_truncating_a_log_is_reported(daemon: RunningDaemon, root: Path, hook_enabled: Callable[[str], None]) -> None:

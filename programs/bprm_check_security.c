@@ -70,15 +70,15 @@
 #define BPRM_CHECK_SECURITY_CTX_STDIN_INET 0x1     /* fd 0 is an AF_INET/AF_INET6 socket */
 #define BPRM_CHECK_SECURITY_CTX_STDOUT_INET 0x2
 #define BPRM_CHECK_SECURITY_CTX_STDERR_INET 0x4
-#define BPRM_CHECK_SECURITY_CTX_MEMFD 0x8          /* the file is a memfd ("memfd:" dentry) */
-#define BPRM_CHECK_SECURITY_CTX_DELETED 0x10       /* the file has no name left (nlink 0) */
-#define BPRM_CHECK_SECURITY_CTX_TMPFS 0x20         /* the file is on a tmpfs (s_magic) */
-#define BPRM_CHECK_SECURITY_CTX_WORLD_WRITABLE_DIR 0x40  /* its directory is o+w */
+#define BPRM_CHECK_SECURITY_CTX_MEMFD KRSID_FILE_CTX_MEMFD
+#define BPRM_CHECK_SECURITY_CTX_DELETED KRSID_FILE_CTX_DELETED
+#define BPRM_CHECK_SECURITY_CTX_TMPFS KRSID_FILE_CTX_TMPFS
+#define BPRM_CHECK_SECURITY_CTX_WORLD_WRITABLE_DIR KRSID_FILE_CTX_WORLD_WRITABLE_DIR
 #define BPRM_CHECK_SECURITY_CTX_LD_PRELOAD 0x80
 #define BPRM_CHECK_SECURITY_CTX_LD_AUDIT 0x100
 #define BPRM_CHECK_SECURITY_CTX_LD_LIBRARY_PATH 0x200
 #define BPRM_CHECK_SECURITY_CTX_ENV_NOT_SCANNED 0x400  /* envp not read to its end: LD_* bits may miss */
-#define BPRM_CHECK_SECURITY_CTX_UPPER_LAYER 0x800     /* the file is in an overlayfs upper layer */
+#define BPRM_CHECK_SECURITY_CTX_UPPER_LAYER KRSID_FILE_CTX_UPPER_LAYER
 _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 1 &&
                    BPRM_CHECK_SECURITY_CTX_STDERR_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 2,
                "the stdio bits are STDIN_INET << fd");
@@ -98,8 +98,8 @@ _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_ST
 #define BPRM_CHECK_SECURITY_FD_OTHER 11  /* anonymous inodes (eventfd, epoll, ...) */
 
 /* Stable ABI numbers the BTF-generated headers lack (macros): file types
- * (include/uapi/linux/stat.h), address families, the tmpfs and overlayfs magics
- * (include/uapi/linux/magic.h), tty majors (include/uapi/linux/major.h). */
+ * (include/uapi/linux/stat.h), address families, tty majors
+ * (include/uapi/linux/major.h). */
 #define BPRM_CHECK_SECURITY_S_IFMT 0170000
 #define BPRM_CHECK_SECURITY_S_IFSOCK 0140000
 #define BPRM_CHECK_SECURITY_S_IFREG 0100000
@@ -107,12 +107,9 @@ _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_ST
 #define BPRM_CHECK_SECURITY_S_IFDIR 0040000
 #define BPRM_CHECK_SECURITY_S_IFCHR 0020000
 #define BPRM_CHECK_SECURITY_S_IFIFO 0010000
-#define BPRM_CHECK_SECURITY_S_IWOTH 0002
 #define BPRM_CHECK_SECURITY_AF_UNIX 1
 #define BPRM_CHECK_SECURITY_AF_INET 2
 #define BPRM_CHECK_SECURITY_AF_INET6 10
-#define BPRM_CHECK_SECURITY_TMPFS_MAGIC 0x01021994
-#define BPRM_CHECK_SECURITY_OVERLAYFS_MAGIC 0x794c7630
 #define BPRM_CHECK_SECURITY_TTY_MAJOR 4          /* tty0.., ttyS0.. */
 #define BPRM_CHECK_SECURITY_TTYAUX_MAJOR 5       /* /dev/tty, /dev/console, /dev/ptmx */
 #define BPRM_CHECK_SECURITY_PTS_MAJOR_FIRST 136  /* UNIX98_PTY_SLAVE_MAJOR: /dev/pts/N */
@@ -130,8 +127,6 @@ _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_ST
 #define BPRM_CHECK_SECURITY_W8(a, b, c, d, e, f, g, h)                                                      \
     ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 | (__u64)(f) << 40 | \
      (__u64)(g) << 48 | (__u64)(h) << 56)
-#define BPRM_CHECK_SECURITY_MEMFD_HEAD BPRM_CHECK_SECURITY_W8('m', 'e', 'm', 'f', 'd', ':', 0, 0)
-#define BPRM_CHECK_SECURITY_MEMFD_LEN 6
 
 /* Sizes of args/env. The last byte of each always stays 0, so the strings are
  * always followed by an extra NUL. */
@@ -364,59 +359,109 @@ static __always_inline void bprm_check_security_stdio(__u32 *types)
     types[2] = bprm_check_security_fd_type(fds, 2);
 }
 
-/* MEMFD / DELETED / TMPFS / WORLD_WRITABLE_DIR / UPPER_LAYER of the file being executed
- * (dentry: the one the caller named, on overlayfs the overlay's own). */
-static __always_inline __u32 bprm_check_security_file_context(struct dentry *dentry)
+/*
+ * The script an interpreter is started on (krsid.h: krsid_script_names). Interpreters
+ * are named by their program's file name up to its first digit (python3.11 ->
+ * python, perl5.36.0 -> perl, ksh93 -> ksh): the option interpreters. The names kept
+ * are the basenames of the first two of argv[1..3] that do not start with '-' (an
+ * option's value may come first: `python3 -W ignore x.py`), of up to 31 bytes.
+ */
+#define BPRM_CHECK_SECURITY_INTERP_LEN 16
+#define BPRM_CHECK_SECURITY_ARG_LEN 256       /* bytes of an argument read to find its basename */
+#define BPRM_CHECK_SECURITY_STORAGE_CREATE 1  /* BPF_LOCAL_STORAGE_GET_F_CREATE (uapi enum) */
+struct bprm_check_security_interp_key {
+    char name[BPRM_CHECK_SECURITY_INTERP_LEN];
+};
+BPF_HASH(bprm_check_security_interpreters, struct bprm_check_security_interp_key, __u8, 256);
+/* One argument, read to find its basename; twice the length so that a read at any
+ * masked offset stays inside. Per CPU: too big for the stack. */
+struct bprm_check_security_arg_buf {
+    char data[2 * BPRM_CHECK_SECURITY_ARG_LEN];
+    char tail[KRSID_SCRIPT_NAME_LEN];
+    struct bprm_check_security_interp_key key;
+};
+BPF_PERCPU_ARRAY(bprm_check_security_arg_scratch, struct bprm_check_security_arg_buf, 1);
+
+/* 1 if the program being run is one of the interpreters, else 0; key: scratch. */
+static __always_inline __u64 bprm_check_security_is_interpreter(struct dentry *dentry,
+                                                                struct bprm_check_security_interp_key *key)
 {
-    struct inode *inode = 0;
-    struct super_block *sb = 0;
-    struct dentry *parent = 0;
-    struct dentry *upper = 0;
-    struct inode *dir = 0;
-    const unsigned char *name = 0;
-    __u64 head = 0;
-    __u32 len = 0, nlink = 1, dir_mode = 0;
-    __u16 mode16 = 0;
-    unsigned long magic = 0;
-
-    bpf_probe_read_kernel(&inode, sizeof(inode), &dentry->d_inode);
-    bpf_probe_read_kernel(&sb, sizeof(sb), &dentry->d_sb);
-    bpf_probe_read_kernel(&parent, sizeof(parent), &dentry->d_parent);
-    bpf_probe_read_kernel(&len, sizeof(len), &dentry->d_name.len);
-    bpf_probe_read_kernel(&name, sizeof(name), &dentry->d_name.name);
-    /* 8 bytes of the name: a name shorter than that lives inside the dentry
-     * (d_iname), so the read stays in mapped memory; a failed read leaves 0. */
-    bpf_probe_read_kernel(&head, sizeof(head), name);
-    if (inode)
-        bpf_probe_read_kernel(&nlink, sizeof(nlink), &inode->i_nlink);
-    if (sb)
-        bpf_probe_read_kernel(&magic, sizeof(magic), &sb->s_magic);
-    /* Every overlayfs inode is the vfs_inode of a struct ovl_inode, whose next member
-     * is __upperdentry: the file's dentry in the upper (writable) layer, NULL while
-     * the file exists only below (fs/overlayfs/ovl_entry.h, not installed; the same
-     * from 4.19 to 7.x, checked in each kernel's BTF by the VM test). It is set once
-     * the file is created or copied up: written, chmod-ed, chown-ed through the
-     * overlay. In a container, a program in the upper layer is not from its image. */
-    if (inode && magic == BPRM_CHECK_SECURITY_OVERLAYFS_MAGIC)
-        bpf_probe_read_kernel(&upper, sizeof(upper), (char *)inode + sizeof(struct inode));
-    /* A memfd's dentry is its own parent (alloc_file_pseudo) and not a directory. */
-    if (parent)
-        bpf_probe_read_kernel(&dir, sizeof(dir), &parent->d_inode);
-    if (dir) {
-        bpf_probe_read_kernel(&mode16, sizeof(mode16), &dir->i_mode);
-        dir_mode = mode16;
+    __builtin_memset(key, 0, sizeof(*key));
+    bpf_probe_read_kernel_str(key->name, sizeof(key->name), dentry->d_name.name);
+    __u64 keep = 1;
+#pragma unroll
+    for (int i = 1; i < BPRM_CHECK_SECURITY_INTERP_LEN; i++) {
+        __u8 c = key->name[i];
+        keep &= krsid_less(9, (__u8)(c - '0'));  /* 0 from the first digit on */
+        key->name[i] = c & (__u8)(0 - keep);
     }
+    __u8 *listed = bprm_check_security_interpreters.lookup(key);
+    __u64 found = 0;
+    if (listed)
+        found = 1;
+    return found;
+}
 
-    __u64 is_memfd = krsid_nonzero((head & 0xffffffffffffULL) ^ BPRM_CHECK_SECURITY_MEMFD_HEAD) ^ 1;
-    is_memfd &= krsid_less(BPRM_CHECK_SECURITY_MEMFD_LEN - 1, len);
-    __u64 deleted = krsid_nonzero(nlink) ^ 1;
-    __u64 tmpfs = krsid_nonzero(magic ^ BPRM_CHECK_SECURITY_TMPFS_MAGIC) ^ 1;
-    __u64 ww_dir = krsid_nonzero((dir_mode & BPRM_CHECK_SECURITY_S_IFMT) ^ BPRM_CHECK_SECURITY_S_IFDIR) ^ 1;
-    ww_dir &= krsid_nonzero(dir_mode & BPRM_CHECK_SECURITY_S_IWOTH);
-    __u64 upper_layer = krsid_nonzero((__u64)upper);
-    return (is_memfd * BPRM_CHECK_SECURITY_CTX_MEMFD) | (deleted * BPRM_CHECK_SECURITY_CTX_DELETED) |
-           (tmpfs * BPRM_CHECK_SECURITY_CTX_TMPFS) | (ww_dir * BPRM_CHECK_SECURITY_CTX_WORLD_WRITABLE_DIR) |
-           (upper_layer * BPRM_CHECK_SECURITY_CTX_UPPER_LAYER);
+/* Store in slot the basename of the argument at user address p (0: none), with its
+ * length; a length of 0 when there is no such argument, it is an option or a
+ * directory ("x/"), its basename is 32 bytes or more, or want is 0. Straight-line:
+ * the last '/' is looked for in the argument's last 32 bytes only, without a branch
+ * on what was read. */
+static __always_inline void bprm_check_security_keep_name(struct krsid_script_names *names, int slot, const char *p,
+                                                          struct bprm_check_security_arg_buf *buf, __u64 want)
+{
+    long n = bpf_probe_read_user_str(buf->data, BPRM_CHECK_SECURITY_ARG_LEN, p);
+    /* An argument of 1 to 254 bytes (n counts the NUL; a longer one's end is unknown). */
+    __u64 ok = want & krsid_less(1, n) & krsid_less(n, BPRM_CHECK_SECURITY_ARG_LEN);
+    ok &= krsid_nonzero((__u8)buf->data[0] ^ '-');
+    __u64 len = (__u64)(n - 1) & (BPRM_CHECK_SECURITY_ARG_LEN - 1);
+    __u64 longer = krsid_less(KRSID_SCRIPT_NAME_LEN, len);
+    __u64 tail_len = len - longer * (len - KRSID_SCRIPT_NAME_LEN);  /* min(len, 32) */
+    __u64 tail_at = (len - tail_len) & (BPRM_CHECK_SECURITY_ARG_LEN - 1);
+    bpf_probe_read_kernel(buf->tail, sizeof(buf->tail), buf->data + tail_at);
+    __u64 start = 0;  /* in tail: after its last '/' */
+#pragma unroll
+    for (int i = 0; i < KRSID_SCRIPT_NAME_LEN; i++) {
+        __u64 slash = (krsid_nonzero((__u8)buf->tail[i] ^ '/') ^ 1) & krsid_less(i, tail_len);
+        start += slash * (i + 1 - start);
+    }
+    __u64 base_len = tail_len - start;
+    ok &= krsid_less(0, base_len) & krsid_less(base_len, KRSID_SCRIPT_NAME_LEN);
+    __builtin_memset(names->name[slot], 0, KRSID_SCRIPT_NAME_LEN);  /* NUL-padded: file_open compares words */
+    bpf_probe_read_kernel_str(names->name[slot], KRSID_SCRIPT_NAME_LEN,
+                              buf->data + ((tail_at + start) & (BPRM_CHECK_SECURITY_ARG_LEN - 1)));
+    names->len[slot] = base_len * ok;
+}
+
+/* At every exec pass: the script names of an interpreter run on the command line
+ * (argv[1..KRSID_SCRIPT_NAMES], one slot each); for any other program, none (the
+ * storage is deleted). One path through the reads, whatever they give: each branch
+ * here would have 6.1's verifier walk the rest of the program once more (it verifies
+ * ~880,000 instructions of its 1M limit for this program as it is). */
+static __always_inline void bprm_check_security_script_names(struct linux_binprm *bprm, __u64 uargv, int first_pass)
+{
+    int zero = 0;
+    struct bprm_check_security_arg_buf *buf = bprm_check_security_arg_scratch.lookup(&zero);
+    struct krsid_script_names *names = krsid_script_names.task_storage_get(
+        (struct task_struct *)bpf_get_current_task_btf(), 0, BPRM_CHECK_SECURITY_STORAGE_CREATE);
+    if (!buf || !names)
+        return;
+    /* Not on a script's interpreter pass (`./x.py`, `pip install x.whl` through its
+     * #! line): the caller's argv[1..] are then the script's arguments, not scripts;
+     * the script itself is on its own exec event, with its context. */
+    __u64 want = bprm_check_security_is_interpreter(bprm->file->f_path.dentry, &buf->key) & krsid_nonzero(first_pass);
+#pragma unroll
+    for (int i = 0; i < KRSID_SCRIPT_NAMES; i++) {
+        const char *p = 0;
+        bpf_probe_read_user(&p, sizeof(p), (const void *)(uargv + (__u64)(i + 1) * sizeof(p)));  /* 0 if it fails */
+        /* argv ends at the first NULL: an argument after it is no argument. */
+        uargv &= 0 - krsid_nonzero((__u64)p);
+        bprm_check_security_keep_name(names, i, p, buf, want);
+    }
+    /* Only interpreters keep the storage: the kernel memory of every other thread's
+     * would be spent on nothing (lengths 0 match nothing anyway). */
+    if (!want)
+        krsid_script_names.task_storage_delete((struct task_struct *)bpf_get_current_task_btf());
 }
 
 /* Where the LD_* values are in the caller's memory (0 = not set), and the context bits. */
@@ -503,13 +548,17 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
     /* The exec context, before the decision: rules can match it. */
     __u64 uargv = 0, uenvp = 0;
     __u64 have_vectors = bprm_check_security_user_vectors(&uargv, &uenvp);
+    /* First, whatever the policy decides or the ring buffer holds (an exec folded into
+     * a flood summary still runs its script), in straight-line code that leaves
+     * nothing behind but the thread's task storage. */
+    bprm_check_security_script_names(bprm, uargv, first_pass);
     /* The envp scan first: its loop is walked once per distinct state that reaches
      * it, and the stdio types (a constant per fd and type) would multiply those. */
     struct bprm_check_security_ld ld = {};
     bprm_check_security_scan_ld(uenvp, have_vectors, &ld);
     __u32 stdio[3];
     bprm_check_security_stdio(stdio);
-    __u32 context = ld.context | bprm_check_security_file_context(bprm->file->f_path.dentry);
+    __u32 context = ld.context | krsid_file_context(bprm->file->f_path.dentry);
 #pragma unroll
     for (int fd = 0; fd < 3; fd++) {
         __u64 inet = krsid_nonzero(stdio[fd] ^ BPRM_CHECK_SECURITY_FD_SOCKET_INET) ^ 1;

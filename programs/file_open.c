@@ -72,6 +72,7 @@
 #define FILE_OPEN_REASON_WATCH 4
 #define FILE_OPEN_REASON_NS_ENTER 5
 #define FILE_OPEN_REASON_SECRET_READ 6
+#define FILE_OPEN_REASON_SCRIPT 7
 
 /* Option slots, see file_open.yaml. */
 #define FILE_OPEN_OPT_INIT_NAMESPACES 0
@@ -121,6 +122,8 @@ struct file_open_event {
     __u32 marks;
     __u32 watch;
     __u32 watch_level;
+    __u32 context;
+    __u32 pad;
     char path[KRSID_PATH_LEN];
 };
 
@@ -230,6 +233,29 @@ static __always_inline __u32 file_open_parse_pid(const char *s)
         pid = pid * 10 + (c - '0');
     }
     return 0;
+}
+
+/* Whether the dentry's name (len bytes) is one of the script names. */
+static __always_inline int file_open_is_script(struct krsid_script_names *names, struct dentry *dentry, __u32 len)
+{
+    if (len != names->len[0] && len != names->len[1] && len != names->len[2])
+        return 0;
+    /* NUL-padded on both sides: compared as 8-byte words. */
+    __u64 opened[KRSID_SCRIPT_NAME_LEN / 8] = {};
+    bpf_probe_read_kernel_str(opened, sizeof(opened), dentry->d_name.name);
+    __u64 found = 0;
+#pragma unroll
+    for (int slot = 0; slot < KRSID_SCRIPT_NAMES; slot++) {
+        __u64 differ = len ^ names->len[slot];
+#pragma unroll
+        for (int w = 0; w < KRSID_SCRIPT_NAME_LEN / 8; w++) {
+            __u64 word = 0;
+            __builtin_memcpy(&word, names->name[slot] + w * 8, 8);
+            differ |= word ^ opened[w];
+        }
+        found |= krsid_nonzero(differ) ^ 1;
+    }
+    return found != 0;
 }
 
 LSM_PROBE(file_open, struct file *file)
@@ -343,6 +369,22 @@ LSM_PROBE(file_open, struct file *file)
             reason = FILE_OPEN_REASON_SECRET_READ;
         }
     }
+    /* The script an interpreter was started on (krsid.h: krsid_script_names), at the
+     * thread's first read open of a file of that name: reported when it lies where
+     * attackers drop what they run (krsid_file_context). Threads that no interpreter
+     * exec marked, nearly all, stop at the task storage lookup. */
+    __u32 context = 0;
+    if (reason == 0 && (fmode & (FILE_OPEN_FMODE_READ | FILE_OPEN_FMODE_EXEC)) == FILE_OPEN_FMODE_READ &&
+        (file->f_inode->i_mode & KRSID_S_IFMT) == KRSID_S_IFREG) {  /* `python3 -m venv x` opens the directory x */
+        struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+        struct krsid_script_names *names = krsid_script_names.task_storage_get(task, 0, 0);
+        if (names && file_open_is_script(names, dentry, name.len)) {
+            krsid_script_names.task_storage_delete(task);  /* its one open of its script */
+            context = krsid_file_context(dentry);
+            if (context)
+                reason = FILE_OPEN_REASON_SCRIPT;
+        }
+    }
     if (reason == 0) {
         if (!d.rule)
             KRSID_RETURN_FILTERED();
@@ -361,6 +403,8 @@ LSM_PROBE(file_open, struct file *file)
     e->marks = 0;
     e->watch = watch.id;
     e->watch_level = watch.level;
+    e->context = context;
+    e->pad = 0;
     if (reason == FILE_OPEN_REASON_SENSITIVE_PATH && buf) {
         bpf_probe_read_kernel(e->path, sizeof(e->path), buf->key.path);
     } else {

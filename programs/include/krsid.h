@@ -1547,6 +1547,101 @@ static __always_inline __u32 krsid_current_umask(void)
     return umask;
 }
 
+/*
+ * Where a file lies, as an exec sees its program (bprm_check_security's context) and
+ * as file_open sees the script an interpreter runs (reason SCRIPT): places an attacker
+ * drops what they run, and that a package never installs to.
+ */
+#define KRSID_FILE_CTX_MEMFD 0x8               /* a memfd ("memfd:" dentry): fileless */
+#define KRSID_FILE_CTX_DELETED 0x10            /* no name left (nlink 0) */
+#define KRSID_FILE_CTX_TMPFS 0x20              /* on a tmpfs (s_magic): /dev/shm, /run, often /tmp */
+#define KRSID_FILE_CTX_WORLD_WRITABLE_DIR 0x40 /* its directory is o+w: /tmp, /var/tmp, /dev/shm */
+#define KRSID_FILE_CTX_UPPER_LAYER 0x800       /* in an overlayfs upper layer: in a container, not from its image */
+/* Stable ABI numbers BTF does not carry (include/uapi/linux/stat.h, magic.h). */
+#define KRSID_S_IFMT 0170000
+#define KRSID_S_IFREG 0100000
+#define KRSID_S_IFDIR 0040000
+#define KRSID_S_IWOTH 0002
+#define KRSID_TMPFS_MAGIC 0x01021994
+#define KRSID_OVERLAYFS_MAGIC 0x794c7630
+/* "memfd:" as the first 6 bytes of a little-endian word (x86-64), and its length. */
+#define KRSID_MEMFD_HEAD 0x3a64666d656dULL
+#define KRSID_MEMFD_LEN 6
+
+/* KRSID_FILE_CTX_* of the file at dentry (on overlayfs, the overlay's own dentry). */
+static __always_inline __u32 krsid_file_context(struct dentry *dentry)
+{
+    struct inode *inode = 0;
+    struct super_block *sb = 0;
+    struct dentry *parent = 0;
+    struct dentry *upper = 0;
+    struct inode *dir = 0;
+    const unsigned char *name = 0;
+    __u64 head = 0;
+    __u32 len = 0, nlink = 1, dir_mode = 0;
+    __u16 mode16 = 0;
+    unsigned long magic = 0;
+
+    bpf_probe_read_kernel(&inode, sizeof(inode), &dentry->d_inode);
+    bpf_probe_read_kernel(&sb, sizeof(sb), &dentry->d_sb);
+    bpf_probe_read_kernel(&parent, sizeof(parent), &dentry->d_parent);
+    bpf_probe_read_kernel(&len, sizeof(len), &dentry->d_name.len);
+    bpf_probe_read_kernel(&name, sizeof(name), &dentry->d_name.name);
+    /* 8 bytes of the name: a name shorter than that lives inside the dentry
+     * (d_iname), so the read stays in mapped memory; a failed read leaves 0. */
+    bpf_probe_read_kernel(&head, sizeof(head), name);
+    if (inode)
+        bpf_probe_read_kernel(&nlink, sizeof(nlink), &inode->i_nlink);
+    if (sb)
+        bpf_probe_read_kernel(&magic, sizeof(magic), &sb->s_magic);
+    /* Every overlayfs inode is the vfs_inode of a struct ovl_inode, whose next member
+     * is __upperdentry: the file's dentry in the upper (writable) layer, NULL while
+     * the file exists only below (fs/overlayfs/ovl_entry.h, not installed; the same
+     * from 4.19 to 7.x, checked in each kernel's BTF by the VM test). It is set once
+     * the file is created or copied up: written, chmod-ed, chown-ed through the
+     * overlay. In a container, a file in the upper layer is not from its image. */
+    if (inode && magic == KRSID_OVERLAYFS_MAGIC)
+        bpf_probe_read_kernel(&upper, sizeof(upper), (char *)inode + sizeof(struct inode));
+    /* A memfd's dentry is its own parent (alloc_file_pseudo) and not a directory. */
+    if (parent)
+        bpf_probe_read_kernel(&dir, sizeof(dir), &parent->d_inode);
+    if (dir) {
+        bpf_probe_read_kernel(&mode16, sizeof(mode16), &dir->i_mode);
+        dir_mode = mode16;
+    }
+
+    __u64 is_memfd = krsid_nonzero((head & 0xffffffffffffULL) ^ KRSID_MEMFD_HEAD) ^ 1;
+    is_memfd &= krsid_less(KRSID_MEMFD_LEN - 1, len);
+    __u64 deleted = krsid_nonzero(nlink) ^ 1;
+    __u64 tmpfs = krsid_nonzero(magic ^ KRSID_TMPFS_MAGIC) ^ 1;
+    __u64 ww_dir = krsid_nonzero((dir_mode & KRSID_S_IFMT) ^ KRSID_S_IFDIR) ^ 1;
+    ww_dir &= krsid_nonzero(dir_mode & KRSID_S_IWOTH);
+    __u64 upper_layer = krsid_nonzero((__u64)upper);
+    return (is_memfd * KRSID_FILE_CTX_MEMFD) | (deleted * KRSID_FILE_CTX_DELETED) | (tmpfs * KRSID_FILE_CTX_TMPFS) |
+           (ww_dir * KRSID_FILE_CTX_WORLD_WRITABLE_DIR) | (upper_layer * KRSID_FILE_CTX_UPPER_LAYER);
+}
+
+/*
+ * The script an interpreter was started on (`sh x.sh`, `python3 /dev/shm/x.py`), per
+ * thread: bprm_check_security writes it when the program it runs is one of its
+ * `interpreters`, from the command line (the basenames of argv[1..3] that are no
+ * options: an option's value may come first, `python3 -W ignore x.py`), and removes
+ * it at every other exec; at the thread's first read open of a regular file of one
+ * of those names file_open removes it, and reports the open if the file lies in a
+ * place krsid_file_context flags (reason SCRIPT). The first such open is the
+ * script itself: an interpreter opens its script before it runs any of it, so a
+ * file the script reads later (named by a later argument) is not taken for it. Task storage: the kernel
+ * frees it with the thread, and a thread without it costs file_open one lookup that
+ * finds nothing.
+ */
+#define KRSID_SCRIPT_NAMES 3      /* argv[1..3], a slot each */
+#define KRSID_SCRIPT_NAME_LEN 32 /* a basename, NUL-padded: up to 31 bytes */
+struct krsid_script_names {
+    __u32 len[KRSID_SCRIPT_NAMES]; /* 0: no name in this slot (its bytes mean nothing) */
+    char name[KRSID_SCRIPT_NAMES][KRSID_SCRIPT_NAME_LEN];
+};
+BPF_TASK_STORAGE(krsid_script_names, struct krsid_script_names);
+
 /* The kernel's internal dev_t: MAJOR << 20 | MINOR (include/linux/kdev_t.h: macros, not in BTF). */
 #define KRSID_MINORBITS 20
 

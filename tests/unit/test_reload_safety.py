@@ -188,11 +188,14 @@ class FakeBpf:
         self.tables[b"krsid_watch_count"] = FakeTable(self, "krsid_watch_count")
         self.tables[b"krsid_watch_name_filter"] = FakeTable(self, "krsid_watch_name_filter")
         self.tables[b"krsid_watch_ino_filter"] = FakeTable(self, "krsid_watch_ino_filter")
-        for opt in CATALOG["file_open"].options:
-            for m in opt.maps:
-                self.tables[m.name.encode()] = FakeTable(
-                    self, m.name, key=ct.c_ubyte * m.key_size, leaf=ct.c_uint8, max_entries=SET_CAPACITY
-                )
+        for hook in HOOKS:
+            for opt in CATALOG[hook].options:
+                for m in opt.maps:
+                    # file_open's sets are the ones the tests fill up; the others hold their defaults.
+                    capacity = SET_CAPACITY if hook == "file_open" else 1 << 10
+                    self.tables[m.name.encode()] = FakeTable(
+                        self, m.name, key=ct.c_ubyte * m.key_size, leaf=ct.c_uint8, max_entries=capacity
+                    )
         self.failure: tuple[str, int, BaseException] | None = None
 
     def __getitem__(self, name: bytes) -> FakeTable:

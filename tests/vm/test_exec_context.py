@@ -351,3 +351,70 @@ def test_program_verifies_within_budget(daemon: RunningDaemon, enabled: None) ->
     insns = verified_insns(int(progs[0]["id"]))
     sys.stderr.write(f"\nbprm_check_security: {insns} instructions verified, {progs[0].get('bytes_xlated')} bytes\n")
     assert 0 < insns < 400_000, insns
+
+
+# The script an interpreter runs (bprm_check_security's interpreters, file_open's SCRIPT).
+def script_events(daemon: RunningDaemon, pid: int, count: int = 1) -> list[dict[str, Any]]:
+    return daemon.wait_events(lambda o: o["hook"] == "file_open" and o["tgid"] == pid, count)
+
+
+def started(*argv: str, cwd: Path | None = None) -> int:
+    """Run argv to its end; its pid (the tgid of its events)."""
+    p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p.wait(timeout=60)
+    return p.pid
+
+
+@pytest.fixture
+def scripts(hook_enabled: Callable[[str], None], tmpfs_dir: Path) -> Path:
+    """A /dev/shm-like drop directory: tmpfs, mode 1777."""
+    hook_enabled(HOOK)
+    hook_enabled("file_open")
+    tmpfs_dir.chmod(0o1777)
+    return tmpfs_dir
+
+
+def test_a_dropped_script_run_by_its_interpreter_is_reported(daemon: RunningDaemon, scripts: Path) -> None:
+    """`sh /dev/shm/x.sh` and `python3 -W ignore x.py` from the drop directory: the
+    exec is the interpreter's (its context says nothing of the script), so file_open
+    reports the interpreter's open of the script it was started on (a basename of
+    argv[1..3], here after an option's value), with where it lies. Once per run: the
+    script opening itself again is not reported."""
+    shell = scripts / f"krsid-drop-{uuid.uuid4().hex[:10]}.sh"
+    shell.write_text(': < "$0"\nexit 0\n')  # the shell opens its own script again
+    pid = started("sh", str(shell))
+    (o,) = script_events(daemon, pid)
+    assert (o["reason"], o["path"], o["access"], o["comm"]) == ("SCRIPT", str(shell), "RDONLY", "sh")
+    assert context(o) == {"TMPFS", "WORLD_WRITABLE_DIR"}, o["context"]
+    assert (o["watch"], o["action"]) == ("", "audit")
+
+    python = scripts / f"krsid-drop-{uuid.uuid4().hex[:10]}.py"
+    python.write_text("import sys\n")
+    pid = started("python3", "-W", "ignore", python.name, cwd=scripts)  # relative, after an option's value
+    (o,) = script_events(daemon, pid)
+    assert (o["reason"], o["path"], o["comm"]) == ("SCRIPT", str(python), "python3")
+    assert context(o) == {"TMPFS", "WORLD_WRITABLE_DIR"}, o["context"]
+
+
+def test_scripts_elsewhere_and_other_readers_are_not_reported(daemon: RunningDaemon, scripts: Path) -> None:
+    """A script of the system (the lower layer of the guest's /usr: no flag), the
+    dropped script read by cat (no interpreter) or by a shell's `-c` command that
+    names it (the shell runs cat in its place), and a #! script given it as its
+    argument (`pip install x.whl`: the interpreter pass's argv is the script's, and the
+    script reads its argument): nothing. The last process runs the dropped script
+    and is reported: the quiet ones' events would have come first."""
+    dropped = scripts / f"krsid-drop-{uuid.uuid4().hex[:10]}.sh"
+    dropped.write_text("exit 0\n")
+    reader = scripts / f"krsid-reader-{uuid.uuid4().hex[:10]}"
+    reader.write_text("#!/usr/bin/python3\nimport sys\nopen(sys.argv[1]).read()\n")
+    reader.chmod(0o755)
+    quiet = [
+        started("sh", "-n", "/usr/bin/gettext.sh"),
+        started("cat", str(dropped)),
+        started("sh", "-c", f"cat {dropped}"),
+        started(str(reader), str(dropped)),
+    ]
+    last = started("sh", str(dropped))
+    (o,) = script_events(daemon, last)
+    assert (o["reason"], o["path"]) == ("SCRIPT", str(dropped))
+    assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] in quiet) == []

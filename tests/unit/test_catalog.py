@@ -151,3 +151,20 @@ def test_basename_head_keys_must_be_16_bytes(programs: Path) -> None:
     )
     with pytest.raises(CatalogError, match="basename_head keys are 16 bytes"):
         load_catalog(programs)
+
+
+def test_file_context_bits_are_krsid_h_s_in_both_sidecars() -> None:
+    """krsid.h's krsid_file_context bits (KRSID_FILE_CTX_*) are written once in C and
+    named in two sidecars: the exec context of bprm_check_security and the script's
+    context of file_open (reason SCRIPT, whose value is file_open.c's)."""
+    from krsid.csource import parse_defines
+
+    header = parse_defines((PROGRAMS / "include" / "krsid.h").read_text())
+    wanted = {k[len("KRSID_FILE_CTX_") :]: v for k, v in header.items() if k.startswith("KRSID_FILE_CTX_")}
+    assert set(wanted) == {"MEMFD", "DELETED", "TMPFS", "WORLD_WRITABLE_DIR", "UPPER_LAYER"}
+    catalog = load_catalog(PROGRAMS)
+    assert dict(catalog["file_open"].field("context").values) == wanted
+    exec_bits = dict(catalog["bprm_check_security"].field("context").values)
+    assert {k: exec_bits[k] for k in wanted} == wanted
+    file_open = parse_defines((PROGRAMS / "file_open.c").read_text())
+    assert dict(catalog["file_open"].field("reason").values)["SCRIPT"] == file_open["FILE_OPEN_REASON_SCRIPT"]

@@ -407,14 +407,19 @@ static __always_inline __u64 bprm_check_security_is_interpreter(struct dentry *d
  * directory ("x/"), its basename is 32 bytes or more, or want is 0. Straight-line:
  * the last '/' is looked for in the argument's last 32 bytes only, without a branch
  * on what was read. */
-static __always_inline void bprm_check_security_keep_name(struct krsid_script_names *names, int slot, const char *p,
-                                                          struct bprm_check_security_arg_buf *buf, __u64 want)
+static __always_inline __u64 bprm_check_security_keep_name(struct krsid_script_names *names, int slot,
+                                                           const char *p, struct bprm_check_security_arg_buf *buf,
+                                                           __u64 want)
 {
     long n = bpf_probe_read_user_str(buf->data, BPRM_CHECK_SECURITY_ARG_LEN, p);
     /* An argument of 1 to 254 bytes (n counts the NUL; a longer one's end is unknown). */
     __u64 ok = want & krsid_less(1, n) & krsid_less(n, BPRM_CHECK_SECURITY_ARG_LEN);
-    ok &= krsid_nonzero((__u8)buf->data[0] ^ '-');
+    __u64 option = krsid_nonzero((__u8)buf->data[0] ^ '-') ^ 1;
+    ok &= option ^ 1;
     __u64 len = (__u64)(n - 1) & (BPRM_CHECK_SECURITY_ARG_LEN - 1);
+    /* An option ending in c (`sh -c`, `bash -lc`, `python3 -c`): what follows is code,
+     * not a script to open (`sh -c "mail root < /tmp/report"` reads that file). */
+    __u64 code_next = option & (krsid_nonzero((__u8)buf->data[(len - 1) & (BPRM_CHECK_SECURITY_ARG_LEN - 1)] ^ 'c') ^ 1);
     __u64 longer = krsid_less(KRSID_SCRIPT_NAME_LEN, len);
     __u64 tail_len = len - longer * (len - KRSID_SCRIPT_NAME_LEN);  /* min(len, 32) */
     __u64 tail_at = (len - tail_len) & (BPRM_CHECK_SECURITY_ARG_LEN - 1);
@@ -431,13 +436,14 @@ static __always_inline void bprm_check_security_keep_name(struct krsid_script_na
     bpf_probe_read_kernel_str(names->name[slot], KRSID_SCRIPT_NAME_LEN,
                               buf->data + ((tail_at + start) & (BPRM_CHECK_SECURITY_ARG_LEN - 1)));
     names->len[slot] = base_len * ok;
+    return code_next;
 }
 
 /* At every exec pass: the script names of an interpreter run on the command line
  * (argv[1..KRSID_SCRIPT_NAMES], one slot each); for any other program, none (the
  * storage is deleted). One path through the reads, whatever they give: branches
  * here have 6.1's verifier walk the rest of the program more often, and it is near
- * its 1M-instruction limit (measured: 885,394 before the script names, 891,282 with
+ * its 1M-instruction limit (measured: 885,394 before the script names, 891,360 with
  * this code, 950,359 with a branch per argument; one more map lookup here: E2BIG). */
 static __always_inline void bprm_check_security_script_names(struct linux_binprm *bprm, __u64 uargv, int first_pass)
 {
@@ -450,18 +456,20 @@ static __always_inline void bprm_check_security_script_names(struct linux_binprm
     /* Not on a script's interpreter pass (`./x.py`, `pip install x.whl` through its
      * #! line): the caller's argv[1..] are then the script's arguments, not scripts;
      * the script itself is on its own exec event, with its context. */
-    __u64 want = bprm_check_security_is_interpreter(bprm->file->f_path.dentry, &buf->key) & krsid_nonzero(first_pass);
+    __u64 keeps = bprm_check_security_is_interpreter(bprm->file->f_path.dentry, &buf->key) & krsid_nonzero(first_pass);
+    __u64 want = keeps;
 #pragma unroll
     for (int i = 0; i < KRSID_SCRIPT_NAMES; i++) {
         const char *p = 0;
         bpf_probe_read_user(&p, sizeof(p), (const void *)(uargv + (__u64)(i + 1) * sizeof(p)));  /* 0 if it fails */
         /* argv ends at the first NULL: an argument after it is no argument. */
         uargv &= 0 - krsid_nonzero((__u64)p);
-        bprm_check_security_keep_name(names, i, p, buf, want);
+        /* After `-c` and its code, no argument is a script ($0, $1 of the code). */
+        want &= bprm_check_security_keep_name(names, i, p, buf, want) ^ 1;
     }
     /* Only interpreters keep the storage: the kernel memory of every other thread's
      * would be spent on nothing (lengths 0 match nothing anyway). */
-    if (!want)
+    if (!keeps)
         krsid_script_names.task_storage_delete((struct task_struct *)bpf_get_current_task_btf());
 }
 

@@ -370,12 +370,14 @@ LSM_PROBE(file_open, struct file *file)
         }
     }
     /* The script an interpreter was started on (krsid.h: krsid_script_names), at the
-     * thread's first read open of a file of that name: reported when it lies where
+     * thread's first read-only open of a file of that name (a shell's `<>` on a file
+     * named in its -c command is no script): reported when it lies where
      * attackers drop what they run (krsid_file_context). Threads that no interpreter
      * exec marked, nearly all, stop at the task storage lookup (measured under TCG:
      * +145 ns per read open; README, bench/run.py walk). */
     __u32 context = 0;
-    if (reason == 0 && (fmode & (FILE_OPEN_FMODE_READ | FILE_OPEN_FMODE_EXEC)) == FILE_OPEN_FMODE_READ &&
+    if (reason == 0 &&
+        (fmode & (FILE_OPEN_FMODE_READ | FILE_OPEN_FMODE_WRITE | FILE_OPEN_FMODE_EXEC)) == FILE_OPEN_FMODE_READ &&
         (file->f_inode->i_mode & KRSID_S_IFMT) == KRSID_S_IFREG) {  /* `python3 -m venv x` opens the directory x */
         struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
         struct krsid_script_names *names = krsid_script_names.task_storage_get(task, 0, 0);

@@ -399,7 +399,8 @@ def test_a_dropped_script_run_by_its_interpreter_is_reported(daemon: RunningDaem
 def test_scripts_elsewhere_and_other_readers_are_not_reported(daemon: RunningDaemon, scripts: Path) -> None:
     """A script of the system (the lower layer of the guest's /usr: no flag), the
     dropped script read by cat (no interpreter) or by a shell's `-c` command that
-    names it (the shell runs cat in its place), and a #! script given it as its
+    names it (cat in the shell's place; a redirection the shell opens itself, read-only
+    or read-write: what follows -c is code, not a script), and a #! script given it as its
     argument (`pip install x.whl`: the interpreter pass's argv is the script's, and the
     script reads its argument): nothing. The last process runs the dropped script
     and is reported: the quiet ones' events would have come first."""
@@ -412,6 +413,8 @@ def test_scripts_elsewhere_and_other_readers_are_not_reported(daemon: RunningDae
         started("sh", "-n", "/usr/bin/gettext.sh"),
         started("cat", str(dropped)),
         started("sh", "-c", f"cat {dropped}"),
+        started("sh", "-c", f"read line < {dropped}"),  # the shell itself reads it: -c code, no script
+        started("sh", "-c", f": 1<> {dropped}"),  # a read-write open: no script either
         started(str(reader), str(dropped)),
     ]
     last = started("sh", str(dropped))

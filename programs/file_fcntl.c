@@ -73,11 +73,13 @@ LSM_PROBE(file_fcntl, struct file *file, unsigned int cmd, unsigned long arg)
     KRSID_DROP_IF_IGNORED(d);
 
     __s64 size = file->f_inode->i_size;
+    /* Data there to overwrite once the appends stop. */
+    int rewrites = drops_append && size > 0;
     /* After the policy, as in inode_link (Debian 6.1's verifier, see krsid_watch_find). */
     struct krsid_watch_hit watch = {};
-    if (drops_append && size > 0)
+    if (rewrites)
         watch = krsid_watch_find(dentry, KRSID_WATCH_OP_REWRITE);
-    if (!d.rule && !watch.id && !(drops_append && size > 0 && krsid_option(KRSID_HOOK_ID, FILE_FCNTL_OPT_ALL)))
+    if (!d.rule && !watch.id && !(rewrites && krsid_option(KRSID_HOOK_ID, FILE_FCNTL_OPT_ALL)))
         KRSID_RETURN_FILTERED();
 
     struct file_fcntl_event *e = krsid_event_begin(KRSID_HOOK_ID, sizeof(struct file_fcntl_event), d.action);

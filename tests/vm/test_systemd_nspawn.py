@@ -81,7 +81,7 @@ pytestmark = pytest.mark.vm
 
 NSPAWN_DIR = Path(__file__).parent / "nspawn"
 HEADERS_DROPIN = NSPAWN_DIR / "kernel-headers.conf"
-HOOKS = ("bprm_check_security", "file_mprotect", "inode_mkdir", "inode_unlink", "task_kill")
+HOOKS = ("bprm_check_security", "file_fcntl", "file_mprotect", "inode_mkdir", "inode_unlink", "task_kill")
 EXEC_MESSAGE_ID = message_id("bprm_check_security")
 # The unit's CapabilityBoundingSet/AmbientCapabilities: DAC_READ_SEARCH, SYS_ADMIN,
 # SYS_RESOURCE, PERFMON, BPF.
@@ -97,6 +97,8 @@ HOME_SHELL = f"{HOME_PROBE_DIR}/sh"
 HOME_KILL = f"{HOME_PROBE_DIR}/kill"
 # A slice only this test puts processes in (no dash: "a-b.slice" would nest in a.slice).
 PROBE_SLICE = "krsidprobe.slice"
+# A log directory only this test writes to, below the shipped watch's /var/log.
+PROBE_LOG_DIR = "/var/log/krsid-probe"
 POLICY_RULES = [
     {
         "name": "deny-exec-from-tmp",
@@ -125,6 +127,14 @@ POLICY_RULES = [
         "hook": "bprm_check_security",
         "action": "deny",
         "match": {"cgroup": f"/{PROBE_SLICE}"},
+    },
+    # An edit in place of a log (file_fcntl): F_SETFL taking O_APPEND off a log opened
+    # for appending, in this test's own directory below /var/log.
+    {
+        "name": "deny-append-off-in-probe-logs",
+        "hook": "file_fcntl",
+        "action": "deny",
+        "match": {"path_prefix": PROBE_LOG_DIR, "fields": {"append": "REMOVED"}},
     },
     # Self-protection (README: Policies), scoped to this test's copy of kill: signals
     # to krsid itself are refused.
@@ -340,7 +350,7 @@ def container(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         # The exe rule names a file under /home: it must exist when krsid loads the rules
         # (and the watched directory, or krsid looks it up again every second).
         for argv in (
-            ("mkdir", "-p", HOME_PROBE_DIR, WATCHED_DIR),
+            ("mkdir", "-p", HOME_PROBE_DIR, WATCHED_DIR, PROBE_LOG_DIR),
             ("cp", "/bin/sh", HOME_SHELL),
             ("cp", "/bin/kill", HOME_KILL),
         ):
@@ -643,6 +653,43 @@ def test_a_log_deleted_under_var_log_is_reported(started: Container) -> None:
         "1",
         "0",
     ), e
+
+
+# Opens a log for appending, takes O_APPEND off (F_SETFL) and writes at offset 0: an
+# edit in place. Prints "refused" when fcntl fails with EPERM.
+SETFL_THEN_WRITE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+try:
+    fcntl.fcntl(fd, fcntl.F_SETFL, 0)
+except PermissionError:
+    print("refused")
+    sys.exit(0)
+os.write(fd, b"XXXX")
+"""
+
+
+def test_file_fcntl_rule_denies_taking_o_append_off_a_log(started: Container) -> None:
+    """A field rule of file_fcntl under the unit, in a directory of /var/log (read-only
+    for the service): taking O_APPEND off the log is refused, the log keeps its bytes,
+    and an append to it still works."""
+    c = started
+    log = f"{PROBE_LOG_DIR}/auth-{uuid.uuid4().hex[:8]}.log"
+    wrote = c.run("/bin/sh", "-c", f"echo 'Failed password for root' > {log}")
+    assert wrote.returncode == 0, wrote.stderr
+    edit = c.run("python3", "-c", SETFL_THEN_WRITE, log)
+    assert (edit.returncode, edit.stdout) == (0, "refused\n"), (edit.stdout, edit.stderr, c.unit_log())
+    appended = c.run("/bin/sh", "-c", f"echo 'Accepted publickey' >> {log} && cat {log}")
+    assert appended.stdout == "Failed password for root\nAccepted publickey\n", appended
+    (e,) = _events_in_journal(c, "KRSID_HOOK=file_fcntl", "KRSID_RULE=deny-append-off-in-probe-logs")
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_APPEND"], e["KRSID_FILE"], e["KRSID_WATCH"]) == (
+        "deny",
+        "-EPERM",
+        "REMOVED",
+        Path(log).name,
+        LOG_DIR,
+    ), e
+    assert (e["KRSID_FLAGS"], e["KRSID_NEW_FLAGS"]) == ("WRONLY|APPEND|LARGEFILE", "WRONLY|LARGEFILE"), e
 
 
 def test_systemctl_reload_keeps_the_unit_and_its_rules(started: Container) -> None:

@@ -4,6 +4,9 @@
     bench/run.py compile            host: BCC compile time, per hook alone vs all as one module
     bench/run.py throughput         host: the user-space pipeline at native speed (load generator),
                                     events/s into JSON lines and journald, exact loss accounting
+    bench/run.py stages             host: per-stage CPU of one event (decode, enrich, JSON line,
+                                    journald entry, whole path); --against DIR: another checkout
+                                    side by side (stages.py)
     bench/run.py flood              host: priority-lane delivery under bulk floods of 1x, 10x, 100x
                                     the drain rate: one lane / lanes / lanes + fair sharing (flood.py)
     bench/run.py vm                 in the VM (tests/vm/run): load+attach per hook, daemon cold
@@ -22,7 +25,7 @@
     bench/run.py table              in the VM: daemon RSS with a full process table (N sleeping
                                     processes seeded at start; table_bench.py)
     bench/run.py in-vm              inside the VM: vm, cost, exec, policy, fallback and benign in one session
-    bench/run.py all                everything: compile + throughput + flood here, then in-vm in the VM
+    bench/run.py all                everything: compile + throughput + stages + flood here, then in-vm in the VM
     make bench                      = bench/run.py all
 
 Compile time is measured on the host (compile-only works there; under TCG it is
@@ -50,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import flood, throughput  # noqa: E402
+from bench import flood, stages, throughput  # noqa: E402
 from bench.common import build_loops, exec_loop, krsid_running, proc_status_mb, scrape, table  # noqa: E402
 from krsid.catalog import HookSpec, load_catalog  # noqa: E402
 from krsid.kernel.btf import lsm_hook_arity  # noqa: E402
@@ -398,6 +401,10 @@ def bench_throughput(args: argparse.Namespace) -> None:
     throughput.bench_throughput(args, table)
 
 
+def bench_stages(args: argparse.Namespace) -> None:
+    stages.bench_stages(args, table)
+
+
 def bench_flood(args: argparse.Namespace) -> None:
     flood.bench_flood(args, table)
 
@@ -416,6 +423,7 @@ def bench_all(args: argparse.Namespace) -> None:
     args.hooks = sorted(CATALOG.hooks) if args.hooks == DEFAULT_HOOKS else args.hooks
     bench_compile(args)
     bench_throughput(args)
+    bench_stages(args)
     bench_flood(args)
     vm = [str(ROOT / "tests" / "vm" / "run"), "--timeout", "7200", "--"]
     cmd = [
@@ -432,6 +440,7 @@ def bench_all(args: argparse.Namespace) -> None:
 BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "compile": bench_compile,
     "throughput": bench_throughput,
+    "stages": bench_stages,
     "flood": bench_flood,
     "vm": bench_vm,
     "daemon": bench_daemon_only,
@@ -459,6 +468,7 @@ def main() -> None:
     p.add_argument("--execs-per-run", type=int, default=60, help="exec: fork+exec calls per timed run")
     p.add_argument("--table-processes", type=int, default=32768, help="table: sleeping processes krsid seeds")
     throughput.add_arguments(p)
+    stages.add_arguments(p)
     flood.add_arguments(p)
     args = p.parse_args()
     if os.geteuid() != 0:

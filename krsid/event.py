@@ -26,6 +26,9 @@ Record = Mapping[str, Scalar]
 Value = Union[Scalar, tuple[Record, ...]]
 # Raised when a field changes meaning or type (README: JSON lines, schema versions).
 SCHEMA_VERSION = 2
+# The keys a JSON lines record starts with, before the event's values: no field may
+# take one of these names (the catalog refuses it).
+RECORD_KEYS = ("schema_version", "time", "hook")
 
 
 class Event:

@@ -28,6 +28,7 @@ from krsid.catalog.contract import (
 )
 from krsid.csource import c_number, define_values, is_literal, strip_comments
 from krsid.errors import CatalogError, ConfigError
+from krsid.event import RECORD_KEYS
 from krsid.pipeline.layout import EventLayout, Member, parse_event_struct, read_text
 from krsid.yamldoc import YamlDoc, expect, expect_mapping, load_yaml, shown
 
@@ -545,6 +546,8 @@ def _fields(
         is_header = fname in header_names
         raw = header_fields.get(fname) if is_header else declared.get(fname)
         path = ("fields", fname)
+        if fname in RECORD_KEYS:  # a struct member or a declared field
+            doc.fail(path, f"is a name every JSON lines record starts with ({', '.join(RECORD_KEYS)}); rename it")
         spec = expect_mapping(doc, raw, path, _FIELD_KEYS)
         member_name = expect(doc, spec.get("member", fname), (*path, "member"), str, "a member name")
         member = members.get(member_name)

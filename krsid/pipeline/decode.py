@@ -13,9 +13,11 @@ import operator
 import struct
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from krsid.catalog import FieldSpec, HookSpec
 from krsid.event import Event, Value
+from krsid.memo import Memo
 
 _HOOK_ID = struct.Struct("<I")
 HOOK_ID_OFFSET = 24  # seq (8) + ktime_ns (8) + cgroup_id (8); checked against the layout below
@@ -85,60 +87,68 @@ def _enum(values: tuple[tuple[str, int], ...]) -> Callable[[int], str]:
     return lambda n: table.get(n, str(n))
 
 
-def _memoized(render: Callable[[int], str], size: int = 4096) -> Callable[[int], str]:
-    """Flag sets, enum values and errnos repeat endlessly: render each once.
-    Bounded, so hostile values cannot grow it without limit."""
-    cache: dict[int, str] = {}
-
-    def cached(n: int) -> str:
-        text = cache.get(n)
-        if text is None:
-            text = render(n)
-            if len(cache) < size:
-                cache[n] = text
-        return text
-
-    return cached
-
-
 def _no_watch(watch_id: int) -> str:
     return "" if watch_id == 0 else f"unknown-{watch_id}"
 
 
-def _converter(
-    f: FieldSpec, hook_names: Mapping[int, str], watch_entry: Callable[[int], str]
-) -> Callable[[object], Value]:
+# Strings up to this many bytes are memoized by their raw bytes (comm, a file name):
+# hashing a longer buffer on every event would cost more than finding its NUL.
+MEMO_STRING_BYTES = 256
+
+Converter = Callable[[Any], Value]
+
+
+def _converter(f: FieldSpec, size: int, hook_names: Mapping[int, str], watch_entry: Callable[[int], str]) -> Converter:
+    """The function that turns a field's raw member (size bytes) into its value. Where
+    values repeat it is a Memo's C-level lookup (krsid.memo): no Python call per field."""
     if f.kind == "hook":
-        return lambda n: hook_names.get(n, f"unknown-{n}")  # type: ignore[call-overload]
+        return Memo(lambda n: hook_names.get(n, f"unknown-{n}")).__getitem__
     if f.kind == "watch":
-        return watch_entry  # type: ignore[return-value]
+        return watch_entry  # the live watch table's: a reload changes its answers
     if f.kind == "string":
-        return _c_string  # type: ignore[return-value]
+        return Memo(_c_string).__getitem__ if size <= MEMO_STRING_BYTES else _c_string
     if f.kind == "strings":
-        return _c_strings  # type: ignore[return-value]
+        return _c_strings
     if f.kind == "ipv4":
-        return _ipv4
+        return Memo(_ipv4).__getitem__
     if f.kind == "ipv6":
-        return _ipv6
+        return Memo(_ipv6).__getitem__
     if f.kind == "errno":
-        return _memoized(_errno)  # type: ignore[return-value]
+        return Memo(_errno).__getitem__
     if f.kind == "hex":
-        return hex  # type: ignore[return-value]
+        return hex
     if f.kind == "flags":
-        return _memoized(_flags(f.values, f.zero))  # type: ignore[return-value]
+        return Memo(_flags(f.values, f.zero)).__getitem__
     if f.kind == "enum":
-        return _memoized(_enum(f.values))  # type: ignore[return-value]
+        return Memo(_enum(f.values)).__getitem__
     if f.kind == "bool":
         mask = f.mask
-        return lambda n: bool(n & mask)  # type: ignore[operator]
-    return int  # type: ignore[return-value]
+        return Memo(lambda n: bool(n & mask)).__getitem__
+    return int
+
+
+# converter(value) for each pair, called from C by map(): operator.call (3.11+).
+_call: Callable[[Converter, Any], Value] = getattr(operator, "call", None) or (lambda conv, raw: conv(raw))
 
 
 class _Plan:
-    """One hook's decode recipe, built once: the hot path is one unpack, one
-    itemgetter, one dict(zip()) and a converter call per non-integer field."""
+    """One hook's decode recipe, built once: the hot path is one unpack, a dict of the
+    fields as unpacked, and one update with the converted ones (map over C-level
+    converters: no Python frame per field)."""
 
-    __slots__ = ("conversions", "ktime_index", "min_size", "names", "pick", "seq_index", "sized", "spec", "unpack")
+    __slots__ = (
+        "converted",
+        "converters",
+        "ktime_index",
+        "min_size",
+        "names",
+        "pick",
+        "pick_converted",
+        "seq_index",
+        "sized",
+        "spec",
+        "unpack",
+    )
 
     def __init__(self, spec: HookSpec, hook_names: Mapping[int, str], watch_entry: Callable[[int], str]) -> None:
         self.spec = spec
@@ -149,18 +159,26 @@ class _Plan:
         self.ktime_index = index["ktime_ns"]
         shown = [f for f in spec.fields if f.kind != "hidden"]
         self.names = tuple(f.name for f in shown)
-        indices = [index[f.member] for f in shown]
-        # itemgetter of one index returns the item, not a 1-tuple: always ask for two.
-        self.pick = operator.itemgetter(*indices, indices[0]) if indices else (lambda _t: ())
-        # Integer fields come out of struct.unpack final; only the others are converted.
-        # A rule field stays the rule's number here: the pipeline names the rule (flow).
-        self.conversions = tuple(
-            (f.name, _converter(f, hook_names, watch_entry))
-            for f in shown
-            if f.kind not in ("int", "rule") and not f.length
+        self.pick = _getter([index[f.member] for f in shown])
+        # Integer fields come out of struct.unpack final; only the others are converted
+        # (same keys: the field order is kept). A rule field stays the rule's number
+        # here: the pipeline names the rule (flow).
+        converted = [f for f in shown if f.kind not in ("int", "rule") and not f.length]
+        self.converted = tuple(f.name for f in converted)
+        self.converters = tuple(
+            _converter(f, spec.layout.member(f.member).size, hook_names, watch_entry) for f in converted
         )
+        self.pick_converted = _getter([index[f.member] for f in converted])
         # String lists with a byte count: (field, index of the bytes, index of the count).
         self.sized = tuple((f.name, index[f.member], index[f.length]) for f in shown if f.length)
+
+
+def _getter(indices: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """The items at indices, always as a tuple: itemgetter of one index returns the item
+    itself, so one index is asked for twice (zip and map stop at the names' end)."""
+    if not indices:
+        return lambda _t: ()
+    return operator.itemgetter(*indices, indices[0])
 
 
 class EventDecoder:
@@ -201,8 +219,7 @@ class EventDecoder:
             raise DecodeError(f"{plan.spec.name}: record of {len(raw)} bytes, layout needs {plan.min_size}")
         t = plan.unpack(raw)
         values: dict[str, Value] = dict(zip(plan.names, plan.pick(t)))
-        for name, conv in plan.conversions:
-            values[name] = conv(values[name])  # same key: the field order is kept
+        values.update(zip(plan.converted, map(_call, plan.converters, plan.pick_converted(t))))
         for name, at, used in plan.sized:
             values[name] = _sized_strings(t[at], t[used])
         return Event(plan.spec, values, self._boot_to_epoch + t[plan.ktime_index] / 1e9, t[plan.seq_index])

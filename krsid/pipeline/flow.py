@@ -53,8 +53,8 @@ class EventPipeline:
             self.stats.lost[(spec.name if spec else UNKNOWN_HOOK, STAGE_DECODE)] += 1
             return
         rule_no = event.values.get("rule")
-        if isinstance(rule_no, int):
-            event.values["rule"] = self.rule_name(event.hook, rule_no)
+        if type(rule_no) is int:  # 0: no rule (most events), named "" without a call
+            event.values["rule"] = self.rule_name(event.hook, rule_no) if rule_no else ""
         try:
             self.enricher.enrich(event)
         except Exception:  # context is a bonus: deliver the event without it

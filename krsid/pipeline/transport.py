@@ -31,6 +31,15 @@ from typing import Protocol
 # pollable fd (Sink.wait_fd() == -1), or any busy sink behind a perf buffer.
 BUSY_SINK_RETRY_MS = 10
 
+# How long a busy sink that woke the loop alone gets to take more entries before it is
+# refilled, unless a record arrives first: ~3 entries of journald's work (~30 µs
+# each), well under the ~300 µs its 10-slot queue holds. A datagram socket polls
+# writable as soon as one slot of journald's queue is free, so without it every
+# entry journald takes costs a wake-up of this loop (~550 per 1,000 events with 10
+# slots; README: throughput). The wait is on the lanes' fds, so a record ends it at
+# once: an earlier cut slept instead and could keep the loop from a priority record.
+BUSY_SINK_REFILL_DELAY = 100e-6
+
 # The two buffers, by the name the config's buffer.kind gives them (krsid.config).
 RINGBUF = "ringbuf"
 PERFBUF = "perfbuf"
@@ -83,17 +92,27 @@ class RingBufferTransport:
 
     reports_losses = False
 
-    def __init__(self, priority: RingLane, bulk: RingLane, *, bulk_batch: int = BULK_BATCH) -> None:
+    def __init__(
+        self,
+        priority: RingLane,
+        bulk: RingLane,
+        *,
+        bulk_batch: int = BULK_BATCH,
+        refill_pause: float = BUSY_SINK_REFILL_DELAY,
+    ) -> None:
         self._priority = priority
         self._bulk = bulk
         self._bulk_batch = bulk_batch
+        self._refill_pause_s = refill_pause
         # One poll set for the daemon's life: the lanes always, the busy sinks' fds
         # added and removed as they change (a poll set per wake-up cost ~3 µs, and a
         # busy journald wakes the loop once per datagram it takes).
         self._poller = select.poll()
-        for fd in (priority.fd, bulk.fd):
+        self._lane_fds = (priority.fd, bulk.fd)
+        for fd in self._lane_fds:
             self._poller.register(fd, select.POLLIN)
         self._writable: frozenset[int] = frozenset()
+        self.sink_pauses = 0  # wake-ups by busy sinks alone, each followed by a refill pause
 
     def wait_and_read(self, timeout_ms: int, writable_fds: Sequence[int]) -> None:
         wanted = frozenset(writable_fds)
@@ -103,15 +122,20 @@ class RingBufferTransport:
             for fd in wanted - self._writable:
                 self._poller.register(fd, select.POLLOUT)
             self._writable = wanted
-        # No pause before refilling a sink that woke the loop alone, though a datagram
-        # socket polls writable as soon as one slot of journald's queue is free: a
-        # 100 µs pause cut wake-ups from ~550 to ~96 per 1,000 events on the host, but
-        # where journald takes ~1 ms an entry and sleeps are coarse (the emulated VM)
-        # it may keep the loop from the ring buffers: with it the VM's flood test once
-        # lost a priority record (not reproduced in one re-run; kept out to be safe).
+        ready: list[tuple[int, int]] = []
         with contextlib.suppress(InterruptedError):
-            self._poller.poll(timeout_ms)
+            ready = self._poller.poll(timeout_ms)
+        if wanted and ready and all(fd in wanted for fd, _event in ready):
+            self._refill_pause()
         self._read(MAX_ROUNDS)
+
+    def _refill_pause(self) -> None:
+        """Only busy sinks woke the loop: their destination has just taken an entry.
+        Let it take a few more (BUSY_SINK_REFILL_DELAY), waiting on the lanes, so that
+        a record ends the pause at once. select, not poll: poll's timeout is whole ms."""
+        self.sink_pauses += 1
+        with contextlib.suppress(InterruptedError, ValueError):  # ValueError: an fd past FD_SETSIZE
+            select.select(self._lane_fds, (), (), self._refill_pause_s)
 
     def read_pending(self) -> None:
         self._read(MAX_ROUNDS * 4)

@@ -87,6 +87,17 @@ class Backlog:
         self.size -= len(data)
         return hook, data
 
+    def drop_head(self, count: int, size: int) -> None:
+        """The first count entries, of size bytes together, were written: forget them
+        (all of them at once, in C, when that is every entry)."""
+        entries = self.entries
+        if count == len(entries):
+            entries.clear()
+        else:
+            for _ in range(count):
+                entries.popleft()
+        self.size -= size
+
     def replace_head(self, data: bytes) -> None:
         """The head entry was partly written: keep only its unwritten tail."""
         hook, old = self.entries[0]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import operator
 import os
 import socket
 import stat
@@ -33,13 +34,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from krsid.event import SCHEMA_VERSION, Event
+from krsid.memo import Memo
 from krsid.schema import FORMAT_KRSID, HostInfo, RecordBuilder, record_builder
 from krsid.sinks.base import DEFAULT_BACKLOG_BYTES, Backlog
 
 WRITE_CHUNK = 1 << 20  # bytes per write call: many lines per syscall
+_DATA = operator.itemgetter(1)  # a backlog entry's bytes
 ROTATION_CHECK_INTERVAL = 1.0  # seconds between checks that the path still names the open file
 FILE_MODE = 0o640  # a new file (before the umask); logrotate's `create` sets its own
 
@@ -51,20 +54,10 @@ def _text(o: object) -> object:
     raise TypeError(f"cannot encode {type(o).__name__} as JSON")
 
 
-class _TextCache(dict[object, object]):
-    """_text's answers by value: the encoder's ``default`` is then this dict's C-level
-    ``__getitem__``, with no Python call for a value seen before (comm, exe, a
-    process's paths repeat from event to event: ~0.35 µs of ~5 µs per line). Bounded:
-    emptied when full."""
-
-    SIZE = 2048
-
-    def __missing__(self, o: object) -> object:
-        text = _text(o)  # raises TypeError for what json cannot take, as default must
-        if len(self) >= self.SIZE:
-            self.clear()
-        self[o] = text
-        return text
+# _text's answers by value: the encoder's ``default`` is then a dict's C-level
+# ``__getitem__``, with no Python call for a value seen before (comm, exe, a process's
+# paths repeat from event to event: ~0.35 µs of ~5 µs per line).
+TEXT_CACHE_SIZE = 2048
 
 
 def _compact_ascii_encoder() -> Callable[[object], str]:
@@ -77,7 +70,7 @@ def _compact_ascii_encoder() -> Callable[[object], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # a Python without the C accelerator
         return json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=_text).encode
-    default = _TextCache().__getitem__
+    default = Memo(_text, TEXT_CACHE_SIZE).__getitem__  # raises TypeError as default must
     encoder = make(None, default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
     join = "".join
     return lambda o: join(encoder(o, 0))
@@ -104,15 +97,25 @@ class _Clock:
 _clock = _Clock()
 
 
+# A line is {"schema_version":N,"time":"...","hook":"NAME", then the event's values}:
+# the text around the time, per hook, made once.
+_line_heads: dict[str, tuple[str, str]] = {}
+
+
 def event_line(event: Event) -> bytes:
-    """One JSON line (ASCII, newline-terminated) for an event."""
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "time": _clock.format(event.wallclock),
-        "hook": event.hook,
-    }
-    record.update(event.values)
-    return (_encode(record) + "\n").encode("ascii")
+    """One JSON line (ASCII, newline-terminated) for an event: exactly what json.dumps
+    writes for {"schema_version", "time", "hook", **values}, built without that dict
+    (values are encoded as they are and spliced in after the head: ~0.4 µs less per
+    line). The catalog keeps the three head names out of the fields (RECORD_KEYS)."""
+    head = _line_heads.get(event.hook)
+    if head is None:
+        head = _line_heads[event.hook] = (
+            f'{{"schema_version":{SCHEMA_VERSION},"time":"',
+            f'","hook":{_encode(event.hook)}',
+        )
+    body = _encode(event.values)  # "{...}", or "{}" for no values
+    tail = "," + body[1:] if len(body) > 2 else "}"
+    return (head[0] + _clock.format(event.wallclock) + head[1] + tail + "\n").encode("ascii")
 
 
 def schema_line(build: RecordBuilder) -> Callable[[Event], bytes]:
@@ -338,12 +341,15 @@ class JsonlSink:
         backlog = self.backlog
         lost: Counter[str] = Counter()
         while backlog.entries:
-            chunk, taken = [], 0
-            for _hook, data in backlog.entries:
-                chunk.append(data)
-                taken += len(data)
-                if taken >= WRITE_CHUNK:
-                    break
+            if backlog.size <= WRITE_CHUNK:  # the usual case: all of it, joined in C
+                chunk, taken = list(map(_DATA, backlog.entries)), backlog.size
+            else:
+                chunk, taken = [], 0
+                for _hook, data in backlog.entries:
+                    chunk.append(data)
+                    taken += len(data)
+                    if taken >= WRITE_CHUNK:
+                        break
             try:
                 written = self._writer.write(b"".join(chunk))
             except OSError as e:
@@ -353,9 +359,12 @@ class JsonlSink:
                     lost[backlog.popleft()[0]] += 1
                 self._head_partial = False
                 break
+            if written == taken:  # whole lines, all of the chunk
+                backlog.drop_head(len(chunk), taken)
+                self._head_partial = False
+                continue
             self._consume(written)
-            if written < taken:
-                break  # the destination is full: the rest waits
+            break  # the destination is full: the rest waits
         self._writer.flush()
         return lost
 

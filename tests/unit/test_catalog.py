@@ -87,6 +87,19 @@ def test_duplicate_message_id_is_an_error(programs: Path) -> None:
         load_catalog(programs)
 
 
+def test_a_field_may_not_take_a_record_key(programs: Path) -> None:
+    """JSON lines records start with schema_version, time and hook, then the values
+    (jsonl.event_line splices them): a field of one of those names would write the key
+    twice, so the catalog refuses it."""
+    c = programs / "file_mprotect.c"
+    c.write_text(c.read_text().replace("__u32 pad0;", "__u32 time;", 1))
+    y = programs / "file_mprotect.yaml"
+    y.write_text(y.read_text().replace("  pad0:\n", "  time:\n", 1))
+    with pytest.raises(CatalogError, match="every JSON lines record starts with") as e:
+        load_catalog(programs)
+    assert "file_mprotect.yaml:" in str(e.value)
+
+
 def test_program_must_define_its_lsm_probe(programs: Path) -> None:
     p = programs / "file_mprotect.c"
     p.write_text(p.read_text().replace("LSM_PROBE(file_mprotect,", "LSM_PROBE(file_open,"))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from krsid.memo import DEFAULT_SIZE
 from krsid.pipeline.decode import DecodeError, EventDecoder
 from tests.support.records import catalog, pack
 
@@ -55,6 +56,28 @@ def test_mprotect_flags_hex_and_bool() -> None:
     v = decoder().decode(pack(MPROT, 1, reqprot=0, prot=0x104, flags=0, file="libc.so.6")).values
     assert v["reqprot"] == "NONE" and v["prot"] == "EXEC|0x100"  # unknown bits stay visible
     assert v["anonymous"] is False and v["file"] == b"libc.so.6"
+
+
+def test_memoized_conversions_stay_right_past_their_bound() -> None:
+    """Flags, bools and short strings are converted through bounded memos (krsid.memo):
+    when one is emptied the answers stay the same, with garbage after a string's NUL."""
+    d = decoder()
+    n = DEFAULT_SIZE + 500
+    for i in range(n):
+        name = b"lib%d.so\0stale-bytes" % (i % (DEFAULT_SIZE + 7))
+        v = d.decode(pack(MPROT, 1, reqprot=i % 8, prot=(i % 8) | 0x100 * (i % 50), flags=i % 2, file=name)).values
+        assert v["file"] == name.split(b"\0")[0]
+        assert v["anonymous"] is bool(i % 2)
+        assert v["prot"] == _flags_text(i % 8, 0x100 * (i % 50))
+    # the same memos serve every later event
+    assert d.decode(pack(MPROT, 1, reqprot=4, prot=4, file="x")).values["reqprot"] == "EXEC"
+
+
+def _flags_text(bits: int, extra: int) -> str:
+    names = [name for name, bit in (("READ", 1), ("WRITE", 2), ("EXEC", 4)) if bits & bit]
+    if extra:
+        names.append(hex(extra))
+    return "|".join(names) or "NONE"
 
 
 def test_strings_are_binary_safe_and_stop_at_nul() -> None:

@@ -84,8 +84,9 @@ def test_a_record_goes_down_decoded_named_and_enriched() -> None:
 
 def test_a_rule_number_without_a_rule_becomes_an_empty_name() -> None:
     pipeline, sink, _stats, asked = make()
-    pipeline.handle(record(rule=0))
-    assert sink.events[0].values["rule"] == "" and asked == [("file_mprotect", 0)]
+    pipeline.handle(record(rule=0))  # 0: no rule, named without asking the policy
+    pipeline.handle(record(rule=9))  # past the policy's rules: the policy says ""
+    assert [e.values["rule"] for e in sink.events] == ["", ""] and asked == [("file_mprotect", 9)]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from krsid.event import SCHEMA_VERSION, Event
+from krsid.memo import Memo
 from krsid.pipeline.decode import EventDecoder
 from krsid.pipeline.dispatch import Dispatcher
 from krsid.pipeline.stats import PipelineStats
@@ -133,14 +134,15 @@ def test_jsonl_lines_are_byte_for_byte_what_json_dumps_writes(name: bytes) -> No
 
 
 def test_the_encoders_text_cache_changes_no_line_and_stays_bounded() -> None:
-    """The encoder's bytes -> text answers are cached by value (jsonl._TextCache): past
+    """The encoder's bytes -> text answers are cached by value (a krsid.memo.Memo): past
     its size it starts again, every line stays what json.dumps writes, and what json
     cannot encode is still refused."""
-    cache = jsonl._TextCache()
-    for i in range(jsonl._TextCache.SIZE * 2 + 7):
-        name = b"/tmp/f-%d-\xff" % (i % (jsonl._TextCache.SIZE + 3))
+    size = jsonl.TEXT_CACHE_SIZE
+    cache = Memo(jsonl._text, size)
+    for i in range(size * 2 + 7):
+        name = b"/tmp/f-%d-\xff" % (i % (size + 3))
         assert cache[name] == name.decode("utf-8", "surrogateescape")
-        assert len(cache) <= jsonl._TextCache.SIZE
+        assert len(cache) <= size
     with pytest.raises(TypeError, match="cannot encode object as JSON"):
         cache[object()]
     event = exec_event(b"/usr/bin/\xfe-tool")
@@ -148,6 +150,13 @@ def test_the_encoders_text_cache_changes_no_line_and_stays_bounded() -> None:
     event.values["odd"] = object()  # type: ignore[assignment]
     with pytest.raises(TypeError):
         event_line(event)
+
+
+def test_an_event_without_values_is_a_whole_record() -> None:
+    event = exec_event()
+    event.values.clear()
+    assert json.loads(event_line(event))["hook"] == "bprm_check_security"
+    assert list(json.loads(event_line(event))) == ["schema_version", "time", "hook"]
 
 
 def test_jsonl_record_shape() -> None:
@@ -331,6 +340,34 @@ def test_backlog_refuses_the_newest_and_keeps_order() -> None:
     b.replace_head(b"45")
     assert b.size == 7 and b.popleft() == ("a", b"45")
     assert b.drop_all() == Counter({"b": 1}) and b.size == 0
+
+
+def test_backlog_drops_written_entries_from_the_head() -> None:
+    b = Backlog(max_bytes=100)
+    for hook, data in (("a", b"12"), ("b", b"345"), ("c", b"6")):
+        b.push(hook, data)
+    b.drop_head(2, 5)
+    assert list(b.entries) == [("c", b"6")] and b.size == 1
+    b.drop_head(1, 1)
+    assert not b.entries and b.size == 0
+
+
+def test_jsonl_writes_a_backlog_larger_than_one_write_whole_and_in_order(tmp_path: Path) -> None:
+    """Past jsonl.WRITE_CHUNK bytes the backlog goes out in several writes (each whole
+    lines): every line arrives once, in order, and the backlog ends empty."""
+    p = tmp_path / "events.jsonl"
+    sink = JsonlSink(str(p), backlog_bytes=64 << 20)
+    event = exec_event()
+    line = len(event_line(event))
+    n = jsonl.WRITE_CHUNK // line * 3 + 5
+    for seq in range(n):
+        event.seq = seq
+        event.values["seq"] = seq
+        sink.emit(event)
+    assert sink.backlog.size > 2 * jsonl.WRITE_CHUNK
+    assert sink.flush() == Counter() and sink.pending() == 0 and sink.backlog.size == 0
+    assert [json.loads(text)["seq"] for text in p.read_text().splitlines()] == list(range(n))
+    sink.close()
 
 
 def test_jsonl_to_a_pipe_nobody_reads_never_blocks(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import pytest
 
 from krsid.pipeline.transport import (
     BULK_BATCH,
+    BUSY_SINK_REFILL_DELAY,
     BUSY_SINK_RETRY_MS,
     MAX_ROUNDS,
     EventTransport,
@@ -112,6 +114,52 @@ def test_ring_buffer_wakes_when_a_busy_sink_can_take_data(quiet_fd: int) -> None
         transport.wait_and_read(10_000, [a.fileno()])  # a is writable at once
         assert time.monotonic() - t0 < 5
     assert log == [("priority", 0, 0), ("bulk", BULK_BATCH, 0)]
+
+
+def test_a_sink_that_woke_the_loop_alone_gets_a_pause_before_it_is_refilled(quiet_fd: int) -> None:
+    """journald's socket polls writable as soon as one slot of its queue is free: the loop
+    lets it take more (BUSY_SINK_REFILL_DELAY) before refilling, not one wake-up per
+    entry. A wake-up that also brought records gets no pause."""
+    log: list[tuple[str, int, int]] = []
+    transport = RingBufferTransport(Lane("priority", quiet_fd, 0, log).ring(), Lane("bulk", quiet_fd, 0, log).ring())
+    a, b = socket.socketpair()
+    with a, b:
+        t0 = time.monotonic()
+        transport.wait_and_read(10_000, [a.fileno()])
+        assert time.monotonic() - t0 >= BUSY_SINK_REFILL_DELAY * 0.9
+        assert transport.sink_pauses == 1
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        busy = RingBufferTransport(Lane("priority", r, 1, log).ring(), Lane("bulk", quiet_fd, 0, log).ring())
+        c, d = socket.socketpair()
+        with c, d:
+            busy.wait_and_read(10_000, [c.fileno()])  # the sink and a record: no pause
+        assert busy.sink_pauses == 0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_record_ends_the_refill_pause_at_once(pipe: tuple[int, int], quiet_fd: int) -> None:
+    """The pause waits on the lanes' fds, not a sleep: a priority record arriving during
+    it is read at once (with a 30 s pause, it must not take 30 s)."""
+    records, writer = pipe
+    log: list[tuple[str, int, int]] = []
+    transport = RingBufferTransport(
+        Lane("priority", records, 1, log).ring(), Lane("bulk", quiet_fd, 0, log).ring(), refill_pause=30.0
+    )
+    a, b = socket.socketpair()
+    timer = threading.Timer(0.2, os.write, (writer, b"x"))
+    with a, b:
+        t0 = time.monotonic()
+        timer.start()
+        transport.wait_and_read(10_000, [a.fileno()])
+        elapsed = time.monotonic() - t0
+    timer.join()
+    assert transport.sink_pauses == 1
+    assert 0.15 <= elapsed < 10
+    assert log[0] == ("priority", 0, 1)
 
 
 def test_a_sink_that_is_no_longer_busy_no_longer_wakes_the_transport(quiet_fd: int) -> None:

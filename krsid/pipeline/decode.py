@@ -91,9 +91,12 @@ def _no_watch(watch_id: int) -> str:
     return "" if watch_id == 0 else f"unknown-{watch_id}"
 
 
-# Strings up to this many bytes are memoized by their raw bytes (comm, a file name):
-# hashing a longer buffer on every event would cost more than finding its NUL.
-MEMO_STRING_BYTES = 256
+# Strings up to this many bytes (comm, tty, a short name) are memoized by their raw
+# bytes, in one memo for every such field of every hook: its bound is then the memory
+# they can take all together (~1 MB), whatever comms a process sets. Longer ones
+# (paths, file names) vary more, and hashing them would cost more than finding the NUL.
+MEMO_STRING_BYTES = 64
+_short_strings: Memo[bytes, bytes] = Memo(_c_string)
 
 Converter = Callable[[Any], Value]
 
@@ -106,7 +109,7 @@ def _converter(f: FieldSpec, size: int, hook_names: Mapping[int, str], watch_ent
     if f.kind == "watch":
         return watch_entry  # the live watch table's: a reload changes its answers
     if f.kind == "string":
-        return Memo(_c_string).__getitem__ if size <= MEMO_STRING_BYTES else _c_string
+        return _short_strings.__getitem__ if size <= MEMO_STRING_BYTES else _c_string
     if f.kind == "strings":
         return _c_strings
     if f.kind == "ipv4":

@@ -65,8 +65,10 @@ def test_memoized_conversions_stay_right_past_their_bound() -> None:
     n = DEFAULT_SIZE + 500
     for i in range(n):
         name = b"lib%d.so\0stale-bytes" % (i % (DEFAULT_SIZE + 7))
-        v = d.decode(pack(MPROT, 1, reqprot=i % 8, prot=(i % 8) | 0x100 * (i % 50), flags=i % 2, file=name)).values
-        assert v["file"] == name.split(b"\0")[0]
+        comm = b"c%d\0junk" % (i % (DEFAULT_SIZE + 3))  # comm: a short string, memoized
+        raw = pack(MPROT, 1, reqprot=i % 8, prot=(i % 8) | 0x100 * (i % 50), flags=i % 2, file=name, comm=comm)
+        v = d.decode(raw).values
+        assert v["file"] == name.split(b"\0")[0] and v["comm"] == comm.split(b"\0")[0]
         assert v["anonymous"] is bool(i % 2)
         assert v["prot"] == _flags_text(i % 8, 0x100 * (i % 50))
     # the same memos serve every later event

@@ -79,6 +79,9 @@
 #define BPRM_CHECK_SECURITY_CTX_LD_LIBRARY_PATH 0x200
 #define BPRM_CHECK_SECURITY_CTX_ENV_NOT_SCANNED 0x400  /* envp not read to its end: LD_* bits may miss */
 #define BPRM_CHECK_SECURITY_CTX_UPPER_LAYER KRSID_FILE_CTX_UPPER_LAYER
+/* An interpreter started with no script and no -c code, its stdin a pipe or socket:
+ * it runs what arrives there (curl ... | sh). */
+#define BPRM_CHECK_SECURITY_CTX_STDIN_SCRIPT 0x1000
 _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 1 &&
                    BPRM_CHECK_SECURITY_CTX_STDERR_INET == BPRM_CHECK_SECURITY_CTX_STDIN_INET << 2,
                "the stdio bits are STDIN_INET << fd");
@@ -379,6 +382,9 @@ struct bprm_check_security_arg_buf {
     char data[2 * BPRM_CHECK_SECURITY_ARG_LEN];
     char tail[KRSID_SCRIPT_NAME_LEN];
     struct bprm_check_security_interp_key key;
+    /* bprm_check_security_script_names' answer, read after the envp scan: a value
+     * live across that loop costs 6.1's verifier ~64k instructions (measured). */
+    __u64 from_stdin;
 };
 BPF_PERCPU_ARRAY(bprm_check_security_arg_scratch, struct bprm_check_security_arg_buf, 1);
 
@@ -441,7 +447,10 @@ static __always_inline __u64 bprm_check_security_keep_name(struct krsid_script_n
 
 /* At every exec pass: the script names of an interpreter run on the command line
  * (argv[1..KRSID_SCRIPT_NAMES], one slot each); for any other program, none (the
- * storage is deleted). One path through the reads, whatever they give: branches
+ * storage is deleted). In the scratch buffer's from_stdin: 1 for an interpreter
+ * started on no script and no -c code (it reads its program from stdin:
+ * STDIN_SCRIPT if that is a pipe or socket), else 0. One path through the reads,
+ * whatever they give: branches
  * here have 6.1's verifier walk the rest of the program more often, and it is near
  * its 1M-instruction limit (measured: 885,394 before the script names, 891,360 with
  * this code, 950,359 with a branch per argument; one more map lookup here: E2BIG). */
@@ -451,7 +460,10 @@ static __always_inline void bprm_check_security_script_names(struct linux_binprm
     struct bprm_check_security_arg_buf *buf = bprm_check_security_arg_scratch.lookup(&zero);
     struct krsid_script_names *names = krsid_script_names.task_storage_get(
         (struct task_struct *)bpf_get_current_task_btf(), 0, BPRM_CHECK_SECURITY_STORAGE_CREATE);
-    if (!buf || !names)
+    if (!buf)
+        return;
+    buf->from_stdin = 0;
+    if (!names)
         return;
     /* Not on a script's interpreter pass (`./x.py`, `pip install x.whl` through its
      * #! line): the caller's argv[1..] are then the script's arguments, not scripts;
@@ -467,6 +479,12 @@ static __always_inline void bprm_check_security_script_names(struct linux_binprm
         /* After `-c` and its code, no argument is a script ($0, $1 of the code). */
         want &= bprm_check_security_keep_name(names, i, p, buf, want) ^ 1;
     }
+    /* want is still set on an interpreter's first pass without -c code. */
+    __u64 kept = 0;
+#pragma unroll
+    for (int i = 0; i < KRSID_SCRIPT_NAMES; i++)
+        kept |= names->len[i];
+    buf->from_stdin = want & (krsid_nonzero(kept) ^ 1);
     /* Only interpreters keep the storage: the kernel memory of every other thread's
      * would be spent on nothing (lengths 0 match nothing anyway). */
     if (!keeps)
@@ -559,7 +577,8 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
     __u64 have_vectors = bprm_check_security_user_vectors(&uargv, &uenvp);
     /* First, whatever the policy decides or the ring buffer holds (an exec folded into
      * a flood summary still runs its script), in straight-line code that leaves
-     * nothing behind but the thread's task storage. */
+     * nothing behind but the thread's task storage (and its from_stdin answer in the
+     * scratch buffer). */
     bprm_check_security_script_names(bprm, uargv, first_pass);
     /* The envp scan first: its loop is walked once per distinct state that reaches
      * it, and the stdio types (a constant per fd and type) would multiply those. */
@@ -578,10 +597,11 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
      * verifier, so the many ways through the stdio types and the envp scan (each a
      * distinct state of constants) become one state for the rest of the program.
      * 6.12's verifier prunes them anyway; 6.1's walked the rest once per way and
-     * passed its 1M-instruction limit. The lookup cannot fail (array, key 0). */
+     * passed its 1M-instruction limit. The lookups cannot fail (arrays, key 0). */
     int slot_key = 0;
     struct bprm_check_security_context_vals *cv = bprm_check_security_context_slot.lookup(&slot_key);
-    if (!cv)
+    struct bprm_check_security_arg_buf *args = bprm_check_security_arg_scratch.lookup(&slot_key);
+    if (!cv || !args)
         KRSID_RETURN_FILTERED();
     cv->preload = ld.preload;
     cv->audit = ld.audit;
@@ -598,6 +618,12 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm)
     stdio[0] = cv->stdio[0];
     stdio[1] = cv->stdio[1];
     stdio[2] = cv->stdio[2];
+    /* STDIN_SCRIPT: the program an interpreter reads from stdin comes through a pipe
+     * or a socket (not a terminal, a file or /dev/null). */
+    __u64 stdin_fed = krsid_nonzero(stdio[0] ^ BPRM_CHECK_SECURITY_FD_PIPE) ^ 1;
+    stdin_fed |= krsid_less(BPRM_CHECK_SECURITY_FD_SOCKET_UNIX - 1, stdio[0]) &
+                 krsid_less(stdio[0], BPRM_CHECK_SECURITY_FD_SOCKET_OTHER + 1);
+    context |= (args->from_stdin & stdin_fed) * BPRM_CHECK_SECURITY_CTX_STDIN_SCRIPT;
 
     struct krsid_policy_input in = {};
     in.field[BPRM_CHECK_SECURITY_POLICY_ARGC] = bprm->argc;

@@ -91,25 +91,24 @@ def _no_watch(watch_id: int) -> str:
     return "" if watch_id == 0 else f"unknown-{watch_id}"
 
 
-# Strings up to this many bytes (comm, tty, a short name) are memoized by their raw
-# bytes, in one memo for every such field of every hook: its bound is then the memory
-# they can take all together (~1 MB), whatever comms a process sets. Longer ones
-# (paths, file names) vary more, and hashing them would cost more than finding the NUL.
-MEMO_STRING_BYTES = 64
-_short_strings: Memo[bytes, bytes] = Memo(_c_string)
+# String fields (comm, tty, names, paths: 16 to 256 bytes) are memoized by their raw
+# bytes, in one memo for every string field of every hook: its bound is then the
+# memory they can take all together (4,096 entries, ~2 MB at 256 bytes each), whatever
+# comms or names a process makes up; per-field memos could hold tens of MB.
+_strings: Memo[bytes, bytes] = Memo(_c_string)
 
 Converter = Callable[[Any], Value]
 
 
-def _converter(f: FieldSpec, size: int, hook_names: Mapping[int, str], watch_entry: Callable[[int], str]) -> Converter:
-    """The function that turns a field's raw member (size bytes) into its value. Where
-    values repeat it is a Memo's C-level lookup (krsid.memo): no Python call per field."""
+def _converter(f: FieldSpec, hook_names: Mapping[int, str], watch_entry: Callable[[int], str]) -> Converter:
+    """The function that turns a field's raw member into its value. Where values
+    repeat it is a Memo's C-level lookup (krsid.memo): no Python call per field."""
     if f.kind == "hook":
         return Memo(lambda n: hook_names.get(n, f"unknown-{n}")).__getitem__
     if f.kind == "watch":
         return watch_entry  # the live watch table's: a reload changes its answers
     if f.kind == "string":
-        return _short_strings.__getitem__ if size <= MEMO_STRING_BYTES else _c_string
+        return _strings.__getitem__
     if f.kind == "strings":
         return _c_strings
     if f.kind == "ipv4":
@@ -168,9 +167,7 @@ class _Plan:
         # here: the pipeline names the rule (flow).
         converted = [f for f in shown if f.kind not in ("int", "rule") and not f.length]
         self.converted = tuple(f.name for f in converted)
-        self.converters = tuple(
-            _converter(f, spec.layout.member(f.member).size, hook_names, watch_entry) for f in converted
-        )
+        self.converters = tuple(_converter(f, hook_names, watch_entry) for f in converted)
         self.pick_converted = _getter([index[f.member] for f in converted])
         # String lists with a byte count: (field, index of the bytes, index of the count).
         self.sized = tuple((f.name, index[f.member], index[f.length]) for f in shown if f.length)

@@ -36,7 +36,8 @@ BUSY_SINK_RETRY_MS = 10
 # each), well under the ~300 µs its 10-slot queue holds. A datagram socket polls
 # writable as soon as one slot of journald's queue is free, so without it every
 # entry journald takes costs a wake-up of this loop (~550 per 1,000 events with 10
-# slots; README: throughput). The wait is on the lanes' fds, so a record ends it at
+# slots; README: throughput). The wait is on the lanes' fds, so a record that wakes
+# the daemon (every priority record; a bulk one every buffer.wakeup_events) ends it at
 # once: an earlier cut slept instead and could keep the loop from a priority record.
 BUSY_SINK_REFILL_DELAY = 100e-6
 

@@ -58,9 +58,12 @@ def _escape_control(text: str) -> str:
 class _Template:
     """A hook's MESSAGE template, split once into literal text and field names."""
 
-    __slots__ = ("empties", "head", "parts")
+    __slots__ = ("empties", "head", "parts", "spec")
 
     def __init__(self, spec: HookSpec) -> None:
+        # Held, so that the spec outlives its entry in _templates (keyed by id(spec)):
+        # a freed spec's id could be reused by another one (catalogs made and dropped).
+        self.spec = spec
         pieces = _TEMPLATE_FIELD.split(spec.message)  # literal, name, literal, name, ..., literal
         self.parts = [(pieces[i], pieces[i + 1] if i + 1 < len(pieces) else None) for i in range(0, len(pieces), 2)]
         self.empties = {f.name: f.empty for f in spec.fields if f.empty}

@@ -1,4 +1,4 @@
-"""Running workload commands as another user."""
+"""Running workload commands: as another user, and small workload scripts they run."""
 
 from __future__ import annotations
 
@@ -19,3 +19,17 @@ def run_as(uid: int, *argv: str, timeout: float = 60) -> subprocess.CompletedPro
         text=True,
         timeout=timeout,
     )
+
+
+# Python: open with O_APPEND (quiet: an append), then F_SETFL with the given flags, then
+# write at offset 0. Prints "fcntl-refused" when the kernel (or a deny rule) refuses.
+SETFL_THEN_WRITE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+try:
+    fcntl.fcntl(fd, fcntl.F_SETFL, int(sys.argv[2], 0))
+except PermissionError:
+    print("fcntl-refused")
+    sys.exit(0)
+os.pwrite(fd, b"XXXX", 0)
+"""

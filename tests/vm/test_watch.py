@@ -30,7 +30,7 @@ import yaml
 
 from tests.support.journald import Journal
 from tests.support.metrics import metric
-from tests.support.procs import as_uid
+from tests.support.procs import SETFL_THEN_WRITE, as_uid
 from tests.vm.conftest import WATCHED_NAME, RunningDaemon, message_id
 from tests.vm.test_policy import Reloader
 
@@ -493,20 +493,6 @@ def test_clearing_or_editing_a_log_is_reported_and_appending_is_not(daemon: Runn
     # The quiet ones ran first; the events after them have arrived.
     watch_hooks = {"file_open", "inode_setattr", "inode_mkdir", "inode_rename", "inode_unlink"}
     assert daemon.events(lambda e: e["tgid"] in quiet and e["hook"] in watch_hooks) == []
-
-
-# Python: open with O_APPEND (quiet: an append), then F_SETFL with the given flags, then
-# write at offset 0. Prints "fcntl-refused" when the kernel (or a deny rule) refuses.
-SETFL_THEN_WRITE = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
-try:
-    fcntl.fcntl(fd, fcntl.F_SETFL, int(sys.argv[2], 0))
-except PermissionError:
-    print("fcntl-refused")
-    sys.exit(0)
-os.pwrite(fd, b"XXXX", 0)
-"""
 
 
 def setfl_then_write(path: Path, flags: int, ok: bool = True) -> tuple[int, subprocess.CompletedProcess[str]]:

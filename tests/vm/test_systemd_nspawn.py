@@ -64,6 +64,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.procs import SETFL_THEN_WRITE
 from tests.vm.conftest import ROOT, free_port, message_id
 from tests.vm.nspawn_container import (
     BPF_PROG_TYPE_LSM,
@@ -127,6 +128,13 @@ POLICY_RULES = [
         "hook": "bprm_check_security",
         "action": "deny",
         "match": {"cgroup": f"/{PROBE_SLICE}"},
+    },
+    # A program piped into a shell (exec context STDIN_SCRIPT), by PROBE_UID only.
+    {
+        "name": "deny-piped-shell-by-probe-uid",
+        "hook": "bprm_check_security",
+        "action": "deny",
+        "match": {"uid": PROBE_UID, "fields": {"context": {"any": ["STDIN_SCRIPT"]}}},
     },
     # An edit in place of a log (file_fcntl): F_SETFL taking O_APPEND off a log opened
     # for appending, in this test's own directory below /var/log.
@@ -655,18 +663,23 @@ def test_a_log_deleted_under_var_log_is_reported(started: Container) -> None:
     ), e
 
 
-# Opens a log for appending, takes O_APPEND off (F_SETFL) and writes at offset 0: an
-# edit in place. Prints "refused" when fcntl fails with EPERM.
-SETFL_THEN_WRITE = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
-try:
-    fcntl.fcntl(fd, fcntl.F_SETFL, 0)
-except PermissionError:
-    print("refused")
-    sys.exit(0)
-os.write(fd, b"XXXX")
-"""
+def test_context_rule_denies_a_program_piped_into_a_shell(started: Container) -> None:
+    """A context rule under the unit (STDIN_SCRIPT, scoped to PROBE_UID): `... | sh` by
+    that uid is refused; its `sh -c` runs."""
+    c = started
+    as_probe = f"setpriv --reuid={PROBE_UID} --regid={PROBE_UID} --clear-groups --"
+    piped = c.run("/bin/sh", "-c", f"echo 'echo ran' | {as_probe} /bin/sh")
+    assert piped.returncode != 0 and "ran" not in piped.stdout, (piped.stdout, piped.stderr, c.unit_log())
+    code = c.run("/bin/sh", "-c", f"echo ignored | {as_probe} /bin/sh -c 'echo ran'")
+    assert (code.returncode, code.stdout) == (0, "ran\n"), (code.stdout, code.stderr)
+    (e,) = _events_in_journal(c, "KRSID_HOOK=bprm_check_security", "KRSID_RULE=deny-piped-shell-by-probe-uid")
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_UID"], e["KRSID_STDIN_TYPE"]) == (
+        "deny",
+        "-EPERM",
+        str(PROBE_UID),
+        "PIPE",
+    ), e
+    assert "STDIN_SCRIPT" in e["KRSID_CONTEXT"].split("|"), e
 
 
 def test_file_fcntl_rule_denies_taking_o_append_off_a_log(started: Container) -> None:
@@ -677,8 +690,8 @@ def test_file_fcntl_rule_denies_taking_o_append_off_a_log(started: Container) ->
     log = f"{PROBE_LOG_DIR}/auth-{uuid.uuid4().hex[:8]}.log"
     wrote = c.run("/bin/sh", "-c", f"echo 'Failed password for root' > {log}")
     assert wrote.returncode == 0, wrote.stderr
-    edit = c.run("python3", "-c", SETFL_THEN_WRITE, log)
-    assert (edit.returncode, edit.stdout) == (0, "refused\n"), (edit.stdout, edit.stderr, c.unit_log())
+    edit = c.run("python3", "-c", SETFL_THEN_WRITE, log, "0")
+    assert (edit.returncode, edit.stdout) == (0, "fcntl-refused\n"), (edit.stdout, edit.stderr, c.unit_log())
     appended = c.run("/bin/sh", "-c", f"echo 'Accepted publickey' >> {log} && cat {log}")
     assert appended.stdout == "Failed password for root\nAccepted publickey\n", appended
     (e,) = _events_in_journal(c, "KRSID_HOOK=file_fcntl", "KRSID_RULE=deny-append-off-in-probe-logs")

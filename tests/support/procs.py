@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
+# The system's Python by its path (its comm is "python3"): a PATH search may find a
+# pyenv shim first, a shell script that execs several programs (seconds under TCG).
+PYTHON3 = "/usr/bin/python3"
+
 
 def as_uid(uid: int, *argv: str) -> list[str]:
     """The command line that runs argv as uid (and gid uid, no supplementary groups):

@@ -8,6 +8,7 @@ the sinks (a private journald, a JSON-lines file, the metrics endpoint).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,6 +29,9 @@ from tests.support.cli import run_krsid
 from tests.support.journald import Journal, private_journald, unavailable_reason
 from tests.support.net import free_port as free_port  # re-exported for the VM tests
 from tests.support.sinks import complete_jsonl
+
+if TYPE_CHECKING:
+    from krsid.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 600.0  # a TCG compile of every hook; generous, this is not a speed test
@@ -48,11 +52,17 @@ def run_workload(name: str, *args: str, timeout: float = 60.0) -> dict[str, Any]
     return result
 
 
-def message_id(hook: str) -> str:
-    """The hook's MESSAGE_ID as its programs/<hook>.yaml declares it (never a copy)."""
+@functools.cache
+def catalog() -> Catalog:
+    """The checkout's catalog, read once per session (every test module asks for it)."""
     from krsid.catalog import load_catalog
 
-    return load_catalog(ROOT / "programs")[hook].message_id
+    return load_catalog(ROOT / "programs")
+
+
+def message_id(hook: str) -> str:
+    """The hook's MESSAGE_ID as its programs/<hook>.yaml declares it (never a copy)."""
+    return catalog()[hook].message_id
 
 
 def lsm_load_problem() -> str | None:
@@ -117,10 +127,9 @@ class RunningDaemon:
         interleaved by seq (README: Lanes). A verdict takes the priority lane on any hook.
         With more than one CPU, records made at the same moment may arrive in either
         order (tests/support/order.py)."""
-        from krsid.catalog import load_catalog
         from tests.support.order import lane_order_violations
 
-        lane_of = {s.name: s.lane for s in load_catalog(ROOT / "programs").event_types}
+        lane_of = {s.name: s.lane for s in catalog().event_types}
         by_lane: dict[str, list[int]] = {}
         for e in self.events():
             lane = "priority" if e.get("action") in ("deny", "would_deny") else lane_of.get(e["hook"], "priority")
@@ -152,9 +161,7 @@ OPTIONS_DIR = Path(__file__).parent / "options"
 
 def _wanted_hooks() -> tuple[list[str], list[str]]:
     """(every catalog program, the ones $KRSID_TEST_HOOKS names: [] = all)."""
-    from krsid.catalog import load_catalog
-
-    every = sorted(load_catalog(ROOT / "programs").hooks)
+    every = sorted(catalog().hooks)
     wanted = [h for h in os.environ.get("KRSID_TEST_HOOKS", "").split(",") if h]
     unknown = set(wanted) - set(every)
     if unknown:
@@ -167,9 +174,7 @@ def session_hooks() -> list[str]:
     iterating on a few: one TCG compile of the whole catalog takes a while. Fallback
     programs (cred_prepare) are not hooks of their own: naming one in KRSID_TEST_HOOKS
     selects its tests, which start their own daemon (see fallback_selected)."""
-    from krsid.catalog import load_catalog
-
-    configurable = set(load_catalog(ROOT / "programs").configurable)
+    configurable = set(catalog().configurable)
     _every, wanted = _wanted_hooks()
     if not wanted:
         return sorted(configurable)
@@ -180,11 +185,9 @@ def serving_program(hook: str, available: Collection[str]) -> str | None:
     """The program krsid attaches for an enabled hook on a kernel whose LSM hooks are
     `available`: the hook's own; where the kernel lacks it, its fallback (a catalog
     program with fallback_for) if the kernel has that; else none (the hook is skipped)."""
-    from krsid.catalog import load_catalog
-
     if hook in available:
         return hook
-    fallback = load_catalog(ROOT / "programs").fallback_of(hook)
+    fallback = catalog().fallback_of(hook)
     return fallback.name if fallback is not None and fallback.name in available else None
 
 

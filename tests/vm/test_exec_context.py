@@ -28,7 +28,7 @@ import yaml
 
 from tests.support.journald import Journal
 from tests.support.metrics import metric
-from tests.support.procs import as_uid
+from tests.support.procs import PYTHON3, as_uid
 from tests.vm.conftest import RunningDaemon
 from tests.vm.test_policy import Reloader
 
@@ -402,7 +402,7 @@ def test_a_dropped_script_run_by_its_interpreter_is_reported(daemon: RunningDaem
 
     python = scripts / f"krsid-drop-{uuid.uuid4().hex[:10]}.py"
     python.write_text("import sys\n")
-    pid = started("python3", "-W", "ignore", python.name, cwd=scripts)  # relative, after an option's value
+    pid = started(PYTHON3, "-W", "ignore", python.name, cwd=scripts)  # relative, after an option's value
     (o,) = script_events(daemon, pid)
     assert (o["reason"], o["path"], o["comm"]) == ("SCRIPT", str(python), "python3")
     assert context(o) == {"TMPFS", "WORLD_WRITABLE_DIR"}, o["context"]

@@ -337,9 +337,16 @@ class Daemon:
             log.error("reload rejected, the previous policy stays in force: %s", why)
             return False
 
-        # 1. Validate and compute everything; nothing is written yet.
+        # 1. Validate and compute everything; nothing is written yet. Against the
+        #    catalog of the programs that run, never one read again from disk: a
+        #    package upgrade may have changed a sidecar's field slots since the start,
+        #    and rules compiled for the new slots would silently miss in the old code.
         try:
-            new = load_config(Path(self.config.source))
+            new = load_config(Path(self.config.source), catalog=self.config.catalog)
+            if new.programs_dir != self.config.programs_dir:
+                raise ConfigError(
+                    f"{new.source}: programs_dir changed; that needs a restart (was: {self.config.programs_dir})"
+                )
             old_hooks = sorted((h.name, h.fallback) for h in self.config.enabled_hooks)
             if sorted((h.name, h.fallback) for h in new.enabled_hooks) != old_hooks:
                 was = ", ".join(name if mode == "auto" else f"{name} (fallback: {mode})" for name, mode in old_hooks)

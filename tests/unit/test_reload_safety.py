@@ -481,6 +481,30 @@ def test_when_even_the_restore_fails_the_old_rules_stay_and_it_is_said(
     assert daemon.reloads["failure"] == 1
 
 
+def test_a_reload_compiles_against_the_running_programs_catalog(
+    running: tuple[Daemon, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rules are compiled for the programs that run: a reload never reads the catalog
+    again (programs changed on disk since the start, say by an upgrade, would give
+    other field slots), and a changed programs_dir is a rejected reload."""
+    daemon, path = running
+
+    def no_catalog_read(*_a: object, **_k: object) -> Any:
+        raise AssertionError("a reload read the catalog again")
+
+    monkeypatch.setattr("krsid.config.load_catalog", no_catalog_read)
+    assert daemon.reload() is True
+    assert daemon.config.catalog is CATALOG
+    elsewhere = path.parent / "programs"
+    elsewhere.mkdir()
+    path.write_text(path.read_text() + f"programs_dir: {elsewhere}\n")
+    config_before = daemon.config
+    with caplog.at_level("ERROR", logger="krsid"):
+        assert daemon.reload() is False
+    assert daemon.config is config_before and daemon.reloads["failure"] == 1
+    assert any("programs_dir changed; that needs a restart" in r.getMessage() for r in caplog.records)
+
+
 def test_fake_maps_see_every_write_of_a_reload(running: tuple[Daemon, Path]) -> None:
     """Guards the fake: a reload writes each map the failure tests inject into."""
     daemon, _ = running

@@ -78,7 +78,9 @@ test-host: deps
 # BPF-LSM end-to-end tests, in VMs (tests/vm/matrix, two VMs at once: one vCPU each on
 # a 2-core machine): the whole VM suite on the default kernel (Debian's 6.12) with its
 # kernel headers, and beside it the kernel matrix, every Debian kernel series with
-# BTF-generated headers (5.10 is refused at start, as documented). The default kernel's
+# BTF-generated headers (5.10 is refused at start, as documented; the per-hook tests at
+# both ends of the range, 6.1 and the newest, tests/vm/matrix BETWEEN_SELECTION between
+# them). The default kernel's
 # BTF run (only test_matrix.py of the selection: the whole suite covers the rest) installs
 # the .deb built here (tests/vm/test_deb_package.py, KRSID_DEB)
 # and floods with the bulk lane at its minimum. Prints each run's output, result and

@@ -94,6 +94,9 @@ LOOPS = (
     Loop(
         "rename there and back, 4 dirs deep, watched fs", "rename", 1000, "deep", "filtered", "inode_rename", "rename"
     ),
+    # A new file made and removed: inode_create's rule-only default (one option lookup
+    # after the policy's), with file_open's write open and inode_unlink on the way.
+    Loop("create+close+unlink, other file", "create", 1000, "plain", "filtered", "inode_create", "open"),
     # Every ioctl runs file_ioctl, inode_file_setattr's fallback before 6.17 (from 6.17
     # the hook is in vfs_fileattr_set, off this path): its command check.
     Loop("ioctl(FIONREAD), a file", "ioctl", 4000, "plain", "filtered", "file_ioctl", "ioctl"),

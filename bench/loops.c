@@ -1,5 +1,6 @@
 /* Tight syscall loops for bench/run.py: prints nanoseconds per operation.
- * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|ioctl|procmem|chmod|connect|exec|fork|unshare N [PATH]
+ * usage: loops mprotect|mprotect_rw|mprotect_x|mprotect_r|open|open_w|create|rename|ioctl|procmem|chmod|connect|exec|fork|unshare
+ *              N [PATH]
  * PATH: the file open opens / exec executes / chmod changes (default /etc/hostname, /bin/true).
  * Compiled by the benchmark itself (gcc -O2): Python's own overhead would hide the
  * per-call cost of the LSM programs. */
@@ -86,6 +87,9 @@ int main(int argc, char **argv)
             close(open(path, O_RDONLY));
         } else if (!strcmp(kind, "open_w")) {      /* a write open: file_open's watch walk, not watched */
             close(open(path, O_WRONLY));
+        } else if (!strcmp(kind, "create")) {      /* PATH.moved made and removed: inode_create, file_open, inode_unlink */
+            close(open(moved, O_WRONLY | O_CREAT | O_EXCL, 0644));
+            unlink(moved);
         } else if (!strcmp(kind, "rename")) {      /* there and back: inode_rename's watch walks, not watched */
             rename(path, moved);
             rename(moved, path);

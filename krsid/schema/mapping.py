@@ -496,6 +496,9 @@ HOOK_MAPPINGS: dict[str, HookMapping] = {
     "inode_mknod": HookMapping(
         (Target("file_activity", 1, ("file",), ("creation",), "mknod", FILE, {"name": "name"}),)
     ),
+    "inode_create": HookMapping(
+        (Target("file_activity", 1, ("file",), ("creation",), "create", FILE, {"name": "name"}),)
+    ),
     "inode_rmdir": HookMapping(
         (Target("file_activity", 4, ("file",), ("deletion",), "rmdir", FILE, {"name": "name", "inode": "ino"}),)
     ),

@@ -64,7 +64,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import SETFL_THEN_WRITE
+from tests.support.procs import PYTHON3, SETFL_THEN_WRITE
 from tests.vm.conftest import ROOT, free_port, message_id
 from tests.vm.nspawn_container import (
     BPF_PROG_TYPE_LSM,
@@ -82,7 +82,15 @@ pytestmark = pytest.mark.vm
 
 NSPAWN_DIR = Path(__file__).parent / "nspawn"
 HEADERS_DROPIN = NSPAWN_DIR / "kernel-headers.conf"
-HOOKS = ("bprm_check_security", "file_fcntl", "file_mprotect", "inode_mkdir", "inode_unlink", "task_kill")
+HOOKS = (
+    "bprm_check_security",
+    "file_fcntl",
+    "file_mprotect",
+    "inode_create",
+    "inode_mkdir",
+    "inode_unlink",
+    "task_kill",
+)
 EXEC_MESSAGE_ID = message_id("bprm_check_security")
 # The unit's CapabilityBoundingSet/AmbientCapabilities: DAC_READ_SEARCH, SYS_ADMIN,
 # SYS_RESOURCE, PERFMON, BPF.
@@ -118,6 +126,13 @@ POLICY_RULES = [
     {
         "name": "deny-world-writable-dir-in-home-probe",
         "hook": "inode_mkdir",
+        "action": "deny",
+        "match": {"path_prefix": HOME_PROBE_DIR, "fields": {"mode": {"any": ["WOTH"]}}},
+    },
+    # The same on inode_create: a world-writable file is refused before its name exists.
+    {
+        "name": "deny-world-writable-file-in-home-probe",
+        "hook": "inode_create",
         "action": "deny",
         "match": {"path_prefix": HOME_PROBE_DIR, "fields": {"mode": {"any": ["WOTH"]}}},
     },
@@ -610,6 +625,26 @@ def test_field_rule_of_a_newer_hook_denies_below_home(started: Container) -> Non
     assert e["KRSID_MODE"] == "RUSR|WUSR|XUSR|RGRP|WGRP|XGRP|ROTH|WOTH|XOTH", e
 
 
+def test_creation_rule_denies_a_world_writable_file_before_its_name_exists(started: Container) -> None:
+    """inode_create's mode field and a path_prefix under /home: a world-writable file
+    is refused and leaves no name; a file with the usual umask is made."""
+    c = started
+    name = f"drop-{uuid.uuid4().hex[:8]}"
+    denied = c.run("/bin/sh", "-c", f"umask 000; : > {HOME_PROBE_DIR}/{name}")
+    allowed = c.run("/bin/sh", "-c", f"umask 022; : > {HOME_PROBE_DIR}/{name}-ok")
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr, (denied.stderr, c.unit_log())
+    assert allowed.returncode == 0, allowed.stderr
+    assert c.run("test", "-e", f"{HOME_PROBE_DIR}/{name}").returncode == 1
+    (e,) = _events_in_journal(c, "KRSID_HOOK=inode_create", "KRSID_RULE=deny-world-writable-file-in-home-probe")
+    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_NAME"], e["KRSID_DIR"]) == (
+        "deny",
+        "-EPERM",
+        name,
+        Path(HOME_PROBE_DIR).name,
+    ), e
+    assert e["KRSID_MODE"] == "RUSR|WUSR|RGRP|WGRP|ROTH|WOTH", e
+
+
 def test_cgroup_rule_denies_exec_in_its_slice_inside_a_cgroup_namespace(started: Container) -> None:
     """The container has its own cgroup namespace, as docker, Kubernetes and nspawn give
     one: krsid resolves /krsidprobe.slice there, where it is one level deep, while the
@@ -690,7 +725,7 @@ def test_file_fcntl_rule_denies_taking_o_append_off_a_log(started: Container) ->
     log = f"{PROBE_LOG_DIR}/auth-{uuid.uuid4().hex[:8]}.log"
     wrote = c.run("/bin/sh", "-c", f"echo 'Failed password for root' > {log}")
     assert wrote.returncode == 0, wrote.stderr
-    edit = c.run("python3", "-c", SETFL_THEN_WRITE, log, "0")
+    edit = c.run(PYTHON3, "-c", SETFL_THEN_WRITE, log, "0")
     assert (edit.returncode, edit.stdout) == (0, "fcntl-refused\n"), (edit.stdout, edit.stderr, c.unit_log())
     appended = c.run("/bin/sh", "-c", f"echo 'Accepted publickey' >> {log} && cat {log}")
     assert appended.stdout == "Failed password for root\nAccepted publickey\n", appended

@@ -30,7 +30,7 @@ import yaml
 
 from tests.support.journald import Journal
 from tests.support.metrics import metric
-from tests.support.procs import SETFL_THEN_WRITE, as_uid
+from tests.support.procs import PYTHON3, SETFL_THEN_WRITE, as_uid
 from tests.vm.conftest import WATCHED_NAME, RunningDaemon, message_id
 from tests.vm.test_policy import Reloader
 
@@ -392,10 +392,13 @@ def test_a_users_ssh_rc_and_environment_are_watched_by_their_last_two_names(
 
 
 def test_would_deny_then_deny_an_autostart_entry(
-    daemon: RunningDaemon, root: Path, homes: Path, policy: Reloader
+    daemon: RunningDaemon, root: Path, homes: Path, policy: Reloader, hook_enabled: Callable[[str], None]
 ) -> None:
     """A rule on file_open, scoped to a uid only this test uses and to its home: the
-    user's own autostart entry is reported with the watch entry, then refused."""
+    user's own autostart entry is reported with the watch entry, then refused (an
+    empty file is left); the same rule on inode_create refuses a new entry before its
+    name exists."""
+    hook_enabled("inode_create")
     home = homes / unique("home")
     autostart = home / AUTOSTART
     autostart.mkdir(parents=True)
@@ -422,13 +425,30 @@ def test_would_deny_then_deny_an_autostart_entry(
     entry = autostart / "y.desktop"
     writer, done = run(*as_uid(DIRS_USER, "sh", "-c", f"echo '[Desktop Entry]' > {entry}"), ok=False)
     assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
-    # O_CREAT made the name before the open was checked (there is no inode_create
-    # program): the entry exists, and nothing was written into it.
+    # O_CREAT made the name before file_open was checked: the entry exists, and
+    # nothing was written into it.
     assert entry.read_text() == ""
     (o,) = events_of(daemon, "file_open", writer)
     want = ("WATCH", "deny", "autostart-deny", "-EPERM", ".config/autostart", 1)
     assert (o["reason"], o["action"], o["rule"], o["verdict"], o["watch"], o["watch_level"]) == want
     assert metric(daemon.scrape(), "krsid_denied_total", hook="file_open", rule="autostart-deny") == 1
+
+    # The same rule on inode_create refuses a new entry before its name exists.
+    created = {**rule("deny"), "name": "autostart-create-deny", "hook": "inode_create"}
+    policy.apply(policy.with_rules(rule("deny"), created))
+    entry = autostart / "z.desktop"
+    writer, done = run(*as_uid(DIRS_USER, "sh", "-c", f"umask 002; echo '[Desktop Entry]' > {entry}"), ok=False)
+    assert done.returncode != 0 and "Operation not permitted" in done.stderr, done
+    assert not entry.exists()
+    (o,) = events_of(daemon, "inode_create", writer)
+    assert (o["action"], o["rule"], o["verdict"], o["uid"]) == ("deny", "autostart-create-deny", "-EPERM", DIRS_USER)
+    assert (o["dir"], o["name"], o["mode"]) == ("autostart", "z.desktop", "RUSR|WUSR|RGRP|WGRP|ROTH")
+    assert (o["watch"], o["watch_level"]) == (".config/autostart", 1)  # looked up for a rule's event
+    st = autostart.stat()
+    assert (o["dir_ino"], o["dev_major"], o["dev_minor"]) == (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
+    # The open was refused at the name: file_open never ran.
+    assert daemon.events(lambda e: e["hook"] == "file_open" and e["tgid"] == writer) == []
+    assert metric(daemon.scrape(), "krsid_denied_total", hook="inode_create", rule="autostart-create-deny") == 1
 
 
 def test_kernel_hand_offs_under_proc_sys_are_reported_by_name(daemon: RunningDaemon, root: Path) -> None:
@@ -476,7 +496,7 @@ def test_clearing_or_editing_a_log_is_reported_and_appending_is_not(daemon: Runn
     reopener, _ = run("sh", "-c", f": 1<> {log}")
     (o,) = events_of(daemon, "file_open", reopener)
     assert (o["reason"], o["watch"], o["path"], o["access"]) == ("WATCH", str(logs), str(log), "RDWR")
-    mapper, _ = run("python3", "-c", f"import os; os.open({str(log)!r}, os.O_RDWR | os.O_APPEND)")
+    mapper, _ = run(PYTHON3, "-c", f"import os; os.open({str(log)!r}, os.O_RDWR | os.O_APPEND)")
     (o,) = events_of(daemon, "file_open", mapper)
     assert (o["reason"], o["path"], o["flags"]) == ("WATCH", str(log), "RDWR|APPEND|LARGEFILE")
     clearer, _ = run("sh", "-c", f": > {log}")
@@ -496,7 +516,7 @@ def test_clearing_or_editing_a_log_is_reported_and_appending_is_not(daemon: Runn
 
 
 def setfl_then_write(path: Path, flags: int, ok: bool = True) -> tuple[int, subprocess.CompletedProcess[str]]:
-    return run("python3", "-c", SETFL_THEN_WRITE, str(path), hex(flags), ok=ok)
+    return run(PYTHON3, "-c", SETFL_THEN_WRITE, str(path), hex(flags), ok=ok)
 
 
 def test_taking_o_append_off_a_log_is_reported_by_file_fcntl(
@@ -778,7 +798,7 @@ def make_dir(
     path: Path, mode: int, umask: int = 0o022, ok: bool = True
 ) -> tuple[int, subprocess.CompletedProcess[str]]:
     """mkdir(path, mode) under a given umask, in a process of its own (the events' tgid)."""
-    return run("python3", "-c", MKDIR, str(path), f"{umask:o}", f"{mode:o}", ok=ok)
+    return run(PYTHON3, "-c", MKDIR, str(path), f"{umask:o}", f"{mode:o}", ok=ok)
 
 
 def test_directories_made_in_watched_places_are_reported_and_others_are_not(
@@ -851,6 +871,61 @@ def test_would_deny_then_deny_world_writable_directories_in_the_watched_director
     scrape = daemon.scrape()
     assert metric(scrape, "krsid_denied_total", hook="inode_mkdir", rule="mkdir-deny") == 1
     assert metric(scrape, "krsid_would_deny_total", hook="inode_mkdir", rule="mkdir-would_deny") == 1
+
+
+CREATE = (
+    "import os, sys; os.umask(int(sys.argv[2], 8)); "
+    "os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, int(sys.argv[3], 8)))"
+)
+
+
+def create_file(path: Path, mode: int, umask: int = 0o022) -> int:
+    """open(path, O_CREAT, mode) under a given umask, in a process of its own (the events' tgid)."""
+    return run(PYTHON3, "-c", CREATE, str(path), f"{umask:o}", f"{mode:o}")[0]
+
+
+def test_files_created_in_watched_places_are_reported_with_the_option_watched(
+    daemon: RunningDaemon, root: Path, policy: Reloader, hook_enabled: Callable[[str], None]
+) -> None:
+    """inode_create reports only what a rule matches unless its option watched is on
+    (file_open reports the same open); with it, a file created in a watched directory
+    or under a watched name is reported with the mode it gets; a file created
+    elsewhere, or opened again, is not. A would_deny rule on the mode (setuid files
+    made in the watched directory) names itself on its event; the file is made."""
+    hook_enabled("inode_create")
+    watched_dir = root / "dir"
+    quiet = create_file(watched_dir / unique("job"), 0o644)
+    assert events_of(daemon, "file_open", quiet)  # reported there, not by inode_create
+
+    cfg = yaml.safe_load(policy.original)
+    cfg["hooks"]["inode_create"] = {"watched": True}
+    match = {"path_prefix": str(watched_dir), "fields": {"mode": {"any": ["SUID"]}}}
+    rule = {"name": "create-setuid", "hook": "inode_create", "action": "would_deny", "match": match}
+    cfg["policy"] = {"rules": [rule]}
+    policy.apply(yaml.safe_dump(cfg))
+    planted = watched_dir / unique("job")
+    planter = create_file(planted, 0o4777, umask=0o022)
+    assert planted.exists()
+    reopener = create_file(planted, 0o644)  # exists: an open, not a creation
+    elsewhere = create_file(root / "outside" / unique("f"), 0o644)
+    nest = root / "outside" / unique("home")
+    nest.mkdir()
+    namer = create_file(nest / WATCHED_NAME, 0o600)
+
+    (o,) = events_of(daemon, "inode_create", planter)
+    assert (o["dir"], o["name"], o["mode"]) == ("dir", planted.name, "SUID|RUSR|WUSR|XUSR|RGRP|XGRP|ROTH|XOTH")
+    assert (o["watch"], o["watch_level"], o["action"], o["rule"], o["verdict"], o["comm"]) == (
+        str(watched_dir), 1, "would_deny", "create-setuid", "0", "python3"
+    )  # fmt: skip
+    st = watched_dir.stat()
+    assert (o["dir_ino"], o["dev_major"], o["dev_minor"]) == (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
+    (o,) = events_of(daemon, "inode_create", namer)
+    assert (o["dir"], o["name"], o["mode"], o["watch"], o["watch_level"], o["action"]) == (
+        nest.name, WATCHED_NAME, "RUSR|WUSR", WATCHED_NAME, 255, "audit"
+    )  # fmt: skip
+    assert metric(daemon.scrape(), "krsid_would_deny_total", hook="inode_create", rule="create-setuid") == 1
+    # One lane, in order: the others' events would have arrived before the last one.
+    assert daemon.events(lambda e: e["hook"] == "inode_create" and e["tgid"] in {quiet, reopener, elsewhere}) == []
 
 
 def test_device_nodes_and_special_files_in_watched_places_are_reported(

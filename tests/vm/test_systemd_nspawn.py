@@ -606,43 +606,39 @@ def test_exe_rule_under_home_denies_what_that_binary_runs(started: Container) ->
     assert (e["KRSID_ACTION"], e["KRSID_VERDICT"]) == ("deny", "-EPERM"), e
 
 
-def test_field_rule_of_a_newer_hook_denies_below_home(started: Container) -> None:
-    """inode_mkdir's mode field and a path_prefix under /home (read-only for the unit):
-    a world-writable directory is denied there, a private one is not."""
+@pytest.mark.parametrize(
+    ("hook", "make", "rule", "mode"),
+    [
+        (
+            "inode_mkdir",
+            "mkdir",
+            "deny-world-writable-dir-in-home-probe",
+            "RUSR|WUSR|XUSR|RGRP|WGRP|XGRP|ROTH|WOTH|XOTH",
+        ),
+        ("inode_create", ": >", "deny-world-writable-file-in-home-probe", "RUSR|WUSR|RGRP|WGRP|ROTH|WOTH"),
+    ],
+)
+def test_field_rule_of_a_newer_hook_denies_below_home(
+    started: Container, hook: str, make: str, rule: str, mode: str
+) -> None:
+    """The mode field of inode_mkdir and inode_create and a path_prefix under /home
+    (read-only for the unit): a world-writable directory or file is refused there and
+    leaves no name (inode_create comes before the name exists); a private one is made."""
     c = started
     name = f"drop-{uuid.uuid4().hex[:8]}"
-    denied = c.run("/bin/sh", "-c", f"umask 000; mkdir {HOME_PROBE_DIR}/{name}")
-    allowed = c.run("/bin/sh", "-c", f"umask 022; mkdir {HOME_PROBE_DIR}/{name}-ok")
-    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr, (denied.stderr, c.unit_log())
-    assert allowed.returncode == 0, allowed.stderr
-    (e,) = _events_in_journal(c, "KRSID_HOOK=inode_mkdir", "KRSID_RULE=deny-world-writable-dir-in-home-probe")
-    assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_NAME"], e["KRSID_DIR"]) == (
-        "deny",
-        "-EPERM",
-        name,
-        Path(HOME_PROBE_DIR).name,
-    ), e
-    assert e["KRSID_MODE"] == "RUSR|WUSR|XUSR|RGRP|WGRP|XGRP|ROTH|WOTH|XOTH", e
-
-
-def test_creation_rule_denies_a_world_writable_file_before_its_name_exists(started: Container) -> None:
-    """inode_create's mode field and a path_prefix under /home: a world-writable file
-    is refused and leaves no name; a file with the usual umask is made."""
-    c = started
-    name = f"drop-{uuid.uuid4().hex[:8]}"
-    denied = c.run("/bin/sh", "-c", f"umask 000; : > {HOME_PROBE_DIR}/{name}")
-    allowed = c.run("/bin/sh", "-c", f"umask 022; : > {HOME_PROBE_DIR}/{name}-ok")
+    denied = c.run("/bin/sh", "-c", f"umask 000; {make} {HOME_PROBE_DIR}/{name}")
+    allowed = c.run("/bin/sh", "-c", f"umask 022; {make} {HOME_PROBE_DIR}/{name}-ok")
     assert denied.returncode != 0 and "Operation not permitted" in denied.stderr, (denied.stderr, c.unit_log())
     assert allowed.returncode == 0, allowed.stderr
     assert c.run("test", "-e", f"{HOME_PROBE_DIR}/{name}").returncode == 1
-    (e,) = _events_in_journal(c, "KRSID_HOOK=inode_create", "KRSID_RULE=deny-world-writable-file-in-home-probe")
+    (e,) = _events_in_journal(c, f"KRSID_HOOK={hook}", f"KRSID_RULE={rule}")
     assert (e["KRSID_ACTION"], e["KRSID_VERDICT"], e["KRSID_NAME"], e["KRSID_DIR"]) == (
         "deny",
         "-EPERM",
         name,
         Path(HOME_PROBE_DIR).name,
     ), e
-    assert e["KRSID_MODE"] == "RUSR|WUSR|RGRP|WGRP|ROTH|WOTH", e
+    assert e["KRSID_MODE"] == mode, e
 
 
 def test_cgroup_rule_denies_exec_in_its_slice_inside_a_cgroup_namespace(started: Container) -> None:

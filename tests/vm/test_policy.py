@@ -26,7 +26,7 @@ import yaml
 from tests.support.cli import run_krsid
 from tests.support.metrics import metric
 from tests.support.procs import run_as
-from tests.vm.conftest import ROOT, RunningDaemon
+from tests.vm.conftest import ROOT, RunningDaemon, catalog
 
 pytestmark = pytest.mark.vm
 WORKLOAD = Path(__file__).parent / "workloads" / "mprotect_workload.py"
@@ -454,9 +454,7 @@ def test_the_128th_rule_is_reached_and_denies_even_when_rate_limited(
     """127 rules that do not match, then the deciding one in the last slot: the bounded
     rule loop goes all the way. With rate_limit 1/s the events are suppressed, the
     denies are not."""
-    from krsid.catalog import load_catalog
-
-    RULES_PER_HOOK = load_catalog(ROOT / "programs").contract.rules_per_hook
+    RULES_PER_HOOK = catalog().contract.rules_per_hook
 
     hook_enabled("task_fix_setuid")
     new_uid = 65529

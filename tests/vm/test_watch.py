@@ -791,14 +791,25 @@ def test_would_deny_then_deny_symlinks_into_the_watched_directory(
     assert metric(scrape, "krsid_would_deny_total", hook="inode_symlink", rule="symlink-would_deny") == 1
 
 
-MKDIR = "import os, sys; os.umask(int(sys.argv[2], 8)); os.mkdir(sys.argv[1], int(sys.argv[3], 8))"
+# Python: set the umask (argv[2], octal), then make argv[1] with the mode argv[3]
+# (octal) by the call given: the mode the kernel's hook sees is mode less umask.
+MAKE_UNDER_UMASK = "import os, sys; os.umask(int(sys.argv[2], 8)); mode = int(sys.argv[3], 8); {call}"
+MKDIR = MAKE_UNDER_UMASK.format(call="os.mkdir(sys.argv[1], mode)")
+CREATE = MAKE_UNDER_UMASK.format(call="os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, mode))")
+
+
+def make_under_umask(
+    script: str, path: Path, mode: int, umask: int = 0o022, ok: bool = True
+) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """Run MKDIR or CREATE on path in a process of its own (the events' tgid)."""
+    return run(PYTHON3, "-c", script, str(path), f"{umask:o}", f"{mode:o}", ok=ok)
 
 
 def make_dir(
     path: Path, mode: int, umask: int = 0o022, ok: bool = True
 ) -> tuple[int, subprocess.CompletedProcess[str]]:
-    """mkdir(path, mode) under a given umask, in a process of its own (the events' tgid)."""
-    return run(PYTHON3, "-c", MKDIR, str(path), f"{umask:o}", f"{mode:o}", ok=ok)
+    """mkdir(path, mode) under a given umask."""
+    return make_under_umask(MKDIR, path, mode, umask, ok)
 
 
 def test_directories_made_in_watched_places_are_reported_and_others_are_not(
@@ -873,15 +884,9 @@ def test_would_deny_then_deny_world_writable_directories_in_the_watched_director
     assert metric(scrape, "krsid_would_deny_total", hook="inode_mkdir", rule="mkdir-would_deny") == 1
 
 
-CREATE = (
-    "import os, sys; os.umask(int(sys.argv[2], 8)); "
-    "os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, int(sys.argv[3], 8)))"
-)
-
-
 def create_file(path: Path, mode: int, umask: int = 0o022) -> int:
-    """open(path, O_CREAT, mode) under a given umask, in a process of its own (the events' tgid)."""
-    return run(PYTHON3, "-c", CREATE, str(path), f"{umask:o}", f"{mode:o}")[0]
+    """open(path, O_CREAT, mode) under a given umask; its pid."""
+    return make_under_umask(CREATE, path, mode, umask)[0]
 
 
 def test_files_created_in_watched_places_are_reported_with_the_option_watched(

@@ -29,20 +29,13 @@
 /* Policy field slots, see inode_mkdir.yaml. */
 #define INODE_MKDIR_POLICY_MODE 0
 
-#define INODE_MKDIR_NAME_LEN 128
 #define INODE_MKDIR_PERMISSION_BITS 07777
 
 struct inode_mkdir_event {
     KRSID_EVENT_HEADER
-    __u64 dir_ino;
-    __u32 dev_major;
-    __u32 dev_minor;
-    __u32 watch;
-    __u32 watch_level;
+    KRSID_NEW_NAME_MEMBERS
     __u32 mode;
     __u32 pad;
-    char dir[INODE_MKDIR_NAME_LEN];
-    char name[INODE_MKDIR_NAME_LEN];
 };
 
 LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode)
@@ -65,12 +58,9 @@ LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode)
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
-    krsid_inode_id(dir, &e->dir_ino, &e->dev_major, &e->dev_minor);
-    e->watch = watch.id;
-    e->watch_level = watch.level;
+    KRSID_NEW_NAME_FILL(e, dir, dentry, watch);
     e->mode = perm;
     e->pad = 0;
-    krsid_read_names(e->dir, e->name, INODE_MKDIR_NAME_LEN, dentry);
 
     KRSID_SUBMIT_AND_RETURN(e, d);
 }

@@ -49,23 +49,16 @@
 #define INODE_MKNOD_TTY_MAJOR 5
 #define INODE_MKNOD_TTY_QUIET_MINORS ((1U << 0) | (1U << 2))
 
-#define INODE_MKNOD_NAME_LEN 128
 
 struct inode_mknod_event {
     KRSID_EVENT_HEADER
-    __u64 dir_ino;
-    __u32 dev_major;
-    __u32 dev_minor;
+    KRSID_NEW_NAME_MEMBERS
     __u32 rdev_major;
     __u32 rdev_minor;
     __u32 kind;
     __u32 mode;
-    __u32 watch;
-    __u32 watch_level;
     __u32 kernel_thread;
     __u32 pad;
-    char dir[INODE_MKNOD_NAME_LEN];
-    char name[INODE_MKNOD_NAME_LEN];
 };
 
 /* Whether a character device is one of those every container's /dev gets. */
@@ -117,16 +110,13 @@ LSM_PROBE(inode_mknod, struct inode *dir, struct dentry *dentry, umode_t mode, d
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
-    krsid_inode_id(dir, &e->dir_ino, &e->dev_major, &e->dev_minor);
+    KRSID_NEW_NAME_FILL(e, dir, dentry, watch);
     e->rdev_major = rdev_major;
     e->rdev_minor = rdev_minor;
     e->kind = kind;
     e->mode = perm;
-    e->watch = watch.id;
-    e->watch_level = watch.level;
     e->kernel_thread = kthread;
     e->pad = 0;
-    krsid_read_names(e->dir, e->name, INODE_MKNOD_NAME_LEN, dentry);
 
     KRSID_SUBMIT_AND_RETURN(e, d);
 }

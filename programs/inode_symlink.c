@@ -24,18 +24,11 @@
 /* Option slots, see inode_symlink.yaml. */
 #define INODE_SYMLINK_OPT_ALL 0
 
-#define INODE_SYMLINK_NAME_LEN 128
 #define INODE_SYMLINK_TARGET_LEN 256
 
 struct inode_symlink_event {
     KRSID_EVENT_HEADER
-    __u64 dir_ino;
-    __u32 dev_major;
-    __u32 dev_minor;
-    __u32 watch;
-    __u32 watch_level;
-    char dir[INODE_SYMLINK_NAME_LEN];
-    char name[INODE_SYMLINK_NAME_LEN];
+    KRSID_NEW_NAME_MEMBERS
     char target[INODE_SYMLINK_TARGET_LEN];
 };
 
@@ -58,10 +51,7 @@ LSM_PROBE(inode_symlink, struct inode *dir, struct dentry *dentry, const char *o
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
-    krsid_inode_id(dir, &e->dir_ino, &e->dev_major, &e->dev_minor);
-    e->watch = watch.id;
-    e->watch_level = watch.level;
-    krsid_read_names(e->dir, e->name, INODE_SYMLINK_NAME_LEN, dentry);
+    KRSID_NEW_NAME_FILL(e, dir, dentry, watch);
     bpf_probe_read_kernel_str(e->target, sizeof(e->target), old_name);
 
     KRSID_SUBMIT_AND_RETURN(e, d);

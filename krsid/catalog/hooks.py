@@ -328,7 +328,7 @@ def load_catalog(programs_dir: Path) -> Catalog:
     header_path = programs_dir / HEADER_FILE
     header_text = read_text(header_path)
     contract = parse_contract(header_text, str(header_path))
-    header_fields = _header_fields(programs_dir / HEADER_SIDECAR, contract)
+    shared = _header_sidecar(programs_dir / HEADER_SIDECAR, contract)
 
     sources = {p.stem: p for p in programs_dir.glob("*.c")}
     sidecars = {p.stem: p for p in programs_dir.glob("*.yaml")}
@@ -338,7 +338,7 @@ def load_catalog(programs_dir: Path) -> Catalog:
 
     hooks: dict[str, HookSpec] = {}
     for name in sorted(sources):
-        hooks[name] = _load_hook(name, sources[name], sidecars[name], header_text, header_fields, contract)
+        hooks[name] = _load_hook(name, sources[name], sidecars[name], header_text, shared, contract)
     ids = [h.message_id for h in hooks.values()]
     for h in hooks.values():
         if ids.count(h.message_id) > 1:
@@ -347,7 +347,7 @@ def load_catalog(programs_dir: Path) -> Catalog:
     dirs_map = declared_map_sizes((HEADER_FILE, header_text)).get(DIRS_MAP)
     if dirs_map is None:
         raise CatalogError(f"{header_path}: declares no {DIRS_MAP} map with a numeric size")
-    flood = _load_hook(FLOOD_EVENT, header_path, programs_dir / FLOOD_SIDECAR, header_text, header_fields, contract)
+    flood = _load_hook(FLOOD_EVENT, header_path, programs_dir / FLOOD_SIDECAR, header_text, shared, contract)
     for field_name, wanted in (("scope", contract.flood_scopes), ("origin", contract.flood_origins)):
         declared = {v: k for k, v in flood.field(field_name).values}
         if declared != dict(wanted):
@@ -397,11 +397,32 @@ def _check_fallbacks(hooks: Mapping[str, HookSpec]) -> None:
 ACTION_FIELD = "action"
 
 
-def _header_fields(path: Path, contract: Contract) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class HeaderSidecar:
+    """include/krsid.yaml: how the header's fields are shown, and the value sets that
+    several sidecars' fields share (``values: mode_bits``: one list of names for
+    one set of kernel bits)."""
+
+    fields: dict[str, dict[str, Any]]
+    value_sets: dict[str, tuple[tuple[str, int], ...]]
+
+
+def _header_sidecar(path: Path, contract: Contract) -> HeaderSidecar:
     doc = _load_sidecar_doc(path)
-    top = _catalog_mapping(doc, doc.data, (), {"fields"})
+    top = _catalog_mapping(doc, doc.data, (), {"fields", "value_sets"})
     fields = _catalog_mapping(doc, top.get("fields"), ("fields",))
     out = {k: _catalog_mapping(doc, v, ("fields", k)) for k, v in fields.items()}
+    value_sets: dict[str, tuple[tuple[str, int], ...]] = {}
+    for set_name, raw in _catalog_mapping(doc, top.get("value_sets"), ("value_sets",)).items():
+        pairs = _catalog_mapping(doc, raw, ("value_sets", set_name))
+        try:
+            if not pairs:
+                doc.fail(("value_sets", set_name), "needs values: {NAME: number}")
+            value_sets[set_name] = tuple(
+                (k, expect(doc, v, ("value_sets", set_name, k), int, "an integer")) for k, v in pairs.items()
+            )
+        except ConfigError as e:
+            raise CatalogError(str(e)) from None
     action = out.get(ACTION_FIELD, {})
     values = _catalog_mapping(doc, action.get("values"), ("fields", ACTION_FIELD, "values"))
     why = action_enum_mismatch(values, contract)
@@ -410,7 +431,7 @@ def _header_fields(path: Path, contract: Contract) -> dict[str, dict[str, Any]]:
             doc.fail(("fields", ACTION_FIELD, "values"), why)
         except ConfigError as e:
             raise CatalogError(str(e)) from None
-    return out
+    return HeaderSidecar(out, value_sets)
 
 
 def _load_sidecar_doc(path: Path) -> YamlDoc:
@@ -459,7 +480,7 @@ def _load_hook(
     source: Path,
     sidecar: Path,
     header_text: str,
-    header_fields: dict[str, dict[str, Any]],
+    shared: HeaderSidecar,
     contract: Contract,
 ) -> HookSpec:
     if not HOOK_NAME_RE.match(name):
@@ -487,7 +508,7 @@ def _load_hook(
             doc.fail(("priority",), f"unknown level {priority_name!r}; one of {', '.join(PRIORITIES)}")
         struct_name = expect(doc, top.get("event", f"{name}_event"), ("event",), str, "a struct name")
         layout = parse_event_struct(text, struct_name, header_text, origin=str(source))
-        fields = _fields(doc, layout, header_fields, expect_mapping(doc, top.get("fields"), ("fields",)))
+        fields = _fields(doc, layout, shared, expect_mapping(doc, top.get("fields"), ("fields",)))
         options = _options(
             doc, expect_mapping(doc, top.get("options"), ("options",)), source.name, declared_maps, contract
         )
@@ -532,9 +553,10 @@ def _lane(doc: YamlDoc, raw: Any, contract: Contract) -> str:
 
 
 def _fields(
-    doc: YamlDoc, layout: EventLayout, header_fields: dict[str, dict[str, Any]], declared: dict[str, Any]
+    doc: YamlDoc, layout: EventLayout, shared: HeaderSidecar, declared: dict[str, Any]
 ) -> tuple[FieldSpec, ...]:
     """One FieldSpec per struct member (defaults by C type), plus derived bool fields."""
+    header_fields = shared.fields
     header_names = set(header_fields)
     for key in declared:
         if key in header_fields:
@@ -564,10 +586,16 @@ def _fields(
         if not fits:
             doc.fail((*path, "type"), f"{kind} does not fit member {member.ctype} {member.name}[{member.size}]")
         values: list[tuple[str, int]] = []
-        if kind in ("flags", "enum"):
+        if kind in ("flags", "enum") and isinstance(spec.get("values"), str):
+            set_name = spec["values"]
+            if set_name not in shared.value_sets:
+                known = ", ".join(sorted(shared.value_sets)) or "none"
+                doc.fail((*path, "values"), f"no value set {set_name!r} in {HEADER_SIDECAR} (it has: {known})")
+            values.extend(shared.value_sets[set_name])
+        elif kind in ("flags", "enum"):
             vmap = expect_mapping(doc, spec.get("values"), (*path, "values"))
             if not vmap:
-                doc.fail(path, f"type {kind} needs values: {{NAME: number}}")
+                doc.fail(path, f"type {kind} needs values: {{NAME: number}} or the name of a value set")
             for vname, v in vmap.items():
                 values.append((vname, expect(doc, v, (*path, "values", vname), int, "an integer")))
         mask = 0

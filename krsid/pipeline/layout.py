@@ -2,8 +2,10 @@
 
 A program's event struct is flat: it begins with KRSID_EVENT_HEADER (defined in
 programs/include/krsid.h) and continues with one integer or ``char name[N]`` member
-per line. That restriction (the same one bcc's ``table.event()`` has) keeps this
-parser small. It is not trusted blindly: :func:`layout_asserts` emits one
+per line, or a member group of krsid.h (a ``KRSID_<NAME>_MEMBERS`` macro, e.g. the
+new name in a directory of the inode_mkdir-like hooks), expanded in place. That
+restriction (the same one bcc's ``table.event()`` has) keeps this parser small. It
+is not trusted blindly: :func:`layout_asserts` emits one
 ``_Static_assert(offsetof(...))`` per member, which the loader appends to every
 compile, so clang proves this layout on the exact kernel headers in use.
 """
@@ -40,6 +42,8 @@ INTEGER_TYPES: Mapping[str, tuple[str, int]] = {
 }
 
 HEADER_MACRO = "KRSID_EVENT_HEADER"
+# Member groups krsid.h defines for several programs' structs (besides the header).
+_MEMBER_GROUP_RE = re.compile(r"KRSID_[A-Z0-9_]+_MEMBERS")
 
 _MEMBER_RE = re.compile(rf"^({IDENT})\s+({IDENT})\s*(?:\[\s*({IDENT}|\d+)\s*\])?$")
 
@@ -80,10 +84,20 @@ class EventLayout:
 
 def header_members_source(header_text: str) -> str:
     """The member lines of the KRSID_EVENT_HEADER macro in krsid.h."""
-    m = re.search(rf"#\s*define\s+{HEADER_MACRO}\s*\\\n((?:.*\\\n)*.*)", header_text)
+    return member_macro_source(header_text, HEADER_MACRO)
+
+
+def member_macro_source(header_text: str, macro: str) -> str:
+    """The member lines of a member macro (the header or a member group) in krsid.h."""
+    m = re.search(rf"#\s*define\s+{re.escape(macro)}\s*\\\n((?:.*\\\n)*.*)", header_text)
     if not m:
-        raise CatalogError(f"krsid.h: no #define {HEADER_MACRO}")
+        raise CatalogError(f"krsid.h: no #define {macro}")
     return m.group(1).replace("\\\n", "\n")
+
+
+def _macro_declarations(header_text: str, macro: str) -> list[str]:
+    source = strip_comments(member_macro_source(header_text, macro))
+    return [s for s in (" ".join(x.split()) for x in source.split(";")) if s]
 
 
 def parse_event_struct(
@@ -95,21 +109,22 @@ def parse_event_struct(
     """
     body = _struct_body(strip_comments(program_text), struct_name, origin)
     constants = parse_defines(header_text, program_text, origin=origin)
-    header = strip_comments(header_members_source(header_text))
 
     declarations: list[str] = []
     for stmt in body.split(";"):
         stmt = " ".join(stmt.split())
-        if not stmt:
-            continue
-        if stmt.startswith(HEADER_MACRO):
-            if declarations:
-                raise CatalogError(f"{origin}: {HEADER_MACRO} must be the first member of {struct_name}")
-            declarations.extend(s for s in (" ".join(x.split()) for x in header.split(";")) if s)
-            stmt = stmt[len(HEADER_MACRO) :].strip()
-            if not stmt:
-                continue
-        declarations.append(stmt)
+        # A macro's members end with their own ";": the macro's name and the next
+        # member come as one statement. Expand each macro in front.
+        while stmt:
+            macro = stmt.split(" ", 1)[0]
+            if macro == HEADER_MACRO:
+                if declarations:
+                    raise CatalogError(f"{origin}: {HEADER_MACRO} must be the first member of {struct_name}")
+            elif not _MEMBER_GROUP_RE.fullmatch(macro):
+                declarations.append(stmt)
+                break
+            declarations.extend(_macro_declarations(header_text, macro))
+            stmt = stmt[len(macro) :].strip()
     if not declarations or HEADER_MACRO not in body:
         raise CatalogError(f"{origin}: struct {struct_name} must start with {HEADER_MACRO}")
 

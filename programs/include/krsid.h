@@ -1752,6 +1752,34 @@ static __always_inline void krsid_read_names(char *dir, char *name, __u32 size, 
     krsid_read_dentry_name(name, size, d);
 }
 
+/*
+ * A new name in a directory: the event members and their fill, one shape for the hooks
+ * that make a name (inode_mkdir, inode_create, inode_mknod, inode_symlink). The
+ * dentry is negative (no inode yet), so the identity is the directory's:
+ *   dir_ino, dev_major, dev_minor  the directory's inode number and device
+ *   watch, watch_level             what krsid_watch_find found for the new name (0: no watch)
+ *   dir, name                      the directory's last name and the new name
+ * Members, one per line (layout.py expands KRSID_*_MEMBERS macros in place).
+ */
+#define KRSID_NEW_NAME_LEN 128
+#define KRSID_NEW_NAME_MEMBERS \
+    __u64 dir_ino; \
+    __u32 dev_major; \
+    __u32 dev_minor; \
+    __u32 watch; \
+    __u32 watch_level; \
+    char dir[KRSID_NEW_NAME_LEN]; \
+    char name[KRSID_NEW_NAME_LEN];
+
+/* Fill an event's KRSID_NEW_NAME_MEMBERS (a macro: every program's struct has its own type). */
+#define KRSID_NEW_NAME_FILL(e, dir_inode, dentry, hit)                              \
+    do {                                                                            \
+        krsid_inode_id((dir_inode), &(e)->dir_ino, &(e)->dev_major, &(e)->dev_minor); \
+        (e)->watch = (hit).id;                                                      \
+        (e)->watch_level = (hit).level;                                             \
+        krsid_read_names((e)->dir, (e)->name, KRSID_NEW_NAME_LEN, (dentry));        \
+    } while (0)
+
 /* Both names of a rename or link and their directories' names. */
 static __always_inline void krsid_read_two_names(char *old_dir, char *old_name, char *new_dir, char *new_name,
                                                  __u32 size, struct dentry *old_dentry, struct dentry *new_dentry)

@@ -181,3 +181,49 @@ def test_file_context_bits_are_krsid_h_s_in_both_sidecars() -> None:
     assert {k: exec_bits[k] for k in wanted} == wanted
     file_open = parse_defines((PROGRAMS / "file_open.c").read_text())
     assert dict(catalog["file_open"].field("reason").values)["SCRIPT"] == file_open["FILE_OPEN_REASON_SCRIPT"]
+
+
+def test_fields_of_one_kernel_bit_set_share_one_value_set() -> None:
+    """include/krsid.yaml's value_sets: the mode bits of the four hooks that report a
+    mode and the open flags of file_open and file_fcntl are one list each."""
+    catalog = load_catalog(PROGRAMS)
+    mode_bits = {
+        catalog[hook].field(name).values
+        for hook, name in (
+            ("inode_create", "mode"),
+            ("inode_mkdir", "mode"),
+            ("inode_mknod", "mode"),
+            ("inode_setattr", "mode"),
+            ("inode_setattr", "old_mode"),
+            ("inode_setattr", "added"),
+        )
+    }
+    assert mode_bits == {
+        (
+            ("SUID", 0o4000), ("SGID", 0o2000), ("SVTX", 0o1000),
+            ("RUSR", 0o400), ("WUSR", 0o200), ("XUSR", 0o100),
+            ("RGRP", 0o40), ("WGRP", 0o20), ("XGRP", 0o10),
+            ("ROTH", 0o4), ("WOTH", 0o2), ("XOTH", 0o1),
+        )
+    }  # fmt: skip
+    open_flags = catalog["file_open"].field("flags").values
+    assert catalog["file_fcntl"].field("flags").values == open_flags
+    assert catalog["file_fcntl"].field("new_flags").values == open_flags
+    assert ("APPEND", 0o2000) in open_flags and ("EXEC", 0x20) in open_flags
+    # Rules name the same bits: inode_create's policy field takes the set's names.
+    assert catalog["inode_create"].policy_field("mode").values == catalog["inode_create"].field("mode").values
+
+
+def test_an_unknown_value_set_is_named_with_line(programs: Path) -> None:
+    p = programs / "inode_mkdir.yaml"
+    p.write_text(p.read_text().replace("values: mode_bits", "values: mode_bitz", 1))
+    message = r"inode_mkdir\.yaml:\d+:\d+: .*no value set 'mode_bitz' in include/krsid\.yaml"
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(programs)
+
+
+def test_a_value_set_must_give_numbers(programs: Path) -> None:
+    p = programs / "include" / "krsid.yaml"
+    p.write_text(p.read_text().replace("SUID: 0x800, ", "SUID: high, ", 1))
+    with pytest.raises(CatalogError, match=r"krsid\.yaml:\d+:\d+: .*value_sets\.mode_bits\.SUID.*an integer"):
+        load_catalog(programs)

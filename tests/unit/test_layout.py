@@ -58,6 +58,28 @@ def test_header_macro_must_come_first() -> None:
         parse_event_struct(text, "t_event", HEADER)
 
 
+def test_a_member_group_of_krsid_h_expands_in_place() -> None:
+    """KRSID_NEW_NAME_MEMBERS: its members where the macro stands, then the program's own."""
+    layout = parse_event_struct(struct("    KRSID_NEW_NAME_MEMBERS\n    __u32 mode;"), "t_event", HEADER)
+    names = [m.name for m in layout.members]
+    after_header = names[names.index("tty") + 1 :]
+    assert after_header == ["dir_ino", "dev_major", "dev_minor", "watch", "watch_level", "dir", "name", "mode"]
+    new_name_len = parse_defines(HEADER)["KRSID_NEW_NAME_LEN"]
+    assert layout.member("dir").array_len == layout.member("name").array_len == new_name_len
+    assert layout.member("mode").offset == layout.member("name").offset + new_name_len
+
+
+def test_an_unknown_member_group_is_named() -> None:
+    with pytest.raises(CatalogError, match=r"krsid\.h: no #define KRSID_NOPE_MEMBERS"):
+        parse_event_struct(struct("    KRSID_NOPE_MEMBERS\n    __u32 mode;"), "t_event", HEADER)
+
+
+def test_a_member_group_before_the_header_is_refused() -> None:
+    text = "struct t_event {\n    KRSID_NEW_NAME_MEMBERS\n    KRSID_EVENT_HEADER\n};"
+    with pytest.raises(CatalogError, match="must be the first member"):
+        parse_event_struct(text, "t_event", HEADER)
+
+
 def test_missing_struct_is_named() -> None:
     with pytest.raises(CatalogError, match="no definition of struct nope"):
         parse_event_struct("int x;", "nope", HEADER, origin="prog.c")

@@ -13,14 +13,15 @@ daemon:
   saturated   every bit set, so every level of the walk pays the (device, inode) hash
               lookup, as before the pre-filter existed (plus the bit test itself)
 
-and seven filtered loops (bench/loops.c) run in each: a write open and a rename
+and eight filtered loops (bench/loops.c) run in each: a write open and a rename
 there and back of a file 4 directories deep on a tmpfs holding a watched directory
 (the walk runs up to that filesystem's root: 6 levels), a write open of a file
 on a tmpfs holding no watched path (the walk is skipped by the device check: the
 floor), a write open there of a file in lib/systemd/user (the directories watched
 by name: three lookups that find nothing), and three read opens there: of an unwatched name, of a name that passes the
 watched names' pre-filter (id_rsb: a hash lookup), and of a secret read by its owner
-(id_rsa: the lookup and the owner check). Reads do not walk: the bitmap's two states
+(id_rsa: the lookup and the owner check), and a file created and removed there
+(inode_create's program as shipped: rules only, no walk). Reads do not walk: the bitmap's two states
 do not concern them. Each state is written whole with `bpftool batch`; the daemon writes only
 the words it changes, so it leaves them alone.
 """
@@ -68,6 +69,9 @@ LOOPS = (
     WalkLoop("open(O_RDONLY)+close, an unwatched name", "open", 4000, "flat", "file_open"),
     WalkLoop("open(O_RDONLY)+close of id_rsb (passes the names' pre-filter)", "open", 4000, "near", "file_open"),
     WalkLoop("open(O_RDONLY)+close of its own id_rsa (a secret, its owner)", "open", 4000, "secret", "file_open"),
+    # inode_create as shipped (rules only): the policy's lookups and one option lookup,
+    # no walk; its whole cost for a filtered call.
+    WalkLoop("create+close+unlink, fs without watched paths", "create", 2000, "flat", "inode_create"),
 )
 STATES = ("pre-filter", "saturated")
 
@@ -134,7 +138,7 @@ def main(args: argparse.Namespace) -> None:
                         "cache_dir": str(tmp / "cache"),
                         "state_dir": str(tmp / "state"),
                         "bpf_stats": True,
-                        "hooks": {"file_open": {}, "inode_rename": {}},
+                        "hooks": {"file_open": {}, "inode_rename": {}, "inode_create": {}},
                         "watch": {"paths": list(watch.paths), "names": list(watch.names)},
                         "sinks": {
                             "journald": {"enabled": False},

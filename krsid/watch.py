@@ -20,7 +20,8 @@ error (a fresh host may have no /etc/cron.d): it is logged and looked up again e
 second (the daemon's refresh). Names are for files anywhere (every home's authorized_keys).
 Directories by name (``dirs``: ``.config/autostart``, ``.config/systemd/user``) are
 for what has no fixed path and may not exist yet: a directory whose last one to three
-names match, in any home, and the names directly in it.
+names match, in any home, the names in it and those one directory below (a unit's
+drop-in directory, a target's .wants links).
 
 Each entry reports a set of operations (krsid.h, KRSID_WATCH_OP_*), held in its map
 value above the id: ``paths``, ``names`` and ``dirs`` report every change; ``logs`` only those

@@ -44,6 +44,14 @@ LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode)
 {
     KRSID_HOOK_PROLOGUE();
 
+    /* The shipped default (rules only) with no rule for this hook: done before the
+     * umask's three helper calls (measured under TCG: 900 ns a filtered call with
+     * them, see README: the watch walk). */
+    int all = krsid_option(KRSID_HOOK_ID, INODE_CREATE_OPT_ALL) != 0;
+    int watched = krsid_option(KRSID_HOOK_ID, INODE_CREATE_OPT_WATCHED) != 0;
+    if (!all && !watched && !krsid_hook_has_rules(KRSID_HOOK_ID))
+        KRSID_RETURN_FILTERED();
+
     __u32 perm = mode & ~krsid_current_umask() & INODE_CREATE_PERMISSION_BITS;
     /* path_prefix matches the new file's directories (the dentry is negative). */
     struct krsid_policy_input in = {};
@@ -51,9 +59,8 @@ LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode)
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
-    int all = krsid_option(KRSID_HOOK_ID, INODE_CREATE_OPT_ALL) != 0;
-    if (!d.rule && !all && !krsid_option(KRSID_HOOK_ID, INODE_CREATE_OPT_WATCHED))
-        KRSID_RETURN_FILTERED(); /* the shipped default: rules only, one array lookup more */
+    if (!d.rule && !all && !watched)
+        KRSID_RETURN_FILTERED(); /* rules that did not match this call */
     /* After the policy, as in inode_link (Debian 6.1's verifier, see krsid_watch_find). */
     struct krsid_watch_hit watch = krsid_watch_find(dentry, KRSID_WATCH_OP_CREATE);
     if (!d.rule && !watch.id && !all)

@@ -533,6 +533,21 @@ struct krsid_decision {
 };
 
 /*
+ * Whether the active policy has a rule for the hook: krsid_decide's own first test
+ * (two array lookups the verifier inlines), for a program whose policy input costs
+ * helper calls (inode_create's mode needs the caller's umask: three calls) and that
+ * reports nothing without a rule unless an option says so.
+ */
+static __always_inline int krsid_hook_has_rules(__u32 hook_id)
+{
+    int zero = 0;
+    __u32 *bankp = krsid_policy_bank.lookup(&zero);
+    int first = ((bankp ? (*bankp & 1) : 0) * KRSID_MAX_HOOKS + hook_id) * KRSID_RULES_PER_HOOK;
+    struct krsid_rule *r0 = krsid_rules.lookup(&first);
+    return r0 && r0->action;
+}
+
+/*
  * The decision for this call under the active policy. A hook without rules costs
  * two array lookups (the bank index and its first rule slot); the caller's comm,
  * executable and directory walks are read only when one of the hook's rules needs
@@ -1378,11 +1393,19 @@ static __always_inline __u32 krsid_watch_dir_value(struct krsid_dentry_link dir,
     return found;
 }
 
+/* krsid_watch_dir_value of a directory, its name's first byte read here. */
+static __always_inline __u32 krsid_watch_dir_of(struct krsid_dentry_link dir)
+{
+    __u8 first = 0;
+    bpf_probe_read_kernel(&first, sizeof(first), dir.name.name);
+    return krsid_watch_dir_value(dir, first);
+}
+
 /*
  * Whether op (KRSID_WATCH_OP_*, one or more) on d is watched: d itself or one of its
  * parents (up to KRSID_DIR_DEPTH levels, on d's filesystem) is a watched inode, or d's
- * name is a watched basename, or d or its parent is a directory watched by name, and
- * that entry reports one of the operations in op.
+ * name is a watched basename, or d, its parent or its grandparent is a directory
+ * watched by name, and that entry reports one of the operations in op.
  * The nearest entry decides (a `paths` file inside a `logs` directory reports every
  * operation). A negative dentry (a name being created) has no inode: its parents
  * still match.
@@ -1439,16 +1462,22 @@ static __always_inline struct krsid_watch_hit krsid_watch_find(struct dentry *d,
         bpf_probe_read_kernel(&first, sizeof(first), self.name.name);
         hit.id = krsid_watch_name_value(self.name.name, self.name.len, first);
         hit.level = KRSID_WATCH_LEVEL_NAME * krsid_nonzero(hit.id);
-        if (!hit.id) {  /* d is a directory watched by name (level 0), else d lies in one (1) */
+        if (!hit.id) {  /* d is a directory watched by name (level 0) */
             hit.id = krsid_watch_dir_value(self, first);
             hit.level = 0;
         }
+        /* d lies in one (1), or one directory deeper (2: a unit's drop-in directory
+         * foo.service.d/, the links of a target's .wants/). Written out, not as a
+         * loop: 6.1's verifier refuses a loop whose last instruction is a helper
+         * call (its CFG check: "back-edge from insn N to N+1"), which clang made. */
         if (!hit.id) {
             struct krsid_dentry_link parent = krsid_dentry_link(self.parent);
-            __u8 parent_first = 0;
-            bpf_probe_read_kernel(&parent_first, sizeof(parent_first), parent.name.name);
-            hit.id = krsid_watch_dir_value(parent, parent_first);
+            hit.id = krsid_watch_dir_of(parent);
             hit.level = 1;  /* 0 below when nothing matched */
+            if (!hit.id) {
+                hit.id = krsid_watch_dir_of(krsid_dentry_link(parent.parent));
+                hit.level = 2;
+            }
         }
     }
     /* hit.id holds the map value so far: the id, and above it the entry's operations.

@@ -320,10 +320,11 @@ def test_a_users_units_and_autostart_entries_are_watched_by_directory_name(
 ) -> None:
     """watch.dirs: a user unit, an autostart entry and a user-manager environment file
     written in a home (T1543.002, T1547.013) are reported with the entry that matched,
-    at level 1, and their deletion too; a prepared directory renamed into the place of
+    at level 1, and their deletion too; a drop-in of a unit (foo.service.d/) and a link
+    in a target's .wants/ at level 2; a prepared directory renamed into the place of
     ~/.config/autostart is reported at level 0. Places that only look alike are not:
-    another .config directory, an autostart directory outside .config, a unit one level
-    deeper, and the packages' lib/systemd/user."""
+    another .config directory, an autostart directory outside .config, a file three
+    levels deep, and the packages' lib/systemd/user."""
     from krsid.watch import DEFAULT_DIRS
 
     places = {USER_UNITS: ".config/systemd/user", USER_DATA_UNITS: "share/systemd/user"}
@@ -331,14 +332,17 @@ def test_a_users_units_and_autostart_entries_are_watched_by_directory_name(
     assert set(places.values()) | set(USER_SSH_FILES) == set(DEFAULT_DIRS)
     home = root / "outside" / unique("home")
     dropped = [home / place / name for place, name in zip(places, ("x.service", "y.service", "x.desktop", "50-x.conf"))]
+    two_below = [home / USER_UNITS / "dbus.service.d" / "override.conf"]
+    two_below += [home / USER_UNITS / "default.target.wants" / "x.service"]
     alike = [home / ".config" / "other" / "x.desktop", home / "autostart" / "x.desktop"]
-    alike += [home / USER_UNITS / "default.target.wants" / "x.service", home / "lib" / "systemd" / "user" / "x.service"]
-    writer, quiet, remover = write_then_remove_first(dropped, alike, "[Unit]")
+    alike += [home / USER_UNITS / "dbus.service.d" / "deeper" / "x.conf"]
+    alike += [home / "lib" / "systemd" / "user" / "x.service"]
+    writer, quiet, remover = write_then_remove_first(dropped + two_below, alike, "[Unit]")
 
-    writes = events_of(daemon, "file_open", writer, len(dropped))
+    writes = events_of(daemon, "file_open", writer, len(dropped) + len(two_below))
     assert [(o["reason"], o["watch"], o["watch_level"], o["path"]) for o in writes] == [
         ("WATCH", entry, 1, str(f)) for entry, f in zip(places.values(), dropped)
-    ]
+    ] + [("WATCH", ".config/systemd/user", 2, str(f)) for f in two_below]
     assert {(o["access"], o["uid"], o["action"]) for o in writes} == {("WRONLY", 0, "audit")}
     assert all({"CREAT", "TRUNC"} <= set(o["flags"].split("|")) for o in writes), writes
     (o,) = events_of(daemon, "inode_unlink", remover)

@@ -35,21 +35,8 @@
 #define INODE_SETXATTR_POLICY_NAMESPACE 0
 #define INODE_SETXATTR_POLICY_CAPABILITY 1
 
-#define INODE_SETXATTR_NS_OTHER 0
-#define INODE_SETXATTR_NS_SECURITY 1
-#define INODE_SETXATTR_NS_TRUSTED 2
-#define INODE_SETXATTR_NS_USER 3
-#define INODE_SETXATTR_NS_SYSTEM 4
-
 #define INODE_SETXATTR_NAME_LEN 128
 #define INODE_SETXATTR_DIR_LEN 128
-#define INODE_SETXATTR_MINORBITS KRSID_MINORBITS
-#define INODE_SETXATTR_MINORMASK ((1U << INODE_SETXATTR_MINORBITS) - 1)
-
-/* Eight characters as the little-endian word they form in memory. */
-#define INODE_SETXATTR_W(a, b, c, d, e, f, g, h)                                                          \
-    ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 |              \
-     (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
 
 struct inode_setxattr_event {
     KRSID_EVENT_HEADER
@@ -64,28 +51,6 @@ struct inode_setxattr_event {
     char dir[INODE_SETXATTR_DIR_LEN];
 };
 
-/* The namespace of an xattr name from its first 24 bytes (NUL-padded), whether it
- * is exactly security.capability, whether it is overlayfs' own (trusted.overlay.*) and
- * whether it is a POSIX ACL (system.posix_acl_*); without branches (see krsid_decide). */
-static __always_inline __u32 inode_setxattr_namespace(const __u64 *w, __u64 *is_capability, __u64 *is_overlay,
-                                                      __u64 *is_acl)
-{
-    __u64 sec = (krsid_nonzero(w[0] ^ INODE_SETXATTR_W('s', 'e', 'c', 'u', 'r', 'i', 't', 'y')) |
-                 krsid_nonzero((w[1] & 0xff) ^ '.')) ^ 1;
-    __u64 trusted = krsid_nonzero(w[0] ^ INODE_SETXATTR_W('t', 'r', 'u', 's', 't', 'e', 'd', '.')) ^ 1;
-    __u64 user = krsid_nonzero((w[0] & 0xffffffffffULL) ^ INODE_SETXATTR_W('u', 's', 'e', 'r', '.', 0, 0, 0)) ^ 1;
-    __u64 system =
-        krsid_nonzero((w[0] & 0xffffffffffffffULL) ^ INODE_SETXATTR_W('s', 'y', 's', 't', 'e', 'm', '.', 0)) ^ 1;
-    *is_overlay = trusted & (krsid_nonzero(w[1] ^ INODE_SETXATTR_W('o', 'v', 'e', 'r', 'l', 'a', 'y', '.')) ^ 1);
-    *is_acl = (krsid_nonzero(w[0] ^ INODE_SETXATTR_W('s', 'y', 's', 't', 'e', 'm', '.', 'p')) |
-               krsid_nonzero(w[1] ^ INODE_SETXATTR_W('o', 's', 'i', 'x', '_', 'a', 'c', 'l')) |
-               krsid_nonzero((w[2] & 0xff) ^ '_')) ^ 1;
-    *is_capability = sec & (krsid_nonzero(w[1] ^ INODE_SETXATTR_W('.', 'c', 'a', 'p', 'a', 'b', 'i', 'l')) ^ 1) &
-                     (krsid_nonzero(w[2] ^ INODE_SETXATTR_W('i', 't', 'y', 0, 0, 0, 0, 0)) ^ 1);
-    return sec * INODE_SETXATTR_NS_SECURITY + trusted * INODE_SETXATTR_NS_TRUSTED + user * INODE_SETXATTR_NS_USER +
-           system * INODE_SETXATTR_NS_SYSTEM;
-}
-
 #if KRSID_HOOK_NARGS == 5
 LSM_PROBE(inode_setxattr, struct dentry *dentry, const char *name, const void *value, size_t size, int flags)
 #else
@@ -97,19 +62,19 @@ LSM_PROBE(inode_setxattr, const void *idmap, struct dentry *dentry, const char *
 
     __u64 head[3] = {};
     bpf_probe_read_kernel_str(head, sizeof(head), name);
-    __u64 is_capability = 0, is_overlay = 0, is_acl = 0;
-    __u32 ns = inode_setxattr_namespace(head, &is_capability, &is_overlay, &is_acl);
+    struct krsid_xattr_kind kind = krsid_xattr_namespace(head);
+    __u32 ns = kind.ns;
 
     struct krsid_policy_input in = {};
     in.field[INODE_SETXATTR_POLICY_NAMESPACE] = ns;
-    in.field[INODE_SETXATTR_POLICY_CAPABILITY] = is_capability;
+    in.field[INODE_SETXATTR_POLICY_CAPABILITY] = kind.is_capability;
     in.file = dentry;
     struct krsid_decision d = krsid_decide(KRSID_HOOK_ID, &in);
     KRSID_DROP_IF_IGNORED(d);
-    if (!d.rule && ns != INODE_SETXATTR_NS_SECURITY && ns != INODE_SETXATTR_NS_TRUSTED && !is_acl &&
+    if (!d.rule && ns != KRSID_XATTR_NS_SECURITY && ns != KRSID_XATTR_NS_TRUSTED && !kind.is_acl &&
         krsid_option(KRSID_HOOK_ID, INODE_SETXATTR_OPT_SECURITY_TRUSTED_ONLY))
         KRSID_RETURN_FILTERED();
-    if (!d.rule && is_overlay && !krsid_option(KRSID_HOOK_ID, INODE_SETXATTR_OPT_OVERLAYFS))
+    if (!d.rule && kind.is_overlay && !krsid_option(KRSID_HOOK_ID, INODE_SETXATTR_OPT_OVERLAYFS))
         KRSID_RETURN_FILTERED();
 
     struct inode_setxattr_event *e =
@@ -117,16 +82,7 @@ LSM_PROBE(inode_setxattr, const void *idmap, struct dentry *dentry, const char *
     if (!e)
         KRSID_RETURN_DECISION(d.action);
 
-    e->ino = 0;
-    e->dev_major = 0;
-    e->dev_minor = 0;
-    struct inode *inode = dentry->d_inode;
-    if (inode) {
-        __u32 dev = inode->i_sb->s_dev;
-        e->ino = inode->i_ino;
-        e->dev_major = dev >> INODE_SETXATTR_MINORBITS;
-        e->dev_minor = dev & INODE_SETXATTR_MINORMASK;
-    }
+    krsid_inode_id(dentry->d_inode, &e->ino, &e->dev_major, &e->dev_minor);
     e->size = size;
     e->flags = flags;
     e->namespace = ns;

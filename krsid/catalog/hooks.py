@@ -26,7 +26,7 @@ from krsid.catalog.contract import (
     parse_contract,
     slot_mismatches,
 )
-from krsid.csource import c_number, define_values, is_literal, strip_comments
+from krsid.csource import c_number, define_values, is_literal, parse_defines, strip_comments
 from krsid.errors import CatalogError, ConfigError
 from krsid.event import RECORD_KEYS
 from krsid.pipeline.layout import EventLayout, Member, parse_event_struct, read_text
@@ -328,7 +328,7 @@ def load_catalog(programs_dir: Path) -> Catalog:
     header_path = programs_dir / HEADER_FILE
     header_text = read_text(header_path)
     contract = parse_contract(header_text, str(header_path))
-    shared = _header_sidecar(programs_dir / HEADER_SIDECAR, contract)
+    shared = _header_sidecar(programs_dir / HEADER_SIDECAR, contract, header_text)
 
     sources = {p.stem: p for p in programs_dir.glob("*.c")}
     sidecars = {p.stem: p for p in programs_dir.glob("*.yaml")}
@@ -407,19 +407,30 @@ class HeaderSidecar:
     value_sets: dict[str, tuple[tuple[str, int], ...]]
 
 
-def _header_sidecar(path: Path, contract: Contract) -> HeaderSidecar:
+def _header_sidecar(path: Path, contract: Contract, header_text: str) -> HeaderSidecar:
     doc = _load_sidecar_doc(path)
     top = _catalog_mapping(doc, doc.data, (), {"fields", "value_sets"})
     fields = _catalog_mapping(doc, top.get("fields"), ("fields",))
     out = {k: _catalog_mapping(doc, v, ("fields", k)) for k, v in fields.items()}
     value_sets: dict[str, tuple[tuple[str, int], ...]] = {}
+    defines: dict[str, int] | None = None
     for set_name, raw in _catalog_mapping(doc, top.get("value_sets"), ("value_sets",)).items():
-        pairs = _catalog_mapping(doc, raw, ("value_sets", set_name))
+        path_of_set = ("value_sets", set_name)
+        pairs = _catalog_mapping(doc, raw, path_of_set)
         try:
+            if set(pairs) == {"c_defines"}:  # written in krsid.h: derived, never restated
+                prefix = expect(doc, pairs["c_defines"], (*path_of_set, "c_defines"), str, "a #define prefix")
+                if defines is None:
+                    defines = parse_defines(header_text, origin=HEADER_FILE)
+                found = tuple((k[len(prefix) :], v) for k, v in defines.items() if k.startswith(prefix))
+                if not prefix or not found:
+                    doc.fail((*path_of_set, "c_defines"), f"{HEADER_FILE} has no #define {prefix}<NAME>")
+                value_sets[set_name] = tuple(sorted(found, key=lambda pair: pair[1]))
+                continue
             if not pairs:
-                doc.fail(("value_sets", set_name), "needs values: {NAME: number}")
+                doc.fail(path_of_set, "needs values: {NAME: number} or c_defines: <krsid.h prefix>")
             value_sets[set_name] = tuple(
-                (k, expect(doc, v, ("value_sets", set_name, k), int, "an integer")) for k, v in pairs.items()
+                (k, expect(doc, v, (*path_of_set, k), int, "an integer")) for k, v in pairs.items()
             )
         except ConfigError as e:
             raise CatalogError(str(e)) from None

@@ -1671,6 +1671,48 @@ struct krsid_script_names {
 };
 BPF_TASK_STORAGE(krsid_script_names, struct krsid_script_names);
 
+/* Eight characters as the little-endian word they form in memory. */
+#define KRSID_WORD8(a, b, c, d, e, f, g, h)                                                             \
+    ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 |          \
+     (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
+
+/* An extended attribute's namespace, from its name's prefix (inode_setxattr,
+ * inode_removexattr). The sidecars' enum is derived from these defines (value set
+ * xattr_namespaces in include/krsid.yaml: c_defines). */
+#define KRSID_XATTR_NS_OTHER 0
+#define KRSID_XATTR_NS_SECURITY 1
+#define KRSID_XATTR_NS_TRUSTED 2
+#define KRSID_XATTR_NS_USER 3
+#define KRSID_XATTR_NS_SYSTEM 4
+
+/* What an xattr name's first 24 bytes (w, NUL-padded) say: its namespace, whether it
+ * is exactly security.capability, overlayfs' own (trusted.overlay.*) or a POSIX ACL
+ * (system.posix_acl_*). Without branches (see krsid_decide). */
+struct krsid_xattr_kind {
+    __u32 ns;
+    __u64 is_capability;
+    __u64 is_overlay;
+    __u64 is_acl;
+};
+static __always_inline struct krsid_xattr_kind krsid_xattr_namespace(const __u64 *w)
+{
+    __u64 sec = (krsid_nonzero(w[0] ^ KRSID_WORD8('s', 'e', 'c', 'u', 'r', 'i', 't', 'y')) |
+                 krsid_nonzero((w[1] & 0xff) ^ '.')) ^ 1;
+    __u64 trusted = krsid_nonzero(w[0] ^ KRSID_WORD8('t', 'r', 'u', 's', 't', 'e', 'd', '.')) ^ 1;
+    __u64 user = krsid_nonzero((w[0] & 0xffffffffffULL) ^ KRSID_WORD8('u', 's', 'e', 'r', '.', 0, 0, 0)) ^ 1;
+    __u64 system = krsid_nonzero((w[0] & 0xffffffffffffffULL) ^ KRSID_WORD8('s', 'y', 's', 't', 'e', 'm', '.', 0)) ^ 1;
+    struct krsid_xattr_kind k = {};
+    k.is_overlay = trusted & (krsid_nonzero(w[1] ^ KRSID_WORD8('o', 'v', 'e', 'r', 'l', 'a', 'y', '.')) ^ 1);
+    k.is_acl = (krsid_nonzero(w[0] ^ KRSID_WORD8('s', 'y', 's', 't', 'e', 'm', '.', 'p')) |
+                krsid_nonzero(w[1] ^ KRSID_WORD8('o', 's', 'i', 'x', '_', 'a', 'c', 'l')) |
+                krsid_nonzero((w[2] & 0xff) ^ '_')) ^ 1;
+    k.is_capability = sec & (krsid_nonzero(w[1] ^ KRSID_WORD8('.', 'c', 'a', 'p', 'a', 'b', 'i', 'l')) ^ 1) &
+                      (krsid_nonzero(w[2] ^ KRSID_WORD8('i', 't', 'y', 0, 0, 0, 0, 0)) ^ 1);
+    k.ns = sec * KRSID_XATTR_NS_SECURITY + trusted * KRSID_XATTR_NS_TRUSTED + user * KRSID_XATTR_NS_USER +
+           system * KRSID_XATTR_NS_SYSTEM;
+    return k;
+}
+
 /* The kernel's internal dev_t: MAJOR << 20 | MINOR (include/linux/kdev_t.h: macros, not in BTF). */
 #define KRSID_MINORBITS 20
 

@@ -227,3 +227,29 @@ def test_a_value_set_must_give_numbers(programs: Path) -> None:
     p.write_text(p.read_text().replace("SUID: 0x800, ", "SUID: high, ", 1))
     with pytest.raises(CatalogError, match=r"krsid\.yaml:\d+:\d+: .*value_sets\.mode_bits\.SUID.*an integer"):
         load_catalog(programs)
+
+
+def test_a_value_set_written_in_krsid_h_is_derived_from_its_defines(programs: Path) -> None:
+    """xattr_namespaces is `c_defines: KRSID_XATTR_NS_`: a namespace added in C is a
+    name rules and events know, with no YAML to edit."""
+    assert load_catalog(PROGRAMS)["inode_setxattr"].field("namespace").values == (
+        ("OTHER", 0), ("SECURITY", 1), ("TRUSTED", 2), ("USER", 3), ("SYSTEM", 4),
+    )  # fmt: skip
+    h = programs / "include" / "krsid.h"
+    h.write_text(
+        h.read_text().replace(
+            "#define KRSID_XATTR_NS_SYSTEM 4\n", "#define KRSID_XATTR_NS_SYSTEM 4\n#define KRSID_XATTR_NS_BTRFS 5\n"
+        )
+    )
+    catalog = load_catalog(programs)
+    for hook in ("inode_setxattr", "inode_removexattr"):
+        assert catalog[hook].field("namespace").values[-1] == ("BTRFS", 5)
+        assert catalog[hook].policy_field("namespace").values[-1] == ("BTRFS", 5)
+
+
+def test_a_value_set_of_no_defines_is_named_with_line(programs: Path) -> None:
+    p = programs / "include" / "krsid.yaml"
+    p.write_text(p.read_text().replace("c_defines: KRSID_XATTR_NS_", "c_defines: KRSID_XATTR_NAMESPACE_", 1))
+    message = r"krsid\.yaml:\d+:\d+: .*include/krsid\.h has no #define KRSID_XATTR_NAMESPACE_<NAME>"
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(programs)

@@ -126,10 +126,6 @@ _Static_assert(BPRM_CHECK_SECURITY_CTX_STDOUT_INET == BPRM_CHECK_SECURITY_CTX_ST
 #define BPRM_CHECK_SECURITY_LD_SCAN_STRINGS 256
 /* Bytes of each LD_* value kept (option ld_values). */
 #define BPRM_CHECK_SECURITY_LD_LEN 256
-/* The first 8 bytes of a string as one little-endian word (BPF is little-endian here: x86-64). */
-#define BPRM_CHECK_SECURITY_W8(a, b, c, d, e, f, g, h)                                                      \
-    ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 | (__u64)(f) << 40 | \
-     (__u64)(g) << 48 | (__u64)(h) << 56)
 
 /* Sizes of args/env. The last byte of each always stays 0, so the strings are
  * always followed by an extra NUL. */
@@ -548,12 +544,12 @@ static __always_inline void bprm_check_security_scan_ld(__u64 uenvp, __u64 have_
         words[2] = 0;
         bpf_probe_read_user_str(words, sizeof(words), (const void *)p);
         __u64 w0 = words[0], w1 = words[1];
-        __u64 preload = krsid_nonzero((w0 ^ BPRM_CHECK_SECURITY_W8('L', 'D', '_', 'P', 'R', 'E', 'L', 'O')) |
-                                      ((w1 & 0xffffff) ^ BPRM_CHECK_SECURITY_W8('A', 'D', '=', 0, 0, 0, 0, 0))) ^ 1;
-        __u64 audit = krsid_nonzero((w0 ^ BPRM_CHECK_SECURITY_W8('L', 'D', '_', 'A', 'U', 'D', 'I', 'T')) |
+        __u64 preload = krsid_nonzero((w0 ^ KRSID_WORD8('L', 'D', '_', 'P', 'R', 'E', 'L', 'O')) |
+                                      ((w1 & 0xffffff) ^ KRSID_WORD8('A', 'D', '=', 0, 0, 0, 0, 0))) ^ 1;
+        __u64 audit = krsid_nonzero((w0 ^ KRSID_WORD8('L', 'D', '_', 'A', 'U', 'D', 'I', 'T')) |
                                     ((w1 & 0xff) ^ '=')) ^ 1;
-        __u64 libpath = krsid_nonzero((w0 ^ BPRM_CHECK_SECURITY_W8('L', 'D', '_', 'L', 'I', 'B', 'R', 'A')) |
-                                      (w1 ^ BPRM_CHECK_SECURITY_W8('R', 'Y', '_', 'P', 'A', 'T', 'H', '='))) ^ 1;
+        __u64 libpath = krsid_nonzero((w0 ^ KRSID_WORD8('L', 'D', '_', 'L', 'I', 'B', 'R', 'A')) |
+                                      (w1 ^ KRSID_WORD8('R', 'Y', '_', 'P', 'A', 'T', 'H', '='))) ^ 1;
         ld->preload = bprm_check_security_pick(preload, p + sizeof("LD_PRELOAD=") - 1, ld->preload);
         ld->audit = bprm_check_security_pick(audit, p + sizeof("LD_AUDIT=") - 1, ld->audit);
         ld->library_path = bprm_check_security_pick(libpath, p + sizeof("LD_LIBRARY_PATH=") - 1, ld->library_path);

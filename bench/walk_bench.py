@@ -69,8 +69,8 @@ LOOPS = (
     WalkLoop("open(O_RDONLY)+close, an unwatched name", "open", 4000, "flat", "file_open"),
     WalkLoop("open(O_RDONLY)+close of id_rsb (passes the names' pre-filter)", "open", 4000, "near", "file_open"),
     WalkLoop("open(O_RDONLY)+close of its own id_rsa (a secret, its owner)", "open", 4000, "secret", "file_open"),
-    # inode_create as shipped (rules only): the policy's lookups and one option lookup,
-    # no walk; its whole cost for a filtered call.
+    # inode_create as shipped (rules only): two option lookups and whether the policy
+    # has a rule for it, no walk; its whole cost for a filtered call.
     WalkLoop("create+close+unlink, fs without watched paths", "create", 2000, "flat", "inode_create"),
 )
 STATES = ("pre-filter", "saturated")
